@@ -1,0 +1,33 @@
+//! Key derivation for edgeseal: KDF plug-in executables and the key-encryption key (KEK).
+//!
+//! A KDF plug-in is an executable that prints initial keying material (IKM) bound to the device
+//! (SPEC §4). This crate runs one safely — trust checks on the file and its directories, a cleared
+//! environment, `/` as working directory, stdin from `/dev/null`, a hard timeout, stdout validated and
+//! stderr quoted in errors — and turns its IKM into a 32-byte KEK with HKDF-SHA256.
+//!
+//! Layout:
+//! - [`config`]: the `kdf:` section of `edgeseal.yaml` ([`KdfConfig`]).
+//! - [`trust`]: who may own and write a plug-in and the directories above it.
+//! - [`run`]: spawning a plug-in under the `ikm-v1` or EdgeX protocol.
+//! - [`output`]: validating what a plug-in printed (pure).
+//! - [`kek`]: HKDF-SHA256 and the KEK fingerprint.
+//! - [`secret`]: [`Ikm`] and [`Kek`], which wipe themselves and never print their bytes.
+//! - [`hwfp`]: the hardware-fingerprint sources behind the `edgeseal-kdf-hwfp` plug-in.
+//!
+//! Binaries: `edgeseal-kdf-hwfp` (the default plug-in) and `edgeseal-kdf-test` (a plug-in for tests
+//! that misbehaves on request).
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod hwfp;
+pub mod kek;
+pub mod output;
+pub mod run;
+pub mod secret;
+pub mod trust;
+
+pub use config::{KdfConfig, Protocol};
+pub use kek::{derive_kek, KEYSTORE_KEK_INFO};
+pub use run::{run_plugin, PluginError};
+pub use secret::{Ikm, Kek};

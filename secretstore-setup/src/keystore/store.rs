@@ -1,0 +1,272 @@
+//! The keystore directory on disk: `<dir>/keystore.json`, mode 0600 in a 0700 directory.
+//!
+//! Writes are atomic and durable — a temp file beside the target, fsync, rename (or a no-clobber link
+//! for a first write), fsync the directory — so a crash at any instant leaves the old file or the new
+//! one, never a mix. A keystore is never replaced by one with different unseal shares.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use kdf_plugins::Kek;
+use thiserror::Error;
+
+use super::format::{FormatError, KeystoreFile, MAX_FILE_LEN};
+use super::{open, BuildError, Keystore, OpenError};
+
+/// The keystore's file name inside its directory.
+pub const FILE_NAME: &str = "keystore.json";
+const TEMP_PREFIX: &str = ".keystore.json.";
+const TEMP_SUFFIX: &str = ".tmp";
+
+/// A failure reading or writing the keystore, naming the path and what to do.
+#[derive(Debug, Error)]
+pub enum KeystoreError {
+    /// A filesystem operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// No keystore where one is needed.
+    #[error("no keystore at {0}")]
+    Missing(PathBuf),
+    /// The directory is not private to edgeseal.
+    #[error("keystore directory {path} is not private (owner uid {uid}, mode {mode:04o}); it must be owned by uid {euid} with mode 0700")]
+    UnsafeDir {
+        /// The directory.
+        path: PathBuf,
+        /// Its owner.
+        uid: u32,
+        /// Its mode.
+        mode: u32,
+        /// edgeseal's uid.
+        euid: u32,
+    },
+    /// The file is damaged or was edited.
+    #[error("keystore {path} is corrupted or was tampered with: {reason}; restore it from a backup")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: FormatError,
+    },
+    /// A version this build cannot read.
+    #[error("keystore {path} has format version {version}, which this edgeseal cannot read; use the edgeseal release that wrote it or a newer one")]
+    UnsupportedVersion {
+        /// The file.
+        path: PathBuf,
+        /// Its version.
+        version: u64,
+    },
+    /// The KEK does not open the file.
+    #[error("the KEK does not open keystore {path}: the hardware or the KDF plug-in changed since it was written (compare `security-bootstrap kdf check` with the plug-in that created it)")]
+    WrongKek {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Refusing to overwrite a different keystore.
+    #[error("keystore {path} already exists and holds different keys; refusing to overwrite it (move it away only if you are sure it is not needed to unseal)")]
+    AlreadyExists {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The keystore changed on disk between read and write.
+    #[error("keystore {path} changed on disk while edgeseal was updating it; retry")]
+    Concurrent {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Invalid content to write.
+    #[error("cannot build keystore {path}: {source}")]
+    Build {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: BuildError,
+    },
+}
+
+/// Whether [`KeystoreDir::create`] wrote a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// A new keystore was written.
+    Written,
+    /// The same bytes were already there (a rerun after a crash).
+    AlreadyPresent,
+}
+
+/// The directory holding `keystore.json`.
+#[derive(Debug, Clone)]
+pub struct KeystoreDir {
+    dir: PathBuf,
+    file: PathBuf,
+}
+
+impl KeystoreDir {
+    /// Refers to a keystore directory; touches nothing.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        let dir = dir.into();
+        let file = dir.join(FILE_NAME);
+        Self { dir, file }
+    }
+
+    /// The keystore file's path.
+    pub fn path(&self) -> &Path {
+        &self.file
+    }
+
+    /// Reads and checks the keystore file; `None` when there is none.
+    pub fn read(&self) -> Result<Option<KeystoreFile>, KeystoreError> {
+        let Some(bytes) = self.read_bytes()? else {
+            return Ok(None);
+        };
+        KeystoreFile::parse(&bytes).map(Some).map_err(|reason| self.format_error(reason))
+    }
+
+    /// Reads, checks and decrypts the keystore with `kek`.
+    pub fn open(&self, kek: &Kek) -> Result<Keystore, KeystoreError> {
+        let file = self.read()?.ok_or_else(|| KeystoreError::Missing(self.file.clone()))?;
+        open(&file, kek).map_err(|e| self.open_error(e))
+    }
+
+    /// Writes a first keystore. Never replaces an existing file: if one exists with the same bytes
+    /// (a rerun after a crash) that is success; with other bytes it is [`KeystoreError::AlreadyExists`].
+    pub fn create(&self, file: &KeystoreFile) -> Result<Created, KeystoreError> {
+        self.ensure_private_dir()?;
+        let bytes = file.to_bytes();
+        let temp = self.write_temp(&bytes)?;
+        match temp.persist_noclobber(&self.file) {
+            Ok(_) => {
+                self.sync_dir()?;
+                Ok(Created::Written)
+            }
+            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {
+                drop(e.file); // removes the temp file
+                match self.read_bytes()? {
+                    Some(existing) if existing == bytes => Ok(Created::AlreadyPresent),
+                    _ => Err(KeystoreError::AlreadyExists { path: self.file.clone() }),
+                }
+            }
+            Err(e) => Err(self.io("creating", &self.file, e.error)),
+        }
+    }
+
+    /// Changes the secret items of the existing keystore: decrypts it with `kek`, lets `change` edit
+    /// the items (the shares cannot be edited), re-encrypts with fresh nonces and replaces the file
+    /// atomically. Fails if the file changed on disk in between.
+    pub fn update(
+        &self,
+        kek: &Kek,
+        change: impl FnOnce(&mut Keystore) -> Result<(), BuildError>,
+    ) -> Result<Keystore, KeystoreError> {
+        self.ensure_private_dir()?;
+        let before = self.read_bytes()?.ok_or_else(|| KeystoreError::Missing(self.file.clone()))?;
+        let current = KeystoreFile::parse(&before).map_err(|reason| self.format_error(reason))?;
+        let mut keystore = open(&current, kek).map_err(|e| self.open_error(e))?;
+        let (shares, threshold, salt) = (keystore.shares.clone(), keystore.threshold, keystore.salt);
+        change(&mut keystore).map_err(|source| KeystoreError::Build { path: self.file.clone(), source })?;
+        if keystore.shares != shares || keystore.threshold != threshold || keystore.salt != salt {
+            return Err(KeystoreError::AlreadyExists { path: self.file.clone() });
+        }
+        let sealed = keystore.seal(kek).map_err(|source| KeystoreError::Build { path: self.file.clone(), source })?;
+        let temp = self.write_temp(&sealed.to_bytes())?;
+        if self.read_bytes()?.as_deref() != Some(before.as_slice()) {
+            return Err(KeystoreError::Concurrent { path: self.file.clone() });
+        }
+        temp.persist(&self.file).map_err(|e| self.io("replacing", &self.file, e.error))?;
+        self.sync_dir()?;
+        Ok(keystore)
+    }
+
+    fn read_bytes(&self) -> Result<Option<Vec<u8>>, KeystoreError> {
+        let file = match File::open(&self.file) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.io("opening", &self.file, e)),
+        };
+        let mut bytes = Vec::new();
+        // Read one byte past the limit so that an oversized file is reported as such.
+        let limit = u64::try_from(MAX_FILE_LEN + 1).unwrap_or(u64::MAX);
+        file.take(limit).read_to_end(&mut bytes).map_err(|e| self.io("reading", &self.file, e))?;
+        Ok(Some(bytes))
+    }
+
+    /// Creates the directory 0700 if needed; refuses one that others can read or write.
+    fn ensure_private_dir(&self) -> Result<(), KeystoreError> {
+        match fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir) {
+            Ok(()) => {}
+            Err(e) => return Err(self.io("creating directory", &self.dir, e)),
+        }
+        let meta = fs::metadata(&self.dir).map_err(|e| self.io("inspecting", &self.dir, e))?;
+        let euid = nix::unistd::geteuid().as_raw();
+        let mode = meta.permissions().mode() & 0o7777;
+        if meta.uid() != euid || mode & 0o077 != 0 {
+            return Err(KeystoreError::UnsafeDir { path: self.dir.clone(), uid: meta.uid(), mode, euid });
+        }
+        self.remove_stale_temps();
+        Ok(())
+    }
+
+    /// Temp files left by a crash hold only ciphertext; remove them so they do not pile up.
+    fn remove_stale_temps(&self) {
+        let Ok(entries) = fs::read_dir(&self.dir) else { return };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+
+    fn write_temp(&self, bytes: &[u8]) -> Result<tempfile::NamedTempFile, KeystoreError> {
+        let mut temp = tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .suffix(TEMP_SUFFIX)
+            .permissions(fs::Permissions::from_mode(0o600))
+            .tempfile_in(&self.dir)
+            .map_err(|e| self.io("creating a temp file in", &self.dir, e))?;
+        temp.write_all(bytes).map_err(|e| self.io("writing", temp.path(), e))?;
+        temp.as_file().sync_all().map_err(|e| self.io("syncing", temp.path(), e))?;
+        Ok(temp)
+    }
+
+    fn sync_dir(&self) -> Result<(), KeystoreError> {
+        OpenOptions::new()
+            .read(true)
+            .open(&self.dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|e| self.io("syncing directory", &self.dir, e))
+    }
+
+    fn io(&self, op: &'static str, path: &Path, source: io::Error) -> KeystoreError {
+        KeystoreError::Io { op, path: path.to_path_buf(), source }
+    }
+
+    fn format_error(&self, reason: FormatError) -> KeystoreError {
+        match reason {
+            FormatError::UnsupportedVersion(version) => {
+                KeystoreError::UnsupportedVersion { path: self.file.clone(), version }
+            }
+            reason => KeystoreError::Corrupt { path: self.file.clone(), reason },
+        }
+    }
+
+    /// Maps a decryption failure to the error the operator needs.
+    pub fn open_error(&self, error: OpenError) -> KeystoreError {
+        match error {
+            OpenError::WrongKek => KeystoreError::WrongKek { path: self.file.clone() },
+            OpenError::ItemTampered { purpose, index } => KeystoreError::Corrupt {
+                path: self.file.clone(),
+                reason: FormatError::Invalid(format!("item {purpose}/{index} failed authentication")),
+            },
+            OpenError::Format(reason) => self.format_error(reason),
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! secretstore-setup: initializes, unseals and configures OpenBao, and owns the encrypted keystore.
+//!
+//! Layout:
+//! - [`keystore`]: `keystore.json` — unseal shares and other long-lived secrets, AES-256-GCM under the
+//!   KEK from a KDF plug-in; atomic, durable, never overwritten by a different keystore (SPEC §5).
+//! - [`edgex_import`]: converting an EdgeX `resp-init.json` (plain or `EDGEX_IKM_HOOK`-encrypted).
+//! - [`secret`]: [`UnsealShare`] and [`SecretBytes`], which wipe themselves and never print.
+//! - [`config`]: the `keystore:` section of `edgeseal.yaml`.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod edgex_import;
+pub mod keystore;
+pub mod secret;
+
+pub use config::KeystoreConfig;
+pub use keystore::{Keystore, KeystoreDir, KeystoreError, KeystoreFile};
+pub use secret::{SecretBytes, UnsealShare};
