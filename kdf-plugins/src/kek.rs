@@ -76,7 +76,8 @@ mod tests {
             ),
         ];
         for (ikm, salt, info, okm) in cases {
-            let (ikm, salt, info) = (unhex(&ikm.replace(' ', "")), unhex(&salt.replace(' ', "")), unhex(&info.replace(' ', "")));
+            let (ikm, salt, info) =
+                (unhex(&ikm.replace(' ', "")), unhex(&salt.replace(' ', "")), unhex(&info.replace(' ', "")));
             let want = unhex(&okm.replace(' ', ""));
             let mut got = vec![0u8; want.len()];
             hkdf_sha256(&ikm, &salt, &info, &mut got).unwrap();

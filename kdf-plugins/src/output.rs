@@ -1,12 +1,18 @@
 //! Validation of what a plug-in printed on stdout. Pure: bytes in, [`Ikm`] or a reason out.
 //!
-//! The rule (SPEC §4): exactly one line, the IKM as lowercase hex, at least [`Ikm::MIN_LEN`] bytes once
-//! decoded. A single trailing `\n` ends the line. No error ever quotes the output itself: it might be
-//! the IKM with one wrong character.
+//! The `ikm-v1` rule (SPEC §4): exactly one line, the IKM as lowercase hex, at least [`Ikm::MIN_LEN`]
+//! bytes once decoded. A single trailing `\n` ends the line.
+//!
+//! The `edgex` rule is what EdgeX's `pipedhexreader` accepts, so that an existing `EDGEX_IKM_HOOK` gives
+//! the same IKM it gave EdgeX: the first line only, hex of either case. edgeseal is stricter in one
+//! way: an empty or short IKM (which EdgeX silently accepted) is refused.
+//!
+//! No error ever quotes the output itself: it might be the IKM with one wrong character.
 
 use thiserror::Error;
 use zeroize::Zeroizing;
 
+use crate::config::Protocol;
 use crate::secret::Ikm;
 
 /// Why a plug-in's stdout is not a valid IKM line. Messages describe the shape, never the content.
@@ -22,7 +28,7 @@ pub enum OutputError {
         lines: usize,
     },
     /// The line is not lowercase hex.
-    #[error("stdout is not lowercase hex: byte {position} of the line is not in [0-9a-f]")]
+    #[error("stdout is not a hex line: byte {position} of the line is not a hex digit (ikm-v1 wants lowercase)")]
     NotHex {
         /// Zero-based position of the first offending byte.
         position: usize,
@@ -50,7 +56,28 @@ pub enum OutputError {
 /// The most stdout a well-behaved plug-in can print: the longest IKM in hex plus a newline.
 pub const MAX_OUTPUT_LEN: usize = Ikm::MAX_LEN * 2 + 1;
 
-/// Parses a plug-in's complete stdout into the IKM.
+/// Parses stdout by the rule of `protocol`.
+pub fn parse_output(protocol: Protocol, stdout: &[u8]) -> Result<Ikm, OutputError> {
+    match protocol {
+        Protocol::IkmV1 => parse_ikm_line(stdout),
+        Protocol::Edgex => parse_edgex_output(stdout),
+    }
+}
+
+/// Parses an EdgeX hook's stdout: the first line (anything after it is ignored, as EdgeX does), hex
+/// digits of either case.
+pub fn parse_edgex_output(stdout: &[u8]) -> Result<Ikm, OutputError> {
+    let line = stdout.split(|&b| b == b'\n').next().unwrap_or_default();
+    if line.is_empty() {
+        return Err(OutputError::Empty);
+    }
+    if let Some(position) = line.iter().position(|b| !b.is_ascii_hexdigit()) {
+        return Err(OutputError::NotHex { position });
+    }
+    decode_checked(line)
+}
+
+/// Parses a plug-in's complete stdout into the IKM by the `ikm-v1` rule.
 pub fn parse_ikm_line(stdout: &[u8]) -> Result<Ikm, OutputError> {
     if stdout.is_empty() {
         return Err(OutputError::Empty);
@@ -66,6 +93,11 @@ pub fn parse_ikm_line(stdout: &[u8]) -> Result<Ikm, OutputError> {
     if let Some(position) = line.iter().position(|b| !matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return Err(OutputError::NotHex { position });
     }
+    decode_checked(line)
+}
+
+/// Decodes hex digits that were already checked, enforcing the length limits.
+fn decode_checked(line: &[u8]) -> Result<Ikm, OutputError> {
     if line.len() % 2 != 0 {
         return Err(OutputError::OddLength { digits: line.len() });
     }
@@ -118,6 +150,35 @@ mod tests {
         for (input, want) in cases {
             let got = parse_ikm_line(input.as_bytes()).unwrap_err();
             assert_eq!(&got, want, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn edgex_hooks_are_read_like_edgex_reads_them() {
+        let upper = GOOD.to_uppercase();
+        let wrapped = format!("{}\n{}\n", &GOOD[..30], &GOOD[30..]); // `xxd -p` wraps long output
+        let ok: &[(&str, &str)] = &[
+            (&format!("{GOOD}\n"), GOOD),
+            (GOOD, GOOD),
+            (&format!("{upper}\n"), GOOD),
+            (&format!("{GOOD}\nanything else\n"), GOOD),
+            (&format!("{GOOD}{GOOD}\n"), &format!("{GOOD}{GOOD}")),
+        ];
+        for (input, want) in ok {
+            assert_eq!(hex::encode(parse_edgex_output(input.as_bytes()).unwrap().expose()), *want, "{input:?}");
+        }
+        let bad: &[(&str, OutputError)] = &[
+            ("", OutputError::Empty),
+            ("\n", OutputError::Empty),
+            ("\n{GOOD}", OutputError::Empty),
+            (&format!("{GOOD}\r\n"), OutputError::NotHex { position: 32 }),
+            (&format!(" {GOOD}\n"), OutputError::NotHex { position: 0 }),
+            (&format!("0x{GOOD}\n"), OutputError::NotHex { position: 1 }),
+            ("abc\n", OutputError::OddLength { digits: 3 }),
+            (&wrapped, OutputError::TooShort { len: 15 }),
+        ];
+        for (input, want) in bad {
+            assert_eq!(&parse_edgex_output(input.as_bytes()).unwrap_err(), want, "{input:?}");
         }
     }
 

@@ -19,8 +19,8 @@ use nix::unistd::Pid;
 use thiserror::Error;
 use zeroize::Zeroizing;
 
-use crate::config::KdfConfig;
-use crate::output::{parse_ikm_line, OutputError, MAX_OUTPUT_LEN};
+use crate::config::{KdfConfig, Protocol};
+use crate::output::{parse_output, OutputError, MAX_OUTPUT_LEN};
 use crate::secret::Ikm;
 use crate::trust::{check_plugin, TrustError};
 
@@ -175,7 +175,7 @@ pub fn run_plugin(config: &KdfConfig) -> Result<Ikm, PluginError> {
         .stderr(Stdio::piped())
         .process_group(0);
     let child = command.spawn().map_err(|source| PluginError::Spawn { path: exe.clone(), source })?;
-    Running::start(child, exe, config.timeout).finish()
+    Running::start(child, exe, config.protocol, config.timeout).finish()
 }
 
 enum Event {
@@ -194,6 +194,7 @@ struct Captured {
 struct Running {
     child: Child,
     exe: PathBuf,
+    protocol: Protocol,
     timeout: Duration,
     deadline: Instant,
     events: mpsc::Receiver<Event>,
@@ -203,7 +204,7 @@ struct Running {
 }
 
 impl Running {
-    fn start(mut child: Child, exe: PathBuf, timeout: Duration) -> Self {
+    fn start(mut child: Child, exe: PathBuf, protocol: Protocol, timeout: Duration) -> Self {
         let (tx, events) = mpsc::channel();
         if let Some(out) = child.stdout.take() {
             let tx = tx.clone();
@@ -215,6 +216,7 @@ impl Running {
         Self {
             child,
             exe,
+            protocol,
             timeout,
             deadline: Instant::now() + timeout,
             events,
@@ -266,7 +268,11 @@ impl Running {
             return Err(PluginError::Failed { path: self.exe.clone(), status, stderr });
         }
         let stdout = self.stdout.take().unwrap_or_default();
-        parse_ikm_line(&stdout.bytes).map_err(|reason| PluginError::BadOutput { path: self.exe.clone(), reason, stderr })
+        parse_output(self.protocol, &stdout.bytes).map_err(|reason| PluginError::BadOutput {
+            path: self.exe.clone(),
+            reason,
+            stderr,
+        })
     }
 
     /// Kills the plug-in's whole process group and reaps it.
@@ -337,7 +343,7 @@ fn read_stderr(mut pipe: ChildStderr) -> io::Result<Captured> {
 }
 
 /// Runs the plug-in at `path` with the given protocol, for callers that have no full [`KdfConfig`].
-pub fn run_plugin_at(path: &Path, protocol: crate::Protocol, timeout: Duration) -> Result<Ikm, PluginError> {
+pub fn run_plugin_at(path: &Path, protocol: Protocol, timeout: Duration) -> Result<Ikm, PluginError> {
     run_plugin(&KdfConfig { plugin: path.to_path_buf(), args: Vec::new(), protocol, timeout })
 }
 

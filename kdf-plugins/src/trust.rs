@@ -154,7 +154,7 @@ mod tests {
             (X, 0, 0o644, NotExecutable),
             (D, 0, 0o755, Trusted),
             (D, me, 0o700, Trusted),
-            (D, 0, 0o1777, Trusted), // /tmp
+            (D, 0, 0o1777, Trusted),   // /tmp
             (D, me, 0o1777, Writable), // sticky only counts when root owns the directory
             (D, 0, 0o777, Writable),
             (D, 0, 0o775, Writable),

@@ -1,6 +1,8 @@
 //! Running real plug-in executables: every misbehaviour of SPEC §4 gets its own clear error, and the
 //! trust rules refuse plug-ins that someone else could replace.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -88,7 +90,8 @@ fn configured_args_follow_the_protocol_word_and_edgex_hooks_get_none() {
 #[test]
 fn every_bad_output_has_its_own_error_that_never_quotes_stdout() {
     let p = PluginDir::new();
-    let cases: &[(&str, fn(&OutputError) -> bool)] = &[
+    type Expect = fn(&OutputError) -> bool;
+    let cases: &[(&str, Expect)] = &[
         ("bad-hex", |e| matches!(e, OutputError::NotHex { .. })),
         ("uppercase", |e| matches!(e, OutputError::NotHex { .. })),
         ("no-output", |e| matches!(e, OutputError::Empty)),

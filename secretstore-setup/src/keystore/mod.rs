@@ -25,8 +25,8 @@ pub use store::{KeystoreDir, KeystoreError};
 
 use crate::secret::{SecretBytes, UnsealShare};
 use format::{
-    associated_data, decode_b64, encode_b64, valid_purpose, Item, KdfParams, Sealed, AEAD, FORMAT_NAME,
-    KDF_ALGORITHM, MAX_ITEMS, MAX_SHARES, NONCE_LEN, PURPOSE_KEY_CHECK, PURPOSE_UNSEAL_SHARE, VERSION,
+    associated_data, decode_b64, encode_b64, valid_purpose, Item, KdfParams, Sealed, AEAD, FORMAT_NAME, KDF_ALGORITHM,
+    MAX_ITEMS, MAX_SHARES, NONCE_LEN, PURPOSE_KEY_CHECK, PURPOSE_UNSEAL_SHARE, VERSION,
 };
 
 /// The plaintext of the key-check item.

@@ -143,17 +143,21 @@ fn a_future_version_is_unsupported_not_corrupt() {
 fn structural_problems_are_named() {
     let (_, file) = sealed();
     let base: Value = serde_json::from_slice(&file.to_bytes()).unwrap();
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    type Edit = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(&str, Edit)> = vec![
         ("unknown field", Box::new(|v| v["extra"] = Value::from(1))),
         ("threshold", Box::new(|v| v["secret_threshold"] = Value::from(6))),
         ("secret_shares", Box::new(|v| v["secret_shares"] = Value::from(0))),
         ("unseal-share items", Box::new(|v| v["secret_shares"] = Value::from(4))),
         ("salt", Box::new(|v| v["kdf"]["salt"] = Value::from("AAAA"))),
         ("base64", Box::new(|v| v["key_check"]["nonce"] = Value::from("***"))),
-        ("appears twice", Box::new(|v| {
-            let dup = v["items"][0].clone();
-            v["items"].as_array_mut().unwrap().push(dup);
-        })),
+        (
+            "appears twice",
+            Box::new(|v| {
+                let dup = v["items"][0].clone();
+                v["items"].as_array_mut().unwrap().push(dup);
+            }),
+        ),
         ("aead", Box::new(|v| v["aead"] = Value::from("chacha20"))),
     ];
     for (want, edit) in cases {
