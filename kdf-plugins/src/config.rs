@@ -43,22 +43,53 @@ impl std::fmt::Display for Protocol {
     }
 }
 
-/// Which plug-in to run and how.
+/// Which plug-in to run and how. Deserializing validates it (see [`KdfConfig::validate`]).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "KdfFields")]
 pub struct KdfConfig {
     /// Absolute path of the plug-in executable; never looked up in `$PATH`.
-    #[serde(default = "default_plugin")]
     pub plugin: PathBuf,
     /// Arguments appended after the protocol word (`ikm-v1` only).
-    #[serde(default)]
     pub args: Vec<String>,
     /// `ikm-v1` (default) or `edgex`.
-    #[serde(default)]
     pub protocol: Protocol,
     /// Hard limit on the plug-in's run time; it is killed after that.
-    #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+}
+
+/// The `kdf:` keys as written, before validation.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KdfFields {
+    /// Absolute path of the plug-in executable; never looked up in `$PATH`.
+    #[serde(default = "default_plugin", deserialize_with = "absolute_path")]
+    plugin: PathBuf,
+    /// Arguments appended after the protocol word (`ikm-v1` only).
+    #[serde(default)]
+    args: Vec<String>,
+    /// `ikm-v1` (default) or `edgex`.
+    #[serde(default)]
+    protocol: Protocol,
+    /// Hard limit on the plug-in's run time; it is killed after that.
+    #[serde(default = "default_timeout", deserialize_with = "bounded_timeout")]
+    timeout: Duration,
+}
+
+/// Field-level checks, so that a YAML error points at the offending value.
+fn absolute_path<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+    let path = PathBuf::deserialize(d)?;
+    if !path.is_absolute() {
+        return Err(serde::de::Error::custom(KdfConfigError::RelativePlugin(path)));
+    }
+    Ok(path)
+}
+
+fn bounded_timeout<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let timeout: Duration = humantime_serde::deserialize(d)?;
+    if timeout.is_zero() || timeout > MAX_TIMEOUT {
+        return Err(serde::de::Error::custom(KdfConfigError::Timeout(timeout)));
+    }
+    Ok(timeout)
 }
 
 fn default_plugin() -> PathBuf {
@@ -67,6 +98,16 @@ fn default_plugin() -> PathBuf {
 
 fn default_timeout() -> Duration {
     Duration::from_secs(30)
+}
+
+impl TryFrom<KdfFields> for KdfConfig {
+    type Error = KdfConfigError;
+
+    fn try_from(f: KdfFields) -> Result<Self, Self::Error> {
+        let config = KdfConfig { plugin: f.plugin, args: f.args, protocol: f.protocol, timeout: f.timeout };
+        config.validate()?;
+        Ok(config)
+    }
 }
 
 impl Default for KdfConfig {

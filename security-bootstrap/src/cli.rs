@@ -1,0 +1,174 @@
+//! Command-line interface (clap derive). `--help` is written for the operator of a device.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Exit codes, documented in `--help`.
+pub const EXIT_OK: u8 = 0;
+/// A runtime failure: a plug-in failed, a keystore cannot be opened, a file cannot be written.
+pub const EXIT_FAILURE: u8 = 1;
+/// Bad usage or configuration (EX_USAGE).
+pub const EXIT_USAGE: u8 = 64;
+
+const AFTER_HELP: &str = "\
+Exit codes: 0 success, 1 runtime failure, 64 bad usage or configuration.
+
+Examples:
+  security-bootstrap kdf check --plugin /usr/libexec/edgeseal/edgeseal-kdf-hwfp
+  security-bootstrap keystore inspect --config /etc/edgeseal/edgeseal.yaml
+  security-bootstrap keystore import-edgex --config /etc/edgeseal/edgeseal.yaml \\
+      --resp-init /vault/config/assets/resp-init.json --salt /vault/config/assets/kdf-salt.dat";
+
+/// edgeseal's security bootstrapper for edge devices.
+#[derive(Debug, Parser)]
+#[command(name = "security-bootstrap", version, about, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Work with KDF plug-ins.
+    #[command(subcommand)]
+    Kdf(KdfCommand),
+    /// Work with the encrypted keystore.
+    #[command(subcommand)]
+    Keystore(KeystoreCommand),
+}
+
+/// `kdf …`
+#[derive(Debug, Subcommand)]
+pub enum KdfCommand {
+    /// Run a KDF plug-in twice, validate its answer and print the IKM length and a KEK fingerprint.
+    ///
+    /// Never prints the IKM or the KEK. The fingerprint changes when the plug-in's answer changes, so
+    /// comparing it before and after a hardware change tells whether the keystore will still open.
+    #[command(
+        after_help = "Example:\n  security-bootstrap kdf check --plugin /usr/libexec/edgeseal/edgeseal-kdf-hwfp"
+    )]
+    Check(PluginArgs),
+}
+
+/// `keystore …`
+#[derive(Debug, Subcommand)]
+pub enum KeystoreCommand {
+    /// Show a keystore's format, shares and items, and whether this device's KEK opens it.
+    ///
+    /// Never prints a share or an item's value.
+    #[command(
+        after_help = "Example:\n  security-bootstrap keystore inspect --dir /var/lib/edgeseal \\\n      --kdf-plugin /usr/libexec/edgeseal/edgeseal-kdf-hwfp"
+    )]
+    Inspect(InspectArgs),
+    /// Convert an EdgeX resp-init.json into an edgeseal keystore, without re-initializing the store.
+    ///
+    /// Reads plaintext keys, or EDGEX_IKM_HOOK-encrypted keys (info vault<i> or secretstore<i>, with
+    /// the salt file), then re-encrypts the unseal shares under this device's edgeseal KEK. The root
+    /// token in the file is not imported. An existing keystore is never overwritten.
+    #[command(
+        name = "import-edgex",
+        after_help = "Example:\n  security-bootstrap keystore import-edgex --resp-init /vault/config/assets/resp-init.json \\\n      --salt /vault/config/assets/kdf-salt.dat --dir /var/lib/edgeseal \\\n      --kdf-plugin /usr/libexec/edgeseal/edgeseal-kdf-hwfp --edgex-ikm-hook /usr/local/bin/ikm-hook"
+    )]
+    ImportEdgex(ImportArgs),
+}
+
+/// Which plug-in to run: flags, or the `kdf:` section of a config file.
+#[derive(Debug, Args)]
+pub struct PluginArgs {
+    /// edgeseal.yaml to take the `kdf:` section from (instead of the flags).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["plugin", "protocol", "timeout", "args"])]
+    pub config: Option<PathBuf>,
+    /// Absolute path of the plug-in executable.
+    #[arg(long, value_name = "PATH", required_unless_present = "config")]
+    pub plugin: Option<PathBuf>,
+    /// ikm-v1 (edgeseal) or edgex (EDGEX_IKM_HOOK: no arguments).
+    #[arg(long, value_enum)]
+    pub protocol: Option<ProtocolArg>,
+    /// Kill the plug-in after this long (e.g. 30s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
+    /// An argument appended after `ikm-v1` (repeatable).
+    #[arg(long = "arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}
+
+/// `keystore inspect` arguments.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// edgeseal.yaml to take `keystore.dir` and `kdf:` from (instead of the flags).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["dir", "kdf_plugin", "kdf_protocol"])]
+    pub config: Option<PathBuf>,
+    /// Keystore directory (holding keystore.json).
+    #[arg(long, value_name = "DIR", required_unless_present = "config")]
+    pub dir: Option<PathBuf>,
+    /// KDF plug-in to check the keystore against; without it, only the file is checked.
+    #[arg(long, value_name = "PATH")]
+    pub kdf_plugin: Option<PathBuf>,
+    /// Protocol of --kdf-plugin.
+    #[arg(long, value_enum)]
+    pub kdf_protocol: Option<ProtocolArg>,
+}
+
+/// `keystore import-edgex` arguments.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// EdgeX's resp-init.json.
+    #[arg(long, value_name = "FILE")]
+    pub resp_init: PathBuf,
+    /// EdgeX's kdf-salt.dat (needed when the keys are encrypted).
+    #[arg(long, value_name = "FILE")]
+    pub salt: Option<PathBuf>,
+    /// edgeseal.yaml to take `keystore.dir` and `kdf:` from (instead of --dir/--kdf-plugin).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["dir", "kdf_plugin", "kdf_protocol"])]
+    pub config: Option<PathBuf>,
+    /// Keystore directory to create keystore.json in.
+    #[arg(long, value_name = "DIR", required_unless_present = "config")]
+    pub dir: Option<PathBuf>,
+    /// edgeseal's KDF plug-in: the new keystore is encrypted under its KEK.
+    #[arg(long, value_name = "PATH", required_unless_present = "config")]
+    pub kdf_plugin: Option<PathBuf>,
+    /// Protocol of --kdf-plugin.
+    #[arg(long, value_enum)]
+    pub kdf_protocol: Option<ProtocolArg>,
+    /// The EDGEX_IKM_HOOK executable that encrypted the keys (default: the KDF plug-in, run the EdgeX way).
+    #[arg(long, value_name = "PATH")]
+    pub edgex_ikm_hook: Option<PathBuf>,
+    /// Shares needed to unseal (EdgeX's default is 3); recorded for information.
+    #[arg(long, value_name = "N")]
+    pub threshold: Option<u64>,
+}
+
+/// Plug-in protocol on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProtocolArg {
+    /// `PLUGIN ikm-v1 [ARGS…]`.
+    #[value(name = "ikm-v1")]
+    IkmV1,
+    /// `PLUGIN` with no arguments (EDGEX_IKM_HOOK).
+    Edgex,
+}
+
+impl From<ProtocolArg> for kdf_plugins::Protocol {
+    fn from(p: ProtocolArg) -> Self {
+        match p {
+            ProtocolArg::IkmV1 => kdf_plugins::Protocol::IkmV1,
+            ProtocolArg::Edgex => kdf_plugins::Protocol::Edgex,
+        }
+    }
+}

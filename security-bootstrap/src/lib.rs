@@ -1,0 +1,48 @@
+//! security-bootstrap: edgeseal's entry point.
+//!
+//! Today it checks KDF plug-ins and manages the encrypted keystore; later stages (pki-init, setup,
+//! token server, run) grow here. Logic lives in the libraries (`kdf-plugins`, `secretstore-setup`);
+//! this crate composes their config sections into `edgeseal.yaml` and turns commands into calls.
+//!
+//! Layout:
+//! - [`cli`]: clap definitions and exit codes.
+//! - [`config`]: `edgeseal.yaml`, with line:column errors.
+//! - [`commands`]: one module per command.
+
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+
+use std::io::Write;
+
+use thiserror::Error;
+
+pub use cli::Cli;
+
+/// A usage error found after argument parsing (exit code 64).
+#[derive(Debug, Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Runs a parsed command line, writing its report to `out`.
+pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
+    match cli.command {
+        cli::Command::Kdf(cli::KdfCommand::Check(args)) => commands::kdf_check::run(&args, out),
+        cli::Command::Keystore(cli::KeystoreCommand::Inspect(args)) => commands::inspect::run(&args, out),
+        cli::Command::Keystore(cli::KeystoreCommand::ImportEdgex(args)) => commands::import_edgex::run(&args, out),
+    }
+}
+
+/// The exit code for an error: 64 for usage and configuration errors, 1 for everything else.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    let usage = error.chain().any(|e| {
+        e.is::<UsageError>() || e.is::<config::ConfigError>() || e.is::<kdf_plugins::config::KdfConfigError>()
+    });
+    if usage {
+        cli::EXIT_USAGE
+    } else {
+        cli::EXIT_FAILURE
+    }
+}
