@@ -177,10 +177,14 @@ impl KeystoreFile {
         if self.kdf.info.is_empty() || self.kdf.info.len() > 256 {
             return invalid("kdf.info must be 1 to 256 bytes".into());
         }
-        if !(1..=MAX_SHARES).contains(&self.secret_shares) {
-            return invalid(format!("secret_shares is {}, expected 1 to {MAX_SHARES}", self.secret_shares));
+        if self.secret_shares > MAX_SHARES {
+            return invalid(format!("secret_shares is {}, expected 0 to {MAX_SHARES}", self.secret_shares));
         }
-        if !(1..=self.secret_shares).contains(&self.secret_threshold) {
+        // 0 shares: a keystore made before OpenBao was initialized (e.g. holding PKI keys only).
+        if self.secret_shares == 0 && self.secret_threshold != 0 {
+            return invalid(format!("secret_threshold is {} but there are no shares", self.secret_threshold));
+        }
+        if self.secret_shares > 0 && !(1..=self.secret_shares).contains(&self.secret_threshold) {
             return invalid(format!(
                 "secret_threshold is {}, expected 1 to secret_shares ({})",
                 self.secret_threshold, self.secret_shares

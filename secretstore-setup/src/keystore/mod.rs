@@ -86,6 +86,9 @@ pub enum BuildError {
         /// The item's purpose.
         purpose: String,
     },
+    /// The keystore already holds unseal shares; they are never replaced.
+    #[error("the keystore already holds unseal shares; they are never replaced")]
+    SharesAlreadySet,
     /// The OS random generator failed.
     #[error("the system random generator failed: {0}")]
     Random(String),
@@ -103,21 +106,35 @@ pub struct Keystore {
 impl Keystore {
     /// A new keystore with a fresh random salt.
     pub fn new(shares: Vec<UnsealShare>, threshold: u64) -> Result<Self, BuildError> {
-        if shares.is_empty() || shares.len() as u64 > MAX_SHARES || threshold == 0 || threshold > shares.len() as u64 {
-            return Err(BuildError::Shares { shares: shares.len(), threshold });
-        }
-        for (index, share) in shares.iter().enumerate() {
-            let len = share.expose().len();
-            if len == 0 || len > MAX_SHARE_LEN {
-                return Err(BuildError::ShareLength { index, len });
-            }
-            if let Some(first) = shares[..index].iter().position(|s| s == share) {
-                return Err(BuildError::DuplicateShare(first, index));
-            }
-        }
+        check_shares(&shares, threshold)?;
+        let mut keystore = Self::without_shares()?;
+        keystore.shares = shares;
+        keystore.threshold = threshold;
+        Ok(keystore)
+    }
+
+    /// A new keystore that holds no unseal shares yet (made before OpenBao is initialized, e.g. to keep
+    /// the PKI's CA keys). [`Keystore::set_shares`] fills it in once.
+    pub fn without_shares() -> Result<Self, BuildError> {
         let mut salt = [0u8; SALT_LEN];
         random(&mut salt)?;
-        Ok(Self { salt, shares, threshold, items: BTreeMap::new() })
+        Ok(Self { salt, shares: Vec::new(), threshold: 0, items: BTreeMap::new() })
+    }
+
+    /// Whether the unseal shares are present.
+    pub fn has_shares(&self) -> bool {
+        !self.shares.is_empty()
+    }
+
+    /// Records the unseal shares of a keystore that has none. Shares are never replaced.
+    pub fn set_shares(&mut self, shares: Vec<UnsealShare>, threshold: u64) -> Result<(), BuildError> {
+        if self.has_shares() {
+            return Err(BuildError::SharesAlreadySet);
+        }
+        check_shares(&shares, threshold)?;
+        self.shares = shares;
+        self.threshold = threshold;
+        Ok(())
     }
 
     /// The salt the KEK is derived with.
@@ -235,6 +252,22 @@ pub fn open(file: &KeystoreFile, kek: &Kek) -> Result<Keystore, OpenError> {
         }
     }
     Ok(Keystore { salt: file_salt(file)?, shares, threshold: file.secret_threshold, items })
+}
+
+fn check_shares(shares: &[UnsealShare], threshold: u64) -> Result<(), BuildError> {
+    if shares.is_empty() || shares.len() as u64 > MAX_SHARES || threshold == 0 || threshold > shares.len() as u64 {
+        return Err(BuildError::Shares { shares: shares.len(), threshold });
+    }
+    for (index, share) in shares.iter().enumerate() {
+        let len = share.expose().len();
+        if len == 0 || len > MAX_SHARE_LEN {
+            return Err(BuildError::ShareLength { index, len });
+        }
+        if let Some(first) = shares[..index].iter().position(|s| s == share) {
+            return Err(BuildError::DuplicateShare(first, index));
+        }
+    }
+    Ok(())
 }
 
 fn random(buf: &mut [u8]) -> Result<(), BuildError> {

@@ -171,7 +171,9 @@ impl KeystoreDir {
         let mut keystore = open(&current, kek).map_err(|e| self.open_error(e))?;
         let (shares, threshold, salt) = (keystore.shares.clone(), keystore.threshold, keystore.salt);
         change(&mut keystore).map_err(|source| KeystoreError::Build { path: self.file.clone(), source })?;
-        if keystore.shares != shares || keystore.threshold != threshold || keystore.salt != salt {
+        // Shares may be filled in once (a keystore made before init); never changed afterwards.
+        let shares_kept = keystore.shares == shares && keystore.threshold == threshold;
+        if (!shares.is_empty() && !shares_kept) || keystore.salt != salt {
             return Err(KeystoreError::AlreadyExists { path: self.file.clone() });
         }
         let sealed = keystore.seal(kek).map_err(|source| KeystoreError::Build { path: self.file.clone(), source })?;

@@ -147,7 +147,8 @@ fn structural_problems_are_named() {
     let cases: Vec<(&str, Edit)> = vec![
         ("unknown field", Box::new(|v| v["extra"] = Value::from(1))),
         ("threshold", Box::new(|v| v["secret_threshold"] = Value::from(6))),
-        ("secret_shares", Box::new(|v| v["secret_shares"] = Value::from(0))),
+        ("no shares", Box::new(|v| v["secret_shares"] = Value::from(0))),
+        ("secret_shares", Box::new(|v| v["secret_shares"] = Value::from(300))),
         ("unseal-share items", Box::new(|v| v["secret_shares"] = Value::from(4))),
         ("salt", Box::new(|v| v["kdf"]["salt"] = Value::from("AAAA"))),
         ("base64", Box::new(|v| v["key_check"]["nonce"] = Value::from("***"))),
@@ -188,4 +189,20 @@ fn new_keystores_get_distinct_random_salts() {
     let a = Keystore::new(shares(), 3).unwrap();
     let b = Keystore::new(shares(), 3).unwrap();
     assert_ne!(a.salt(), b.salt());
+}
+
+#[test]
+fn a_keystore_without_shares_gets_them_once_and_never_again() {
+    let mut keystore = Keystore::without_shares().unwrap();
+    keystore.set_item("pki-root-ca-key", SecretBytes::new(b"ca".to_vec())).unwrap();
+    let file = keystore.seal(&kek(7)).unwrap();
+    let parsed = KeystoreFile::parse(&file.to_bytes()).unwrap();
+    assert_eq!(parsed.secret_shares, 0);
+    let mut opened = open(&parsed, &kek(7)).unwrap();
+    assert!(!opened.has_shares());
+    opened.set_shares(shares(), 3).unwrap();
+    assert_eq!(opened.set_shares(shares(), 3).unwrap_err(), BuildError::SharesAlreadySet);
+    let reopened = open(&KeystoreFile::parse(&opened.seal(&kek(7)).unwrap().to_bytes()).unwrap(), &kek(7)).unwrap();
+    assert_eq!(reopened.shares(), shares().as_slice());
+    assert_eq!(reopened.item("pki-root-ca-key").unwrap().expose(), b"ca");
 }
