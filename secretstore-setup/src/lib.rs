@@ -6,13 +6,21 @@
 //! - [`edgex_import`]: converting an EdgeX `resp-init.json` (plain or `EDGEX_IKM_HOOK`-encrypted).
 //! - [`secret`]: [`UnsealShare`] and [`SecretBytes`], which wipe themselves and never print.
 //! - [`config`]: the `keystore:` section of `edgeseal.yaml`.
+//! - [`setup`]: initialize, unseal and configure OpenBao, converging on every run (SPEC §6, §8).
+//! - [`watchdog`]: re-unseal an OpenBao that comes back sealed.
+//! - [`crash`]: named crash points for the crash-safety tests.
+//! - [`server_config`]: the OpenBao `config.hcl` edgeseal writes for an OpenBao it starts.
 
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod crash;
 pub mod edgex_import;
 pub mod keystore;
 pub mod secret;
+pub mod server_config;
+pub mod setup;
+pub mod watchdog;
 
 pub use config::KeystoreConfig;
 pub use keystore::{Keystore, KeystoreDir, KeystoreError, KeystoreFile};

@@ -51,6 +51,22 @@ pub enum Command {
     /// Work with the encrypted keystore.
     #[command(subcommand)]
     Keystore(KeystoreCommand),
+    /// Initialize (first boot), unseal and configure OpenBao; converges on every run.
+    ///
+    /// First boot: sys/init, the unseal shares go KEK-encrypted into the keystore before anything
+    /// else. Every boot: unseal from the keystore, generate a root token for this run from the shares,
+    /// converge mounts, policies, token roles, secrets, the token-issuing token and file tokens, then
+    /// revoke the root token. No root token is ever stored.
+    #[command(after_help = "Example:\n  security-bootstrap setup --config /etc/edgeseal/edgeseal.yaml")]
+    Setup(ConfigArg),
+}
+
+/// `--config FILE` (required).
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// edgeseal.yaml.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
 }
 
 /// `kdf …`

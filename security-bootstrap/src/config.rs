@@ -4,10 +4,18 @@
 
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeMap;
+
 use kdf_plugins::KdfConfig;
+use secretstore_setup::config::{
+    valid_segment, FileTokenOwner, FileTokensConfig, SecretStoreConfig, ServiceSetup, TokenSettings,
+};
 use secretstore_setup::KeystoreConfig;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use thiserror::Error;
+
+/// Where pki-init puts the root CA by default; OpenBao's certificate must chain to it.
+pub const DEFAULT_CA_CERT: &str = "/run/edgeseal/pki/ca/ca.pem";
 
 /// Largest configuration file accepted.
 const MAX_CONFIG_LEN: u64 = 1024 * 1024;
@@ -22,6 +30,64 @@ pub struct Config {
     /// `kdf:` — the KDF plug-in.
     #[serde(default)]
     pub kdf: KdfConfig,
+    /// `secret_store:` — which OpenBao and how to set it up.
+    #[serde(default)]
+    pub secret_store: SecretStoreConfig,
+    /// `file_tokens:` — where file tokens are written.
+    #[serde(default)]
+    pub file_tokens: FileTokensConfig,
+    /// `services:` — one entry per service that gets its own policy, role, secrets and tokens.
+    #[serde(default)]
+    pub services: BTreeMap<ServiceName, ServiceEntry>,
+}
+
+/// A service name: `[a-z0-9][a-z0-9_-]*`, at most 64 bytes (it becomes part of policy names and paths).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ServiceName(pub String);
+
+impl<'de> Deserialize<'de> for ServiceName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        if !valid_segment(&name) {
+            return Err(serde::de::Error::custom(format!(
+                "service name {name:?} is not valid: use 1-64 of [a-z0-9_-], starting with a letter or digit"
+            )));
+        }
+        Ok(Self(name))
+    }
+}
+
+/// One entry of `services:`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceEntry {
+    /// How the token server recognises the service's processes (used by the token server).
+    #[serde(default)]
+    pub selectors: Option<serde_yaml_ng::Value>,
+    /// Secrets generated once and stored in KV under the service's path.
+    #[serde(default, deserialize_with = "secret_names")]
+    pub secrets: Vec<String>,
+    /// Token TTL and period.
+    #[serde(default)]
+    pub token: TokenSettings,
+    /// Also write the file-token fallback, owned by this uid/gid.
+    #[serde(default)]
+    pub file_token: Option<FileTokenOwner>,
+    /// Hand all callers of this service one shared, renewed token (token server).
+    #[serde(default)]
+    pub reuse: bool,
+}
+
+fn secret_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let names = Vec::<String>::deserialize(d)?;
+    for name in &names {
+        if !valid_segment(name) {
+            return Err(serde::de::Error::custom(format!(
+                "secret name {name:?} is not valid: use 1-64 of [a-z0-9_-], starting with a letter or digit"
+            )));
+        }
+    }
+    Ok(names)
 }
 
 /// A configuration file that cannot be used. Always a usage error (exit 64).
@@ -54,6 +120,24 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The services as secretstore-setup sees them.
+    pub fn service_setups(&self) -> Vec<ServiceSetup> {
+        self.services
+            .iter()
+            .map(|(name, entry)| ServiceSetup {
+                name: name.0.clone(),
+                secrets: entry.secrets.clone(),
+                token: entry.token.clone(),
+                file_token: entry.file_token,
+            })
+            .collect()
+    }
+
+    /// The CA file OpenBao's certificate is verified against.
+    pub fn ca_cert(&self) -> PathBuf {
+        self.secret_store.ca_cert.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CA_CERT))
+    }
+
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let read_err = |source| ConfigError::Read { path: path.to_path_buf(), source };

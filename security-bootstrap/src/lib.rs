@@ -32,6 +32,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         cli::Command::Kdf(cli::KdfCommand::Check(args)) => commands::kdf_check::run(&args, out),
         cli::Command::Keystore(cli::KeystoreCommand::Inspect(args)) => commands::inspect::run(&args, out),
         cli::Command::Keystore(cli::KeystoreCommand::ImportEdgex(args)) => commands::import_edgex::run(&args, out),
+        cli::Command::Setup(args) => commands::setup::run(&args.config, out),
     }
 }
 

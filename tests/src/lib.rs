@@ -4,12 +4,18 @@
 //! Nothing here installs anything: `make test` does (scripts/ensure-deps.sh). A missing component is a
 //! loud failure that says how to install it, never a silent skip.
 //!
+//! - [`device`]: a simulated device (KDF plug-in, keystore, file tokens) and its edgeseal config.
+//! - [`openbao`]: a real OpenBao (raft, TLS, file audit) on a free loopback port.
+//! - [`pki`]: a device PKI for the OpenBao listener.
 //! - [`ports`]: free loopback ports.
 //! - [`process`]: a child process killed and reaped on drop.
 //! - [`swtpm`]: a TPM 2.0 simulator with its own state directory.
 
 #![forbid(unsafe_code)]
 
+pub mod device;
+pub mod openbao;
+pub mod pki;
 pub mod ports;
 pub mod process;
 pub mod swtpm;

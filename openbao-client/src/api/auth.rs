@@ -63,10 +63,20 @@ pub struct SecretId {
 }
 
 impl Client {
-    /// `POST auth/token/create/<role>` with optional metadata.
-    pub async fn create_token(&self, token: &Token, role: &str, meta: &Map<String, Value>) -> Result<Auth, Error> {
+    /// `POST auth/token/create/<role>` with metadata and, optionally, a TTL in seconds (token roles
+    /// have no TTL of their own; without one the mount's default applies).
+    pub async fn create_token(
+        &self,
+        token: &Token,
+        role: &str,
+        meta: &Map<String, Value>,
+        ttl_secs: Option<u64>,
+    ) -> Result<Auth, Error> {
         let path = format!("auth/token/create/{}", segment(role));
-        let body = json!({"meta": meta});
+        let mut body = json!({"meta": meta});
+        if let Some(ttl) = ttl_secs {
+            body["ttl"] = json!(format!("{ttl}s"));
+        }
         let envelope: AuthEnvelope = self.call(Method::POST, &path, Some(token), Some(&body), Retry::Once).await?;
         Ok(envelope.auth)
     }
@@ -134,6 +144,14 @@ impl Client {
         let data: Option<Data<Keys>> =
             self.call_opt(Method::GET, "auth/token/roles?list=true", Some(token), None::<&()>, Retry::Idempotent).await?;
         Ok(data.map(|d| d.data.keys).unwrap_or_default())
+    }
+
+    /// `GET auth/<mount>/role/<role>`.
+    pub async fn read_approle(&self, token: &Token, mount: &str, role: &str) -> Result<Option<Map<String, Value>>, Error> {
+        let path = format!("auth/{mount}/role/{}", segment(role));
+        let data: Option<Data<Map<String, Value>>> =
+            self.call_opt(Method::GET, &path, Some(token), None::<&()>, Retry::Idempotent).await?;
+        Ok(data.map(|d| d.data))
     }
 
     /// `POST auth/<mount>/role/<role>`.

@@ -200,6 +200,15 @@ impl KeystoreDir {
     }
 
     /// Creates the directory 0700 if needed; refuses one that others can read or write.
+    pub fn prepare(&self) -> Result<(), KeystoreError> {
+        self.ensure_private_dir()
+    }
+
+    /// The keystore directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     fn ensure_private_dir(&self) -> Result<(), KeystoreError> {
         match fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir) {
             Ok(()) => {}

@@ -3,6 +3,7 @@
 pub mod import_edgex;
 pub mod inspect;
 pub mod kdf_check;
+pub mod setup;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -1,0 +1,198 @@
+//! Converging OpenBao's configuration with a root token: mounts, the bootstrap AppRole, service
+//! policies and roles, generated secrets, the token-issuing token, file tokens. Reads first and
+//! writes only what differs, so a converged store is left untouched.
+
+use std::collections::BTreeSet;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use kdf_plugins::Kek;
+use openbao_client::api::kv::Created;
+use openbao_client::{Client, SecretString, Token};
+use serde_json::{json, Map, Value};
+use zeroize::Zeroizing;
+
+use super::policy::{self, APPROLE_MOUNT, APPROLE_ROLE, BOOTSTRAP_POLICY, ISSUER_POLICY, ISSUER_ROLE, SERVICE_PREFIX};
+use super::root::{ApproleCredential, Root};
+use super::{file_tokens, Doing, Report, Setup, SetupError, ITEM_APPROLE, ITEM_ISSUER};
+use crate::crash;
+use crate::keystore::KeystoreDir;
+use crate::SecretBytes;
+
+/// Bytes of randomness in a generated service secret.
+const SECRET_BYTES: usize = 32;
+
+/// Applies the whole configuration.
+pub async fn converge(
+    setup: &Setup,
+    client: &Client,
+    root: &Root,
+    store: &KeystoreDir,
+    kek: &Kek,
+    report: &mut Report,
+) -> Result<(), SetupError> {
+    let token = &root.token;
+    ensure_kv_mount(setup, client, token, report).await?;
+    ensure_bootstrap_approle(client, token, store, kek, root.approle_ok, report).await?;
+    crash::point("after-approle");
+    converge_services(setup, client, token, report).await?;
+    crash::point("after-services");
+    ensure_secrets(setup, client, token, report).await?;
+    crash::point("after-secrets");
+    let issuer = ensure_issuer(client, token, store, kek, report).await?;
+    crash::point("after-issuer");
+    file_tokens::refresh(setup, client, &issuer, report).await?;
+    crash::point("after-file-tokens");
+    Ok(())
+}
+
+async fn ensure_kv_mount(setup: &Setup, client: &Client, token: &Token, report: &mut Report) -> Result<(), SetupError> {
+    let mount = &setup.store.kv_mount;
+    let mounts = client.mounts(token).await.doing(|| "listing secrets engines".into())?;
+    match mounts.get(&format!("{mount}/")) {
+        Some(m) if m.kind == "kv" && m.options.as_ref().and_then(|o| o.get("version")).map(String::as_str) == Some("2") => Ok(()),
+        Some(m) => Err(SetupError::Config(format!(
+            "secret_store.kv_mount {mount:?} is already mounted as {:?} {:?}, not KV version 2; choose another kv_mount",
+            m.kind, m.options
+        ))),
+        None => {
+            client
+                .enable_mount(token, mount, "kv", json!({"version": "2"}))
+                .await
+                .doing(|| format!("mounting KV v2 at {mount}/"))?;
+            report.changes.push(format!("mounted KV v2 at {mount}/"));
+            Ok(())
+        }
+    }
+}
+
+async fn ensure_policy(client: &Client, token: &Token, name: &str, text: &str, report: &mut Report) -> Result<(), SetupError> {
+    let current = client.read_policy(token, name).await.doing(|| format!("reading policy {name}"))?;
+    if current.as_deref().map(str::trim) != Some(text.trim()) {
+        client.write_policy(token, name, text).await.doing(|| format!("writing policy {name}"))?;
+        report.changes.push(format!("policy {name} written"));
+    }
+    Ok(())
+}
+
+async fn ensure_token_role(client: &Client, token: &Token, name: &str, role: &Value, report: &mut Report) -> Result<(), SetupError> {
+    let current = client.read_token_role(token, name).await.doing(|| format!("reading token role {name}"))?;
+    if !current.is_some_and(|c| policy::role_matches(&c, role)) {
+        client.write_token_role(token, name, role).await.doing(|| format!("writing token role {name}"))?;
+        report.changes.push(format!("token role {name} written"));
+    }
+    Ok(())
+}
+
+async fn ensure_bootstrap_approle(
+    client: &Client,
+    token: &Token,
+    store: &KeystoreDir,
+    kek: &Kek,
+    approle_ok: bool,
+    report: &mut Report,
+) -> Result<(), SetupError> {
+    ensure_policy(client, token, BOOTSTRAP_POLICY, &policy::bootstrap_policy(), report).await?;
+    let auths = client.auth_mounts(token).await.doing(|| "listing auth methods".into())?;
+    if !auths.contains_key(&format!("{APPROLE_MOUNT}/")) {
+        client.enable_auth(token, APPROLE_MOUNT, "approle").await.doing(|| format!("enabling AppRole at {APPROLE_MOUNT}/"))?;
+        report.changes.push(format!("enabled AppRole at {APPROLE_MOUNT}/"));
+    }
+    let role = policy::bootstrap_approle();
+    let current = client.read_approle(token, APPROLE_MOUNT, APPROLE_ROLE).await.doing(|| format!("reading AppRole {APPROLE_ROLE}"))?;
+    if !current.is_some_and(|c| policy::role_matches(&c, &role)) {
+        client.write_approle(token, APPROLE_MOUNT, APPROLE_ROLE, &role).await.doing(|| format!("writing AppRole {APPROLE_ROLE}"))?;
+        report.changes.push(format!("AppRole {APPROLE_ROLE} written"));
+    }
+    if approle_ok {
+        return Ok(());
+    }
+    // A new credential: stored in the keystore first, then every other secret-id destroyed.
+    let role_id = client.approle_role_id(token, APPROLE_MOUNT, APPROLE_ROLE).await.doing(|| "reading the AppRole role-id".into())?;
+    let secret = client.create_secret_id(token, APPROLE_MOUNT, APPROLE_ROLE).await.doing(|| "creating the AppRole secret-id".into())?;
+    let credential = ApproleCredential { role_id, secret_id: secret.secret_id };
+    let bytes = Zeroizing::new(serde_json::to_vec(&credential).unwrap_or_default());
+    store.update(kek, |k| k.set_item(ITEM_APPROLE, SecretBytes::new(bytes.to_vec())))?;
+    for accessor in client.list_secret_id_accessors(token, APPROLE_MOUNT, APPROLE_ROLE).await.doing(|| "listing AppRole secret-ids".into())? {
+        if accessor != secret.secret_id_accessor {
+            client
+                .destroy_secret_id(token, APPROLE_MOUNT, APPROLE_ROLE, &accessor)
+                .await
+                .doing(|| "destroying a superseded AppRole secret-id".into())?;
+        }
+    }
+    report.changes.push("bootstrap credential issued and stored in the keystore".into());
+    Ok(())
+}
+
+async fn converge_services(setup: &Setup, client: &Client, token: &Token, report: &mut Report) -> Result<(), SetupError> {
+    let kv = &setup.store.kv_mount;
+    let prefix = &setup.store.service_prefix;
+    let wanted: BTreeSet<String> = setup.services.iter().map(|s| policy::service_policy_name(&s.name)).collect();
+    for service in &setup.services {
+        let name = policy::service_policy_name(&service.name);
+        ensure_policy(client, token, &name, &policy::service_policy(kv, prefix, &service.name), report).await?;
+        ensure_token_role(client, token, &name, &policy::service_role(service), report).await?;
+    }
+    for role in client.list_token_roles(token).await.doing(|| "listing token roles".into())? {
+        if role.starts_with(SERVICE_PREFIX) && !wanted.contains(&role) {
+            client.delete_token_role(token, &role).await.doing(|| format!("deleting token role {role}"))?;
+            report.changes.push(format!("token role {role} removed (service no longer configured)"));
+        }
+    }
+    for name in client.list_policies(token).await.doing(|| "listing policies".into())? {
+        if name.starts_with(SERVICE_PREFIX) && !wanted.contains(&name) {
+            client.delete_policy(token, &name).await.doing(|| format!("deleting policy {name}"))?;
+            report.changes.push(format!("policy {name} removed (service no longer configured)"));
+        }
+    }
+    Ok(())
+}
+
+/// KV path (below the mount's `data/`) of a service's secret.
+pub fn secret_path(setup: &Setup, service: &str, secret: &str) -> String {
+    format!("{}/{service}/{secret}", setup.store.service_prefix)
+}
+
+async fn ensure_secrets(setup: &Setup, client: &Client, token: &Token, report: &mut Report) -> Result<(), SetupError> {
+    for service in &setup.services {
+        for secret in &service.secrets {
+            let path = secret_path(setup, &service.name, secret);
+            if client.kv_read(token, &setup.store.kv_mount, &path).await.doing(|| format!("reading secret {path}"))?.is_some() {
+                continue;
+            }
+            let mut raw = Zeroizing::new([0u8; SECRET_BYTES]);
+            getrandom::getrandom(raw.as_mut_slice()).map_err(|e| SetupError::Config(format!("random generator failed: {e}")))?;
+            let value = SecretString::new(URL_SAFE_NO_PAD.encode(raw.as_slice()));
+            let mut data = Map::new();
+            data.insert("value".into(), Value::String(value.expose().to_string()));
+            let created = client.kv_create(token, &setup.store.kv_mount, &path, &data).await.doing(|| format!("creating secret {path}"))?;
+            if created == Created::Written {
+                report.changes.push(format!("generated secret {}/{path}", setup.store.kv_mount));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Keeps one valid issuing token in the keystore: renewed when it still works, replaced otherwise.
+async fn ensure_issuer(client: &Client, token: &Token, store: &KeystoreDir, kek: &Kek, report: &mut Report) -> Result<Token, SetupError> {
+    ensure_policy(client, token, ISSUER_POLICY, &policy::issuer_policy(), report).await?;
+    ensure_token_role(client, token, ISSUER_ROLE, &policy::issuer_role(), report).await?;
+    let keystore = store.open(kek)?;
+    let previous = keystore.item(ITEM_ISSUER).and_then(|item| std::str::from_utf8(item.expose()).ok().map(Token::new));
+    if let Some(previous) = previous {
+        if let Ok(info) = client.lookup_self(&previous).await {
+            if info.policies.iter().any(|p| p == ISSUER_POLICY) && client.renew_self(&previous).await.is_ok() {
+                report.refreshed.push("token-issuing token renewed".into());
+                return Ok(previous);
+            }
+            let _ = client.revoke_accessor(token, &info.accessor).await;
+        }
+    }
+    let meta = Map::from_iter([("edgeseal".to_string(), Value::String("token-issuer".into()))]);
+    let auth = client.create_token(token, ISSUER_ROLE, &meta, None).await.doing(|| "creating the token-issuing token".into())?;
+    store.update(kek, |k| k.set_item(ITEM_ISSUER, SecretBytes::new(auth.client_token.expose().as_bytes().to_vec())))?;
+    report.changes.push("token-issuing token created and stored in the keystore".into());
+    Ok(auth.client_token)
+}

@@ -1,0 +1,102 @@
+//! First initialization: `sys/init`, then the shares go to the keystore before anything else.
+//!
+//! The one window in which a crash loses the shares is between OpenBao's answer to `sys/init` and
+//! the keystore's fsync. edgeseal makes it as small as it can (everything that can fail is checked
+//! before `sys/init`: the plug-in answered, the KEK is derived, the keystore directory is private and
+//! writable) and marks it on disk, so that a run after such a crash says exactly what happened instead
+//! of "keystore missing".
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use kdf_plugins::{Ikm, Kek};
+use openbao_client::{Client, Token};
+
+use super::{file_kek, Doing, Setup, SetupError};
+use crate::crash;
+use crate::keystore::KeystoreDir;
+use crate::{Keystore, UnsealShare};
+
+/// The marker written just before `sys/init` and removed once the shares are durable.
+pub fn marker_path(keystore_dir: &Path) -> PathBuf {
+    keystore_dir.join("init-pending")
+}
+
+/// Initializes OpenBao and stores its shares; returns the keystore, its KEK and the init root token.
+pub async fn initialize(
+    setup: &Setup,
+    client: &Client,
+    store: &KeystoreDir,
+    ikm: &Ikm,
+) -> Result<(Keystore, Kek, Token), SetupError> {
+    let existing = store.read()?;
+    let (keystore, kek) = match &existing {
+        Some(file) if file.secret_shares > 0 => {
+            return Err(SetupError::KeystoreForAnotherStore {
+                path: store.path().to_path_buf(),
+                address: setup.store.address.clone(),
+            });
+        }
+        // A keystore made before init (e.g. holding the PKI's CA keys): the shares join it.
+        Some(file) => {
+            let kek = file_kek(store, file, ikm)?;
+            (store.open(&kek)?, kek)
+        }
+        None => {
+            let keystore = Keystore::without_shares().map_err(|e| SetupError::Config(e.to_string()))?;
+            let kek = keystore.derive_kek(ikm);
+            (keystore, kek)
+        }
+    };
+    store.prepare()?;
+    let marker = marker_path(store.dir());
+    write_marker(&marker, &setup.store.address)?;
+
+    crash::point("before-init");
+    let init = client
+        .init(setup.store.shares, setup.store.threshold)
+        .await
+        .doing(|| format!("initializing OpenBao at {}", setup.store.address))?;
+    crash::point("after-init");
+
+    let shares: Vec<UnsealShare> = init.shares.iter().map(|s| UnsealShare::new(s.to_vec())).collect();
+    let threshold = setup.store.threshold;
+    let keystore = if existing.is_some() {
+        store.update(&kek, |k| k.set_shares(shares, threshold))?
+    } else {
+        let mut keystore = keystore;
+        keystore.set_shares(shares, threshold).map_err(|e| SetupError::Config(e.to_string()))?;
+        let sealed = keystore.seal(&kek).map_err(|e| SetupError::Config(e.to_string()))?;
+        store.create(&sealed)?;
+        keystore
+    };
+    crash::point("after-keystore");
+    remove_durably(&marker)?;
+    tracing::info!(keystore = %store.path().display(), shares = setup.store.shares, "initialized OpenBao; unseal shares stored encrypted");
+    Ok((keystore, kek, init.root_token))
+}
+
+fn write_marker(path: &Path, address: &str) -> Result<(), SetupError> {
+    let io = |source| SetupError::Io { doing: "writing the init marker", path: path.to_path_buf(), source };
+    let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(path).map_err(io)?;
+    writeln!(file, "edgeseal is initializing OpenBao at {address}; if this file survives, the run was interrupted")
+        .map_err(io)?;
+    file.sync_all().map_err(io)?;
+    sync_parent(path)
+}
+
+fn remove_durably(path: &Path) -> Result<(), SetupError> {
+    match fs::remove_file(path) {
+        Ok(()) => sync_parent(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(SetupError::Io { doing: "removing the init marker", path: path.to_path_buf(), source }),
+    }
+}
+
+pub(crate) fn sync_parent(path: &Path) -> Result<(), SetupError> {
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    File::open(parent)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| SetupError::Io { doing: "syncing directory", path: parent.to_path_buf(), source })
+}

@@ -1,0 +1,233 @@
+//! `security-bootstrap setup`: bring OpenBao to the configured state, on every boot, idempotently.
+//!
+//! 1. Wait (bounded) for OpenBao ([`unseal::wait_for_openbao`]).
+//! 2. First boot: initialize; the keystore is written durably before anything else ([`init`]).
+//! 3. Unseal with the shares from the keystore ([`unseal`]).
+//! 4. Get a root token for this run only: the init token on first boot, later one generated from the
+//!    shares with the bootstrap AppRole (or the unauthenticated endpoint as a fallback) ([`root`]).
+//! 5. Converge the configuration: KV mount, AppRole, per-service policies and roles, generated secrets,
+//!    the token-issuing token, file tokens; remove what was dropped from the config ([`configure`],
+//!    [`file_tokens`]).
+//! 6. Revoke the root token.
+//!
+//! Every step can be interrupted by a crash; the next run picks up from what is on disk and in OpenBao.
+
+pub mod configure;
+pub mod file_tokens;
+pub mod init;
+pub mod policy;
+pub mod root;
+pub mod unseal;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kdf_plugins::{run_plugin, Ikm, KdfConfig, Kek, PluginError};
+use openbao_client::Client;
+use thiserror::Error;
+
+use crate::config::{FileTokensConfig, KeystoreConfig, SecretStoreConfig, ServiceSetup};
+use crate::crash;
+use crate::keystore::{derive_file_kek, KeystoreDir, KeystoreError, KeystoreFile};
+use crate::Keystore;
+
+/// Keystore item holding the bootstrap AppRole credential (`{"role_id", "secret_id"}`).
+pub const ITEM_APPROLE: &str = "bootstrap-approle";
+/// Keystore item holding the token-issuing token.
+pub const ITEM_ISSUER: &str = "token-issuer";
+
+/// A setup run that failed. Each message says what was seen and, where possible, what to do.
+#[derive(Debug, Error)]
+pub enum SetupError {
+    /// OpenBao did not answer within `wait_timeout`.
+    #[error("OpenBao at {address} did not answer within {}: {last}", humantime::format_duration(*.waited))]
+    Unreachable {
+        /// The address.
+        address: String,
+        /// How long we waited.
+        waited: Duration,
+        /// The last error seen.
+        last: String,
+    },
+    /// OpenBao is initialized but there is no keystore with its shares.
+    #[error("OpenBao at {address} is already initialized but keystore {path} does not hold its unseal shares; edgeseal cannot unseal a store it did not initialize. Restore the keystore from a backup, or import EdgeX's keys with `security-bootstrap keystore import-edgex`")]
+    KeystoreMissing {
+        /// OpenBao's address.
+        address: String,
+        /// The keystore file.
+        path: PathBuf,
+    },
+    /// A previous run initialized OpenBao and died before the shares were saved.
+    #[error("a previous run initialized OpenBao at {address} (marker {marker}) and was killed before the unseal shares reached the keystore; those shares are lost. The store holds no data yet: reset OpenBao's storage, delete the marker, and run setup again")]
+    InitLost {
+        /// OpenBao's address.
+        address: String,
+        /// The marker file.
+        marker: PathBuf,
+    },
+    /// The keystore holds shares but OpenBao is not initialized.
+    #[error("keystore {path} already holds unseal shares, but OpenBao at {address} is not initialized (its storage was reset, or this is another OpenBao); refusing to initialize over it. Point edgeseal at the OpenBao this keystore belongs to, or move the keystore away if it is truly no longer needed")]
+    KeystoreForAnotherStore {
+        /// The keystore file.
+        path: PathBuf,
+        /// OpenBao's address.
+        address: String,
+    },
+    /// Neither the bootstrap credential nor the unauthenticated endpoint gives a root token.
+    #[error("cannot obtain a root token from the unseal shares: {0}")]
+    NoRoot(String),
+    /// The KDF plug-in failed.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    /// The keystore could not be read, opened or written.
+    #[error(transparent)]
+    Keystore(#[from] KeystoreError),
+    /// An OpenBao call failed.
+    #[error("{doing}: {source}")]
+    OpenBao {
+        /// What setup was doing.
+        doing: String,
+        /// The client error (carries OpenBao's message).
+        source: openbao_client::Error,
+    },
+    /// A local file (marker, token file) could not be written.
+    #[error("{doing} {path}: {source}")]
+    Io {
+        /// What setup was doing.
+        doing: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Invalid configuration.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Adds "what we were doing" to OpenBao client errors.
+pub(crate) trait Doing<T> {
+    fn doing(self, what: impl FnOnce() -> String) -> Result<T, SetupError>;
+}
+
+impl<T> Doing<T> for Result<T, openbao_client::Error> {
+    fn doing(self, what: impl FnOnce() -> String) -> Result<T, SetupError> {
+        self.map_err(|source| SetupError::OpenBao { doing: what(), source })
+    }
+}
+
+/// Everything a setup run needs.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// `secret_store:`.
+    pub store: SecretStoreConfig,
+    /// The CA file OpenBao's certificate must chain to.
+    pub ca_cert: PathBuf,
+    /// `keystore:`.
+    pub keystore: KeystoreConfig,
+    /// `kdf:`.
+    pub kdf: KdfConfig,
+    /// The configured services.
+    pub services: Vec<ServiceSetup>,
+    /// `file_tokens:`.
+    pub file_tokens: FileTokensConfig,
+}
+
+/// What a run did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// OpenBao was initialized by this run.
+    pub initialized: bool,
+    /// OpenBao was sealed and this run unsealed it.
+    pub unsealed: bool,
+    /// Configuration changes made (empty on a converged store).
+    pub changes: Vec<String>,
+    /// Tokens refreshed (file tokens, the issuing token), which happens on every boot by design.
+    pub refreshed: Vec<String>,
+}
+
+impl Setup {
+    /// An OpenBao client for this configuration.
+    pub fn client(&self) -> Result<Client, SetupError> {
+        Client::new(&self.store.address, &self.ca_cert, self.store.request_timeout)
+            .doing(|| format!("connecting to OpenBao at {}", self.store.address))
+    }
+
+    /// Runs the KDF plug-in (on a blocking thread) and returns the IKM.
+    pub async fn ikm(&self) -> Result<Ikm, SetupError> {
+        let kdf = self.kdf.clone();
+        tokio::task::spawn_blocking(move || run_plugin(&kdf))
+            .await
+            .map_err(|e| SetupError::Config(format!("KDF plug-in thread failed: {e}")))?
+            .map_err(SetupError::from)
+    }
+
+    /// The keystore directory.
+    pub fn keystore_dir(&self) -> KeystoreDir {
+        KeystoreDir::new(&self.keystore.dir)
+    }
+
+    /// Converges OpenBao to the configuration.
+    pub async fn run(&self) -> Result<Report, SetupError> {
+        self.validate()?;
+        let client = self.client()?;
+        let health = unseal::wait_for_openbao(&client, self.store.wait_timeout).await?;
+        let ikm = self.ikm().await?;
+        let store = self.keystore_dir();
+        let mut report = Report::default();
+
+        let (keystore, kek, init_root) = if health.initialized {
+            let (keystore, kek) = self.open_keystore(&store, &ikm)?;
+            (keystore, kek, None)
+        } else {
+            let (keystore, kek, root) = init::initialize(self, &client, &store, &ikm).await?;
+            report.initialized = true;
+            (keystore, kek, Some(root))
+        };
+        drop(ikm);
+
+        report.unsealed = unseal::unseal(&client, &keystore, self.store.wait_timeout).await?;
+        crash::point("after-unseal");
+
+        let root = match init_root {
+            Some(token) => root::remember(&client, &store, root::Root { token, approle_ok: false }).await?,
+            None => root::obtain(&client, &store, &keystore).await?,
+        };
+        crash::point("after-root");
+
+        let outcome = configure::converge(self, &client, &root, &store, &kek, &mut report).await;
+        crash::point("before-root-revoke");
+        client.revoke_self(&root.token).await.doing(|| "revoking this run's root token".into())?;
+        root::forget_pending(&store);
+        outcome?;
+        Ok(report)
+    }
+
+    fn validate(&self) -> Result<(), SetupError> {
+        self.store.validate().map_err(SetupError::Config)?;
+        self.kdf.validate().map_err(|e| SetupError::Config(e.to_string()))
+    }
+
+    /// Opens the keystore of an initialized OpenBao; refuses, changing nothing, when it cannot.
+    fn open_keystore(&self, store: &KeystoreDir, ikm: &Ikm) -> Result<(Keystore, Kek), SetupError> {
+        let file = store.read()?;
+        let Some(file) = file.filter(|f| f.secret_shares > 0) else {
+            let marker = init::marker_path(&self.keystore.dir);
+            if marker.exists() {
+                return Err(SetupError::InitLost { address: self.store.address.clone(), marker });
+            }
+            return Err(SetupError::KeystoreMissing {
+                address: self.store.address.clone(),
+                path: store.path().to_path_buf(),
+            });
+        };
+        let kek = file_kek(store, &file, ikm)?;
+        let keystore = store.open(&kek)?;
+        Ok((keystore, kek))
+    }
+}
+
+pub(crate) fn file_kek(store: &KeystoreDir, file: &KeystoreFile, ikm: &Ikm) -> Result<Kek, SetupError> {
+    derive_file_kek(file, ikm)
+        .map_err(|reason| SetupError::Keystore(KeystoreError::Corrupt { path: store.path().to_path_buf(), reason }))
+}

@@ -1,0 +1,164 @@
+//! The ACL policies and token roles edgeseal writes, as pure functions of the configuration.
+
+use serde_json::{json, Value};
+
+use crate::config::ServiceSetup;
+
+/// Prefix of every per-service policy and token role.
+pub const SERVICE_PREFIX: &str = "edgeseal-svc-";
+/// Policy of the token-issuing token.
+pub const ISSUER_POLICY: &str = "edgeseal-token-issuer";
+/// Token role the issuing token is created against.
+pub const ISSUER_ROLE: &str = "edgeseal-token-issuer";
+/// Policy of the bootstrap AppRole: only root-token generation (which also needs the unseal shares).
+pub const BOOTSTRAP_POLICY: &str = "edgeseal-bootstrap";
+/// Mount path of edgeseal's own AppRole auth method.
+pub const APPROLE_MOUNT: &str = "edgeseal-approle";
+/// The AppRole role edgeseal logs in with.
+pub const APPROLE_ROLE: &str = "bootstrap";
+/// Period of the issuing token: the token server renews it; after a longer power-off, setup makes a new one.
+pub const ISSUER_PERIOD_SECS: u64 = 24 * 3600;
+
+/// `edgeseal-svc-<service>`: the name of a service's policy and token role.
+pub fn service_policy_name(service: &str) -> String {
+    format!("{SERVICE_PREFIX}{service}")
+}
+
+/// Service S may create/read/update/delete/list its own secrets and nothing else.
+pub fn service_policy(kv_mount: &str, prefix: &str, service: &str) -> String {
+    format!(
+        "# edgeseal: service {service:?} may use its own secrets and nothing else\n\
+         path \"{kv_mount}/data/{prefix}/{service}/*\" {{\n  capabilities = [\"create\", \"read\", \"update\", \"delete\"]\n}}\n\
+         path \"{kv_mount}/metadata/{prefix}/{service}/*\" {{\n  capabilities = [\"read\", \"list\", \"delete\"]\n}}\n\
+         path \"{kv_mount}/metadata/{prefix}/{service}/\" {{\n  capabilities = [\"list\"]\n}}\n"
+    )
+}
+
+/// The token-issuing token may only create tokens against `edgeseal-svc-*` roles, and look up,
+/// renew or revoke tokens by accessor (never read a secret, never create other tokens).
+pub fn issuer_policy() -> String {
+    format!(
+        "# edgeseal: the token server's issuing token\n\
+         path \"auth/token/create/{SERVICE_PREFIX}*\" {{\n  capabilities = [\"create\", \"update\"]\n}}\n\
+         path \"auth/token/lookup-accessor\" {{\n  capabilities = [\"update\"]\n}}\n\
+         path \"auth/token/revoke-accessor\" {{\n  capabilities = [\"update\"]\n}}\n\
+         path \"auth/token/renew-accessor\" {{\n  capabilities = [\"update\"]\n}}\n\
+         path \"auth/token/lookup-self\" {{\n  capabilities = [\"read\"]\n}}\n\
+         path \"auth/token/renew-self\" {{\n  capabilities = [\"update\"]\n}}\n"
+    )
+}
+
+/// The bootstrap AppRole's policy: root-token generation only, which is useless without the shares.
+pub fn bootstrap_policy() -> String {
+    "# edgeseal: bootstrap credential; generating a root token also needs the unseal shares\n\
+     path \"sys/generate-root-token/*\" {\n  capabilities = [\"create\", \"read\", \"update\", \"delete\"]\n}\n"
+        .to_string()
+}
+
+/// The token role of a service: its own policy only, orphan, renewable service tokens. (Token roles
+/// carry no TTL: the TTL is given when each token is created, see [`token_ttl`].)
+pub fn service_role(service: &ServiceSetup) -> Value {
+    json!({
+        "allowed_policies": [service_policy_name(&service.name)],
+        "orphan": true,
+        "renewable": true,
+        "token_type": "service",
+        "token_period": service.token.period.map(|p| p.as_secs()).unwrap_or(0),
+        "token_explicit_max_ttl": 0,
+    })
+}
+
+/// The TTL to request when creating a service's token (a periodic token takes its period instead).
+pub fn token_ttl(service: &ServiceSetup) -> Option<u64> {
+    match service.token.period {
+        Some(_) => None,
+        None => Some(service.token.ttl.as_secs()),
+    }
+}
+
+/// The token role of the issuing token.
+pub fn issuer_role() -> Value {
+    json!({
+        "allowed_policies": [ISSUER_POLICY],
+        "orphan": true,
+        "renewable": true,
+        "token_type": "service",
+        "token_period": ISSUER_PERIOD_SECS,
+        "token_no_default_policy": true,
+        "token_explicit_max_ttl": 0,
+    })
+}
+
+/// The bootstrap AppRole: secret-ids never expire (the device may be off for months), tokens are short.
+pub fn bootstrap_approle() -> Value {
+    json!({
+        "token_policies": [BOOTSTRAP_POLICY],
+        "token_ttl": 300,
+        "token_max_ttl": 600,
+        "secret_id_ttl": 0,
+        "secret_id_num_uses": 0,
+        "token_type": "service",
+        "bind_secret_id": true,
+    })
+}
+
+/// Whether the role OpenBao has already matches the desired one (only the keys we set are compared;
+/// OpenBao reports durations as numbers of seconds).
+pub fn role_matches(current: &serde_json::Map<String, Value>, desired: &Value) -> bool {
+    let Some(desired) = desired.as_object() else { return false };
+    desired.iter().all(|(key, want)| match (current.get(key), want) {
+        (Some(Value::Array(have)), Value::Array(want)) => {
+            let mut have: Vec<_> = have.iter().filter_map(Value::as_str).collect();
+            let mut want: Vec<_> = want.iter().filter_map(Value::as_str).collect();
+            have.sort_unstable();
+            want.sort_unstable();
+            have == want
+        }
+        (Some(have), want) => have == want || (have.as_u64().is_some() && have.as_u64() == want.as_u64()),
+        (None, _) => false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TokenSettings;
+    use std::time::Duration;
+
+    fn svc(name: &str) -> ServiceSetup {
+        ServiceSetup {
+            name: name.into(),
+            secrets: vec![],
+            token: TokenSettings { ttl: Duration::from_secs(3600), period: Some(Duration::from_secs(7200)) },
+            file_token: None,
+        }
+    }
+
+    #[test]
+    fn a_service_policy_covers_only_its_own_path() {
+        let policy = service_policy("secret", "edgeseal", "core-data");
+        assert!(policy.contains("path \"secret/data/edgeseal/core-data/*\""));
+        assert!(policy.contains("path \"secret/metadata/edgeseal/core-data/*\""));
+        assert_eq!(policy.matches("path ").count(), 3);
+        assert!(!policy.contains("edgeseal/*\"") && !policy.contains("sys/"));
+    }
+
+    #[test]
+    fn the_issuer_can_only_create_against_service_roles() {
+        let policy = issuer_policy();
+        assert!(policy.contains("auth/token/create/edgeseal-svc-*"));
+        assert!(!policy.contains("secret/") && !policy.contains("sys/") && !policy.contains("\"auth/token/create\""));
+    }
+
+    #[test]
+    fn role_comparison_ignores_order_and_extra_fields() {
+        let desired = service_role(&svc("a"));
+        let mut current: serde_json::Map<String, Value> = desired.as_object().unwrap().clone();
+        current.insert("bound_cidrs".into(), json!([]));
+        assert!(role_matches(&current, &desired));
+        current.insert("token_period".into(), json!(60));
+        assert!(!role_matches(&current, &desired));
+        current.remove("token_period");
+        assert!(!role_matches(&current, &desired));
+    }
+}

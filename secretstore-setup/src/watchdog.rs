@@ -1,0 +1,73 @@
+//! The unseal watchdog: polls OpenBao's health and unseals it again when it comes back sealed
+//! (a restart, a crash) — without an operator. EdgeX never had this (edgex-go#1944).
+//!
+//! The shares are not kept in memory between events: each re-unseal runs the KDF plug-in and
+//! decrypts the keystore again.
+
+use std::future::Future;
+
+use openbao_client::Client;
+
+use crate::setup::{unseal, Setup, SetupError};
+
+/// What the watchdog last saw, so each change is logged once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// Unsealed and answering.
+    Healthy,
+    /// Sealed (and we are unsealing it).
+    Sealed,
+    /// Not answering.
+    Unreachable,
+    /// Unsealing failed.
+    Failing,
+}
+
+/// Runs until `shutdown` completes.
+pub async fn run(setup: &Setup, client: &Client, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    let mut ticker = tokio::time::interval(setup.store.watchdog_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen = Seen::Healthy;
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = ticker.tick() => {}
+        }
+        let (now, error) = match check(setup, client).await {
+            Ok(state) => (state, None),
+            Err(e) => (Seen::Failing, Some(e)),
+        };
+        if now != seen {
+            match (now, error) {
+                (Seen::Healthy, _) => tracing::info!(address = client.address(), "watchdog: OpenBao is unsealed and healthy"),
+                (Seen::Unreachable, _) => tracing::warn!(address = client.address(), "watchdog: OpenBao is not answering"),
+                (_, Some(e)) => tracing::error!(address = client.address(), error = %e, "watchdog: could not unseal OpenBao"),
+                (state, None) => tracing::warn!(address = client.address(), ?state, "watchdog: OpenBao state changed"),
+            }
+        }
+        seen = now;
+    }
+}
+
+/// One check: unseals if sealed. `Ok(Healthy)` after a successful re-unseal.
+pub async fn check(setup: &Setup, client: &Client) -> Result<Seen, SetupError> {
+    match client.health().await {
+        Err(_) => Ok(Seen::Unreachable),
+        Ok(h) if !h.initialized => Ok(Seen::Unreachable),
+        Ok(h) if !h.sealed => Ok(Seen::Healthy),
+        Ok(_) => {
+            tracing::warn!(address = client.address(), "watchdog: OpenBao is sealed; unsealing from the keystore");
+            let ikm = setup.ikm().await?;
+            let store = setup.keystore_dir();
+            let file = store.read()?.ok_or_else(|| SetupError::KeystoreMissing {
+                address: setup.store.address.clone(),
+                path: store.path().to_path_buf(),
+            })?;
+            let kek = crate::setup::file_kek(&store, &file, &ikm)?;
+            let keystore = store.open(&kek)?;
+            unseal::unseal(client, &keystore, setup.store.wait_timeout).await?;
+            Ok(Seen::Healthy)
+        }
+    }
+}
