@@ -279,14 +279,13 @@ impl Client {
                 reason: error_chain(&e),
             })?;
             let status = response.status();
-            let body = Limited::new(response.into_body(), MAX_RESPONSE).collect().await.map_err(|e| {
-                Error::Unreachable {
+            let body =
+                Limited::new(response.into_body(), MAX_RESPONSE).collect().await.map_err(|e| Error::Unreachable {
                     addr: self.base.clone(),
                     method: method.to_string(),
                     path: path.to_string(),
                     reason: format!("reading the response: {e}"),
-                }
-            })?;
+                })?;
             Ok((status, body.to_bytes()))
         };
         tokio::time::timeout(self.timeout, exchange).await.unwrap_or_else(|_| {

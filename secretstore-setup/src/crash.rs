@@ -9,15 +9,37 @@ pub const CRASH_ENV: &str = "EDGESEAL_TEST_CRASH_AT";
 
 /// Every crash point, in the order a first initialization reaches them.
 pub const POINTS: &[&str] = &[
+    "after-health",
+    "after-kek",
     "before-init",
     "after-init",
     "after-keystore",
     "after-unseal",
     "after-root",
+    "after-kv-mount",
     "after-approle",
+    "mid-services",
     "after-services",
     "after-secrets",
     "after-issuer",
+    "mid-file-tokens",
+    "after-file-tokens",
+    "before-root-revoke",
+];
+
+/// The points a run on an already initialized store (a reboot) reaches.
+pub const REBOOT_POINTS: &[&str] = &[
+    "after-health",
+    "after-kek",
+    "after-unseal",
+    "after-root",
+    "after-kv-mount",
+    "after-approle",
+    "mid-services",
+    "after-services",
+    "after-secrets",
+    "after-issuer",
+    "mid-file-tokens",
     "after-file-tokens",
     "before-root-revoke",
 ];

@@ -40,9 +40,15 @@ pub async fn run(setup: &Setup, client: &Client, shutdown: impl Future<Output = 
         };
         if now != seen {
             match (now, error) {
-                (Seen::Healthy, _) => tracing::info!(address = client.address(), "watchdog: OpenBao is unsealed and healthy"),
-                (Seen::Unreachable, _) => tracing::warn!(address = client.address(), "watchdog: OpenBao is not answering"),
-                (_, Some(e)) => tracing::error!(address = client.address(), error = %e, "watchdog: could not unseal OpenBao"),
+                (Seen::Healthy, _) => {
+                    tracing::info!(address = client.address(), "watchdog: OpenBao is unsealed and healthy")
+                }
+                (Seen::Unreachable, _) => {
+                    tracing::warn!(address = client.address(), "watchdog: OpenBao is not answering")
+                }
+                (_, Some(e)) => {
+                    tracing::error!(address = client.address(), error = %e, "watchdog: could not unseal OpenBao")
+                }
                 (state, None) => tracing::warn!(address = client.address(), ?state, "watchdog: OpenBao state changed"),
             }
         }

@@ -36,7 +36,8 @@ impl Device {
     /// Replaces the plug-in's answer (simulates swapped hardware).
     pub fn set_hardware(&self, ikm: &str) {
         let path = self.plugin();
-        let script = format!("#!/bin/sh\n[ \"$1\" = ikm-v1 ] || {{ echo \"unknown protocol $1\" >&2; exit 2; }}\necho {ikm}\n");
+        let script =
+            format!("#!/bin/sh\n[ \"$1\" = ikm-v1 ] || {{ echo \"unknown protocol $1\" >&2; exit 2; }}\necho {ikm}\n");
         fs::write(&path, script).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap_or_else(|e| panic!("{e}"));
     }
@@ -98,7 +99,12 @@ impl Device {
             yaml.push_str("  {}\n");
         }
         for service in &setup.services {
-            yaml.push_str(&format!("  {}:\n    secrets: [{}]\n    token: {{ ttl: {}s }}\n", service.name, service.secrets.join(", "), service.token.ttl.as_secs()));
+            yaml.push_str(&format!(
+                "  {}:\n    secrets: [{}]\n    token: {{ ttl: {}s }}\n",
+                service.name,
+                service.secrets.join(", "),
+                service.token.ttl.as_secs()
+            ));
             if let Some(owner) = service.file_token {
                 yaml.push_str(&format!("    file_token: {{ uid: {}, gid: {} }}\n", owner.uid, owner.gid));
             }

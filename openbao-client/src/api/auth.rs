@@ -103,9 +103,22 @@ impl Client {
     /// `POST auth/token/lookup-accessor`; `None` when the accessor is unknown (revoked or expired).
     pub async fn lookup_accessor(&self, token: &Token, accessor: &str) -> Result<Option<TokenInfo>, Error> {
         let body = json!({"accessor": accessor});
-        match self.call::<Data<TokenInfo>>(Method::POST, "auth/token/lookup-accessor", Some(token), Some(&body), Retry::Idempotent).await {
+        match self
+            .call::<Data<TokenInfo>>(
+                Method::POST,
+                "auth/token/lookup-accessor",
+                Some(token),
+                Some(&body),
+                Retry::Idempotent,
+            )
+            .await
+        {
             Ok(data) => Ok(Some(data.data)),
-            Err(Error::Api { status: 400 | 403 | 404, ref message, .. }) if message.contains("invalid accessor") || message.contains("invalid token") => Ok(None),
+            Err(Error::Api { status: 400 | 403 | 404, ref message, .. })
+                if message.contains("invalid accessor") || message.contains("invalid token") =>
+            {
+                Ok(None)
+            }
             Err(e) => Err(e),
         }
     }
@@ -113,8 +126,15 @@ impl Client {
     /// `POST auth/token/revoke-accessor`. Revoking an unknown accessor is not an error.
     pub async fn revoke_accessor(&self, token: &Token, accessor: &str) -> Result<(), Error> {
         let body = json!({"accessor": accessor});
-        match self.call_empty(Method::POST, "auth/token/revoke-accessor", Some(token), Some(&body), Retry::Idempotent).await {
-            Err(Error::Api { status: 400, ref message, .. }) if message.contains("invalid accessor") || message.contains("invalid token") => Ok(()),
+        match self
+            .call_empty(Method::POST, "auth/token/revoke-accessor", Some(token), Some(&body), Retry::Idempotent)
+            .await
+        {
+            Err(Error::Api { status: 400, ref message, .. })
+                if message.contains("invalid accessor") || message.contains("invalid token") =>
+            {
+                Ok(())
+            }
             other => other,
         }
     }
@@ -141,13 +161,19 @@ impl Client {
 
     /// `LIST auth/token/roles`.
     pub async fn list_token_roles(&self, token: &Token) -> Result<Vec<String>, Error> {
-        let data: Option<Data<Keys>> =
-            self.call_opt(Method::GET, "auth/token/roles?list=true", Some(token), None::<&()>, Retry::Idempotent).await?;
+        let data: Option<Data<Keys>> = self
+            .call_opt(Method::GET, "auth/token/roles?list=true", Some(token), None::<&()>, Retry::Idempotent)
+            .await?;
         Ok(data.map(|d| d.data.keys).unwrap_or_default())
     }
 
     /// `GET auth/<mount>/role/<role>`.
-    pub async fn read_approle(&self, token: &Token, mount: &str, role: &str) -> Result<Option<Map<String, Value>>, Error> {
+    pub async fn read_approle(
+        &self,
+        token: &Token,
+        mount: &str,
+        role: &str,
+    ) -> Result<Option<Map<String, Value>>, Error> {
         let path = format!("auth/{mount}/role/{}", segment(role));
         let data: Option<Data<Map<String, Value>>> =
             self.call_opt(Method::GET, &path, Some(token), None::<&()>, Retry::Idempotent).await?;
@@ -181,7 +207,8 @@ impl Client {
     /// `LIST auth/<mount>/role/<role>/secret-id`: the accessors of existing secret-ids.
     pub async fn list_secret_id_accessors(&self, token: &Token, mount: &str, role: &str) -> Result<Vec<String>, Error> {
         let path = format!("auth/{mount}/role/{}/secret-id?list=true", segment(role));
-        let data: Option<Data<Keys>> = self.call_opt(Method::GET, &path, Some(token), None::<&()>, Retry::Idempotent).await?;
+        let data: Option<Data<Keys>> =
+            self.call_opt(Method::GET, &path, Some(token), None::<&()>, Retry::Idempotent).await?;
         Ok(data.map(|d| d.data.keys).unwrap_or_default())
     }
 

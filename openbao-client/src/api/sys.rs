@@ -162,7 +162,8 @@ impl Client {
             let status: GenerateRootStatus =
                 unwrap_data(self.call(Method::PUT, &update, token, Some(&body), Retry::Once).await?, &update)?;
             if status.complete {
-                let encoded = if status.encoded_token.is_empty() { status.encoded_root_token } else { status.encoded_token };
+                let encoded =
+                    if status.encoded_token.is_empty() { status.encoded_root_token } else { status.encoded_token };
                 return decode_root_token(&encoded, &otp).ok_or_else(|| Error::Decode {
                     method: "PUT".into(),
                     path: update.clone(),
@@ -211,7 +212,8 @@ impl Client {
             policy: String,
         }
         let path = format!("sys/policies/acl/{}", segment(name));
-        let data: Option<Data<Policy>> = self.call_opt(Method::GET, &path, Some(token), None::<&()>, Retry::Idempotent).await?;
+        let data: Option<Data<Policy>> =
+            self.call_opt(Method::GET, &path, Some(token), None::<&()>, Retry::Idempotent).await?;
         Ok(data.map(|d| d.data.policy))
     }
 
@@ -229,8 +231,9 @@ impl Client {
 
     /// `LIST sys/policies/acl`.
     pub async fn list_policies(&self, token: &Token) -> Result<Vec<String>, Error> {
-        let data: Option<Data<Keys>> =
-            self.call_opt(Method::GET, "sys/policies/acl?list=true", Some(token), None::<&()>, Retry::Idempotent).await?;
+        let data: Option<Data<Keys>> = self
+            .call_opt(Method::GET, "sys/policies/acl?list=true", Some(token), None::<&()>, Retry::Idempotent)
+            .await?;
         Ok(data.map(|d| d.data.keys).unwrap_or_default())
     }
 }

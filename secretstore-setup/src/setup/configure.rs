@@ -33,6 +33,7 @@ pub async fn converge(
 ) -> Result<(), SetupError> {
     let token = &root.token;
     ensure_kv_mount(setup, client, token, report).await?;
+    crash::point("after-kv-mount");
     ensure_bootstrap_approle(client, token, store, kek, root.approle_ok, report).await?;
     crash::point("after-approle");
     converge_services(setup, client, token, report).await?;
@@ -66,7 +67,13 @@ async fn ensure_kv_mount(setup: &Setup, client: &Client, token: &Token, report: 
     }
 }
 
-async fn ensure_policy(client: &Client, token: &Token, name: &str, text: &str, report: &mut Report) -> Result<(), SetupError> {
+async fn ensure_policy(
+    client: &Client,
+    token: &Token,
+    name: &str,
+    text: &str,
+    report: &mut Report,
+) -> Result<(), SetupError> {
     let current = client.read_policy(token, name).await.doing(|| format!("reading policy {name}"))?;
     if current.as_deref().map(str::trim) != Some(text.trim()) {
         client.write_policy(token, name, text).await.doing(|| format!("writing policy {name}"))?;
@@ -75,7 +82,13 @@ async fn ensure_policy(client: &Client, token: &Token, name: &str, text: &str, r
     Ok(())
 }
 
-async fn ensure_token_role(client: &Client, token: &Token, name: &str, role: &Value, report: &mut Report) -> Result<(), SetupError> {
+async fn ensure_token_role(
+    client: &Client,
+    token: &Token,
+    name: &str,
+    role: &Value,
+    report: &mut Report,
+) -> Result<(), SetupError> {
     let current = client.read_token_role(token, name).await.doing(|| format!("reading token role {name}"))?;
     if !current.is_some_and(|c| policy::role_matches(&c, role)) {
         client.write_token_role(token, name, role).await.doing(|| format!("writing token role {name}"))?;
@@ -95,25 +108,44 @@ async fn ensure_bootstrap_approle(
     ensure_policy(client, token, BOOTSTRAP_POLICY, &policy::bootstrap_policy(), report).await?;
     let auths = client.auth_mounts(token).await.doing(|| "listing auth methods".into())?;
     if !auths.contains_key(&format!("{APPROLE_MOUNT}/")) {
-        client.enable_auth(token, APPROLE_MOUNT, "approle").await.doing(|| format!("enabling AppRole at {APPROLE_MOUNT}/"))?;
+        client
+            .enable_auth(token, APPROLE_MOUNT, "approle")
+            .await
+            .doing(|| format!("enabling AppRole at {APPROLE_MOUNT}/"))?;
         report.changes.push(format!("enabled AppRole at {APPROLE_MOUNT}/"));
     }
     let role = policy::bootstrap_approle();
-    let current = client.read_approle(token, APPROLE_MOUNT, APPROLE_ROLE).await.doing(|| format!("reading AppRole {APPROLE_ROLE}"))?;
+    let current = client
+        .read_approle(token, APPROLE_MOUNT, APPROLE_ROLE)
+        .await
+        .doing(|| format!("reading AppRole {APPROLE_ROLE}"))?;
     if !current.is_some_and(|c| policy::role_matches(&c, &role)) {
-        client.write_approle(token, APPROLE_MOUNT, APPROLE_ROLE, &role).await.doing(|| format!("writing AppRole {APPROLE_ROLE}"))?;
+        client
+            .write_approle(token, APPROLE_MOUNT, APPROLE_ROLE, &role)
+            .await
+            .doing(|| format!("writing AppRole {APPROLE_ROLE}"))?;
         report.changes.push(format!("AppRole {APPROLE_ROLE} written"));
     }
     if approle_ok {
         return Ok(());
     }
     // A new credential: stored in the keystore first, then every other secret-id destroyed.
-    let role_id = client.approle_role_id(token, APPROLE_MOUNT, APPROLE_ROLE).await.doing(|| "reading the AppRole role-id".into())?;
-    let secret = client.create_secret_id(token, APPROLE_MOUNT, APPROLE_ROLE).await.doing(|| "creating the AppRole secret-id".into())?;
+    let role_id = client
+        .approle_role_id(token, APPROLE_MOUNT, APPROLE_ROLE)
+        .await
+        .doing(|| "reading the AppRole role-id".into())?;
+    let secret = client
+        .create_secret_id(token, APPROLE_MOUNT, APPROLE_ROLE)
+        .await
+        .doing(|| "creating the AppRole secret-id".into())?;
     let credential = ApproleCredential { role_id, secret_id: secret.secret_id };
     let bytes = Zeroizing::new(serde_json::to_vec(&credential).unwrap_or_default());
     store.update(kek, |k| k.set_item(ITEM_APPROLE, SecretBytes::new(bytes.to_vec())))?;
-    for accessor in client.list_secret_id_accessors(token, APPROLE_MOUNT, APPROLE_ROLE).await.doing(|| "listing AppRole secret-ids".into())? {
+    for accessor in client
+        .list_secret_id_accessors(token, APPROLE_MOUNT, APPROLE_ROLE)
+        .await
+        .doing(|| "listing AppRole secret-ids".into())?
+    {
         if accessor != secret.secret_id_accessor {
             client
                 .destroy_secret_id(token, APPROLE_MOUNT, APPROLE_ROLE, &accessor)
@@ -125,7 +157,12 @@ async fn ensure_bootstrap_approle(
     Ok(())
 }
 
-async fn converge_services(setup: &Setup, client: &Client, token: &Token, report: &mut Report) -> Result<(), SetupError> {
+async fn converge_services(
+    setup: &Setup,
+    client: &Client,
+    token: &Token,
+    report: &mut Report,
+) -> Result<(), SetupError> {
     let kv = &setup.store.kv_mount;
     let prefix = &setup.store.service_prefix;
     let wanted: BTreeSet<String> = setup.services.iter().map(|s| policy::service_policy_name(&s.name)).collect();
@@ -133,6 +170,7 @@ async fn converge_services(setup: &Setup, client: &Client, token: &Token, report
         let name = policy::service_policy_name(&service.name);
         ensure_policy(client, token, &name, &policy::service_policy(kv, prefix, &service.name), report).await?;
         ensure_token_role(client, token, &name, &policy::service_role(service), report).await?;
+        crash::point("mid-services");
     }
     for role in client.list_token_roles(token).await.doing(|| "listing token roles".into())? {
         if role.starts_with(SERVICE_PREFIX) && !wanted.contains(&role) {
@@ -158,15 +196,24 @@ async fn ensure_secrets(setup: &Setup, client: &Client, token: &Token, report: &
     for service in &setup.services {
         for secret in &service.secrets {
             let path = secret_path(setup, &service.name, secret);
-            if client.kv_read(token, &setup.store.kv_mount, &path).await.doing(|| format!("reading secret {path}"))?.is_some() {
+            if client
+                .kv_read(token, &setup.store.kv_mount, &path)
+                .await
+                .doing(|| format!("reading secret {path}"))?
+                .is_some()
+            {
                 continue;
             }
             let mut raw = Zeroizing::new([0u8; SECRET_BYTES]);
-            getrandom::getrandom(raw.as_mut_slice()).map_err(|e| SetupError::Config(format!("random generator failed: {e}")))?;
+            getrandom::getrandom(raw.as_mut_slice())
+                .map_err(|e| SetupError::Config(format!("random generator failed: {e}")))?;
             let value = SecretString::new(URL_SAFE_NO_PAD.encode(raw.as_slice()));
             let mut data = Map::new();
             data.insert("value".into(), Value::String(value.expose().to_string()));
-            let created = client.kv_create(token, &setup.store.kv_mount, &path, &data).await.doing(|| format!("creating secret {path}"))?;
+            let created = client
+                .kv_create(token, &setup.store.kv_mount, &path, &data)
+                .await
+                .doing(|| format!("creating secret {path}"))?;
             if created == Created::Written {
                 report.changes.push(format!("generated secret {}/{path}", setup.store.kv_mount));
             }
@@ -176,7 +223,13 @@ async fn ensure_secrets(setup: &Setup, client: &Client, token: &Token, report: &
 }
 
 /// Keeps one valid issuing token in the keystore: renewed when it still works, replaced otherwise.
-async fn ensure_issuer(client: &Client, token: &Token, store: &KeystoreDir, kek: &Kek, report: &mut Report) -> Result<Token, SetupError> {
+async fn ensure_issuer(
+    client: &Client,
+    token: &Token,
+    store: &KeystoreDir,
+    kek: &Kek,
+    report: &mut Report,
+) -> Result<Token, SetupError> {
     ensure_policy(client, token, ISSUER_POLICY, &policy::issuer_policy(), report).await?;
     ensure_token_role(client, token, ISSUER_ROLE, &policy::issuer_role(), report).await?;
     let keystore = store.open(kek)?;
@@ -191,7 +244,10 @@ async fn ensure_issuer(client: &Client, token: &Token, store: &KeystoreDir, kek:
         }
     }
     let meta = Map::from_iter([("edgeseal".to_string(), Value::String("token-issuer".into()))]);
-    let auth = client.create_token(token, ISSUER_ROLE, &meta, None).await.doing(|| "creating the token-issuing token".into())?;
+    let auth = client
+        .create_token(token, ISSUER_ROLE, &meta, None)
+        .await
+        .doing(|| "creating the token-issuing token".into())?;
     store.update(kek, |k| k.set_item(ITEM_ISSUER, SecretBytes::new(auth.client_token.expose().as_bytes().to_vec())))?;
     report.changes.push("token-issuing token created and stored in the keystore".into());
     Ok(auth.client_token)

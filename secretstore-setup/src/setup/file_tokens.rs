@@ -50,8 +50,12 @@ pub async fn refresh(setup: &Setup, client: &Client, issuer: &Token, report: &mu
         create_dir(&dir, 0o700, Some((owner.uid, owner.gid)))?;
         let bytes = Zeroizing::new(serde_json::to_vec_pretty(&TokenFile { auth }).unwrap_or_default());
         write_atomic(&path, &bytes, owner.uid, owner.gid)?;
+        crate::crash::point("mid-file-tokens");
         if let Some(old) = previous {
-            client.revoke_accessor(issuer, &old).await.doing(|| format!("revoking the superseded file token of {}", service.name))?;
+            client
+                .revoke_accessor(issuer, &old)
+                .await
+                .doing(|| format!("revoking the superseded file token of {}", service.name))?;
         }
         report.refreshed.push(format!("file token of {} refreshed", service.name));
     }
@@ -70,7 +74,10 @@ async fn remove_stale(setup: &Setup, client: &Client, issuer: &Token, report: &m
             continue;
         }
         if let Some(accessor) = read_accessor(&path) {
-            client.revoke_accessor(issuer, &accessor).await.doing(|| format!("revoking the file token of removed service {name}"))?;
+            client
+                .revoke_accessor(issuer, &accessor)
+                .await
+                .doing(|| format!("revoking the file token of removed service {name}"))?;
         }
         let io = |source| SetupError::Io { doing: "removing a stale token file", path: path.clone(), source };
         fs::remove_file(&path).map_err(io)?;

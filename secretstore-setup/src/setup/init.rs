@@ -86,6 +86,11 @@ fn write_marker(path: &Path, address: &str) -> Result<(), SetupError> {
     sync_parent(path)
 }
 
+/// Removes a marker left by a run killed after the shares were stored (they are safe: nothing lost).
+pub fn clear_stale_marker(keystore_dir: &Path) -> Result<(), SetupError> {
+    remove_durably(&marker_path(keystore_dir))
+}
+
 fn remove_durably(path: &Path) -> Result<(), SetupError> {
     match fs::remove_file(path) {
         Ok(()) => sync_parent(path),
@@ -96,7 +101,9 @@ fn remove_durably(path: &Path) -> Result<(), SetupError> {
 
 pub(crate) fn sync_parent(path: &Path) -> Result<(), SetupError> {
     let parent = path.parent().unwrap_or(Path::new("/"));
-    File::open(parent)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| SetupError::Io { doing: "syncing directory", path: parent.to_path_buf(), source })
+    File::open(parent).and_then(|d| d.sync_all()).map_err(|source| SetupError::Io {
+        doing: "syncing directory",
+        path: parent.to_path_buf(),
+        source,
+    })
 }

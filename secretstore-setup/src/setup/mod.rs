@@ -172,7 +172,9 @@ impl Setup {
         self.validate()?;
         let client = self.client()?;
         let health = unseal::wait_for_openbao(&client, self.store.wait_timeout).await?;
+        crash::point("after-health");
         let ikm = self.ikm().await?;
+        crash::point("after-kek");
         let store = self.keystore_dir();
         let mut report = Report::default();
 
@@ -223,6 +225,7 @@ impl Setup {
         };
         let kek = file_kek(store, &file, ikm)?;
         let keystore = store.open(&kek)?;
+        init::clear_stale_marker(&self.keystore.dir)?;
         Ok((keystore, kek))
     }
 }

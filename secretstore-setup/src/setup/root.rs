@@ -55,23 +55,29 @@ pub async fn obtain(client: &Client, store: &KeystoreDir, keystore: &Keystore) -
     let shares = || keystore.shares().iter().map(|s| s.expose());
     let mut tried = Vec::new();
     match keystore.item(ITEM_APPROLE).map(|item| serde_json::from_slice::<ApproleCredential>(item.expose())) {
-        Some(Ok(credential)) => match client.approle_login(APPROLE_MOUNT, &credential.role_id, &credential.secret_id).await {
-            Ok(auth) => {
-                let generated = client.generate_root(GenerateRoot::Authenticated(&auth.client_token), shares()).await;
-                let _ = client.revoke_self(&auth.client_token).await;
-                match generated {
-                    Ok(token) => return remember(client, store, Root { token, approle_ok: true }).await,
-                    Err(e) => tried.push(format!("with the bootstrap credential: {e}")),
+        Some(Ok(credential)) => {
+            match client.approle_login(APPROLE_MOUNT, &credential.role_id, &credential.secret_id).await {
+                Ok(auth) => {
+                    let generated =
+                        client.generate_root(GenerateRoot::Authenticated(&auth.client_token), shares()).await;
+                    let _ = client.revoke_self(&auth.client_token).await;
+                    match generated {
+                        Ok(token) => return remember(client, store, Root { token, approle_ok: true }).await,
+                        Err(e) => tried.push(format!("with the bootstrap credential: {e}")),
+                    }
                 }
+                Err(e) => tried.push(format!("bootstrap credential login: {e}")),
             }
-            Err(e) => tried.push(format!("bootstrap credential login: {e}")),
-        },
+        }
         Some(Err(_)) => tried.push("the bootstrap credential in the keystore is unreadable".into()),
         None => tried.push("the keystore holds no bootstrap credential yet".into()),
     }
     match client.generate_root(GenerateRoot::Unauthenticated, shares()).await {
         Ok(token) => {
-            tracing::warn!("bootstrap credential unusable ({}); recovered a root token through the unauthenticated endpoint", tried.join("; "));
+            tracing::warn!(
+                "bootstrap credential unusable ({}); recovered a root token through the unauthenticated endpoint",
+                tried.join("; ")
+            );
             remember(client, store, Root { token, approle_ok: false }).await
         }
         Err(e) => {
@@ -87,7 +93,10 @@ pub async fn remember(client: &Client, store: &KeystoreDir, root: Root) -> Resul
     if let Ok(stale) = fs::read_to_string(&path) {
         let stale = stale.trim();
         if !stale.is_empty() {
-            client.revoke_accessor(&root.token, stale).await.doing(|| "revoking a root token left by a crashed run".into())?;
+            client
+                .revoke_accessor(&root.token, stale)
+                .await
+                .doing(|| "revoking a root token left by a crashed run".into())?;
             tracing::info!("revoked a root token left behind by an interrupted run");
         }
     }

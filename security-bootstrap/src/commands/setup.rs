@@ -24,13 +24,19 @@ pub fn from_config(path: &Path) -> anyhow::Result<Setup> {
 /// Runs the command.
 pub fn run(config: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
     let setup = from_config(config)?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
     let report = runtime.block_on(setup.run())?;
-    writeln!(out, "openbao      {} ({})", setup.store.address, match (report.initialized, report.unsealed) {
-        (true, _) => "initialized and unsealed",
-        (false, true) => "unsealed",
-        (false, false) => "already unsealed",
-    })?;
+    writeln!(
+        out,
+        "openbao      {} ({})",
+        setup.store.address,
+        match (report.initialized, report.unsealed) {
+            (true, _) => "initialized and unsealed",
+            (false, true) => "unsealed",
+            (false, false) => "already unsealed",
+        }
+    )?;
     if report.changes.is_empty() {
         writeln!(out, "config       unchanged (already converged)")?;
     }
