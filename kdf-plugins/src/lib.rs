@@ -13,6 +13,7 @@
 //! - [`kek`]: HKDF-SHA256 and the KEK fingerprint.
 //! - [`secret`]: [`Ikm`] and [`Kek`], which wipe themselves and never print their bytes.
 //! - [`hwfp`]: the hardware-fingerprint sources behind the `edgeseal-kdf-hwfp` plug-in.
+//! - [`tpm2`]: the TPM 2.0 HMAC (via tpm2-tools) behind the `edgeseal-kdf-tpm2` plug-in.
 //!
 //! Binaries: `edgeseal-kdf-hwfp` (the default plug-in) and `edgeseal-kdf-test` (a plug-in for tests
 //! that misbehaves on request).
@@ -25,6 +26,7 @@ pub mod kek;
 pub mod output;
 pub mod run;
 pub mod secret;
+pub mod tpm2;
 pub mod trust;
 
 pub use config::{KdfConfig, Protocol};

@@ -1,0 +1,237 @@
+//! What the plug-in is told: which TPM (the TCTI), which key (primary or a persistent handle), how long
+//! it may take. Pure parsing and validation; nothing here touches a TPM.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use thiserror::Error;
+
+/// The TCTI used when `--tcti` is not given: the kernel's resource manager.
+pub const DEFAULT_TCTI: &str = "device:/dev/tpmrm0";
+
+/// The whole-derivation deadline when `--timeout` is not given; below `kdf.timeout`'s default (30s) so the
+/// plug-in reports its own clear error before edgeseal kills it.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The shortest `--timeout` accepted.
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The longest `--timeout` accepted (edgeseal's own `kdf.timeout` limit).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The longest TCTI string accepted.
+const MAX_TCTI_LEN: usize = 256;
+
+/// A bad `--tcti`, `--handle` or `--timeout` value.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ParamError {
+    /// Empty, too long, or with characters a TCTI string never has.
+    #[error("--tcti {0:?} is not a TCTI string (expected NAME or NAME:CONFIG, e.g. device:/dev/tpmrm0 or swtpm:host=127.0.0.1,port=2321)")]
+    TctiSyntax(String),
+    /// The TCTI names a library file instead of a TCTI.
+    #[error("--tcti {0:?}: name a TCTI (device, swtpm, mssim, tabrmd, …), not a library path")]
+    TctiLibraryPath(String),
+    /// Not a hexadecimal 32-bit number.
+    #[error("--handle {0:?} is not a handle (expected hex like 0x81000101)")]
+    HandleSyntax(String),
+    /// A number outside the owner hierarchy's persistent range.
+    #[error("--handle {0:?} is not an owner-hierarchy persistent handle (0x81000000 to 0x817fffff)")]
+    HandleRange(String),
+    /// Not a duration, or outside the accepted range.
+    #[error("--timeout {0:?} must be a duration between 500ms and 10m (e.g. 20s)")]
+    Timeout(String),
+}
+
+/// A TCTI string as `tpm2-tools` reads it from `TPM2TOOLS_TCTI`: `NAME[:CONFIG]`.
+///
+/// The name must be a TCTI name (lowercase letters, digits, `-`, `_`), never a path: the TSS loads
+/// `libtss2-tcti-NAME.so.0` from the system library directories only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tcti(String);
+
+impl Tcti {
+    /// The string passed to the tools.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The TCTI's name (`device`, `swtpm`, …).
+    pub fn name(&self) -> &str {
+        self.0.split_once(':').map_or(self.0.as_str(), |(name, _)| name)
+    }
+
+    /// Whether the TCTI talks to a TPM directly, without a resource manager (the TPM's transient
+    /// object slots are shared with every other client, and tools leave their objects loaded).
+    pub fn is_raw(&self) -> bool {
+        match self.name() {
+            "device" => !self.0.contains("tpmrm"),
+            "tabrmd" => false,
+            _ => true,
+        }
+    }
+}
+
+impl Default for Tcti {
+    fn default() -> Self {
+        Self(DEFAULT_TCTI.to_owned())
+    }
+}
+
+impl FromStr for Tcti {
+    type Err = ParamError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() || s.len() > MAX_TCTI_LEN || s.chars().any(|c| !c.is_ascii_graphic()) {
+            return Err(ParamError::TctiSyntax(s.to_owned()));
+        }
+        let name = s.split_once(':').map_or(s, |(name, _)| name);
+        if name.contains('/') || name.contains(".so") {
+            return Err(ParamError::TctiLibraryPath(s.to_owned()));
+        }
+        if name.is_empty() || !name.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_')) {
+            return Err(ParamError::TctiSyntax(s.to_owned()));
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl fmt::Display for Tcti {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A persistent handle in the owner hierarchy (0x81000000–0x817fffff), shown as `0x81000101`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PersistentHandle(u32);
+
+impl PersistentHandle {
+    /// The first owner-hierarchy persistent handle.
+    pub const FIRST: u32 = 0x8100_0000;
+    /// The last owner-hierarchy persistent handle (platform handles start at 0x81800000).
+    pub const LAST: u32 = 0x817F_FFFF;
+
+    /// The handle's value.
+    pub fn value(self) -> u32 {
+        self.0
+    }
+}
+
+impl FromStr for PersistentHandle {
+    type Err = ParamError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let digits = s
+            .strip_prefix("0x")
+            .or_else(|| s.strip_prefix("0X"))
+            .filter(|d| !d.is_empty() && d.len() <= 8 && d.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or_else(|| ParamError::HandleSyntax(s.to_owned()))?;
+        let value = u32::from_str_radix(digits, 16).map_err(|_| ParamError::HandleSyntax(s.to_owned()))?;
+        if !(Self::FIRST..=Self::LAST).contains(&value) {
+            return Err(ParamError::HandleRange(s.to_owned()));
+        }
+        Ok(Self(value))
+    }
+}
+
+impl fmt::Display for PersistentHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#010x}", self.0)
+    }
+}
+
+/// Parses a `--timeout` value such as `20s` or `1500ms`.
+pub fn parse_timeout(s: &str) -> Result<Duration, ParamError> {
+    let timeout = humantime::parse_duration(s).map_err(|_| ParamError::Timeout(s.to_owned()))?;
+    if !(MIN_TIMEOUT..=MAX_TIMEOUT).contains(&timeout) {
+        return Err(ParamError::Timeout(s.to_owned()));
+    }
+    Ok(timeout)
+}
+
+/// Where the IKM's HMAC key lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeySource {
+    /// A primary key the TPM re-derives from its owner seed and a fixed template on every call.
+    #[default]
+    Primary,
+    /// A key provisioned once at a persistent handle.
+    Persistent(PersistentHandle),
+}
+
+impl fmt::Display for KeySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Primary => f.write_str("the primary HMAC key"),
+            Self::Persistent(handle) => write!(f, "the key at persistent handle {handle}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tcti_strings_are_names_with_an_optional_config() {
+        for ok in [DEFAULT_TCTI, "swtpm:host=127.0.0.1,port=2321", "mssim:host=localhost,port=2321", "tabrmd", "device"]
+        {
+            assert_eq!(ok.parse::<Tcti>().unwrap().as_str(), ok);
+        }
+        assert_eq!("swtpm:port=1".parse::<Tcti>().unwrap().name(), "swtpm");
+        assert_eq!("tabrmd".parse::<Tcti>().unwrap().name(), "tabrmd");
+        type Expect = fn(&ParamError) -> bool;
+        let bad: &[(&str, Expect)] = &[
+            ("", |e| matches!(e, ParamError::TctiSyntax(_))),
+            ("swtpm:host=a b", |e| matches!(e, ParamError::TctiSyntax(_))),
+            ("swtpm:port=1\n", |e| matches!(e, ParamError::TctiSyntax(_))),
+            (":port=1", |e| matches!(e, ParamError::TctiSyntax(_))),
+            ("Device:/dev/tpm0", |e| matches!(e, ParamError::TctiSyntax(_))),
+            ("/tmp/evil.so:x", |e| matches!(e, ParamError::TctiLibraryPath(_))),
+            ("libtss2-tcti-device.so.0:/dev/tpm0", |e| matches!(e, ParamError::TctiLibraryPath(_))),
+        ];
+        for (input, want) in bad {
+            let err = input.parse::<Tcti>().unwrap_err();
+            assert!(want(&err), "{input:?}: {err:?}");
+        }
+        assert!(ParamError::TctiSyntax("x".repeat(MAX_TCTI_LEN + 1)).to_string().contains("--tcti"));
+        assert!("d".repeat(MAX_TCTI_LEN + 1).parse::<Tcti>().is_err());
+    }
+
+    #[test]
+    fn only_the_kernel_resource_manager_and_tabrmd_count_as_managed() {
+        let raw = |s: &str| s.parse::<Tcti>().unwrap().is_raw();
+        assert!(!raw("device:/dev/tpmrm0"));
+        assert!(!raw("tabrmd:bus_type=system"));
+        assert!(raw("device:/dev/tpm0"));
+        assert!(raw("swtpm:host=127.0.0.1,port=2321"));
+        assert!(raw("mssim"));
+    }
+
+    #[test]
+    fn persistent_handles_are_owner_hierarchy_hex() {
+        assert_eq!("0x81000101".parse::<PersistentHandle>().unwrap().value(), 0x8100_0101);
+        assert_eq!("0X817FFFFF".parse::<PersistentHandle>().unwrap().to_string(), "0x817fffff");
+        assert_eq!("0x81000000".parse::<PersistentHandle>().unwrap().to_string(), "0x81000000");
+        for syntax in ["", "0x", "81000101", "0x8100010g", "0x081000101", "-0x1", "0x 81"] {
+            assert_eq!(
+                syntax.parse::<PersistentHandle>().unwrap_err(),
+                ParamError::HandleSyntax(syntax.into()),
+                "{syntax:?}"
+            );
+        }
+        for range in ["0x80000000", "0x81800000", "0x01c00002", "0xffffffff"] {
+            assert_eq!(range.parse::<PersistentHandle>().unwrap_err(), ParamError::HandleRange(range.into()));
+        }
+    }
+
+    #[test]
+    fn timeouts_are_bounded_durations() {
+        assert_eq!(parse_timeout("20s").unwrap(), Duration::from_secs(20));
+        assert_eq!(parse_timeout("1500ms").unwrap(), Duration::from_millis(1500));
+        for bad in ["", "20", "0s", "100ms", "11m", "soon"] {
+            assert!(parse_timeout(bad).is_err(), "{bad:?}");
+        }
+    }
+}
