@@ -15,8 +15,8 @@
 //! - [`hwfp`]: the hardware-fingerprint sources behind the `edgeseal-kdf-hwfp` plug-in.
 //! - [`tpm2`]: the TPM 2.0 HMAC (via tpm2-tools) behind the `edgeseal-kdf-tpm2` plug-in.
 //!
-//! Binaries: `edgeseal-kdf-hwfp` (the default plug-in) and `edgeseal-kdf-test` (a plug-in for tests
-//! that misbehaves on request).
+//! Binaries: `edgeseal-kdf-hwfp` (the default plug-in), `edgeseal-kdf-tpm2` (IKM from an HMAC computed
+//! inside a TPM 2.0) and `edgeseal-kdf-test` (a plug-in for tests that misbehaves on request).
 
 #![forbid(unsafe_code)]
 

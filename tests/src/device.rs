@@ -42,6 +42,15 @@ impl Device {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap_or_else(|e| panic!("{e}"));
     }
 
+    /// Installs a workspace plug-in binary (e.g. `edgeseal-kdf-tpm2`) in the device's private
+    /// directory and returns its path, for `Setup::kdf.plugin`.
+    pub fn install_plugin(&self, name: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        fs::copy(crate::workspace_binary(name), &path).unwrap_or_else(|e| panic!("installing {name}: {e}"));
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap_or_else(|e| panic!("{e}"));
+        path
+    }
+
     /// The device directory.
     pub fn path(&self) -> &Path {
         self.dir.path()

@@ -21,3 +21,18 @@ pub mod pki;
 pub mod ports;
 pub mod process;
 pub mod swtpm;
+
+/// A binary of this workspace (`target/<profile>/<name>`), built by `cargo test --workspace`.
+/// Panics, saying how to build it, when it is missing.
+pub fn workspace_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+    // target/<profile>/deps/<test>-HASH → target/<profile>/<name>
+    let dir = exe.parent().and_then(std::path::Path::parent).unwrap_or_else(|| panic!("unexpected test binary path"));
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is not built: run the workspace tests (`make test` or `cargo test --workspace`), which build every binary",
+        path.display()
+    );
+    path
+}

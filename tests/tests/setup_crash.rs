@@ -16,9 +16,7 @@ use secretstore_setup::crash::{CRASH_ENV, POINTS, REBOOT_POINTS};
 use secretstore_setup::setup::Setup;
 
 fn bootstrap_binary() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("security-bootstrap");
-    assert!(exe.exists(), "{} is missing: run the workspace tests (make test) so the binary is built", exe.display());
-    exe
+    edgeseal_tests::workspace_binary("security-bootstrap")
 }
 
 fn setup_cli(config: &Path, crash_at: Option<&str>) -> Output {
