@@ -1,0 +1,238 @@
+//! Matching attested facts against the services' selectors. Pure.
+//!
+//! A service matches when every selector it has matches. A `unix`-only selector matches host
+//! processes only: a container running as uid 0 must not pass for a host daemon running as uid 0.
+//! Exactly one service must match; zero or several is a denial that says why.
+
+use crate::attest::facts::Facts;
+use crate::config::{DockerSelector, ServiceRule, UnixSelector};
+
+/// The result of matching one caller against every service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Exactly one service matched.
+    Matched(String),
+    /// None matched; for each service, the first thing that did not match.
+    NoMatch(Vec<(String, String)>),
+    /// Several matched: refusing is the only safe answer.
+    Ambiguous(Vec<String>),
+}
+
+impl Outcome {
+    /// A human explanation for a denial.
+    pub fn explain(&self) -> String {
+        match self {
+            Outcome::Matched(name) => format!("matches service {name}"),
+            Outcome::NoMatch(reasons) if reasons.is_empty() => "no service is configured".into(),
+            Outcome::NoMatch(reasons) => {
+                let parts: Vec<String> = reasons.iter().map(|(s, why)| format!("{s}: {why}")).collect();
+                format!("no service matches ({})", parts.join("; "))
+            }
+            Outcome::Ambiguous(names) => {
+                format!("ambiguous: the selectors of several services match this caller ({})", names.join(", "))
+            }
+        }
+    }
+}
+
+/// Matches `facts` against every rule.
+pub fn match_services(facts: &Facts, rules: &[ServiceRule]) -> Outcome {
+    let mut matched = Vec::new();
+    let mut reasons = Vec::new();
+    for rule in rules {
+        match check(facts, rule) {
+            Ok(()) => matched.push(rule.name.clone()),
+            Err(why) => reasons.push((rule.name.clone(), why)),
+        }
+    }
+    match matched.len() {
+        0 => Outcome::NoMatch(reasons),
+        1 => Outcome::Matched(matched.remove(0)),
+        _ => Outcome::Ambiguous(matched),
+    }
+}
+
+fn check(facts: &Facts, rule: &ServiceRule) -> Result<(), String> {
+    let selectors = &rule.selectors;
+    if selectors.unix.is_none() && selectors.docker.is_none() {
+        return Err("has no selectors (file token only)".into());
+    }
+    if selectors.docker.is_none() && facts.container_id.is_some() {
+        return Err("unix-only selectors match host processes, caller is in a container".into());
+    }
+    if let Some(unix) = &selectors.unix {
+        check_unix(facts, unix)?;
+    }
+    match &selectors.docker {
+        Some(docker) => check_docker(facts, docker),
+        None => Ok(()),
+    }
+}
+
+fn check_unix(facts: &Facts, want: &UnixSelector) -> Result<(), String> {
+    if let Some(uid) = want.uid {
+        if uid != facts.uid {
+            return Err(format!("unix.uid wants {uid}, saw {}", facts.uid));
+        }
+    }
+    if let Some(gid) = want.gid {
+        if gid != facts.gid {
+            return Err(format!("unix.gid wants {gid}, saw {}", facts.gid));
+        }
+    }
+    if let Some(path) = &want.path {
+        if facts.exe.as_ref() != Some(path) {
+            let seen = facts.exe.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "unknown".into());
+            return Err(format!("unix.path wants {}, saw {seen}", path.display()));
+        }
+    }
+    if let Some(sha) = &want.sha256 {
+        if facts.exe_sha256.as_deref() != Some(sha.to_ascii_lowercase().as_str()) {
+            return Err("unix.sha256 does not match the executable".into());
+        }
+    }
+    if let Some(unit) = &want.systemd_unit {
+        if facts.systemd_unit.as_ref() != Some(unit) {
+            let seen = facts.systemd_unit.as_deref().unwrap_or("none");
+            return Err(format!("unix.systemd_unit wants {unit}, saw {seen}"));
+        }
+    }
+    Ok(())
+}
+
+fn check_docker(facts: &Facts, want: &DockerSelector) -> Result<(), String> {
+    let Some(container) = &facts.container else {
+        return Err(match (&facts.container_id, &facts.docker_error) {
+            (None, _) => "docker selectors need a container, caller is a host process".into(),
+            (Some(_), Some(e)) => format!("the Docker daemon gave no facts about the caller's container: {e}"),
+            (Some(_), None) => "the Docker daemon gave no facts about the caller's container".into(),
+        });
+    };
+    if !container.running {
+        return Err("the caller's container is not running".into());
+    }
+    let fields = [
+        ("docker.compose_service", &want.compose_service, container.compose_service()),
+        ("docker.compose_project", &want.compose_project, container.compose_project()),
+        ("docker.name", &want.name, Some(container.name.as_str())),
+        ("docker.image", &want.image, Some(container.image.as_str())),
+    ];
+    for (key, wanted, seen) in fields {
+        if let Some(wanted) = wanted {
+            if seen != Some(wanted.as_str()) {
+                return Err(format!("{key} wants {wanted:?}, saw {:?}", seen.unwrap_or("none")));
+            }
+        }
+    }
+    for (label, value) in &want.labels {
+        let seen = container.labels.get(label);
+        if seen != Some(value) {
+            return Err(format!("docker.labels.{label} wants {value:?}, saw {:?}", seen.map(String::as_str).unwrap_or("none")));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attest::facts::ContainerFacts;
+    use crate::config::Selectors;
+    use std::collections::BTreeMap;
+
+    const ID: &str = "0a324bb8a3156d3b099482d165c49338ce9a005d967db33880d933f1a9b266c2";
+
+    fn rule(name: &str, unix: Option<UnixSelector>, docker: Option<DockerSelector>) -> ServiceRule {
+        ServiceRule { name: name.into(), selectors: Selectors { unix, docker }, ttl: None, reuse: false }
+    }
+
+    fn compose(service: &str) -> DockerSelector {
+        DockerSelector { compose_service: Some(service.into()), ..Default::default() }
+    }
+
+    fn in_container(service: &str, uid: u32) -> Facts {
+        let labels = BTreeMap::from([("com.docker.compose.service".to_string(), service.to_string())]);
+        Facts {
+            pid: 100,
+            uid,
+            gid: uid,
+            exe: Some("/usr/bin/app".into()),
+            container_id: Some(ID.into()),
+            container: Some(ContainerFacts { id: ID.into(), name: "x_1".into(), image: "app:1".into(), labels, running: true }),
+            ..Default::default()
+        }
+    }
+
+    fn host(uid: u32, exe: &str) -> Facts {
+        Facts { pid: 200, uid, gid: uid, exe: Some(exe.into()), ..Default::default() }
+    }
+
+    #[test]
+    fn table() {
+        let rules = vec![
+            rule("alpha", None, Some(compose("alpha"))),
+            rule("beta", None, Some(compose("beta"))),
+            rule("agent", Some(UnixSelector { uid: Some(998), path: Some("/usr/bin/agent".into()), ..Default::default() }), None),
+            rule("file-only", None, None),
+        ];
+        let cases = [
+            (in_container("alpha", 0), Outcome::Matched("alpha".into())),
+            (in_container("beta", 1000), Outcome::Matched("beta".into())),
+            (host(998, "/usr/bin/agent"), Outcome::Matched("agent".into())),
+        ];
+        for (facts, want) in cases {
+            assert_eq!(match_services(&facts, &rules), want, "{}", facts.describe());
+        }
+        let denied = [
+            (in_container("gamma", 0), "docker.compose_service wants \"alpha\", saw \"gamma\""),
+            (host(1000, "/usr/bin/agent"), "unix.uid wants 998, saw 1000"),
+            (host(998, "/tmp/agent"), "unix.path wants /usr/bin/agent, saw /tmp/agent"),
+            (in_container("gamma", 998), "unix-only selectors match host processes"),
+            (host(0, "/bin/sh"), "docker selectors need a container"),
+            (host(0, "/bin/sh"), "file-only: has no selectors"),
+        ];
+        for (facts, want) in denied {
+            let outcome = match_services(&facts, &rules);
+            assert!(matches!(outcome, Outcome::NoMatch(_)), "{outcome:?}");
+            assert!(outcome.explain().contains(want), "{want}: {}", outcome.explain());
+        }
+    }
+
+    #[test]
+    fn a_unix_only_selector_never_matches_a_container_with_the_same_uid() {
+        let rules = vec![rule("root-daemon", Some(UnixSelector { uid: Some(0), ..Default::default() }), None)];
+        assert_eq!(match_services(&host(0, "/usr/sbin/d"), &rules), Outcome::Matched("root-daemon".into()));
+        assert!(matches!(match_services(&in_container("x", 0), &rules), Outcome::NoMatch(_)));
+        let mut no_docker = in_container("x", 0);
+        no_docker.container = None;
+        assert!(matches!(match_services(&no_docker, &rules), Outcome::NoMatch(_)), "a container id alone is enough to refuse");
+    }
+
+    #[test]
+    fn two_matching_services_are_ambiguous() {
+        let rules = vec![
+            rule("one", None, Some(compose("alpha"))),
+            rule("two", None, Some(DockerSelector { image: Some("app:1".into()), ..Default::default() })),
+        ];
+        let outcome = match_services(&in_container("alpha", 0), &rules);
+        assert_eq!(outcome, Outcome::Ambiguous(vec!["one".into(), "two".into()]));
+        assert!(outcome.explain().starts_with("ambiguous"));
+    }
+
+    #[test]
+    fn labels_and_stopped_containers() {
+        let mut want = compose("alpha");
+        want.labels.insert("tier".into(), "backend".into());
+        let rules = vec![rule("alpha", None, Some(want))];
+        let mut facts = in_container("alpha", 0);
+        assert!(match_services(&facts, &rules).explain().contains("docker.labels.tier wants \"backend\", saw \"none\""));
+        if let Some(c) = facts.container.as_mut() {
+            c.labels.insert("tier".into(), "backend".into());
+        }
+        assert_eq!(match_services(&facts, &rules), Outcome::Matched("alpha".into()));
+        if let Some(c) = facts.container.as_mut() {
+            c.running = false;
+        }
+        assert!(match_services(&facts, &rules).explain().contains("not running"));
+    }
+}
