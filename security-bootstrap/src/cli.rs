@@ -59,6 +59,36 @@ pub enum Command {
     /// revoke the root token. No root token is ever stored.
     #[command(after_help = "Example:\n  security-bootstrap setup --config /etc/edgeseal/edgeseal.yaml")]
     Setup(ConfigArg),
+    /// Serve per-service tokens on the Unix socket, attesting each caller (SO_PEERCRED, /proc, Docker).
+    ///
+    /// Needs a keystore and a token-issuing token made by `setup`. Stops cleanly on SIGTERM/SIGINT.
+    #[command(
+        name = "token-server",
+        after_help = "Example:\n  security-bootstrap token-server --config /etc/edgeseal/edgeseal.yaml"
+    )]
+    TokenServer(ConfigArg),
+    /// Fetch this process's token from the token server and print it (JSON).
+    ///
+    /// Exit codes: 0 token printed, 77 denied (the caller is not a configured service), 69 the store
+    /// or the server is unavailable, 1 other failures.
+    #[command(
+        after_help = "Example:\n  security-bootstrap token --socket /run/edgeseal/token.sock | jq -r .auth.client_token"
+    )]
+    Token(TokenArgs),
+}
+
+/// `token` arguments.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The token server's socket.
+    #[arg(long, value_name = "PATH", default_value = token_server::config::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Assert the service this process should be attested as (denied if it is not).
+    #[arg(long, value_name = "NAME")]
+    pub service: Option<String>,
+    /// Show what the server sees about this process instead of fetching a token.
+    #[arg(long)]
+    pub whoami: bool,
 }
 
 /// `--config FILE` (required).

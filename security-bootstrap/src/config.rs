@@ -13,6 +13,7 @@ use secretstore_setup::config::{
 use secretstore_setup::KeystoreConfig;
 use serde::{Deserialize, Deserializer};
 use thiserror::Error;
+use token_server::config::{Selectors, ServerConfig, ServiceRule};
 
 /// Where pki-init puts the root CA by default; OpenBao's certificate must chain to it.
 pub const DEFAULT_CA_CERT: &str = "/run/edgeseal/pki/ca/ca.pem";
@@ -36,6 +37,9 @@ pub struct Config {
     /// `file_tokens:` — where file tokens are written.
     #[serde(default)]
     pub file_tokens: FileTokensConfig,
+    /// `token_server:` — the Unix socket and its limits.
+    #[serde(default)]
+    pub token_server: ServerConfig,
     /// `services:` — one entry per service that gets its own policy, role, secrets and tokens.
     #[serde(default)]
     pub services: BTreeMap<ServiceName, ServiceEntry>,
@@ -61,9 +65,9 @@ impl<'de> Deserialize<'de> for ServiceName {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceEntry {
-    /// How the token server recognises the service's processes (used by the token server).
+    /// How the token server recognises the service's processes; all selectors given must match.
     #[serde(default)]
-    pub selectors: Option<serde_yaml_ng::Value>,
+    pub selectors: Selectors,
     /// Secrets generated once and stored in KV under the service's path.
     #[serde(default, deserialize_with = "secret_names")]
     pub secrets: Vec<String>,
@@ -133,6 +137,19 @@ impl Config {
             .collect()
     }
 
+    /// The services as the token server sees them.
+    pub fn service_rules(&self) -> Vec<ServiceRule> {
+        self.services
+            .iter()
+            .map(|(name, entry)| ServiceRule {
+                name: name.0.clone(),
+                selectors: entry.selectors.clone(),
+                ttl: if entry.token.period.is_some() { None } else { Some(entry.token.ttl) },
+                reuse: entry.reuse,
+            })
+            .collect()
+    }
+
     /// The CA file OpenBao's certificate is verified against.
     pub fn ca_cert(&self) -> PathBuf {
         self.secret_store.ca_cert.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CA_CERT))
@@ -191,20 +208,29 @@ mod tests {
 
     #[test]
     fn service_and_secret_names_are_checked() {
-        let (location, message) = Config::parse("services:
+        let (location, message) = Config::parse(
+            "services:
   Core Data: {}
-").unwrap_err();
+",
+        )
+        .unwrap_err();
         assert!(message.contains("service name \"Core Data\" is not valid"), "{message}");
         assert_eq!(location.map(|l| l.0), Some(2));
-        let (_, message) = Config::parse("services:
+        let (_, message) = Config::parse(
+            "services:
   a:
     secrets: [\"../b\"]
-").unwrap_err();
+",
+        )
+        .unwrap_err();
         assert!(message.contains("secret name \"../b\" is not valid"), "{message}");
-        let (_, message) = Config::parse("secret_store:
+        let (_, message) = Config::parse(
+            "secret_store:
   kv_mount: \"sys\"
   extra: 1
-").unwrap_err();
+",
+        )
+        .unwrap_err();
         assert!(message.contains("unknown field `extra`"), "{message}");
     }
 

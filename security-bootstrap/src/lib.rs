@@ -33,11 +33,16 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         cli::Command::Keystore(cli::KeystoreCommand::Inspect(args)) => commands::inspect::run(&args, out),
         cli::Command::Keystore(cli::KeystoreCommand::ImportEdgex(args)) => commands::import_edgex::run(&args, out),
         cli::Command::Setup(args) => commands::setup::run(&args.config, out),
+        cli::Command::TokenServer(args) => commands::token_server::run(&args.config),
+        cli::Command::Token(args) => commands::token::run(&args.socket, args.service.as_deref(), args.whoami, out),
     }
 }
 
 /// The exit code for an error: 64 for usage and configuration errors, 1 for everything else.
 pub fn exit_code(error: &anyhow::Error) -> u8 {
+    if let Some(failure) = error.downcast_ref::<commands::token::TokenFailure>() {
+        return failure.code;
+    }
     let usage = error.chain().any(|e| {
         e.is::<UsageError>() || e.is::<config::ConfigError>() || e.is::<kdf_plugins::config::KdfConfigError>()
     });

@@ -5,10 +5,12 @@
 //! loud failure that says how to install it, never a silent skip.
 //!
 //! - [`device`]: a simulated device (KDF plug-in, keystore, file tokens) and its edgeseal config.
+//! - [`docker`]: a Docker daemon (the system one, or a private `dockerd`), offline images, containers.
 //! - [`openbao`]: a real OpenBao (raft, TLS, file audit) on a free loopback port.
 //! - [`pki`]: a device PKI for the OpenBao listener.
 //! - [`ports`]: free loopback ports.
 //! - [`process`]: a child process killed and reaped on drop.
+//! - [`token_server`]: the token server running in-process against a real OpenBao.
 //! - [`swtpm`]: a TPM 2.0 simulator with its own state directory.
 
 #![forbid(unsafe_code)]
@@ -16,11 +18,13 @@
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod device;
+pub mod docker;
 pub mod openbao;
 pub mod pki;
 pub mod ports;
 pub mod process;
 pub mod swtpm;
+pub mod token_server;
 
 /// A binary of this workspace (`target/<profile>/<name>`), built by `cargo test --workspace`.
 /// Panics, saying how to build it, when it is missing.

@@ -81,10 +81,16 @@ impl Issuer {
     pub async fn health(&self) -> Result<(), Unavailable> {
         let health = self.client.health().await.map_err(|e| Unavailable(e.to_string()))?;
         if !health.initialized || health.sealed {
-            return Err(Unavailable(format!("OpenBao is {}", if health.sealed { "sealed" } else { "not initialized" })));
+            return Err(Unavailable(format!(
+                "OpenBao is {}",
+                if health.sealed { "sealed" } else { "not initialized" }
+            )));
         }
         let token = self.token.read().await.clone();
-        self.client.lookup_self(&token).await.map_err(|e| Unavailable(format!("the issuing token does not work: {e}")))?;
+        self.client
+            .lookup_self(&token)
+            .await
+            .map_err(|e| Unavailable(format!("the issuing token does not work: {e}")))?;
         Ok(())
     }
 

@@ -127,7 +127,10 @@ fn check_docker(facts: &Facts, want: &DockerSelector) -> Result<(), String> {
     for (label, value) in &want.labels {
         let seen = container.labels.get(label);
         if seen != Some(value) {
-            return Err(format!("docker.labels.{label} wants {value:?}, saw {:?}", seen.map(String::as_str).unwrap_or("none")));
+            return Err(format!(
+                "docker.labels.{label} wants {value:?}, saw {:?}",
+                seen.map(String::as_str).unwrap_or("none")
+            ));
         }
     }
     Ok(())
@@ -158,7 +161,13 @@ mod tests {
             gid: uid,
             exe: Some("/usr/bin/app".into()),
             container_id: Some(ID.into()),
-            container: Some(ContainerFacts { id: ID.into(), name: "x_1".into(), image: "app:1".into(), labels, running: true }),
+            container: Some(ContainerFacts {
+                id: ID.into(),
+                name: "x_1".into(),
+                image: "app:1".into(),
+                labels,
+                running: true,
+            }),
             ..Default::default()
         }
     }
@@ -172,7 +181,11 @@ mod tests {
         let rules = vec![
             rule("alpha", None, Some(compose("alpha"))),
             rule("beta", None, Some(compose("beta"))),
-            rule("agent", Some(UnixSelector { uid: Some(998), path: Some("/usr/bin/agent".into()), ..Default::default() }), None),
+            rule(
+                "agent",
+                Some(UnixSelector { uid: Some(998), path: Some("/usr/bin/agent".into()), ..Default::default() }),
+                None,
+            ),
             rule("file-only", None, None),
         ];
         let cases = [
@@ -205,7 +218,10 @@ mod tests {
         assert!(matches!(match_services(&in_container("x", 0), &rules), Outcome::NoMatch(_)));
         let mut no_docker = in_container("x", 0);
         no_docker.container = None;
-        assert!(matches!(match_services(&no_docker, &rules), Outcome::NoMatch(_)), "a container id alone is enough to refuse");
+        assert!(
+            matches!(match_services(&no_docker, &rules), Outcome::NoMatch(_)),
+            "a container id alone is enough to refuse"
+        );
     }
 
     #[test]
@@ -225,7 +241,9 @@ mod tests {
         want.labels.insert("tier".into(), "backend".into());
         let rules = vec![rule("alpha", None, Some(want))];
         let mut facts = in_container("alpha", 0);
-        assert!(match_services(&facts, &rules).explain().contains("docker.labels.tier wants \"backend\", saw \"none\""));
+        assert!(match_services(&facts, &rules)
+            .explain()
+            .contains("docker.labels.tier wants \"backend\", saw \"none\""));
         if let Some(c) = facts.container.as_mut() {
             c.labels.insert("tier".into(), "backend".into());
         }

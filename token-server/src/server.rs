@@ -212,7 +212,8 @@ async fn health(state: &State) -> Response<Full<Bytes>> {
 
 /// Reads a body of at most [`MAX_BODY`] bytes within the header timeout.
 async fn read_body(state: &State, request: Request<Incoming>) -> Result<Bytes, Response<Full<Bytes>>> {
-    let declared = request.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        request.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > MAX_BODY as u64) {
         return Err(error(StatusCode::PAYLOAD_TOO_LARGE, "request body larger than 4 KiB"));
     }

@@ -4,6 +4,8 @@ pub mod import_edgex;
 pub mod inspect;
 pub mod kdf_check;
 pub mod setup;
+pub mod token;
+pub mod token_server;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -31,10 +31,7 @@ pub fn container_id(cgroup_file: &str) -> Result<Option<String>, CgroupError> {
             return Err(CgroupError::Malformed(n + 1));
         };
         for segment in path.split('/') {
-            let candidate = segment
-                .strip_prefix("docker-")
-                .and_then(|s| s.strip_suffix(".scope"))
-                .unwrap_or(segment);
+            let candidate = segment.strip_prefix("docker-").and_then(|s| s.strip_suffix(".scope")).unwrap_or(segment);
             if is_container_id(candidate) {
                 match found {
                     Some(id) if id != candidate => return Err(CgroupError::Ambiguous(2)),

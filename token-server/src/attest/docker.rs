@@ -71,7 +71,10 @@ pub fn check_socket(path: &Path) -> Result<(), DockerError> {
         let owner_ok = meta.uid() == 0 || meta.uid() == euid;
         let sticky_root = meta.uid() == 0 && mode & 0o1000 != 0;
         if !owner_ok || (mode & 0o022 != 0 && !sticky_root) {
-            return Err(untrusted(dir, format!("directory is not root-controlled (owner {}, mode {:04o})", meta.uid(), mode & 0o7777)));
+            return Err(untrusted(
+                dir,
+                format!("directory is not root-controlled (owner {}, mode {:04o})", meta.uid(), mode & 0o7777),
+            ));
         }
     }
     Ok(())

@@ -43,15 +43,17 @@ impl Pinned {
         if pid <= 0 {
             return Err(vanished("has no pid in this pid namespace".into()));
         }
-        let dir = openat(CWD, format!("/proc/{pid}"), OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-            .map_err(|e| vanished(format!("cannot be inspected: /proc/{pid}: {e}")))?;
+        let dir =
+            openat(CWD, format!("/proc/{pid}"), OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+                .map_err(|e| vanished(format!("cannot be inspected: /proc/{pid}: {e}")))?;
         let mut pinned = Self { pid, uid, dir, start_time: 0, pidfd };
         if let Some(pidfd) = &pinned.pidfd {
             if pidfd_pid(pidfd) != Some(pid) {
                 return Err(vanished("exited before it could be inspected".into()));
             }
         }
-        pinned.start_time = pinned.read_start_time().map_err(|e| vanished(format!("exited before it could be inspected ({e})")))?;
+        pinned.start_time =
+            pinned.read_start_time().map_err(|e| vanished(format!("exited before it could be inspected ({e})")))?;
         Ok(pinned)
     }
 
@@ -122,8 +124,13 @@ impl Pinned {
         }
     }
 
+    /// The start time of a live process; an error once it has exited (a zombie has exited too: it
+    /// only waits for its parent to collect the status).
     fn read_start_time(&self) -> io::Result<u64> {
         let stat = self.read("stat")?;
+        if matches!(parse_state(&stat), Some('Z' | 'X' | 'x')) {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "the process has exited (zombie)"));
+        }
         parse_start_time(&stat).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed stat"))
     }
 }
@@ -134,6 +141,11 @@ pub fn parse_start_time(stat: &str) -> Option<u64> {
     let rest = &stat[stat.rfind(')')? + 1..];
     // After ")": field 3 (state) is the first; field 22 is the 20th.
     rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Field 3 of `/proc/<pid>/stat`: the process state (`R`, `S`, `Z` for a zombie, …).
+pub fn parse_state(stat: &str) -> Option<char> {
+    stat[stat.rfind(')')? + 1..].split_whitespace().next()?.chars().next()
 }
 
 /// The effective uid from `/proc/<pid>/status` (`Uid: real effective saved fs`).
@@ -153,6 +165,7 @@ mod tests {
             assert_eq!(parse_start_time(&format!("123 {comm} {tail}")), Some(424242), "{comm}");
         }
         assert_eq!(parse_start_time("123 (x) S 1"), None);
+        assert_eq!(parse_state(&format!("123 (a) b) Z {tail}")), Some('Z'));
         assert_eq!(parse_start_time("garbage"), None);
     }
 
@@ -181,6 +194,8 @@ mod tests {
         let pinned = Pinned::pin(pid, nix::unistd::geteuid().as_raw(), None).unwrap();
         pinned.verify().unwrap();
         child.kill().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(pinned.verify().is_err(), "a zombie (killed, not yet reaped) has exited");
         child.wait().unwrap();
         assert!(pinned.verify().is_err(), "reads through the held /proc fd fail once the process is gone");
         assert!(pinned.read("cgroup").is_err());

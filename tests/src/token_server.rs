@@ -1,0 +1,118 @@
+//! A token server for tests: set up a real OpenBao with services, then serve the token socket
+//! in-process on a background runtime, stopped (gracefully) on drop.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use openbao_client::Token;
+use secretstore_setup::keystore::derive_file_kek;
+use secretstore_setup::setup::{Setup, ITEM_ISSUER};
+use secretstore_setup::KeystoreDir;
+use token_server::attest::docker::DockerFacts;
+use token_server::attest::Attestor;
+use token_server::config::{ServerConfig, ServiceRule};
+use token_server::issue::Issuer;
+use token_server::State;
+
+use crate::device::DEVICE_IKM;
+
+/// A running token server.
+#[derive(Debug)]
+pub struct TestServer {
+    /// The shared state (metrics, rules).
+    pub state: Arc<State>,
+    socket: PathBuf,
+    runtime: Option<tokio::runtime::Runtime>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+/// The issuing token `setup` stored in the device's keystore.
+pub fn issuer_token(keystore_dir: &Path) -> Token {
+    let store = KeystoreDir::new(keystore_dir);
+    let file = store.read().unwrap().expect("setup must run before the token server");
+    let ikm = kdf_plugins::Ikm::new(hex::decode(DEVICE_IKM).unwrap());
+    let keystore = store.open(&derive_file_kek(&file, &ikm).unwrap()).unwrap();
+    Token::new(std::str::from_utf8(keystore.item(ITEM_ISSUER).expect("issuer item").expose()).unwrap())
+}
+
+impl TestServer {
+    /// Starts a server for `rules` on `config.socket`, with the issuing token from `setup`'s keystore.
+    /// `docker`: the daemon socket to attest containers with.
+    pub fn start(
+        setup: &Setup,
+        config: ServerConfig,
+        rules: Vec<ServiceRule>,
+        docker: Option<&Path>,
+        tune: impl FnOnce(&mut Attestor),
+    ) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let client = openbao_client::Client::new(&setup.store.address, &setup.ca_cert, config.store_timeout).unwrap();
+        let issuer = Issuer::new(client, issuer_token(&setup.keystore.dir));
+        let docker = docker.map(|socket| runtime.block_on(DockerFacts::connect(socket)).unwrap());
+        let hash = rules.iter().any(|r| r.selectors.unix.as_ref().is_some_and(|u| u.sha256.is_some()));
+        let mut attestor = Attestor::new(docker.clone(), hash, config.exe_hash_limit);
+        tune(&mut attestor);
+        let socket = config.socket.clone();
+        let state = Arc::new(State::new(config, rules, attestor, issuer));
+        let listener = runtime.block_on(async { token_server::socket::bind(&socket) }).unwrap();
+        if let Some(docker) = docker {
+            runtime.spawn(docker.follow_events());
+        }
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let done = runtime.spawn(token_server::serve(listener, state.clone(), async move {
+            let _ = stopped.await;
+        }));
+        Self { state, socket, runtime: Some(runtime), stop: Some(stop), done: Some(done) }
+    }
+
+    /// The socket path.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Runs a future on the server's runtime (for in-process clients).
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime.as_ref().expect("running").block_on(future)
+    }
+
+    /// The server's runtime handle.
+    pub fn handle(&self) -> tokio::runtime::Handle {
+        self.runtime.as_ref().expect("running").handle().clone()
+    }
+
+    /// Stops gracefully and returns what `serve` returned.
+    pub fn stop(&mut self) -> std::io::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let result = match (self.done.take(), self.runtime.as_ref()) {
+            (Some(done), Some(runtime)) => runtime.block_on(done).unwrap_or(Ok(())),
+            _ => Ok(()),
+        };
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+        }
+        result
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// A minimal HTTP/1.1 client over the socket: sends `raw` bytes and returns (status, body).
+pub fn raw_request(socket: &Path, raw: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    stream.write_all(raw).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
