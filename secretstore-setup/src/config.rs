@@ -62,6 +62,9 @@ pub struct SecretStoreConfig {
     /// Limit for one HTTP request to OpenBao.
     #[serde(default = "default_request_timeout", with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Start and supervise a local OpenBao (`security-bootstrap run`).
+    #[serde(default)]
+    pub supervise: Option<crate::supervise::SuperviseConfig>,
 }
 
 fn default_address() -> String {
@@ -101,6 +104,7 @@ impl Default for SecretStoreConfig {
             wait_timeout: default_wait(),
             watchdog_interval: default_watchdog(),
             request_timeout: default_request_timeout(),
+            supervise: None,
         }
     }
 }

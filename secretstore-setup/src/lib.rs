@@ -7,6 +7,7 @@
 //! - [`secret`]: [`UnsealShare`] and [`SecretBytes`], which wipe themselves and never print.
 //! - [`config`]: the `keystore:` section of `edgeseal.yaml`.
 //! - [`setup`]: initialize, unseal and configure OpenBao, converging on every run (SPEC §6, §8).
+//! - [`supervise`]: run a local OpenBao as a child, restarted when it dies.
 //! - [`watchdog`]: re-unseal an OpenBao that comes back sealed.
 //! - [`crash`]: named crash points for the crash-safety tests.
 //! - [`server_config`]: the OpenBao `config.hcl` edgeseal writes for an OpenBao it starts.
@@ -20,6 +21,7 @@ pub mod keystore;
 pub mod secret;
 pub mod server_config;
 pub mod setup;
+pub mod supervise;
 pub mod watchdog;
 
 pub use config::KeystoreConfig;

@@ -51,6 +51,15 @@ pub enum Command {
     /// Work with the encrypted keystore.
     #[command(subcommand)]
     Keystore(KeystoreCommand),
+    /// Generate or renew the device PKI (root CA, intermediate CA, one leaf per `pki.certs` entry).
+    ///
+    /// Idempotent: a rerun with the same config changes nothing. `--check` reports each certificate's
+    /// subject, SANs, expiry and chain status without changing anything (exit 1 if one is not valid).
+    #[command(
+        name = "pki-init",
+        after_help = "Example:\n  security-bootstrap pki-init --config /etc/edgeseal/edgeseal.yaml --check"
+    )]
+    PkiInit(PkiArgs),
     /// Initialize (first boot), unseal and configure OpenBao; converges on every run.
     ///
     /// First boot: sys/init, the unseal shares go KEK-encrypted into the keystore before anything
@@ -59,6 +68,16 @@ pub enum Command {
     /// revoke the root token. No root token is ever stored.
     #[command(after_help = "Example:\n  security-bootstrap setup --config /etc/edgeseal/edgeseal.yaml")]
     Setup(ConfigArg),
+    /// The whole boot: pki-init, (optionally) a supervised OpenBao, setup, then the token server and
+    /// the unseal watchdog, until SIGTERM/SIGINT.
+    ///
+    /// With `secret_store.supervise: {binary, data_dir}` edgeseal starts OpenBao itself (raft, TLS from
+    /// its PKI, a file audit device) and restarts it if it dies. Readiness: `--ready-file` appears, and
+    /// `GET /v1/health` on the socket answers 200.
+    #[command(
+        after_help = "Example:\n  security-bootstrap run --config /etc/edgeseal/edgeseal.yaml --ready-file /run/edgeseal/ready"
+    )]
+    Run(RunArgs),
     /// Serve per-service tokens on the Unix socket, attesting each caller (SO_PEERCRED, /proc, Docker).
     ///
     /// Needs a keystore and a token-issuing token made by `setup`. Stops cleanly on SIGTERM/SIGINT.
@@ -75,6 +94,36 @@ pub enum Command {
         after_help = "Example:\n  security-bootstrap token --socket /run/edgeseal/token.sock | jq -r .auth.client_token"
     )]
     Token(TokenArgs),
+    /// A service container's entrypoint: wait for the socket, fetch the token, exec the service.
+    ///
+    /// Exit codes (when it cannot exec): 77 denied, 69 unavailable after --wait, 64 usage.
+    #[command(
+        after_help = "Example:\n  security-bootstrap gate --service core-data --token-file /tmp/token -- /core-data --config x"
+    )]
+    Gate(GateArgs),
+}
+
+/// `gate` arguments.
+#[derive(Debug, Args)]
+pub struct GateArgs {
+    /// The service this container runs (asserted to the token server).
+    #[arg(long, value_name = "NAME")]
+    pub service: String,
+    /// The token server's socket.
+    #[arg(long, value_name = "PATH", default_value = token_server::config::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// How long to wait for the token server to come up.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+    pub wait: std::time::Duration,
+    /// Write the token to this file (mode 0600; use a tmpfs).
+    #[arg(long, value_name = "PATH", conflicts_with = "token_env", required_unless_present = "token_env")]
+    pub token_file: Option<PathBuf>,
+    /// Put the token in this environment variable of the service.
+    #[arg(long, value_name = "VAR")]
+    pub token_env: Option<String>,
+    /// The service's command and arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 /// `token` arguments.
@@ -89,6 +138,28 @@ pub struct TokenArgs {
     /// Show what the server sees about this process instead of fetching a token.
     #[arg(long)]
     pub whoami: bool,
+}
+
+/// `run` arguments.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// edgeseal.yaml.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Written (with the pid) once the token server is serving; removed on shutdown.
+    #[arg(long, value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
+}
+
+/// `pki-init` arguments.
+#[derive(Debug, Args)]
+pub struct PkiArgs {
+    /// edgeseal.yaml.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Report only; change nothing.
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// `--config FILE` (required).

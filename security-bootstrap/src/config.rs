@@ -16,7 +16,8 @@ use thiserror::Error;
 use token_server::config::{Selectors, ServerConfig, ServiceRule};
 
 /// Where pki-init puts the root CA by default; OpenBao's certificate must chain to it.
-pub const DEFAULT_CA_CERT: &str = "/run/edgeseal/pki/ca/ca.pem";
+#[cfg(test)]
+const DEFAULT_CA_CERT: &str = "/run/edgeseal/pki/ca/ca.pem";
 
 /// Largest configuration file accepted.
 const MAX_CONFIG_LEN: u64 = 1024 * 1024;
@@ -37,6 +38,9 @@ pub struct Config {
     /// `file_tokens:` — where file tokens are written.
     #[serde(default)]
     pub file_tokens: FileTokensConfig,
+    /// `pki:` — the device PKI (pki-init).
+    #[serde(default)]
+    pub pki: pki_init::PkiConfig,
     /// `token_server:` — the Unix socket and its limits.
     #[serde(default)]
     pub token_server: ServerConfig,
@@ -150,9 +154,10 @@ impl Config {
             .collect()
     }
 
-    /// The CA file OpenBao's certificate is verified against.
+    /// The CA file OpenBao's certificate is verified against: `secret_store.ca_cert`, else the root CA
+    /// pki-init makes.
     pub fn ca_cert(&self) -> PathBuf {
-        self.secret_store.ca_cert.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CA_CERT))
+        self.secret_store.ca_cert.clone().unwrap_or_else(|| self.pki.dir.join("ca/ca.pem"))
     }
 
     /// Reads and validates a configuration file.

@@ -32,8 +32,18 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         cli::Command::Kdf(cli::KdfCommand::Check(args)) => commands::kdf_check::run(&args, out),
         cli::Command::Keystore(cli::KeystoreCommand::Inspect(args)) => commands::inspect::run(&args, out),
         cli::Command::Keystore(cli::KeystoreCommand::ImportEdgex(args)) => commands::import_edgex::run(&args, out),
+        cli::Command::Run(args) => commands::run::run(&args.config, args.ready_file.as_deref()),
+        cli::Command::PkiInit(args) => commands::pki::run(&args.config, args.check, out),
         cli::Command::Setup(args) => commands::setup::run(&args.config, out),
         cli::Command::TokenServer(args) => commands::token_server::run(&args.config),
+        cli::Command::Gate(args) => {
+            let sink = match (args.token_file, args.token_env) {
+                (Some(path), _) => commands::gate::Sink::File(path),
+                (None, Some(var)) => commands::gate::Sink::Env(var),
+                (None, None) => return Err(UsageError("give --token-file or --token-env".into()).into()),
+            };
+            commands::gate::run(&args.socket, &args.service, args.wait, sink, &args.command)
+        }
         cli::Command::Token(args) => commands::token::run(&args.socket, args.service.as_deref(), args.whoami, out),
     }
 }
@@ -44,7 +54,10 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
         return failure.code;
     }
     let usage = error.chain().any(|e| {
-        e.is::<UsageError>() || e.is::<config::ConfigError>() || e.is::<kdf_plugins::config::KdfConfigError>()
+        e.is::<UsageError>()
+            || e.is::<config::ConfigError>()
+            || e.is::<kdf_plugins::config::KdfConfigError>()
+            || e.is::<pki_init::PkiConfigError>()
     });
     if usage {
         cli::EXIT_USAGE

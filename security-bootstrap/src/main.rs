@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use security_bootstrap::cli::{Cli, LogFormat, EXIT_USAGE};
+use security_bootstrap::cli::{Cli, Command, LogFormat, EXIT_USAGE};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -13,7 +13,9 @@ fn main() -> ExitCode {
             return if e.use_stderr() { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS };
         }
     };
-    init_logging(cli.log_format);
+    // Long-running commands log their progress; one-shot tools only warnings.
+    let long_running = matches!(cli.command, Command::Run(_) | Command::TokenServer(_));
+    init_logging(cli.log_format, if long_running { "info" } else { "warn" });
     let mut stdout = std::io::stdout().lock();
     match security_bootstrap::run(cli, &mut stdout) {
         Ok(()) => ExitCode::SUCCESS,
@@ -24,10 +26,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("EDGESEAL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    use std::io::IsTerminal as _;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

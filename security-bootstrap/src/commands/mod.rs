@@ -1,8 +1,11 @@
 //! One module per command. Each writes a human report to `out` and never prints a secret.
 
+pub mod gate;
 pub mod import_edgex;
 pub mod inspect;
 pub mod kdf_check;
+pub mod pki;
+pub mod run;
 pub mod setup;
 pub mod token;
 pub mod token_server;

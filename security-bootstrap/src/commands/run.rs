@@ -1,0 +1,131 @@
+//! `security-bootstrap run`: the whole boot in one process — pki-init, (optionally) a supervised
+//! OpenBao, setup, then the token server and the unseal watchdog until SIGTERM/SIGINT.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use secretstore_setup::server_config::ServerConfig as BaoConfig;
+use secretstore_setup::supervise::{self, Supervisor};
+use tokio::sync::watch;
+
+use super::token_server;
+use crate::config::Config;
+
+/// The leaf pki-init makes for OpenBao's TLS listener.
+pub const OPENBAO_CERT: &str = "openbao";
+
+/// The OpenBao configuration for a supervised server, from the PKI and `secret_store`.
+pub fn supervised_openbao(config: &Config, data_dir: &Path) -> anyhow::Result<BaoConfig> {
+    let address = config.secret_store.address.trim_end_matches('/');
+    let authority = address.strip_prefix("https://").context("secret_store.address must start with https://")?;
+    let listen: SocketAddr = authority.parse().with_context(|| {
+        format!("a supervised OpenBao listens on secret_store.address, which must be https://IP:PORT, got {address}")
+    })?;
+    let cluster =
+        SocketAddr::new(listen.ip(), listen.port().checked_add(1).context("port 65535 leaves no cluster port")?);
+    let leaf = config.pki.dir.join(OPENBAO_CERT);
+    if !config.pki.certs.keys().any(|name| name.to_string() == OPENBAO_CERT) {
+        bail!("a supervised OpenBao needs a TLS certificate: add pki.certs.{OPENBAO_CERT} with sans [{}]", listen.ip());
+    }
+    Ok(BaoConfig {
+        data_dir: data_dir.join("raft"),
+        listen,
+        cluster,
+        tls_cert: leaf.join("cert.pem"),
+        tls_key: leaf.join("key.pem"),
+        audit_log: Some(data_dir.join("audit.log")),
+        unauthed_generate_root: true,
+    })
+}
+
+/// Runs the command until a signal arrives.
+pub fn run(config_path: &Path, ready_file: Option<&Path>) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
+    let setup = super::setup::from_config(config_path)?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    runtime.block_on(boot(config, setup, ready_file.map(Path::to_path_buf)))
+}
+
+async fn boot(
+    config: Config,
+    setup: secretstore_setup::setup::Setup,
+    ready_file: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        token_server::signals().await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    let (pki, kdf, keystore) = (config.pki.clone(), config.kdf.clone(), config.keystore.dir.clone());
+    let report = tokio::task::spawn_blocking(move || super::pki::converge(&pki, &kdf, &keystore)).await??;
+    tracing::info!(dir = %report.dir.display(), changed = report.changed(), "pki-init done");
+
+    let supervisor = match &config.secret_store.supervise {
+        Some(supervise) => {
+            let bao = supervised_openbao(&config, &supervise.data_dir)?;
+            let file = supervise::prepare(supervise, &bao)
+                .with_context(|| format!("preparing {}", supervise.data_dir.display()))?;
+            Some(Supervisor::start(supervise, &file))
+        }
+        None => None,
+    };
+    let outcome = serve(&config, &setup, ready_file.as_deref(), stop_rx.clone(), stopped).await;
+    if let Some(supervisor) = supervisor {
+        supervisor.stop().await;
+    }
+    if let Some(ready) = &ready_file {
+        let _ = std::fs::remove_file(ready);
+    }
+    outcome
+}
+
+async fn serve<F: std::future::Future<Output = ()> + Send + 'static>(
+    config: &Config,
+    setup: &secretstore_setup::setup::Setup,
+    ready_file: Option<&Path>,
+    stop_rx: watch::Receiver<bool>,
+    stopped: impl Fn(watch::Receiver<bool>) -> F,
+) -> anyhow::Result<()> {
+    let report = tokio::select! {
+        report = setup.run() => report?,
+        _ = stopped(stop_rx.clone()) => return Ok(()),
+    };
+    tracing::info!(
+        initialized = report.initialized,
+        unsealed = report.unsealed,
+        changes = report.changes.len(),
+        "setup done"
+    );
+    let state = Arc::new(token_server::state(config, setup).await?);
+    let client = setup.client()?;
+    let watchdog_setup = setup.clone();
+    let watchdog_stop = stopped(stop_rx.clone());
+    let watchdog = tokio::spawn(async move {
+        secretstore_setup::watchdog::run(&watchdog_setup, &client, watchdog_stop).await;
+    });
+    let server = tokio::spawn(token_server::serve(state, stopped(stop_rx.clone())));
+    if let Some(path) = ready_file {
+        // The socket is bound inside `serve` right away; wait for it before announcing readiness.
+        let socket = config.token_server.socket.clone();
+        for _ in 0..200 {
+            if socket.exists() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writing ready file {}", path.display()))?;
+    }
+    tracing::info!(socket = %config.token_server.socket.display(), "edgeseal is ready");
+    let served = server.await.context("token server task")?;
+    let _ = watchdog.await;
+    served
+}
