@@ -52,8 +52,12 @@ fn keystore_seeds(dir: &Path) -> Result<()> {
     let mut full = Keystore::new(shares(5, 33), 3)?;
     full.set_item("pki-ca-key", SecretBytes::new(b"-----BEGIN PRIVATE KEY----- seed".to_vec()))?;
     full.set_item("admin-token", SecretBytes::new(b"s.seedtoken".to_vec()))?;
+    // No shares yet: a keystore made before OpenBao is initialized, holding a PKI key only.
+    let mut empty = Keystore::without_shares()?;
+    empty.set_item("pki-ca-key", SecretBytes::new(b"-----BEGIN PRIVATE KEY----- early".to_vec()))?;
     let seeds = [
         ("zero-kek-5of3-items.json", full.seal(&zero)?, true),
+        ("zero-kek-no-shares.json", empty.seal(&zero)?, true),
         ("zero-kek-1of1.json", Keystore::new(shares(1, 33), 1)?.seal(&zero)?, true),
         ("other-kek-3of2.json", Keystore::new(shares(3, 16), 2)?.seal(&other)?, false),
     ];

@@ -1,0 +1,85 @@
+//! Private keys in memory: they wipe themselves and never print their bytes.
+
+use std::fmt;
+
+use zeroize::{Zeroize, Zeroizing};
+
+/// PEM text that holds a private key: a keystore item (a CA's PKCS#8 key followed by its certificate)
+/// or a leaf's `key.pem`. Wiped on drop, redacted in `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretPem(Zeroizing<String>);
+
+impl SecretPem {
+    /// Wraps PEM text; the string is moved in and wiped when this is dropped.
+    pub fn new(pem: String) -> Self {
+        Self(Zeroizing::new(pem))
+    }
+
+    /// Wraps PEM bytes (e.g. a decrypted keystore item). `None` if they are not UTF-8; the buffer is
+    /// wiped either way.
+    pub fn from_utf8(bytes: Vec<u8>) -> Option<Self> {
+        match String::from_utf8(bytes) {
+            Ok(pem) => Some(Self::new(pem)),
+            Err(e) => {
+                e.into_bytes().zeroize();
+                None
+            }
+        }
+    }
+
+    /// The PEM text, to encrypt or to parse.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretPem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretPem([REDACTED])")
+    }
+}
+
+/// An rcgen key pair whose PKCS#8 bytes are wiped when it is dropped (rcgen only offers `Zeroize`).
+pub(crate) struct PrivateKey(rcgen::KeyPair);
+
+impl PrivateKey {
+    pub(crate) fn new(pair: rcgen::KeyPair) -> Self {
+        Self(pair)
+    }
+
+    pub(crate) fn pair(&self) -> &rcgen::KeyPair {
+        &self.0
+    }
+}
+
+impl Drop for PrivateKey {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl fmt::Debug for PrivateKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PrivateKey([REDACTED])")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_key() {
+        let pem = SecretPem::new("-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n-----END PRIVATE KEY-----\n".into());
+        let pair = PrivateKey::new(rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap());
+        let shown = format!("{pem:?} {pair:?}");
+        assert!(!shown.contains("c2VjcmV0") && !shown.contains("BEGIN"), "{shown}");
+        assert_eq!(shown, "SecretPem([REDACTED]) PrivateKey([REDACTED])");
+    }
+
+    #[test]
+    fn from_utf8_refuses_binary() {
+        assert!(SecretPem::from_utf8(vec![0xff, 0xfe]).is_none());
+        assert_eq!(SecretPem::from_utf8(b"x".to_vec()).unwrap().expose(), "x");
+    }
+}
