@@ -199,6 +199,9 @@ impl KeystoreFile {
             if !valid_purpose(&item.purpose) || item.purpose == PURPOSE_KEY_CHECK {
                 return invalid(format!("item purpose {:?} is not a valid purpose name", item.purpose));
             }
+            if item.purpose != PURPOSE_UNSEAL_SHARE && item.index != 0 {
+                return invalid(format!("item {}/{}: named items have index 0", item.purpose, item.index));
+            }
             if !seen.insert((item.purpose.as_str(), item.index)) {
                 return invalid(format!("item {}/{} appears twice", item.purpose, item.index));
             }

@@ -251,6 +251,11 @@ pub fn open(file: &KeystoreFile, kek: &Kek) -> Result<Keystore, OpenError> {
             items.insert(item.purpose.clone(), SecretBytes::new(std::mem::take(&mut *Zeroizing::new(plain))));
         }
     }
+    if !shares.is_empty() {
+        // Authenticated, but still what `Keystore::new` would accept: non-empty, distinct shares.
+        check_shares(&shares, file.secret_threshold)
+            .map_err(|e| OpenError::Format(FormatError::Invalid(format!("unseal shares: {e}"))))?;
+    }
     Ok(Keystore { salt: file_salt(file)?, shares, threshold: file.secret_threshold, items })
 }
 

@@ -160,6 +160,10 @@ fn structural_problems_are_named() {
             }),
         ),
         ("aead", Box::new(|v| v["aead"] = Value::from("chacha20"))),
+        ("named items have index 0", Box::new(|v| {
+            let last = v["items"].as_array().unwrap().len() - 1;
+            v["items"][last]["index"] = Value::from(1);
+        })),
     ];
     for (want, edit) in cases {
         let mut value = base.clone();
@@ -205,4 +209,20 @@ fn a_keystore_without_shares_gets_them_once_and_never_again() {
     let reopened = open(&KeystoreFile::parse(&opened.seal(&kek(7)).unwrap().to_bytes()).unwrap(), &kek(7)).unwrap();
     assert_eq!(reopened.shares(), shares().as_slice());
     assert_eq!(reopened.item("pki-root-ca-key").unwrap().expose(), b"ca");
+}
+
+#[test]
+fn an_authenticated_but_empty_or_duplicate_share_is_refused_on_open() {
+    // Regression (found by fuzzing): open() accepted what Keystore::new refuses.
+    let (_, file) = sealed();
+    let cipher = Aes256Gcm::new(kek(7).expose().into());
+    for plain in [Vec::new(), vec![1u8; 33]] {
+        let mut value: Value = serde_json::from_slice(&file.to_bytes()).unwrap();
+        let (nonce, ciphertext) = encrypt(&cipher, PURPOSE_UNSEAL_SHARE, 1, &plain).unwrap();
+        value["items"][1]["nonce"] = Value::String(nonce);
+        value["items"][1]["ciphertext"] = Value::String(ciphertext);
+        let edited = KeystoreFile::parse(&reseal_checksum(value)).unwrap();
+        let err = open(&edited, &kek(7)).unwrap_err();
+        assert!(matches!(err, OpenError::Format(FormatError::Invalid(ref m)) if m.contains("unseal shares")), "{err:?}");
+    }
 }
