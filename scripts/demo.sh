@@ -49,6 +49,8 @@ YAML
     echo "== wrote $CONFIG"
 fi
 
+# A reused state keeps the port it was created with.
+PORT=$(sed -n 's|^  address: https://127.0.0.1:\([0-9]*\)$|\1|p' "$CONFIG")
 rm -f "$DEMO/ready"
 echo "== security-bootstrap run --config $CONFIG"
 "$BIN/security-bootstrap" run --config "$CONFIG" --ready-file "$DEMO/ready" >"$DEMO/edgeseal.log" 2>&1 &
