@@ -20,7 +20,7 @@ build: deps
 
 ## make test: install what is missing, then run every test (unit, integration, CLI).
 test: test-deps
-	EDGESEAL_BAO="$$(scripts/ensure-deps.sh --bao-path)" $(CARGO) test --workspace --locked --all-targets
+	EDGESEAL_BAO="$$(scripts/ensure-deps.sh --bao-path)" $(CARGO) test --workspace --locked
 
 ## make lint: formatting and clippy with warnings as errors.
 lint: deps
@@ -30,9 +30,13 @@ lint: deps
 fmt:
 	$(CARGO) fmt --all
 
-## make bench: benchmarks print figures side by side with the alternative (none yet: see README).
-bench: build
-	@echo "make bench: no benchmark yet — the first ones arrive with pki-init and secretstore-setup (see README, Status)."
+## make bench: benchmarks, each printed side by side with the alternative a user would pick (release builds).
+bench: test-deps
+	$(CARGO) build --release --workspace --locked --bins
+	$(CARGO) bench --locked -p pki-init
+	EDGESEAL_BAO="$$(scripts/ensure-deps.sh --bao-path)" $(CARGO) bench --locked -p edgeseal-tests --bench setup
+	EDGESEAL_BAO="$$(scripts/ensure-deps.sh --bao-path)" $(CARGO) bench --locked -p edgeseal-tests --bench tokens
+	EDGESEAL_BAO="$$(scripts/ensure-deps.sh --bao-path)" $(CARGO) bench --locked -p edgeseal-tests --bench boot
 
 ## make run: install what is missing, build, and run the whole boot against a supervised local OpenBao.
 run: build

@@ -1,0 +1,114 @@
+//! `make bench` — startup time of `security-bootstrap run` to ready (warm boot, supervised OpenBao):
+//! from process start to the ready file (pki-init converged, OpenBao started and unsealed, setup
+//! converged, token socket serving), side by side with the floor: OpenBao's own start to a listening
+//! socket with the same config and data. Release binaries; ratios, not thresholds.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
+
+use std::fs;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use edgeseal_tests::device::Device;
+use edgeseal_tests::openbao::bao_binary;
+use edgeseal_tests::ports::free_port_pair;
+
+const WARM_RUNS: usize = 7;
+
+fn release_binary(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release").join(name);
+    assert!(path.is_file(), "{} is missing: run `cargo build --release -p security-bootstrap -p kdf-plugins` (make bench does)", path.display());
+    path
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let bootstrap = release_binary("security-bootstrap");
+    let device = Device::new();
+    let port = free_port_pair();
+    let dir = device.path();
+    let config = dir.join("edgeseal.yaml");
+    let services: String = (0..20).map(|i| format!("  svc{i:02}:\n    selectors: {{ docker: {{ compose_service: svc{i:02} }} }}\n    secrets: [password]\n")).collect();
+    fs::write(
+        &config,
+        format!(
+            "pki:\n  dir: {pki}\n  ca_keys: keystore\n  certs:\n    openbao: {{ sans: [127.0.0.1] }}\nkeystore:\n  dir: {ks}\nkdf:\n  plugin: {plugin}\n\
+             secret_store:\n  address: https://127.0.0.1:{port}\n  supervise:\n    binary: {bao}\n    data_dir: {data}\n\
+             file_tokens:\n  dir: {tokens}\ntoken_server:\n  socket: {socket}\n  docker_socket: null\nservices:\n{services}",
+            pki = dir.join("pki").display(),
+            ks = device.keystore_dir().display(),
+            plugin = device.plugin().display(),
+            bao = bao_binary().display(),
+            data = dir.join("openbao").display(),
+            tokens = device.file_tokens_dir().display(),
+            socket = dir.join("token.sock").display(),
+        ),
+    )
+    .unwrap();
+    let ready = dir.join("ready");
+    let boot = || -> Duration {
+        let _ = fs::remove_file(&ready);
+        let started = Instant::now();
+        let mut child = Command::new(&bootstrap)
+            .args(["run", "--config"])
+            .arg(&config)
+            .arg("--ready-file")
+            .arg(&ready)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        while !ready.exists() {
+            assert!(child.try_wait().unwrap().is_none(), "run exited before ready");
+            assert!(started.elapsed() < Duration::from_secs(120), "not ready in 120 s");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let took = started.elapsed();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+        child.wait().unwrap();
+        took
+    };
+    let cold = boot();
+    let warm: Vec<Duration> = (0..WARM_RUNS).map(|_| boot()).collect();
+
+    // The floor: OpenBao alone, same config and data, spawn → TCP listener accepting.
+    let hcl = dir.join("openbao/openbao.hcl");
+    let bao_start: Vec<Duration> = (0..WARM_RUNS)
+        .map(|_| {
+            let started = Instant::now();
+            let mut child = Command::new(bao_binary())
+                .arg("server")
+                .arg(format!("-config={}", hcl.display()))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            while TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(started.elapsed() < Duration::from_secs(60));
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            let took = started.elapsed();
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+            child.wait().unwrap();
+            took
+        })
+        .collect();
+
+    let (warm_p50, bao_p50) = (median(warm.clone()), median(bao_start));
+    println!("security-bootstrap run → ready, supervised OpenBao, 20 services (release build)");
+    println!("| boot | median | max |");
+    println!("|---|---|---|");
+    println!("| cold (first boot: PKI, raft election, init, configure) | {:.0} ms | |", cold.as_secs_f64() * 1e3);
+    println!("| warm (unseal + converge + serve), {WARM_RUNS} runs | {:.0} ms | {:.0} ms |", warm_p50.as_secs_f64() * 1e3, warm.iter().max().unwrap().as_secs_f64() * 1e3);
+    println!("| floor: OpenBao alone, spawn → listening | {:.0} ms | |", bao_p50.as_secs_f64() * 1e3);
+    println!("edgeseal's own share of a warm boot: {:.0} ms ({:.1}x the bare OpenBao start)", (warm_p50.saturating_sub(bao_p50)).as_secs_f64() * 1e3, warm_p50.as_secs_f64() / bao_p50.as_secs_f64());
+}
