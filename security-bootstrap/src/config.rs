@@ -240,6 +240,13 @@ mod tests {
     }
 
     #[test]
+    fn the_host_install_example_parses() {
+        let config = Config::parse(include_str!("../../packaging/edgeseal.host.yaml")).unwrap();
+        assert!(config.secret_store.supervise.is_some());
+        assert_eq!(config.service_rules().len(), 2);
+    }
+
+    #[test]
     fn empty_means_defaults() {
         assert_eq!(Config::parse("").unwrap(), Config::default());
         assert_eq!(Config::parse("# nothing\n---\n").unwrap(), Config::default());
