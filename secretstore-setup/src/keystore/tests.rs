@@ -160,10 +160,13 @@ fn structural_problems_are_named() {
             }),
         ),
         ("aead", Box::new(|v| v["aead"] = Value::from("chacha20"))),
-        ("named items have index 0", Box::new(|v| {
-            let last = v["items"].as_array().unwrap().len() - 1;
-            v["items"][last]["index"] = Value::from(1);
-        })),
+        (
+            "named items have index 0",
+            Box::new(|v| {
+                let last = v["items"].as_array().unwrap().len() - 1;
+                v["items"][last]["index"] = Value::from(1);
+            }),
+        ),
     ];
     for (want, edit) in cases {
         let mut value = base.clone();
@@ -223,6 +226,9 @@ fn an_authenticated_but_empty_or_duplicate_share_is_refused_on_open() {
         value["items"][1]["ciphertext"] = Value::String(ciphertext);
         let edited = KeystoreFile::parse(&reseal_checksum(value)).unwrap();
         let err = open(&edited, &kek(7)).unwrap_err();
-        assert!(matches!(err, OpenError::Format(FormatError::Invalid(ref m)) if m.contains("unseal shares")), "{err:?}");
+        assert!(
+            matches!(err, OpenError::Format(FormatError::Invalid(ref m)) if m.contains("unseal shares")),
+            "{err:?}"
+        );
     }
 }

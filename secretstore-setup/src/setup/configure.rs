@@ -166,10 +166,26 @@ async fn converge_services(
     let kv = &setup.store.kv_mount;
     let prefix = &setup.store.service_prefix;
     let wanted: BTreeSet<String> = setup.services.iter().map(|s| policy::service_policy_name(&s.name)).collect();
-    for service in &setup.services {
+    // Read every service's policy and role concurrently, then write only what differs.
+    let current = futures_util::future::try_join_all(setup.services.iter().map(|service| async move {
         let name = policy::service_policy_name(&service.name);
-        ensure_policy(client, token, &name, &policy::service_policy(kv, prefix, &service.name), report).await?;
-        ensure_token_role(client, token, &name, &policy::service_role(service), report).await?;
+        let policy = client.read_policy(token, &name).await.doing(|| format!("reading policy {name}"))?;
+        let role = client.read_token_role(token, &name).await.doing(|| format!("reading token role {name}"))?;
+        Ok::<_, SetupError>((policy, role))
+    }))
+    .await?;
+    for (service, (current_policy, current_role)) in setup.services.iter().zip(current) {
+        let name = policy::service_policy_name(&service.name);
+        let text = policy::service_policy(kv, prefix, &service.name);
+        if current_policy.as_deref().map(str::trim) != Some(text.trim()) {
+            client.write_policy(token, &name, &text).await.doing(|| format!("writing policy {name}"))?;
+            report.changes.push(format!("policy {name} written"));
+        }
+        let role = policy::service_role(service);
+        if !current_role.is_some_and(|c| policy::role_matches(&c, &role)) {
+            client.write_token_role(token, &name, &role).await.doing(|| format!("writing token role {name}"))?;
+            report.changes.push(format!("token role {name} written"));
+        }
         crash::point("mid-services");
     }
     for role in client.list_token_roles(token).await.doing(|| "listing token roles".into())? {
@@ -193,30 +209,27 @@ pub fn secret_path(setup: &Setup, service: &str, secret: &str) -> String {
 }
 
 async fn ensure_secrets(setup: &Setup, client: &Client, token: &Token, report: &mut Report) -> Result<(), SetupError> {
-    for service in &setup.services {
-        for secret in &service.secrets {
-            let path = secret_path(setup, &service.name, secret);
-            if client
-                .kv_read(token, &setup.store.kv_mount, &path)
-                .await
-                .doing(|| format!("reading secret {path}"))?
-                .is_some()
-            {
-                continue;
-            }
-            let mut raw = Zeroizing::new([0u8; SECRET_BYTES]);
-            getrandom::getrandom(raw.as_mut_slice())
-                .map_err(|e| SetupError::Config(format!("random generator failed: {e}")))?;
-            let value = SecretString::new(URL_SAFE_NO_PAD.encode(raw.as_slice()));
-            let mut data = Map::new();
-            data.insert("value".into(), Value::String(value.expose().to_string()));
-            let created = client
-                .kv_create(token, &setup.store.kv_mount, &path, &data)
-                .await
-                .doing(|| format!("creating secret {path}"))?;
-            if created == Created::Written {
-                report.changes.push(format!("generated secret {}/{path}", setup.store.kv_mount));
-            }
+    let mount = &setup.store.kv_mount;
+    let paths: Vec<String> = setup
+        .services
+        .iter()
+        .flat_map(|service| service.secrets.iter().map(|secret| secret_path(setup, &service.name, secret)))
+        .collect();
+    // Reads concurrently; secrets are generated only where none exists, and never regenerated.
+    let present = futures_util::future::try_join_all(paths.iter().map(|path| async move {
+        let found = client.kv_read(token, mount, path).await.doing(|| format!("reading secret {path}"))?;
+        Ok::<_, SetupError>(found.is_some())
+    }))
+    .await?;
+    for (path, _) in paths.iter().zip(present).filter(|(_, present)| !present) {
+        let mut raw = Zeroizing::new([0u8; SECRET_BYTES]);
+        getrandom::getrandom(raw.as_mut_slice())
+            .map_err(|e| SetupError::Config(format!("random generator failed: {e}")))?;
+        let value = SecretString::new(URL_SAFE_NO_PAD.encode(raw.as_slice()));
+        let data = Map::from_iter([("value".to_string(), Value::String(value.expose().to_string()))]);
+        let created = client.kv_create(token, mount, path, &data).await.doing(|| format!("creating secret {path}"))?;
+        if created == Created::Written {
+            report.changes.push(format!("generated secret {mount}/{path}"));
         }
     }
     Ok(())

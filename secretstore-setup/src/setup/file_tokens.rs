@@ -3,7 +3,7 @@
 //! owned by the service's uid/gid, written atomically, refreshed on every boot with the superseded
 //! token revoked. Files of services no longer configured are revoked and removed.
 
-use std::fs::{self, DirBuilder, File};
+use std::fs::{self, DirBuilder};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -34,31 +34,37 @@ pub async fn refresh(setup: &Setup, client: &Client, issuer: &Token, report: &mu
         return Ok(());
     }
     create_dir(base, 0o711, None)?;
-    for service in &wanted {
-        let Some(owner) = service.file_token else { continue };
-        let dir = base.join(&service.name);
-        let path = dir.join(FILE_NAME);
-        let previous = read_accessor(&path);
+    // Tokens are created concurrently (OpenBao commits concurrent raft writes together), files are
+    // written one by one, then the superseded tokens are revoked concurrently.
+    let issued = futures_util::future::try_join_all(wanted.iter().map(|service| async move {
         let meta = Map::from_iter([
             ("service".to_string(), Value::String(service.name.clone())),
             ("attestation".to_string(), Value::String("file".into())),
         ]);
-        let auth = client
+        client
             .create_token(issuer, &service_policy_name(&service.name), &meta, super::policy::token_ttl(service))
             .await
-            .doing(|| format!("issuing the file token of service {}", service.name))?;
+            .doing(|| format!("issuing the file token of service {}", service.name))
+    }))
+    .await?;
+    let mut superseded = Vec::new();
+    for (service, auth) in wanted.iter().zip(issued) {
+        let Some(owner) = service.file_token else { continue };
+        let dir = base.join(&service.name);
+        let path = dir.join(FILE_NAME);
+        if let Some(old) = read_accessor(&path) {
+            superseded.push((service.name.as_str(), old));
+        }
         create_dir(&dir, 0o700, Some((owner.uid, owner.gid)))?;
         let bytes = Zeroizing::new(serde_json::to_vec_pretty(&TokenFile { auth }).unwrap_or_default());
         write_atomic(&path, &bytes, owner.uid, owner.gid)?;
         crate::crash::point("mid-file-tokens");
-        if let Some(old) = previous {
-            client
-                .revoke_accessor(issuer, &old)
-                .await
-                .doing(|| format!("revoking the superseded file token of {}", service.name))?;
-        }
         report.refreshed.push(format!("file token of {} refreshed", service.name));
     }
+    futures_util::future::try_join_all(superseded.iter().map(|(name, old)| async move {
+        client.revoke_accessor(issuer, old).await.doing(|| format!("revoking the superseded file token of {name}"))
+    }))
+    .await?;
     remove_stale(setup, client, issuer, report).await
 }
 
@@ -119,6 +125,5 @@ fn write_atomic(path: &Path, bytes: &[u8], uid: u32, gid: u32) -> Result<(), Set
     temp.as_file().sync_all().map_err(io)?;
     std::os::unix::fs::fchown(temp.as_file(), Some(uid), Some(gid)).map_err(io)?;
     temp.persist(path).map_err(|e| io(e.error))?;
-    File::open(&dir).and_then(|d| d.sync_all()).map_err(io)?;
     sync_parent(path)
 }

@@ -89,7 +89,9 @@ pub fn issuer_role() -> Value {
     })
 }
 
-/// The bootstrap AppRole: secret-ids never expire (the device may be off for months), tokens are short.
+/// The bootstrap AppRole: secret-ids never expire (the device may be off for months); its tokens are
+/// short-lived batch tokens, which OpenBao does not store (a login costs no storage write) and which
+/// expire by themselves.
 pub fn bootstrap_approle() -> Value {
     json!({
         "token_policies": [BOOTSTRAP_POLICY],
@@ -97,7 +99,7 @@ pub fn bootstrap_approle() -> Value {
         "token_max_ttl": 600,
         "secret_id_ttl": 0,
         "secret_id_num_uses": 0,
-        "token_type": "service",
+        "token_type": "batch",
         "bind_secret_id": true,
     })
 }

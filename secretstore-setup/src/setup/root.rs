@@ -58,9 +58,9 @@ pub async fn obtain(client: &Client, store: &KeystoreDir, keystore: &Keystore) -
         Some(Ok(credential)) => {
             match client.approle_login(APPROLE_MOUNT, &credential.role_id, &credential.secret_id).await {
                 Ok(auth) => {
+                    // A batch token: nothing to revoke, it expires within minutes.
                     let generated =
                         client.generate_root(GenerateRoot::Authenticated(&auth.client_token), shares()).await;
-                    let _ = client.revoke_self(&auth.client_token).await;
                     match generated {
                         Ok(token) => return remember(client, store, Root { token, approle_ok: true }).await,
                         Err(e) => tried.push(format!("with the bootstrap credential: {e}")),
