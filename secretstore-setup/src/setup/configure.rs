@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 
 use super::policy::{self, APPROLE_MOUNT, APPROLE_ROLE, BOOTSTRAP_POLICY, ISSUER_POLICY, ISSUER_ROLE, SERVICE_PREFIX};
 use super::root::{ApproleCredential, Root};
-use super::{file_tokens, Doing, Report, Setup, SetupError, ITEM_APPROLE, ITEM_ISSUER};
+use super::{concurrently, file_tokens, Doing, Report, Setup, SetupError, ITEM_APPROLE, ITEM_ISSUER};
 use crate::crash;
 use crate::keystore::KeystoreDir;
 use crate::SecretBytes;
@@ -167,7 +167,7 @@ async fn converge_services(
     let prefix = &setup.store.service_prefix;
     let wanted: BTreeSet<String> = setup.services.iter().map(|s| policy::service_policy_name(&s.name)).collect();
     // Read every service's policy and role concurrently, then write only what differs.
-    let current = futures_util::future::try_join_all(setup.services.iter().map(|service| async move {
+    let current = concurrently(setup.services.iter().map(|service| async move {
         let name = policy::service_policy_name(&service.name);
         let policy = client.read_policy(token, &name).await.doing(|| format!("reading policy {name}"))?;
         let role = client.read_token_role(token, &name).await.doing(|| format!("reading token role {name}"))?;
@@ -216,7 +216,7 @@ async fn ensure_secrets(setup: &Setup, client: &Client, token: &Token, report: &
         .flat_map(|service| service.secrets.iter().map(|secret| secret_path(setup, &service.name, secret)))
         .collect();
     // Reads concurrently; secrets are generated only where none exists, and never regenerated.
-    let present = futures_util::future::try_join_all(paths.iter().map(|path| async move {
+    let present = concurrently(paths.iter().map(|path| async move {
         let found = client.kv_read(token, mount, path).await.doing(|| format!("reading secret {path}"))?;
         Ok::<_, SetupError>(found.is_some())
     }))

@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
 use super::policy::service_policy_name;
-use super::{init::sync_parent, Doing, Report, Setup, SetupError};
+use super::{concurrently, init::sync_parent, Doing, Report, Setup, SetupError};
 
 /// The file name EdgeX services read.
 pub const FILE_NAME: &str = "secrets-token.json";
@@ -36,7 +36,7 @@ pub async fn refresh(setup: &Setup, client: &Client, issuer: &Token, report: &mu
     create_dir(base, 0o711, None)?;
     // Tokens are created concurrently (OpenBao commits concurrent raft writes together), files are
     // written one by one, then the superseded tokens are revoked concurrently.
-    let issued = futures_util::future::try_join_all(wanted.iter().map(|service| async move {
+    let issued = concurrently(wanted.iter().map(|service| async move {
         let meta = Map::from_iter([
             ("service".to_string(), Value::String(service.name.clone())),
             ("attestation".to_string(), Value::String("file".into())),
@@ -61,7 +61,7 @@ pub async fn refresh(setup: &Setup, client: &Client, issuer: &Token, report: &mu
         crate::crash::point("mid-file-tokens");
         report.refreshed.push(format!("file token of {} refreshed", service.name));
     }
-    futures_util::future::try_join_all(superseded.iter().map(|(name, old)| async move {
+    concurrently(superseded.iter().map(|(name, old)| async move {
         client.revoke_accessor(issuer, old).await.doing(|| format!("revoking the superseded file token of {name}"))
     }))
     .await?;

@@ -105,6 +105,19 @@ pub enum SetupError {
     Config(String),
 }
 
+/// Requests to OpenBao in flight at once during a run: enough to overlap round trips and let raft
+/// batch writes, few enough to reuse a handful of TLS connections instead of opening one per request.
+const CONCURRENCY: usize = 4;
+
+/// Runs `futures` with at most [`CONCURRENCY`] in flight, keeping their order; the first error wins.
+pub(crate) async fn concurrently<T, F>(futures: impl IntoIterator<Item = F>) -> Result<Vec<T>, SetupError>
+where
+    F: std::future::Future<Output = Result<T, SetupError>>,
+{
+    use futures_util::stream::{self, StreamExt, TryStreamExt};
+    stream::iter(futures).buffered(CONCURRENCY).try_collect().await
+}
+
 /// Adds "what we were doing" to OpenBao client errors.
 pub(crate) trait Doing<T> {
     fn doing(self, what: impl FnOnce() -> String) -> Result<T, SetupError>;
