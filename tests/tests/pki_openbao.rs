@@ -25,6 +25,7 @@ fn openbao_serves_tls_with_the_pki_init_certificate_and_only_that_ca_is_trusted(
     let err = rt.block_on(stranger.health()).unwrap_err();
     assert!(err.is_unreachable() && err.to_string().contains("certificate"), "{err}");
 
-    let by_name = Client::new(&bao.address().replace("127.0.0.1", "localhost"), &pki.ca(), Duration::from_secs(10)).unwrap();
+    let by_name =
+        Client::new(&bao.address().replace("127.0.0.1", "localhost"), &pki.ca(), Duration::from_secs(10)).unwrap();
     rt.block_on(by_name.health()).unwrap();
 }
