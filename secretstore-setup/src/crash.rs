@@ -27,22 +27,13 @@ pub const POINTS: &[&str] = &[
     "before-root-revoke",
 ];
 
+/// The points only a first initialization reaches.
+pub const FIRST_INIT_ONLY: &[&str] = &["before-init", "after-init", "after-keystore"];
+
 /// The points a run on an already initialized store (a reboot) reaches.
-pub const REBOOT_POINTS: &[&str] = &[
-    "after-health",
-    "after-kek",
-    "after-unseal",
-    "after-root",
-    "after-kv-mount",
-    "after-approle",
-    "mid-services",
-    "after-services",
-    "after-secrets",
-    "after-issuer",
-    "mid-file-tokens",
-    "after-file-tokens",
-    "before-root-revoke",
-];
+pub fn reboot_points() -> impl Iterator<Item = &'static str> {
+    POINTS.iter().copied().filter(|p| !FIRST_INIT_ONLY.contains(p))
+}
 
 /// Dies here if the test asked for it.
 pub fn point(name: &str) {

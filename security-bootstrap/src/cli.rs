@@ -94,6 +94,11 @@ pub enum Command {
         after_help = "Example:\n  security-bootstrap token --socket /run/edgeseal/token.sock | jq -r .auth.client_token"
     )]
     Token(TokenArgs),
+    /// Ask the token server whether it can issue tokens (OpenBao unsealed, issuing token valid).
+    ///
+    /// Exit 0 healthy, 69 not (the reason on stderr). For container healthchecks and monitoring.
+    #[command(after_help = "Example:\n  security-bootstrap health --socket /run/edgeseal/token.sock")]
+    Health(SocketArg),
     /// A service container's entrypoint: wait for the socket, fetch the token, exec the service.
     ///
     /// Exit codes (when it cannot exec): 77 denied, 69 unavailable after --wait, 64 usage.
@@ -101,6 +106,14 @@ pub enum Command {
         after_help = "Example:\n  security-bootstrap gate --service core-data --token-file /tmp/token -- /core-data --config x"
     )]
     Gate(GateArgs),
+}
+
+/// `--socket PATH`.
+#[derive(Debug, Args)]
+pub struct SocketArg {
+    /// The token server's socket.
+    #[arg(long, value_name = "PATH", default_value = token_server::config::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
 }
 
 /// `gate` arguments.

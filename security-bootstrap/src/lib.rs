@@ -36,6 +36,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         cli::Command::PkiInit(args) => commands::pki::run(&args.config, args.check, out),
         cli::Command::Setup(args) => commands::setup::run(&args.config, out),
         cli::Command::TokenServer(args) => commands::token_server::run(&args.config),
+        cli::Command::Health(args) => commands::token::health(&args.socket, out),
         cli::Command::Gate(args) => {
             let sink = match (args.token_file, args.token_env) {
                 (Some(path), _) => commands::gate::Sink::File(path),

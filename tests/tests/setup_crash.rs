@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use edgeseal_tests::device::{service, Device};
 use edgeseal_tests::openbao::OpenBao;
 use edgeseal_tests::pki::TestPki;
-use secretstore_setup::crash::{CRASH_ENV, POINTS, REBOOT_POINTS};
+use secretstore_setup::crash::{reboot_points, CRASH_ENV, POINTS};
 use secretstore_setup::setup::Setup;
 
 fn bootstrap_binary() -> std::path::PathBuf {
@@ -79,7 +79,7 @@ fn killed_at_any_point_of_a_first_initialization_a_rerun_converges() {
 
 #[test]
 fn killed_at_any_point_of_a_reboot_a_rerun_converges() {
-    assert!(REBOOT_POINTS.len() >= 10);
+    assert!(reboot_points().count() >= 10);
     let pki = TestPki::new();
     let mut bao = OpenBao::start(&pki);
     let device = Device::new();
@@ -87,7 +87,7 @@ fn killed_at_any_point_of_a_reboot_a_rerun_converges() {
     let config = device.write_config(&setup);
     assert!(setup_cli(&config, None).status.success());
 
-    for &point in REBOOT_POINTS {
+    for point in reboot_points() {
         bao.restart();
         let crashed = setup_cli(&config, Some(point));
         assert_eq!(crashed.status.signal(), Some(9), "{point}: {}", text(&crashed));

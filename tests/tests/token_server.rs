@@ -291,6 +291,8 @@ fn openbao_down_is_a_quick_503_and_tokens_flow_again_once_it_is_back_and_unseale
     assert!(w.fetch(server.socket(), None, &[]).status.success());
     let (status, _) = raw_request(server.socket(), b"GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     assert_eq!(status, 200);
+    let health = Command::new(w.client()).arg("health").arg("--socket").arg(server.socket()).output().unwrap();
+    assert!(health.status.success(), "{}", text(&health));
 
     w.bao.stop();
     let out = w.fetch(server.socket(), None, &[]);
@@ -298,6 +300,8 @@ fn openbao_down_is_a_quick_503_and_tokens_flow_again_once_it_is_back_and_unseale
     let (status, body) =
         raw_request(server.socket(), b"GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     assert_eq!(status, 503, "{body}");
+    let health = Command::new(w.client()).arg("health").arg("--socket").arg(server.socket()).output().unwrap();
+    assert_eq!(health.status.code(), Some(69), "{}", text(&health));
 
     w.bao.restart();
     let out = w.fetch(server.socket(), None, &[]);

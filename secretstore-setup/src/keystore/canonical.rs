@@ -1,4 +1,5 @@
-//! Canonical JSON (sorted keys, no whitespace) and the keystore checksum over it.
+//! Canonical JSON (sorted keys, no whitespace) and the keystore checksum over it. Public so that
+//! tools and fuzzers can re-sign an edited file the way the format defines.
 //!
 //! The checksum is not a MAC — anyone can recompute it — but it tells a damaged file ("corrupted or
 //! tampered") apart from a KEK that no longer matches, and it covers the format version, so it is
@@ -8,10 +9,10 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 /// Prefix of the checksum value.
-pub(crate) const CHECKSUM_PREFIX: &str = "sha256:";
+pub const CHECKSUM_PREFIX: &str = "sha256:";
 
 /// Writes `value` as compact JSON with object keys in byte order, independent of serde_json features.
-pub(crate) fn to_canonical(value: &Value, out: &mut Vec<u8>) {
+pub fn to_canonical(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Object(map) => {
             let mut entries: Vec<(&String, &Value)> = map.iter().collect();
@@ -47,7 +48,7 @@ fn write_scalar(value: &Value, out: &mut Vec<u8>) {
 }
 
 /// `sha256:<hex>` over the canonical form of `body` (which must not contain the checksum itself).
-pub(crate) fn checksum(body: &Value) -> String {
+pub fn checksum(body: &Value) -> String {
     let mut bytes = Vec::new();
     to_canonical(body, &mut bytes);
     format!("{CHECKSUM_PREFIX}{}", hex::encode(Sha256::digest(&bytes)))

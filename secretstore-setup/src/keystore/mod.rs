@@ -7,7 +7,7 @@
 //! [`Keystore`] is the decrypted form, held in memory only: unseal shares plus named secret items.
 //! [`Keystore::seal`] turns it into a [`KeystoreFile`] under a KEK; [`open`] reverses that.
 
-mod canonical;
+pub mod canonical;
 pub mod format;
 pub mod store;
 

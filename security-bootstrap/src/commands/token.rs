@@ -79,3 +79,20 @@ pub fn run(socket: &Path, service: Option<&str>, whoami: bool, out: &mut dyn Wri
     };
     Err(TokenFailure { message: format!("token server answered {status}: {message}"), code }.into())
 }
+
+/// `security-bootstrap health`: `GET /v1/health`; exit 0 when the server can issue tokens, 69 if not.
+pub fn health(socket: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
+    let (status, body) = runtime.block_on(request(socket, Method::GET, "/v1/health", None))?;
+    if status.is_success() {
+        writeln!(out, "healthy")?;
+        return Ok(());
+    }
+    let message = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+    Err(TokenFailure { message: format!("token server is not healthy ({status}): {message}"), code: EXIT_UNAVAILABLE }
+        .into())
+}
