@@ -19,7 +19,11 @@ const WARM_RUNS: usize = 7;
 
 fn release_binary(name: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release").join(name);
-    assert!(path.is_file(), "{} is missing: run `cargo build --release -p security-bootstrap -p kdf-plugins` (make bench does)", path.display());
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build --release -p security-bootstrap -p kdf-plugins` (make bench does)",
+        path.display()
+    );
     path
 }
 
@@ -73,7 +77,8 @@ fn main() {
             std::thread::sleep(Duration::from_millis(2));
         }
         let took = started.elapsed();
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
+            .unwrap();
         child.wait().unwrap();
         took
     };
@@ -97,7 +102,8 @@ fn main() {
                 std::thread::sleep(Duration::from_millis(2));
             }
             let took = started.elapsed();
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
+                .unwrap();
             child.wait().unwrap();
             took
         })
@@ -108,7 +114,15 @@ fn main() {
     println!("| boot | median | max |");
     println!("|---|---|---|");
     println!("| cold (first boot: PKI, raft election, init, configure) | {:.0} ms | |", cold.as_secs_f64() * 1e3);
-    println!("| warm (unseal + converge + serve), {WARM_RUNS} runs | {:.0} ms | {:.0} ms |", warm_p50.as_secs_f64() * 1e3, warm.iter().max().unwrap().as_secs_f64() * 1e3);
+    println!(
+        "| warm (unseal + converge + serve), {WARM_RUNS} runs | {:.0} ms | {:.0} ms |",
+        warm_p50.as_secs_f64() * 1e3,
+        warm.iter().max().unwrap().as_secs_f64() * 1e3
+    );
     println!("| floor: OpenBao alone, spawn → listening | {:.0} ms | |", bao_p50.as_secs_f64() * 1e3);
-    println!("edgeseal's own share of a warm boot: {:.0} ms ({:.1}x the bare OpenBao start)", (warm_p50.saturating_sub(bao_p50)).as_secs_f64() * 1e3, warm_p50.as_secs_f64() / bao_p50.as_secs_f64());
+    println!(
+        "edgeseal's own share of a warm boot: {:.0} ms ({:.1}x the bare OpenBao start)",
+        (warm_p50.saturating_sub(bao_p50)).as_secs_f64() * 1e3,
+        warm_p50.as_secs_f64() / bao_p50.as_secs_f64()
+    );
 }
