@@ -174,8 +174,22 @@ pub fn run_plugin(config: &KdfConfig) -> Result<Ikm, PluginError> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    let child = command.spawn().map_err(|source| PluginError::Spawn { path: exe.clone(), source })?;
+    let child = spawn_retrying(&mut command).map_err(|source| PluginError::Spawn { path: exe.clone(), source })?;
     Running::start(child, exe, config.protocol, config.timeout).finish()
+}
+
+/// Spawns, retrying briefly on ETXTBSY: the executable was just written (an upgrade in progress, or
+/// another thread's fork still holding the writer's descriptor until its exec).
+fn spawn_retrying(command: &mut Command) -> io::Result<Child> {
+    let mut pause = Duration::from_millis(5);
+    for _ in 0..6 {
+        match command.spawn() {
+            Err(e) if e.kind() == io::ErrorKind::ExecutableFileBusy => std::thread::sleep(pause),
+            other => return other,
+        }
+        pause *= 2;
+    }
+    command.spawn()
 }
 
 enum Event {

@@ -25,15 +25,15 @@ impl PluginDir {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let exe = dir.path().join("edgeseal-kdf-test");
-        fs::copy(env!("CARGO_BIN_EXE_edgeseal-kdf-test"), &exe).unwrap();
-        fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
+        install(Path::new(env!("CARGO_BIN_EXE_edgeseal-kdf-test")), &exe);
         Self { dir, exe }
     }
 
     fn script(&self, name: &str, body: &str) -> PathBuf {
         let path = self.dir.path().join(name);
-        fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        let side = self.dir.path().join(format!("{name}.src"));
+        fs::write(&side, format!("#!/bin/sh\n{body}\n")).unwrap();
+        install(&side, &path);
         path
     }
 
@@ -49,6 +49,13 @@ impl PluginDir {
     fn run(&self, mode: &[&str]) -> Result<kdf_plugins::Ikm, PluginError> {
         run_plugin(&self.config(mode, Duration::from_secs(10)))
     }
+}
+
+/// Copies an executable by a child process (`install`): this multi-threaded test process then never
+/// holds a write descriptor to a file it executes, which a concurrent fork would inherit (ETXTBSY).
+fn install(src: &Path, dst: &Path) {
+    let status = std::process::Command::new("install").args(["-m", "0755"]).arg(src).arg(dst).status().unwrap();
+    assert!(status.success());
 }
 
 fn chmod(path: &Path, mode: u32) {
@@ -212,7 +219,7 @@ fn a_writable_parent_directory_is_refused_but_a_sticky_root_dir_is_fine() {
     let sub = p.dir.path().join("sub");
     fs::create_dir(&sub).unwrap();
     let exe = sub.join("plugin");
-    fs::copy(&p.exe, &exe).unwrap();
+    install(&p.exe, &exe);
     let config = KdfConfig { plugin: exe.clone(), args: vec!["good".into()], ..KdfConfig::default() };
 
     chmod(&sub, 0o777);

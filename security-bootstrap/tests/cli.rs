@@ -50,8 +50,10 @@ impl Device {
 
     fn script(&self, name: &str, body: &str) -> PathBuf {
         let path = self.path(name);
-        fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        let side = self.path(&format!("{name}.src"));
+        fs::write(&side, format!("#!/bin/sh\n{body}\n")).unwrap();
+        install(&side, &path);
+        fs::remove_file(&side).unwrap();
         path
     }
 
@@ -64,7 +66,7 @@ impl Device {
             built.display()
         );
         let path = self.path("edgeseal-kdf-hwfp");
-        fs::copy(built, &path).unwrap();
+        install(&built, &path);
         path
     }
 
@@ -79,6 +81,13 @@ impl Device {
 
 fn fnv1a(bytes: &[u8]) -> u32 {
     bytes.iter().fold(0x811c9dc5u32, |h, &b| (h ^ u32::from(b)).wrapping_mul(0x01000193))
+}
+
+/// Copies an executable by a child process (`install`), so this multi-threaded test process never holds
+/// a write descriptor to a file it executes (a concurrent fork would inherit it: ETXTBSY).
+fn install(src: &Path, dst: &Path) {
+    let status = Command::new("install").args(["-m", "0755"]).arg(src).arg(dst).status().unwrap();
+    assert!(status.success());
 }
 
 fn walk(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {

@@ -2,7 +2,6 @@
 //! directory, and the edgeseal configuration that ties them to an OpenBao.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -36,18 +35,15 @@ impl Device {
     /// Replaces the plug-in's answer (simulates swapped hardware).
     pub fn set_hardware(&self, ikm: &str) {
         let path = self.plugin();
-        let script =
-            format!("#!/bin/sh\n[ \"$1\" = ikm-v1 ] || {{ echo \"unknown protocol $1\" >&2; exit 2; }}\necho {ikm}\n");
-        fs::write(&path, script).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap_or_else(|e| panic!("{e}"));
+        let script = format!("[ \"$1\" = ikm-v1 ] || {{ echo \"unknown protocol $1\" >&2; exit 2; }}\necho {ikm}");
+        crate::write_script(&path, &script);
     }
 
     /// Installs a workspace plug-in binary (e.g. `edgeseal-kdf-tpm2`) in the device's private
     /// directory and returns its path, for `Setup::kdf.plugin`.
     pub fn install_plugin(&self, name: &str) -> PathBuf {
         let path = self.dir.path().join(name);
-        fs::copy(crate::workspace_binary(name), &path).unwrap_or_else(|e| panic!("installing {name}: {e}"));
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap_or_else(|e| panic!("{e}"));
+        crate::install_executable(&crate::workspace_binary(name), &path);
         path
     }
 

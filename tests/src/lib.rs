@@ -42,3 +42,24 @@ pub fn workspace_binary(name: &str) -> std::path::PathBuf {
     );
     path
 }
+
+/// Installs an executable at `dst` (mode 0755) by a child process (`install`), so that this
+/// multi-threaded test process never holds a write descriptor to a file it is about to execute
+/// (another thread's fork would inherit it until its exec, and exec would then fail with ETXTBSY).
+pub fn install_executable(src: &std::path::Path, dst: &std::path::Path) {
+    let status = std::process::Command::new("install")
+        .args(["-m", "0755"])
+        .arg(src)
+        .arg(dst)
+        .status()
+        .unwrap_or_else(|e| panic!("running install: {e}"));
+    assert!(status.success(), "install {} {} failed", src.display(), dst.display());
+}
+
+/// Writes a shell script to `dst` (mode 0755) the same way: text to a side file, then `install`.
+pub fn write_script(dst: &std::path::Path, body: &str) {
+    let side = dst.with_extension("src");
+    std::fs::write(&side, format!("#!/bin/sh\n{body}\n")).unwrap_or_else(|e| panic!("writing {}: {e}", side.display()));
+    install_executable(&side, dst);
+    let _ = std::fs::remove_file(&side);
+}

@@ -29,7 +29,10 @@ impl Boot {
     fn new() -> Self {
         let public = tempfile::tempdir().unwrap();
         fs::set_permissions(public.path(), fs::Permissions::from_mode(0o755)).unwrap();
-        fs::copy(workspace_binary("security-bootstrap"), public.path().join("security-bootstrap")).unwrap();
+        edgeseal_tests::install_executable(
+            &workspace_binary("security-bootstrap"),
+            &public.path().join("security-bootstrap"),
+        );
         Self { device: Device::new(), public, port: free_port_pair() }
     }
 

@@ -39,8 +39,7 @@ fn world() -> World {
     let bin = tempfile::tempdir().unwrap();
     fs::set_permissions(bin.path(), fs::Permissions::from_mode(0o755)).unwrap();
     let client = bin.path().join("security-bootstrap");
-    fs::copy(edgeseal_tests::workspace_binary("security-bootstrap"), &client).unwrap();
-    fs::set_permissions(&client, fs::Permissions::from_mode(0o755)).unwrap();
+    edgeseal_tests::install_executable(&edgeseal_tests::workspace_binary("security-bootstrap"), &client);
     World { _pki: pki, bao, _device: device, setup, bin }
 }
 

@@ -10,7 +10,6 @@
 
 use std::fs;
 use std::net::TcpStream;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -159,8 +158,7 @@ struct InstalledPlugin {
 fn install_plugin() -> InstalledPlugin {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(PLUGIN);
-    fs::copy(plugin_binary(), &path).unwrap();
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    edgeseal_tests::install_executable(&plugin_binary(), &path);
     InstalledPlugin { _dir: dir, path }
 }
 

@@ -93,20 +93,21 @@ pub async fn serve(listener: UnixListener, state: Arc<State>, shutdown: impl Fut
                 }
             },
         };
-        let peer = Arc::new(state.attestor.pin(&stream));
-        let header_timeout = state.config.header_timeout;
-        let shared = state.clone();
-        let service = hyper::service::service_fn(move |request| {
-            let (state, peer) = (shared.clone(), peer.clone());
-            async move { Ok::<_, Infallible>(handle(&state, &peer, request).await) }
-        });
-        let connection = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_timeout)
-            .serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
+        let state = state.clone();
+        let watcher = graceful.watcher();
+        // Pinning reads /proc: done in the connection's own task, not in the accept loop.
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(MAX_CONNECTION_LIFETIME, connection).await;
+            let peer = Arc::new(state.attestor.pin(&stream));
+            let header_timeout = state.config.header_timeout;
+            let service = hyper::service::service_fn(move |request| {
+                let (state, peer) = (state.clone(), peer.clone());
+                async move { Ok::<_, Infallible>(handle(&state, &peer, request).await) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(MAX_CONNECTION_LIFETIME, watcher.watch(connection)).await;
             drop(permit);
         });
     }

@@ -30,6 +30,8 @@ pub fn peer_pidfd(socket: &impl AsFd) -> Option<OwnedFd> {
 
 /// The pid a pidfd refers to, from `/proc/self/fdinfo`; `Some(-1)` once the process has exited.
 pub fn pidfd_pid(pidfd: &OwnedFd) -> Option<i32> {
-    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd())).ok()?;
+    use std::io::Read as _;
+    let mut info = String::with_capacity(1024);
+    std::fs::File::open(format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd())).ok()?.read_to_string(&mut info).ok()?;
     info.lines().find_map(|l| l.strip_prefix("Pid:")).and_then(|v| v.trim().parse().ok())
 }
