@@ -5,73 +5,55 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use zeroize::Zeroizing;
 
-/// An OpenBao token (`s.…`/`hvs.…`). `Debug` and `Display` are redacted.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Token(Zeroizing<String>);
+/// Defines a string newtype that zeroizes on drop, prints as `Name([REDACTED])`, and (de)serializes
+/// as a plain JSON string.
+macro_rules! secret_string {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq)]
+        pub struct $name(Zeroizing<String>);
 
-impl Token {
-    /// Wraps a token string.
-    pub fn new(token: impl Into<String>) -> Self {
-        Self(Zeroizing::new(token.into()))
-    }
+        impl $name {
+            /// Wraps the secret.
+            pub fn new(value: impl Into<String>) -> Self {
+                Self(Zeroizing::new(value.into()))
+            }
 
-    /// The token itself, for the `X-Vault-Token` header or a token file.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
+            /// The secret itself, for the one place that must send or store it.
+            pub fn expose(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(concat!(stringify!($name), "([REDACTED])"))
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                String::deserialize(d).map($name::new)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+    };
 }
 
-impl fmt::Debug for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Token([REDACTED])")
-    }
-}
+secret_string!(
+    /// An OpenBao token (`s.…`/`hvs.…`), for the `X-Vault-Token` header or a token file.
+    Token
+);
 
-impl<'de> Deserialize<'de> for Token {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(Token::new)
-    }
-}
-
-impl Serialize for Token {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
-    }
-}
-
-/// Any other secret string from or for OpenBao (an AppRole secret-id, a KV value).
-#[derive(Clone, PartialEq, Eq)]
-pub struct SecretString(Zeroizing<String>);
-
-impl SecretString {
-    /// Wraps a secret string.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(Zeroizing::new(value.into()))
-    }
-
-    /// The secret itself.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for SecretString {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SecretString([REDACTED])")
-    }
-}
-
-impl<'de> Deserialize<'de> for SecretString {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(SecretString::new)
-    }
-}
-
-impl Serialize for SecretString {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
-    }
-}
+secret_string!(
+    /// Any other secret string from or for OpenBao (an AppRole secret-id, a KV value).
+    SecretString
+);
 
 #[cfg(test)]
 mod tests {

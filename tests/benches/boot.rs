@@ -27,6 +27,21 @@ fn release_binary(name: &str) -> PathBuf {
     path
 }
 
+/// Spawns `command`, times spawn → `ready()`, then stops it with SIGTERM and waits for it.
+fn time_until(mut command: Command, ready: impl Fn() -> bool) -> Duration {
+    let started = Instant::now();
+    let mut child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    while !ready() {
+        assert!(child.try_wait().unwrap().is_none(), "{command:?} exited before it was ready");
+        assert!(started.elapsed() < Duration::from_secs(120), "{command:?} not ready in 120 s");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let took = started.elapsed();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    child.wait().unwrap();
+    took
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -59,28 +74,11 @@ fn main() {
     )
     .unwrap();
     let ready = dir.join("ready");
-    let boot = || -> Duration {
+    let boot = || {
         let _ = fs::remove_file(&ready);
-        let started = Instant::now();
-        let mut child = Command::new(&bootstrap)
-            .args(["run", "--config"])
-            .arg(&config)
-            .arg("--ready-file")
-            .arg(&ready)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        while !ready.exists() {
-            assert!(child.try_wait().unwrap().is_none(), "run exited before ready");
-            assert!(started.elapsed() < Duration::from_secs(120), "not ready in 120 s");
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        let took = started.elapsed();
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
-            .unwrap();
-        child.wait().unwrap();
-        took
+        let mut command = Command::new(&bootstrap);
+        command.args(["run", "--config"]).arg(&config).arg("--ready-file").arg(&ready);
+        time_until(command, || ready.exists())
     };
     let cold = boot();
     let warm: Vec<Duration> = (0..WARM_RUNS).map(|_| boot()).collect();
@@ -89,23 +87,9 @@ fn main() {
     let hcl = dir.join("openbao/openbao.hcl");
     let bao_start: Vec<Duration> = (0..WARM_RUNS)
         .map(|_| {
-            let started = Instant::now();
-            let mut child = Command::new(bao_binary())
-                .arg("server")
-                .arg(format!("-config={}", hcl.display()))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            while TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(started.elapsed() < Duration::from_secs(60));
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            let took = started.elapsed();
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
-                .unwrap();
-            child.wait().unwrap();
-            took
+            let mut command = Command::new(bao_binary());
+            command.arg("server").arg(format!("-config={}", hcl.display()));
+            time_until(command, || TcpStream::connect(("127.0.0.1", port)).is_ok())
         })
         .collect();
 
