@@ -52,6 +52,7 @@ impl TestServer {
         let docker = docker.map(|socket| runtime.block_on(DockerFacts::connect(socket)).unwrap());
         let hash = rules.iter().any(|r| r.selectors.unix.as_ref().is_some_and(|u| u.sha256.is_some()));
         let mut attestor = Attestor::new(docker.clone(), hash, config.exe_hash_limit);
+        attestor.require_pidfd = !config.allow_without_pidfd;
         tune(&mut attestor);
         let socket = config.socket.clone();
         let state = Arc::new(State::new(config, rules, attestor, issuer));

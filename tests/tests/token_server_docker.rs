@@ -118,10 +118,37 @@ fn containers_get_their_own_service_token_and_strangers_are_denied() {
     assert_eq!(whoami["facts"]["container"]["labels"]["com.docker.compose.service"], "alpha");
     assert_eq!(server.state.metrics.issued.load(std::sync::atomic::Ordering::Relaxed), 2);
 
-    // Inspect answers are cached per running container and dropped on the daemon's die events.
+    // A host process moved into alpha's cgroup (so its /proc/<pid>/cgroup names alpha's container) is
+    // still not in alpha's pid namespace: denied.
     drop(container);
     let hang = workspace_binary("edgeseal-kdf-test");
     let sleeper_image = docker.image_from_binaries("edgeseal-test/sleeper:tokens", &[&hang], &[hang.to_str().unwrap()]);
+    let alpha_sleeper =
+        docker.run(RunSpec::new(&sleeper_image).label("com.docker.compose.service", "alpha").args(["ikm-v1", "hang"]));
+    let impostor = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!("sleep 1; exec {} token --socket {}", client.display(), run_dir.path().join("token.sock").display()))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut moved = 0;
+    for entry in fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let procs = entry.path().join("docker").join(alpha_sleeper.id()).join("cgroup.procs");
+        if procs.exists() && fs::write(&procs, impostor.id().to_string()).is_ok() {
+            moved += 1;
+        }
+    }
+    assert!(moved > 0, "could not move the impostor into the container's cgroup");
+    let cgroup = fs::read_to_string(format!("/proc/{}/cgroup", impostor.id())).unwrap();
+    assert!(cgroup.contains(alpha_sleeper.id()), "the impostor's cgroup names alpha's container: {cgroup}");
+    let out = impostor.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(77), "{stderr}");
+    assert!(stderr.contains("not in the container's pid namespace"), "{stderr}");
+    drop(alpha_sleeper);
+
+    // Inspect answers are cached per running container and dropped on the daemon's die events.
     let sleeper = docker.run(RunSpec::new(&sleeper_image).args(["ikm-v1", "hang"]));
     let cache = server.state.attestor.docker().unwrap().clone();
     let facts = server.block_on(cache.inspect(sleeper.id())).unwrap();

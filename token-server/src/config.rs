@@ -25,7 +25,7 @@ pub struct ServerConfig {
     /// Most connections served at once; further clients wait in the kernel's accept queue.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
-    /// Requests per second allowed per peer (uid + container, or uid + pid on the host).
+    /// Requests per second allowed per peer (the container, or uid + pid on the host).
     #[serde(default = "default_rate")]
     pub rate_per_second: u32,
     /// Burst allowed per peer above the rate.
@@ -40,6 +40,10 @@ pub struct ServerConfig {
     /// Executables larger than this are not hashed (`unix.sha256` selectors then never match).
     #[serde(default = "default_hash_limit")]
     pub exe_hash_limit: u64,
+    /// Serve callers on kernels without SO_PEERPIDFD (Linux < 6.5), pinning them by `/proc` alone,
+    /// which starts at accept time rather than at connect time. Off by default.
+    #[serde(default)]
+    pub allow_without_pidfd: bool,
 }
 
 fn default_socket() -> PathBuf {
@@ -78,6 +82,7 @@ impl Default for ServerConfig {
             header_timeout: default_header_timeout(),
             store_timeout: default_store_timeout(),
             exe_hash_limit: default_hash_limit(),
+            allow_without_pidfd: false,
         }
     }
 }

@@ -167,6 +167,7 @@ mod tests {
                 image: "app:1".into(),
                 labels,
                 running: true,
+                init_pid: Some(1),
             }),
             ..Default::default()
         }

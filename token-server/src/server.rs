@@ -74,13 +74,6 @@ pub async fn serve(listener: UnixListener, state: Arc<State>, shutdown: impl Fut
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(state.config.max_connections.max(1)));
     loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
         let stream = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -93,11 +86,19 @@ pub async fn serve(listener: UnixListener, state: Arc<State>, shutdown: impl Fut
                 }
             },
         };
+        // Pin the caller as soon as the connection is accepted, before waiting for a slot, so a flood
+        // of connections cannot stretch the time between connect and pin.
+        let peer = Arc::new(state.attestor.pin(&stream));
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
         let state = state.clone();
         let watcher = graceful.watcher();
-        // Pinning reads /proc: done in the connection's own task, not in the accept loop.
         tokio::spawn(async move {
-            let peer = Arc::new(state.attestor.pin(&stream));
             let header_timeout = state.config.header_timeout;
             let service = hyper::service::service_fn(move |request| {
                 let (state, peer) = (state.clone(), peer.clone());

@@ -47,7 +47,8 @@ pub async fn state(config: &Config, setup: &Setup) -> anyhow::Result<State> {
         _ => None,
     };
     let hash_exe = rules.iter().any(|r| r.selectors.unix.as_ref().is_some_and(|u| u.sha256.is_some()));
-    let attestor = Attestor::new(docker, hash_exe, config.token_server.exe_hash_limit);
+    let mut attestor = Attestor::new(docker, hash_exe, config.token_server.exe_hash_limit);
+    attestor.require_pidfd = !config.token_server.allow_without_pidfd;
     Ok(State::new(config.token_server.clone(), rules, attestor, Issuer::new(client, issuer)))
 }
 

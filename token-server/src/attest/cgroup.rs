@@ -1,18 +1,20 @@
 //! The caller's container id, from `/proc/<pid>/cgroup` only (never mountinfo, which a container
 //! controls). Pure.
 //!
-//! Forms recognised in each line's path: cgroup v1 and cgroupfs `/docker/<id>`, the systemd driver's
-//! `docker-<id>.scope`, and nested `/../<id>` paths; a 64-hex id must be a whole path segment (or the
-//! core of a `docker-<id>.scope` segment). Exactly one distinct id across all lines, or none.
+//! Forms recognised, as the **last** segment of a line's path: `/docker/<id>` (cgroupfs driver, v1 and
+//! v2), `docker-<id>.scope` (systemd driver) and `/../<id>` (seen across cgroup namespaces). An id
+//! anywhere else is not a container: in particular nothing under `user.slice` or `user@…`, subtrees
+//! that unprivileged users may create cgroups in (a user could otherwise name a cgroup after a
+//! container's id). Exactly one distinct id across all lines, or none.
 
 use thiserror::Error;
 
 /// Why the cgroup file does not name exactly one container.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum CgroupError {
-    /// Different container ids on different lines.
-    #[error("the process's cgroups name {0} different container ids")]
-    Ambiguous(usize),
+    /// Different container ids on different lines, or nested containers.
+    #[error("the process's cgroups name more than one container")]
+    Ambiguous,
     /// The file is not in the kernel's format.
     #[error("malformed cgroup line {0}")]
     Malformed(usize),
@@ -30,28 +32,53 @@ pub fn container_id(cgroup_file: &str) -> Result<Option<String>, CgroupError> {
         let (Some(_), Some(_), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(CgroupError::Malformed(n + 1));
         };
-        for segment in path.split('/') {
-            let candidate = segment.strip_prefix("docker-").and_then(|s| s.strip_suffix(".scope")).unwrap_or(segment);
-            if is_container_id(candidate) {
-                match found {
-                    Some(id) if id != candidate => return Err(CgroupError::Ambiguous(2)),
-                    _ => found = Some(candidate),
-                }
-            }
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        if segments.iter().any(|s| *s == "user.slice" || s.starts_with("user@")) {
+            continue;
+        }
+        let Some(id) = line_container_id(&segments) else { continue };
+        // Nested containers (an id above the last one) are refused rather than guessed.
+        let nested = segments[..segments.len() - 1].iter().any(|s| is_container_id(scope_core(s)));
+        match found {
+            _ if nested => return Err(CgroupError::Ambiguous),
+            Some(other) if other != id => return Err(CgroupError::Ambiguous),
+            _ => found = Some(id),
         }
     }
     Ok(found.map(str::to_string))
 }
 
-/// The systemd unit named by the `name=systemd` (v1) or unified (v2) line, if any.
+/// The id named by the last segment of one path, in one of the recognised forms.
+fn line_container_id<'a>(segments: &[&'a str]) -> Option<&'a str> {
+    let (last, parent) = match segments {
+        [.., parent, last] => (*last, Some(*parent)),
+        [last] => (*last, None),
+        [] => return None,
+    };
+    if let Some(id) = last.strip_prefix("docker-").and_then(|s| s.strip_suffix(".scope")) {
+        return is_container_id(id).then_some(id);
+    }
+    (is_container_id(last) && matches!(parent, Some("docker" | ".."))).then_some(last)
+}
+
+fn scope_core(segment: &str) -> &str {
+    segment.strip_prefix("docker-").and_then(|s| s.strip_suffix(".scope")).unwrap_or(segment)
+}
+
+/// The systemd system unit of the process: the last segment of its `name=systemd` (v1) or unified (v2)
+/// path, only directly under `system.slice` — never a unit in a user's own service manager, which any
+/// user can name as they like.
 pub fn systemd_unit(cgroup_file: &str) -> Option<String> {
     let mut unit = None;
     for line in cgroup_file.lines() {
         let mut parts = line.splitn(3, ':');
         let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next()) else { continue };
         if controllers == "name=systemd" || (controllers.is_empty() && unit.is_none()) {
-            if let Some(last) = path.rsplit('/').find(|s| s.ends_with(".service") || s.ends_with(".scope")) {
-                unit = Some(last.to_string());
+            let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+            if let ["system.slice", name] = segments.as_slice() {
+                if name.ends_with(".service") || name.ends_with(".scope") {
+                    unit = Some((*name).to_string());
+                }
             }
         }
     }
@@ -75,12 +102,18 @@ mod tests {
         let v2_systemd = format!("0::/system.slice/docker-{ID}.scope\n");
         let nested = format!("0::/../{ID}\n");
         let kubepods = format!("0::/kubepods/besteffort/pod1/{ID}\n");
+        let user_scope = format!("0::/user.slice/user-1000.slice/user@1000.service/app.slice/docker-{ID}.scope\n");
+        let user_dir = format!("0::/user.slice/user-1000.slice/session-3.scope/docker/{ID}\n");
+        let not_last = format!("0::/docker/{ID}/extra\n");
         let host = "12:memory:/user.slice\n0::/user.slice/user-0.slice/session-1.scope\n";
         let cases: Vec<(&str, Result<Option<String>, CgroupError>)> = vec![
             (&v1, Ok(Some(ID.into()))),
             (&v2_systemd, Ok(Some(ID.into()))),
             (&nested, Ok(Some(ID.into()))),
-            (&kubepods, Ok(Some(ID.into()))),
+            (&kubepods, Ok(None)),
+            (&user_scope, Ok(None)),
+            (&user_dir, Ok(None)),
+            (&not_last, Ok(None)),
             (host, Ok(None)),
             ("", Ok(None)),
             ("4:memory:/process_api/abc\n", Ok(None)),
@@ -93,9 +126,9 @@ mod tests {
     #[test]
     fn ambiguous_or_malformed_files_are_refused() {
         let two = format!("1:cpu:/docker/{ID}\n0::/docker/{OTHER}\n");
-        assert_eq!(container_id(&two), Err(CgroupError::Ambiguous(2)));
+        assert_eq!(container_id(&two), Err(CgroupError::Ambiguous));
         let nested_two = format!("0::/docker/{ID}/docker/{OTHER}\n");
-        assert_eq!(container_id(&nested_two), Err(CgroupError::Ambiguous(2)));
+        assert_eq!(container_id(&nested_two), Err(CgroupError::Ambiguous));
         assert_eq!(container_id("garbage\n"), Err(CgroupError::Malformed(1)));
     }
 
@@ -119,5 +152,7 @@ mod tests {
         assert_eq!(systemd_unit("1:name=systemd:/system.slice/metrics.service\n").as_deref(), Some("metrics.service"));
         assert_eq!(systemd_unit("0::/system.slice/cron.service\n").as_deref(), Some("cron.service"));
         assert_eq!(systemd_unit("0::/\n"), None);
+        let user_unit = "0::/user.slice/user-1000.slice/user@1000.service/app.slice/metrics.service\n";
+        assert_eq!(systemd_unit(user_unit), None, "a user's own unit never passes for a system unit");
     }
 }

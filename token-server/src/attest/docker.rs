@@ -106,7 +106,8 @@ impl DockerFacts {
             name: answer.name.unwrap_or_default().trim_start_matches('/').to_string(),
             image: config.image.unwrap_or_default(),
             labels: config.labels.unwrap_or_default().into_iter().collect::<BTreeMap<_, _>>(),
-            running: answer.state.and_then(|s| s.running).unwrap_or(false),
+            running: answer.state.as_ref().and_then(|s| s.running).unwrap_or(false),
+            init_pid: answer.state.as_ref().and_then(|s| s.pid).filter(|p| *p > 0),
         };
         if facts.id != id {
             return Err(format!("the daemon answered for container {:?}, not {id}", facts.id));

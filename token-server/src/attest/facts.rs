@@ -42,6 +42,10 @@ pub struct ContainerFacts {
     pub labels: BTreeMap<String, String>,
     /// `State.Running`.
     pub running: bool,
+    /// `State.Pid`: the container's init process on the host, used to check the caller shares its pid
+    /// namespace.
+    #[serde(skip)]
+    pub init_pid: Option<i64>,
 }
 
 impl ContainerFacts {

@@ -77,6 +77,11 @@ impl Pinned {
         Some(PathBuf::from(target.to_string_lossy().into_owned()))
     }
 
+    /// The process's pid namespace (`pid:[inode]`).
+    pub fn pid_namespace(&self) -> Option<String> {
+        readlinkat(&self.dir, "ns/pid", Vec::new()).ok().map(|t| t.to_string_lossy().into_owned())
+    }
+
     /// SHA-256 of the executable the process runs (opened through `/proc/<pid>/exe`, so it is the
     /// very file mapped, even if the path was replaced since); `None` above `limit` bytes.
     pub fn exe_sha256(&self, limit: u64) -> Option<String> {

@@ -46,13 +46,16 @@ pub struct Attestor {
     docker_timeout: Duration,
     /// Test hook: sleep this long between lookups and the final check, to widen the pid-reuse race.
     pub race_delay: Option<Duration>,
+    /// Refuse callers when the kernel gives no SO_PEERPIDFD (Linux < 6.5): pinning by `/proc` alone
+    /// starts when the connection is accepted, not when it was made.
+    pub require_pidfd: bool,
 }
 
 impl Attestor {
     /// `docker`: the daemon client (None: containers are never matched); `hash_exe`: whether any
     /// selector needs the executable's SHA-256.
     pub fn new(docker: Option<DockerFacts>, hash_exe: bool, hash_limit: u64) -> Self {
-        Self { docker, hash_exe, hash_limit, docker_timeout: Duration::from_secs(2), race_delay: None }
+        Self { docker, hash_exe, hash_limit, docker_timeout: Duration::from_secs(2), race_delay: None, require_pidfd: true }
     }
 
     /// The Docker client, if any.
@@ -64,7 +67,13 @@ impl Attestor {
     pub fn pin(&self, stream: &UnixStream) -> Result<Peer, AttestError> {
         let cred = stream.peer_cred().map_err(|e| AttestError::Credentials(e.to_string()))?;
         let pid = cred.pid().ok_or_else(|| AttestError::Credentials("the kernel reported no pid".into()))?;
-        let pinned = Pinned::pin(pid, cred.uid(), pidfd::peer_pidfd(stream))?;
+        let pidfd = pidfd::peer_pidfd(stream);
+        if pidfd.is_none() && self.require_pidfd {
+            return Err(AttestError::Credentials(
+                "this kernel gives no SO_PEERPIDFD (Linux 6.5 or later); set token_server.allow_without_pidfd: true to accept pinning by /proc alone".into(),
+            ));
+        }
+        let pinned = Pinned::pin(pid, cred.uid(), pidfd)?;
         let cgroup = pinned.read("cgroup").map_err(|e| AttestError::Cgroup(format!("/proc/{pid}/cgroup: {e}")))?;
         let container_id = cgroup::container_id(&cgroup).map_err(|e| AttestError::Cgroup(e.to_string()))?;
         let systemd_unit = if container_id.is_none() { cgroup::systemd_unit(&cgroup) } else { None };
@@ -89,7 +98,10 @@ impl Attestor {
         if let Some(id) = &peer.container_id {
             match &self.docker {
                 Some(docker) => match tokio::time::timeout(self.docker_timeout, docker.inspect(id)).await {
-                    Ok(Ok(container)) => facts.container = Some(container),
+                    Ok(Ok(container)) => match same_pid_namespace(&peer.pinned, &container) {
+                        Ok(()) => facts.container = Some(container),
+                        Err(why) => facts.docker_error = Some(why),
+                    },
                     Ok(Err(e)) => facts.docker_error = Some(e),
                     Err(_) => facts.docker_error = Some("the Docker daemon did not answer in time".into()),
                 },
@@ -101,6 +113,20 @@ impl Attestor {
         }
         peer.pinned.verify()?;
         Ok(facts)
+    }
+}
+
+/// A process whose cgroup names a container must also live in that container's pid namespace (the one
+/// of its init process, `State.Pid`): a cgroup path is only a name, a namespace is not. Containers
+/// sharing the host's pid namespace (`pid: host`) pass trivially.
+fn same_pid_namespace(pinned: &Pinned, container: &facts::ContainerFacts) -> Result<(), String> {
+    let Some(init) = container.init_pid else {
+        return Err("the Docker daemon reported no process for the container".into());
+    };
+    let theirs = std::fs::read_link(format!("/proc/{init}/ns/pid")).map_err(|e| format!("container init {init}: {e}"))?;
+    match pinned.pid_namespace() {
+        Some(ours) if std::path::Path::new(&ours) == theirs => Ok(()),
+        _ => Err("the caller is not in the container's pid namespace (its cgroup names a container it does not run in)".into()),
     }
 }
 
