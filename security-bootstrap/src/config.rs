@@ -184,10 +184,29 @@ impl Config {
         if !has_content {
             return Ok(Self::default());
         }
-        serde_yaml_ng::from_str(text).map_err(|e| {
+        let config: Self = serde_yaml_ng::from_str(text).map_err(|e| {
             let location = e.location().map(|l| (l.line(), l.column()));
             (location, e.to_string())
-        })
+        })?;
+        config.check_selectors().map_err(|message| (None, message))?;
+        Ok(config)
+    }
+
+    /// A `unix` selector must say *who* runs the process (uid, or a system unit): an executable path
+    /// or hash alone is satisfied by any user running that binary (with LD_PRELOAD, or after an exec
+    /// on a connected socket).
+    fn check_selectors(&self) -> Result<(), String> {
+        for (name, entry) in &self.services {
+            if let Some(unix) = &entry.selectors.unix {
+                if unix.uid.is_none() && unix.systemd_unit.is_none() {
+                    return Err(format!(
+                        "services.{}.selectors.unix: give uid (or systemd_unit); path and sha256 only narrow a uid match, they do not say who runs the binary",
+                        name.0
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -244,6 +263,14 @@ mod tests {
         let config = Config::parse(include_str!("../../packaging/edgeseal.host.yaml")).unwrap();
         assert!(config.secret_store.supervise.is_some());
         assert_eq!(config.service_rules().len(), 2);
+    }
+
+    #[test]
+    fn a_unix_selector_must_name_who_runs_the_process() {
+        let (_, message) =
+            Config::parse("services:\n  a:\n    selectors:\n      unix: { path: /usr/bin/a }\n").unwrap_err();
+        assert!(message.contains("services.a.selectors.unix: give uid"), "{message}");
+        Config::parse("services:\n  a:\n    selectors:\n      unix: { uid: 998, path: /usr/bin/a }\n").unwrap();
     }
 
     #[test]

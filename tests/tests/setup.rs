@@ -289,3 +289,33 @@ fn different_hardware_is_refused_with_the_hardware_changed_error_and_nothing_is_
     assert_eq!(fs::read(f.device.keystore_dir().join("keystore.json")).unwrap(), before);
     assert!(rt.block_on(f.setup.client().unwrap().health()).unwrap().sealed, "still sealed, nothing done");
 }
+
+#[test]
+fn a_bogus_share_sent_by_someone_else_does_not_stop_the_unseal() {
+    let mut f = fixture();
+    let rt = rt();
+    rt.block_on(f.setup.run()).unwrap();
+    f.bao.restart();
+    let client = f.setup.client().unwrap();
+    // sys/unseal needs no token: any local process can start an attempt with garbage.
+    let status = rt.block_on(client.unseal(&[0x42; 33])).unwrap();
+    assert!(status.sealed && status.progress == 1, "{status:?}");
+    let report = rt.block_on(f.setup.run()).unwrap();
+    assert!(report.unsealed, "{report:?}");
+}
+
+#[test]
+fn a_service_cannot_get_another_services_file_token_revoked_with_a_symlink() {
+    let f = fixture();
+    let rt = rt();
+    rt.block_on(f.setup.run()).unwrap();
+    // beta owns its directory; it replaces its token file with a link to alpha's.
+    let beta_file = f.device.file_tokens_dir().join("beta/secrets-token.json");
+    fs::remove_file(&beta_file).unwrap();
+    std::os::unix::fs::symlink(f.device.file_tokens_dir().join("alpha/secrets-token.json"), &beta_file).unwrap();
+    rt.block_on(f.setup.run()).unwrap();
+    let (alpha, _) = file_token(&f.device, "alpha");
+    let client = f.setup.client().unwrap();
+    rt.block_on(client.lookup_self(&alpha)).expect("alpha's fresh file token is still valid");
+    assert!(!fs::symlink_metadata(&beta_file).unwrap().file_type().is_symlink(), "beta's file is a real file again");
+}

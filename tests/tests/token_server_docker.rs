@@ -127,7 +127,11 @@ fn containers_get_their_own_service_token_and_strangers_are_denied() {
         docker.run(RunSpec::new(&sleeper_image).label("com.docker.compose.service", "alpha").args(["ikm-v1", "hang"]));
     let impostor = std::process::Command::new("/bin/sh")
         .arg("-c")
-        .arg(format!("sleep 1; exec {} token --socket {}", client.display(), run_dir.path().join("token.sock").display()))
+        .arg(format!(
+            "sleep 1; exec {} token --socket {}",
+            client.display(),
+            run_dir.path().join("token.sock").display()
+        ))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -1,5 +1,6 @@
-//! Issuing tokens with the token-issuing token: one per request, or one shared renewed token per
-//! service with `reuse: true`. Store down or sealed → an error the server turns into 503 quickly.
+//! Issuing tokens with the token-issuing token: one per request, or, with `reuse: true`, one shared
+//! token per service, replaced by a new one once half its TTL has passed (the old one stays valid
+//! until it expires, so holders are not cut off). Store down or sealed → an error the server turns into 503 quickly.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

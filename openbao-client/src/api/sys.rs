@@ -140,6 +140,11 @@ impl Client {
         self.call(Method::PUT, "sys/unseal", None, Some(&body), Retry::Idempotent).await
     }
 
+    /// `PUT sys/unseal {"reset": true}`: discards any unseal progress (e.g. a bogus share someone else sent).
+    pub async fn unseal_reset(&self) -> Result<SealStatus, Error> {
+        self.call(Method::PUT, "sys/unseal", None, Some(&json!({"reset": true})), Retry::Idempotent).await
+    }
+
     /// Generates a root token from unseal shares: cancels any attempt in progress, starts one, feeds
     /// shares until complete, and decodes the token with the one-time password.
     pub async fn generate_root<'s>(

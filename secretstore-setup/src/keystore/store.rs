@@ -135,8 +135,9 @@ impl KeystoreDir {
         open(&file, kek).map_err(|e| self.open_error(e))
     }
 
-    /// Writes a first keystore. Never replaces an existing file: if one exists with the same bytes
-    /// (a rerun after a crash) that is success; with other bytes it is [`KeystoreError::AlreadyExists`].
+    /// Writes a first keystore. Never replaces an existing file: if one exists with the very same bytes
+    /// (the same sealed file written twice) that is success; with other bytes — including the same keys
+    /// sealed again, since nonces are fresh — it is [`KeystoreError::AlreadyExists`].
     pub fn create(&self, file: &KeystoreFile) -> Result<Created, KeystoreError> {
         self.ensure_private_dir()?;
         let bytes = file.to_bytes();

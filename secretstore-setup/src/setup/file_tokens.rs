@@ -93,8 +93,18 @@ async fn remove_stale(setup: &Setup, client: &Client, issuer: &Token, report: &m
     Ok(())
 }
 
+/// The accessor of the token in an existing token file. The directory belongs to the service, so the
+/// file is opened without following symlinks and must be a regular file: a service must not be able
+/// to point edgeseal at another service's token and have it revoked.
 fn read_accessor(path: &Path) -> Option<String> {
-    let bytes = Zeroizing::new(fs::read(path).ok()?);
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = fs::OpenOptions::new().read(true).custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits()).open(path).ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut bytes = Zeroizing::new(Vec::new());
+    file.take(64 * 1024).read_to_end(&mut bytes).ok()?;
     let file: TokenFile = serde_json::from_slice(&bytes).ok()?;
     Some(file.auth.accessor.clone())
 }

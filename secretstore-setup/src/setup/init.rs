@@ -61,20 +61,57 @@ pub async fn initialize(
     crash::point("after-init");
 
     let shares: Vec<UnsealShare> = init.shares.iter().map(|s| UnsealShare::new(s.to_vec())).collect();
-    let threshold = setup.store.threshold;
-    let keystore = if existing.is_some() {
-        store.update(&kek, |k| k.set_shares(shares, threshold))?
-    } else {
-        let mut keystore = keystore;
-        keystore.set_shares(shares, threshold).map_err(|e| SetupError::Config(e.to_string()))?;
-        let sealed = keystore.seal(&kek).map_err(|e| SetupError::Config(e.to_string()))?;
-        store.create(&sealed)?;
-        keystore
+    // From here on the shares exist only in this process: a failed write is retried (the disk may be
+    // full for a moment, another writer may have raced us), never given up quickly.
+    let deadline = std::time::Instant::now() + SHARE_WRITE_PATIENCE;
+    let (keystore, kek) = loop {
+        match store_shares(setup, store, ikm, keystore.clone(), &kek, &shares) {
+            Ok(stored) => break stored,
+            Err(e) if std::time::Instant::now() < deadline => {
+                tracing::error!(error = %e, "cannot store the unseal shares yet; retrying (do not stop edgeseal now)");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e),
+        }
     };
     crash::point("after-keystore");
     remove_durably(&marker)?;
     tracing::info!(keystore = %store.path().display(), shares = setup.store.shares, "initialized OpenBao; unseal shares stored encrypted");
     Ok((keystore, kek, init.root_token))
+}
+
+/// How long a run keeps retrying to store freshly initialized shares before giving up.
+const SHARE_WRITE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Stores the shares: into the keystore that exists now (made before init, without shares) or a new
+/// one. Re-reads the directory each time, so it also works after a concurrent writer.
+fn store_shares(
+    setup: &Setup,
+    store: &KeystoreDir,
+    ikm: &Ikm,
+    fresh: Keystore,
+    fresh_kek: &Kek,
+    shares: &[UnsealShare],
+) -> Result<(Keystore, Kek), SetupError> {
+    let threshold = setup.store.threshold;
+    match store.read()? {
+        Some(file) if file.secret_shares > 0 => Err(SetupError::KeystoreForAnotherStore {
+            path: store.path().to_path_buf(),
+            address: setup.store.address.clone(),
+        }),
+        Some(file) => {
+            let kek = file_kek(store, &file, ikm)?;
+            let keystore = store.update(&kek, |k| k.set_shares(shares.to_vec(), threshold))?;
+            Ok((keystore, kek))
+        }
+        None => {
+            let mut keystore = fresh;
+            keystore.set_shares(shares.to_vec(), threshold).map_err(|e| SetupError::Config(e.to_string()))?;
+            let sealed = keystore.seal(fresh_kek).map_err(|e| SetupError::Config(e.to_string()))?;
+            store.create(&sealed)?;
+            Ok((keystore, Kek::from_bytes(*fresh_kek.expose())))
+        }
+    }
 }
 
 fn write_marker(path: &Path, address: &str) -> Result<(), SetupError> {

@@ -34,6 +34,11 @@ pub async fn unseal(client: &Client, keystore: &Keystore, timeout: Duration) -> 
     let status = client.seal_status().await.doing(|| "reading OpenBao's seal status".into())?;
     let was_sealed = status.sealed;
     if was_sealed {
+        // `sys/unseal` is unauthenticated: anyone local could have fed a bogus share to make our
+        // shares combine into garbage. Start from a clean attempt.
+        if status.progress > 0 {
+            client.unseal_reset().await.doing(|| "resetting a partial unseal attempt".into())?;
+        }
         let mut sealed = true;
         for (i, share) in keystore.shares().iter().enumerate() {
             let status = client.unseal(share.expose()).await.doing(|| format!("unsealing OpenBao with share {i}"))?;

@@ -5,6 +5,11 @@
 use std::ffi::OsString;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
+
+/// `O_NOFOLLOW` (from nix, without a libc dependency here).
+fn libc_o_nofollow() -> i32 {
+    nix::fcntl::OFlag::O_NOFOLLOW.bits()
+}
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -59,7 +64,9 @@ async fn fetch(socket: &Path, service: &str, wait: Duration) -> anyhow::Result<z
             let (status, bytes) = answer?;
             let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
             if status.is_success() {
-                let token = json["auth"]["client_token"].as_str().unwrap_or_default();
+                let Some(token) = json["auth"]["client_token"].as_str().filter(|t| !t.is_empty()) else {
+                    bail!("the token server answered 200 without auth.client_token");
+                };
                 return Ok(zeroize::Zeroizing::new(token.to_string()));
             }
             let message = json["error"].as_str().unwrap_or("no error message").to_string();
@@ -70,11 +77,18 @@ async fn fetch(socket: &Path, service: &str, wait: Duration) -> anyhow::Result<z
     }
 }
 
+/// Writes a fresh 0600 file: whatever was at `path` (a stale token, a symlink) is removed first, and
+/// the new file is created exclusively without following symlinks.
 fn write_token(path: &Path, token: &str) -> anyhow::Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("replacing {}", path.display())),
+    }
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
+        .custom_flags(libc_o_nofollow())
         .mode(0o600)
         .open(path)
         .with_context(|| format!("writing the token to {}", path.display()))?;

@@ -55,7 +55,14 @@ impl Attestor {
     /// `docker`: the daemon client (None: containers are never matched); `hash_exe`: whether any
     /// selector needs the executable's SHA-256.
     pub fn new(docker: Option<DockerFacts>, hash_exe: bool, hash_limit: u64) -> Self {
-        Self { docker, hash_exe, hash_limit, docker_timeout: Duration::from_secs(2), race_delay: None, require_pidfd: true }
+        Self {
+            docker,
+            hash_exe,
+            hash_limit,
+            docker_timeout: Duration::from_secs(2),
+            race_delay: None,
+            require_pidfd: true,
+        }
     }
 
     /// The Docker client, if any.
@@ -123,10 +130,14 @@ fn same_pid_namespace(pinned: &Pinned, container: &facts::ContainerFacts) -> Res
     let Some(init) = container.init_pid else {
         return Err("the Docker daemon reported no process for the container".into());
     };
-    let theirs = std::fs::read_link(format!("/proc/{init}/ns/pid")).map_err(|e| format!("container init {init}: {e}"))?;
+    let theirs =
+        std::fs::read_link(format!("/proc/{init}/ns/pid")).map_err(|e| format!("container init {init}: {e}"))?;
     match pinned.pid_namespace() {
         Some(ours) if std::path::Path::new(&ours) == theirs => Ok(()),
-        _ => Err("the caller is not in the container's pid namespace (its cgroup names a container it does not run in)".into()),
+        _ => {
+            Err("the caller is not in the container's pid namespace (its cgroup names a container it does not run in)"
+                .into())
+        }
     }
 }
 
