@@ -149,6 +149,14 @@ pub fn parse_start_time(stat: &str) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// How many pid namespaces a process is in: the number of fields on the `NSpid:` line of
+/// `/proc/<pid>/status` (1 for a host process, 2 for a process in a container, …).
+pub fn parse_nspid_depth(status: &str) -> Option<usize> {
+    let line = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
+    let depth = line.split_whitespace().count();
+    (depth > 0).then_some(depth)
+}
+
 /// Field 3 of `/proc/<pid>/stat`: the process state (`R`, `S`, `Z` for a zombie, …).
 pub fn parse_state(stat: &str) -> Option<char> {
     stat[stat.rfind(')')? + 1..].split_whitespace().next()?.chars().next()
@@ -173,6 +181,13 @@ mod tests {
         assert_eq!(parse_start_time("123 (x) S 1"), None);
         assert_eq!(parse_state(&format!("123 (a) b) Z {tail}")), Some('Z'));
         assert_eq!(parse_start_time("garbage"), None);
+    }
+
+    #[test]
+    fn nspid_depth() {
+        assert_eq!(parse_nspid_depth("Name:\tx\nNSpid:\t16399\t6\n"), Some(2));
+        assert_eq!(parse_nspid_depth("NSpid:\t16399\n"), Some(1));
+        assert_eq!(parse_nspid_depth("Name:\tx\n"), None);
     }
 
     #[test]

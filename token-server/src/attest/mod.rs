@@ -124,19 +124,30 @@ impl Attestor {
 }
 
 /// A process whose cgroup names a container must also live in that container's pid namespace (the one
-/// of its init process, `State.Pid`): a cgroup path is only a name, a namespace is not. Containers
+/// of its init process, `State.Pid`): a cgroup path is only a name, a namespace is not. The namespace
+/// links are compared when edgeseal may read them (it needs ptrace access: root on the host, or
+/// CAP_SYS_PTRACE); otherwise the depth of pid namespaces (`NSpid` in `/proc/<pid>/status`, readable
+/// by anyone) must match the container's and be nested, which a host process never is. Containers
 /// sharing the host's pid namespace (`pid: host`) pass trivially.
 fn same_pid_namespace(pinned: &Pinned, container: &facts::ContainerFacts) -> Result<(), String> {
+    let denied = || {
+        "the caller is not in the container's pid namespace (its cgroup names a container it does not run in)"
+            .to_string()
+    };
     let Some(init) = container.init_pid else {
         return Err("the Docker daemon reported no process for the container".into());
     };
-    let theirs =
-        std::fs::read_link(format!("/proc/{init}/ns/pid")).map_err(|e| format!("container init {init}: {e}"))?;
-    match pinned.pid_namespace() {
-        Some(ours) if std::path::Path::new(&ours) == theirs => Ok(()),
+    match (pinned.pid_namespace(), std::fs::read_link(format!("/proc/{init}/ns/pid"))) {
+        (Some(ours), Ok(theirs)) => (std::path::Path::new(&ours) == theirs).then_some(()).ok_or_else(denied),
         _ => {
-            Err("the caller is not in the container's pid namespace (its cgroup names a container it does not run in)"
-                .into())
+            let theirs = std::fs::read_to_string(format!("/proc/{init}/status"))
+                .ok()
+                .and_then(|status| kernel::parse_nspid_depth(&status));
+            let ours = pinned.read("status").ok().and_then(|status| kernel::parse_nspid_depth(&status));
+            match (ours, theirs) {
+                (Some(ours), Some(theirs)) if ours == theirs && ours >= 2 => Ok(()),
+                _ => Err(denied()),
+            }
         }
     }
 }
