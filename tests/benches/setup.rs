@@ -34,6 +34,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant, SystemTime};
 
+use edgeseal_tests::bench::{bao_version, cpus, loadavg, verdict};
 use edgeseal_tests::device::{service, Device};
 use edgeseal_tests::openbao::{bao_binary, OpenBao};
 use edgeseal_tests::pki::TestPki;
@@ -218,35 +219,11 @@ fn ms(d: Duration) -> String {
     }
 }
 
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "MET"
-    } else {
-        "MISSED"
-    }
-}
-
 fn env_count(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
         .map(|v| v.parse().unwrap_or_else(|_| panic!("{name}={v} is not a count")))
         .unwrap_or(default)
-}
-
-fn cpus() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-}
-
-fn loadavg() -> String {
-    fs::read_to_string("/proc/loadavg").map(|l| l.split(' ').take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default()
-}
-
-fn bao_version(bao: &Path) -> String {
-    Command::new(bao)
-        .arg("version")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
 }
 
 fn text(output: &Output) -> String {

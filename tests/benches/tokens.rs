@@ -39,6 +39,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use edgeseal_tests::bench::{bao_version, cpus, loadavg, verdict};
 use edgeseal_tests::device::{service, Device, DEVICE_IKM};
 use edgeseal_tests::docker::{Docker, RunSpec};
 use edgeseal_tests::openbao::{bao_binary, OpenBao};
@@ -814,35 +815,11 @@ fn ms_diff(a: u64, b: u64) -> String {
     format!("{d:+.2} ms")
 }
 
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "MET"
-    } else {
-        "MISSED"
-    }
-}
-
 fn env_number(name: &str, default: f64) -> f64 {
     std::env::var(name)
         .ok()
         .map(|v| v.parse().unwrap_or_else(|_| panic!("{name}={v} is not a number")))
         .unwrap_or(default)
-}
-
-fn cpus() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-}
-
-fn loadavg() -> String {
-    fs::read_to_string("/proc/loadavg").map(|l| l.split(' ').take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default()
-}
-
-fn bao_version(bao: &Path) -> String {
-    Command::new(bao)
-        .arg("version")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
 }
 
 /// The filesystem type of the mount holding `dir` (from /proc/self/mounts, longest prefix).

@@ -4,6 +4,7 @@
 //! Nothing here installs anything: `make test` does (scripts/ensure-deps.sh). A missing component is a
 //! loud failure that says how to install it, never a silent skip.
 //!
+//! - [`bench`]: small helpers the benchmark programs share.
 //! - [`compose`]: the docker-compose deployment in `docker/`, built and run offline.
 //! - [`device`]: a simulated device (KDF plug-in, keystore, file tokens) and its edgeseal config.
 //! - [`docker`]: a Docker daemon (the system one, or a private `dockerd`), offline images, containers.
@@ -18,6 +19,7 @@
 // A test harness fails the test that uses it by panicking, with a message that says what to do.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod bench;
 pub mod compose;
 pub mod device;
 pub mod docker;
