@@ -10,6 +10,7 @@
 //! - [`trust`]: who may own and write a plug-in and the directories above it.
 //! - [`run`]: spawning a plug-in under the `ikm-v1` or EdgeX protocol.
 //! - [`output`]: validating what a plug-in printed (pure).
+//! - [`plugin_main`]: what the plug-in binaries' `main` functions share.
 //! - [`kek`]: HKDF-SHA256 and the KEK fingerprint.
 //! - [`secret`]: [`Ikm`] and [`Kek`], which wipe themselves and never print their bytes.
 //! - [`hwfp`]: the hardware-fingerprint sources behind the `edgeseal-kdf-hwfp` plug-in.
@@ -24,6 +25,7 @@ pub mod config;
 pub mod hwfp;
 pub mod kek;
 pub mod output;
+pub mod plugin_main;
 pub mod run;
 pub mod secret;
 pub mod tpm2;

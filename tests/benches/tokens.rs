@@ -42,6 +42,7 @@ use std::time::{Duration, Instant, SystemTime};
 use edgeseal_tests::bench::{bao_version, cpus, loadavg, verdict};
 use edgeseal_tests::device::{service, Device, DEVICE_IKM};
 use edgeseal_tests::docker::{Docker, RunSpec};
+use edgeseal_tests::newest_mtime;
 use edgeseal_tests::openbao::{bao_binary, OpenBao};
 use edgeseal_tests::pki::TestPki;
 use edgeseal_tests::process::ChildGuard;
@@ -873,14 +874,4 @@ fn bootstrap_binary() -> PathBuf {
         eprintln!("warning: {} is older than its sources; rebuild with `{BUILD_HINT}`", path.display());
     }
     path
-}
-
-fn newest_mtime(dir: &Path) -> Option<SystemTime> {
-    let mut newest = None;
-    for entry in fs::read_dir(dir).ok()?.flatten() {
-        let path = entry.path();
-        let time = if path.is_dir() { newest_mtime(&path) } else { entry.metadata().ok()?.modified().ok() };
-        newest = newest.max(time);
-    }
-    newest
 }

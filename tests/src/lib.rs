@@ -65,3 +65,14 @@ pub fn write_script(dst: &std::path::Path, body: &str) {
     install_executable(&side, dst);
     let _ = std::fs::remove_file(&side);
 }
+
+/// The newest modification time of any file below `dir` (to tell a stale binary from its sources).
+pub fn newest_mtime(dir: &std::path::Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let time = if path.is_dir() { newest_mtime(&path) } else { entry.metadata().ok()?.modified().ok() };
+        newest = newest.max(time);
+    }
+    newest
+}

@@ -38,7 +38,7 @@ fn plugin_binary() -> PathBuf {
         )
     });
     let sources = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kdf-plugins/src");
-    let newest = newest_mtime(&sources);
+    let newest = edgeseal_tests::newest_mtime(&sources).unwrap_or(SystemTime::UNIX_EPOCH);
     assert!(
         built >= newest,
         "{} is older than the sources in {}: rebuild it with `cargo build -p kdf-plugins --bins`",
@@ -46,17 +46,6 @@ fn plugin_binary() -> PathBuf {
         sources.display()
     );
     plugin
-}
-
-fn newest_mtime(dir: &Path) -> SystemTime {
-    let mut newest = SystemTime::UNIX_EPOCH;
-    for entry in fs::read_dir(dir).unwrap() {
-        let entry = entry.unwrap();
-        let meta = entry.metadata().unwrap();
-        let mtime = if meta.is_dir() { newest_mtime(&entry.path()) } else { meta.modified().unwrap() };
-        newest = newest.max(mtime);
-    }
-    newest
 }
 
 /// Runs the plug-in the way edgeseal does (cleared environment, `/` as cwd, no stdin), bounded.

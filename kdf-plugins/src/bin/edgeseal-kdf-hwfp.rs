@@ -3,8 +3,8 @@
 //! Parses its arguments, calls [`kdf_plugins::hwfp::collect`] and prints the IKM or the explanation.
 //! The logic lives in the library; see `--help` for usage and exit codes.
 
+use kdf_plugins::plugin_main::write_stdout;
 use std::ffi::OsString;
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -57,7 +57,7 @@ fn main() -> ExitCode {
         }
     };
     let root = match &command {
-        Command::Help => return write_stdout(USAGE.as_bytes()),
+        Command::Help => return write_stdout(NAME, USAGE.as_bytes()),
         Command::Ikm(root) | Command::Explain(root) => root,
     };
     if !root.is_dir() {
@@ -67,7 +67,7 @@ fn main() -> ExitCode {
     let fingerprint = hwfp::collect(root);
     match command {
         Command::Explain(_) => {
-            let code = write_stdout(fingerprint.explain().as_bytes());
+            let code = write_stdout(NAME, fingerprint.explain().as_bytes());
             if fingerprint.stable_count() == 0 {
                 ExitCode::FAILURE
             } else {
@@ -78,7 +78,7 @@ fn main() -> ExitCode {
             Ok(ikm) => {
                 let mut line = Zeroizing::new(hex::encode(ikm.expose()));
                 line.push('\n');
-                write_stdout(line.as_bytes())
+                write_stdout(NAME, line.as_bytes())
             }
             Err(err) => {
                 let root = fingerprint.root().display();
@@ -122,18 +122,6 @@ fn parse_args(args: Vec<OsString>) -> Result<Command, String> {
         (false, true) => Ok(Command::Explain(root)),
         (true, true) => Err("ikm-v1 and --explain cannot be combined".to_owned()),
         (false, false) => Err("say ikm-v1 or --explain".to_owned()),
-    }
-}
-
-/// Writes the whole output in one go; a closed or failing stdout is a runtime failure.
-fn write_stdout(bytes: &[u8]) -> ExitCode {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(bytes).and_then(|()| out.flush()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("{NAME}: writing to stdout: {err}");
-            ExitCode::FAILURE
-        }
     }
 }
 

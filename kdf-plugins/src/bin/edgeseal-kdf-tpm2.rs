@@ -3,7 +3,7 @@
 //! Parses its arguments with [`kdf_plugins::tpm2::cli`], calls [`kdf_plugins::tpm2`] and prints the IKM
 //! (or the provisioning result). The logic lives in the library; see `--help` for usage and exit codes.
 
-use std::io::Write;
+use kdf_plugins::plugin_main::write_stdout;
 use std::process::ExitCode;
 
 use kdf_plugins::tpm2::cli::{self, Command, NAME};
@@ -26,7 +26,7 @@ fn main() -> ExitCode {
         }
     };
     match command {
-        Command::Help => write_stdout(cli::USAGE.as_bytes()),
+        Command::Help => write_stdout(NAME, cli::USAGE.as_bytes()),
         Command::Ikm { options, key } => match tpm2::derive_ikm(&options, key) {
             Ok(derivation) => {
                 for note in &derivation.notes {
@@ -40,7 +40,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
                 newline[0] = b'\n';
-                write_stdout(&line[..])
+                write_stdout(NAME, &line[..])
             }
             Err(err) => fail(&err),
         },
@@ -60,7 +60,7 @@ fn main() -> ExitCode {
                          makes (TCTI {tcti}); nothing changed\n"
                     ),
                 };
-                write_stdout(message.as_bytes())
+                write_stdout(NAME, message.as_bytes())
             }
             Err(err) => fail(&err),
         },
@@ -71,16 +71,4 @@ fn main() -> ExitCode {
 fn fail(err: &tpm2::Tpm2Error) -> ExitCode {
     eprintln!("{NAME}: {err}");
     ExitCode::FAILURE
-}
-
-/// Writes the whole output in one go; a closed or failing stdout is a runtime failure.
-fn write_stdout(bytes: &[u8]) -> ExitCode {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(bytes).and_then(|()| out.flush()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("{NAME}: writing to stdout: {err}");
-            ExitCode::FAILURE
-        }
-    }
 }
