@@ -12,11 +12,27 @@ BIN="${EDGESEAL_BIN:-$REPO/target/debug}"
 ONCE=0
 [ "${1:-}" = "--once" ] && ONCE=1
 
+# Linux 6.5 or later (the first kernel with SO_PEERPIDFD)?
+kernel_has_peerpidfd() {
+    local release major minor
+    release=$(uname -r)
+    major=${release%%.*}
+    minor=${release#*.}; minor=${minor%%[!0-9]*}
+    [ "$major" -gt 6 ] || { [ "$major" -eq 6 ] && [ "${minor:-0}" -ge 5 ]; }
+}
+
 BAO=$(scripts/ensure-deps.sh --bao-path)
 install -d -m 0755 "$STATE" "$STATE/libexec" "$STATE/libexec/edgeseal"
 install -m 0755 "$BIN/edgeseal-kdf-hwfp" "$STATE/libexec/edgeseal/edgeseal-kdf-hwfp"
 install -d -m 0700 "$DEMO"
 CONFIG="$DEMO/edgeseal.yaml"
+# SO_PEERPIDFD (Linux 6.5+) pins a caller from the moment it connected. Older kernels (Debian 12's
+# 6.1) lack it, and the token server then refuses callers unless told to pin by /proc alone.
+PIDFD_LINE=""
+if ! kernel_has_peerpidfd; then
+    PIDFD_LINE="  allow_without_pidfd: true   # kernel $(uname -r) has no SO_PEERPIDFD (needs 6.5+)"
+    echo "== kernel $(uname -r) has no SO_PEERPIDFD: the demo pins callers by /proc alone (allow_without_pidfd)"
+fi
 if [ ! -f "$CONFIG" ]; then
     cat > "$CONFIG" <<YAML
 # Written by scripts/demo.sh (make run). Edit freely; delete $DEMO to start over.
@@ -39,6 +55,7 @@ file_tokens:
 token_server:
   socket: $DEMO/token.sock
   docker_socket: null
+$PIDFD_LINE
 services:
   demo:
     selectors:
