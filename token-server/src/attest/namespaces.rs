@@ -4,7 +4,9 @@
 //! a Docker container with a custom cgroup parent, or a user's own `unshare` carries no Docker
 //! cgroup, and reads its `exe` path inside its own mount namespace (where any binary can sit at any
 //! path). A `unix`-only selector therefore matches only callers proven to share the pid and mount
-//! namespaces of the host, meaning those of pid 1 as edgeseal sees it (`/proc/1/ns/{pid,mnt}`).
+//! namespaces of the host, meaning those of pid 1 as edgeseal sees it (`/proc/1/ns/{pid,mnt}`), or
+//! where pid 1's links cannot be read, those of the kernel thread kthreadd (pid 2, checked to be a
+//! kernel thread), which lives in the initial namespaces.
 //!
 //! The caller's namespace links are read through its pinned `/proc/<pid>` descriptor, which needs
 //! ptrace access (root on the host, or CAP_SYS_PTRACE). Without it:
@@ -116,13 +118,8 @@ fn unreadable(kind: &str, caller: &Result<String, String>, host: &Result<String,
 
 /// Reads the observations for a pinned caller.
 pub fn observe(pinned: &Pinned) -> Observed {
-    let host = |kind: &str| {
-        std::fs::read_link(format!("/proc/1/ns/{kind}"))
-            .map(|t| t.to_string_lossy().into_owned())
-            .map_err(|e| e.to_string())
-    };
     let caller_pid = pinned.namespace("pid").map_err(|e| e.to_string());
-    let host_pid = host("pid");
+    let host_pid = host_namespace("pid");
     // The NSpid fallback is only read when the links do not answer.
     let caller_nspid_depth = match (&caller_pid, &host_pid) {
         (Ok(_), Ok(_)) => None,
@@ -132,10 +129,25 @@ pub fn observe(pinned: &Pinned) -> Observed {
         caller_pid,
         caller_mnt: pinned.namespace("mnt").map_err(|e| e.to_string()),
         host_pid,
-        host_mnt: host("mnt"),
+        host_mnt: host_namespace("mnt"),
         caller_nspid_depth,
         proc_is_initial_pid_ns: proc_is_initial_pid_ns(),
     }
+}
+
+/// The host's namespace link of `kind`: pid 1's; where edgeseal may not read pid 1's links (an init
+/// with capabilities edgeseal lacks, a sandbox), those of pid 2 when it is a kernel thread (kthreadd),
+/// which the kernel keeps in the initial namespaces and which no process can pass for.
+fn host_namespace(kind: &str) -> Result<String, String> {
+    let link =
+        |pid: u32| std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).map(|t| t.to_string_lossy().into_owned());
+    link(1).or_else(|init| {
+        let kthreadd = std::fs::read_to_string("/proc/2/stat").ok().is_some_and(|s| kernel::is_kernel_thread(&s));
+        match kthreadd {
+            true => link(2).map_err(|e| format!("{init}; kthreadd's: {e}")),
+            false => Err(init.to_string()),
+        }
+    })
 }
 
 /// edgeseal's own `NSpid` has one field (it is in the pid namespace of the `/proc` it reads) and
