@@ -78,7 +78,10 @@ impl Facts {
                     text.push_str(&format!(" compose_service={service}"));
                 }
             }
-            (None, Some(id)) => text.push_str(&format!(" container={} (no Docker facts)", short(id))),
+            (None, Some(id)) => match &self.docker_error {
+                Some(why) => text.push_str(&format!(" container={} (no Docker facts: {why})", short(id))),
+                None => text.push_str(&format!(" container={} (no Docker facts)", short(id))),
+            },
             (None, None) => text.push_str(" container=none"),
         }
         if self.container_id.is_none() && self.host_namespaces != HostNamespaces::Yes {

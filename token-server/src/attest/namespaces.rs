@@ -119,7 +119,7 @@ fn unreadable(kind: &str, caller: &Result<String, String>, host: &Result<String,
 /// Reads the observations for a pinned caller.
 pub fn observe(pinned: &Pinned) -> Observed {
     let caller_pid = pinned.namespace("pid").map_err(|e| e.to_string());
-    let host_pid = host_namespace("pid");
+    let (host_pid, host_mnt) = host_namespaces().clone();
     // The NSpid fallback is only read when the links do not answer.
     let caller_nspid_depth = match (&caller_pid, &host_pid) {
         (Ok(_), Ok(_)) => None,
@@ -129,10 +129,17 @@ pub fn observe(pinned: &Pinned) -> Observed {
         caller_pid,
         caller_mnt: pinned.namespace("mnt").map_err(|e| e.to_string()),
         host_pid,
-        host_mnt: host_namespace("mnt"),
+        host_mnt,
         caller_nspid_depth,
         proc_is_initial_pid_ns: proc_is_initial_pid_ns(),
     }
+}
+
+/// The host's pid and mount namespace links, read once: they do not change while edgeseal runs, and
+/// neither does whether edgeseal may read them.
+fn host_namespaces() -> &'static (Result<String, String>, Result<String, String>) {
+    static HOST: std::sync::OnceLock<(Result<String, String>, Result<String, String>)> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| (host_namespace("pid"), host_namespace("mnt")))
 }
 
 /// The host's namespace link of `kind`: pid 1's; where edgeseal may not read pid 1's links (an init
