@@ -2,7 +2,6 @@
 //! from `/proc/<pid>`, the container id from `/proc/<pid>/cgroup`, Docker facts from the daemon, and
 //! a final check that the same process is still there.
 //!
-//!
 //! How a caller is identified: its uid/gid from SO_PEERCRED; the process pinned by SO_PEERPIDFD (or,
 //! where allowed, by `/proc` alone); at accept time, the executable it runs (path and file identity);
 //! per request, the executable again (a caller whose executable changed since it connected is
@@ -137,7 +136,7 @@ impl Attestor {
     /// is still there. Facts are only ever returned after that check.
     pub async fn attest(&self, peer: &Peer) -> Result<Facts, AttestError> {
         let (exe, exe_file) = ExeSeen::of(&peer.pinned);
-        if exe != peer.exe_at_connect {
+        if !exe.same_as(&peer.exe_at_connect) {
             return Err(AttestError::ExeChanged { before: peer.exe_at_connect.to_string(), now: exe.to_string() });
         }
         let host_namespaces = match &peer.container_id {
@@ -176,9 +175,7 @@ impl Attestor {
         peer.pinned.verify()?;
         Ok(facts)
     }
-}
 
-impl Attestor {
     fn wants_hash(&self, peer: &Peer) -> bool {
         let in_container = peer.container_id.is_some();
         self.hash_exe
@@ -189,26 +186,38 @@ impl Attestor {
     }
 }
 
-/// The executable a process runs: its path and the identity of the file mapped.
+/// The executable a process runs: its path and the file mapped (device, inode).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ExeSeen {
     path: Option<PathBuf>,
-    id: Option<ExeId>,
+    id: Option<(u64, u64)>,
 }
 
 impl ExeSeen {
     /// Reads `/proc/<pid>/exe` (link and file); also returns the open file, for hashing.
     fn of(pinned: &Pinned) -> (Self, Option<std::fs::File>) {
         let file = pinned.open_exe().ok();
-        let id = file.as_ref().and_then(|f| f.metadata().ok()).map(|m| ExeId::of(&m));
+        let id = file.as_ref().and_then(|f| f.metadata().ok()).map(|m| ExeId::of(&m)).map(|id| (id.dev, id.ino));
         (Self { path: pinned.exe(), id }, file)
+    }
+
+    /// The same file at the same path. The kernel appends " (deleted)" to the link once the file is
+    /// unlinked (a package upgrade): that is not an exec, so it is ignored.
+    fn same_as(&self, other: &ExeSeen) -> bool {
+        let path = |seen: &ExeSeen| {
+            seen.path.as_ref().map(|p| {
+                let text = p.to_string_lossy();
+                text.strip_suffix(" (deleted)").map(str::to_string).unwrap_or_else(|| text.into_owned())
+            })
+        };
+        self.id == other.id && path(self) == path(other)
     }
 }
 
 impl std::fmt::Display for ExeSeen {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match (&self.path, &self.id) {
-            (Some(path), Some(id)) => write!(f, "{} (inode {})", path.display(), id.ino),
+            (Some(path), Some((_, ino))) => write!(f, "{} (inode {ino})", path.display()),
             (Some(path), None) => write!(f, "{}", path.display()),
             (None, _) => f.write_str("an unreadable executable"),
         }
@@ -268,5 +277,30 @@ impl Peer {
     /// The pid (for logs).
     pub fn pid(&self) -> i32 {
         self.pinned.pid()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_executable_is_the_same_file_at_the_same_path() {
+        let seen = |path: &str, id: (u64, u64)| ExeSeen { path: Some(path.into()), id: Some(id) };
+        let a = seen("/usr/bin/a", (1, 10));
+        let cases = [
+            (seen("/usr/bin/a", (1, 10)), true),
+            (seen("/usr/bin/a (deleted)", (1, 10)), true),
+            (seen("/usr/bin/b", (1, 10)), false),
+            (seen("/usr/bin/a", (1, 11)), false),
+            (seen("/usr/bin/a", (2, 10)), false),
+            (ExeSeen { path: Some("/usr/bin/a".into()), id: None }, false),
+            (ExeSeen { path: None, id: None }, false),
+        ];
+        for (now, same) in cases {
+            assert_eq!(now.same_as(&a), same, "{now:?}");
+        }
+        let unreadable = ExeSeen { path: None, id: None };
+        assert!(unreadable.same_as(&unreadable.clone()), "unreadable then and now: nothing changed that we can see");
     }
 }
