@@ -264,3 +264,27 @@ fn a_sha256_rule_matches_the_binary_with_that_digest_only() {
     let server = TestServer::start(&w.setup, config, vec![rule(digest(Path::new(PYTHON)))], None, |_| {});
     assert_denied(&w.fetch_via(server.socket(), &[]), &["no service matches your process"]);
 }
+
+#[test]
+fn configs_whose_selectors_cannot_tell_services_apart_are_refused_with_exit_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("edgeseal.yaml");
+    let cases = [
+        (
+            "services:\n  a:\n    selectors:\n      unix: { uid: 998, path: /usr/bin/a }\n  b:\n    selectors:\n      unix: { uid: 998, path: /usr/bin/b }\n",
+            "services a and b could both match a process of uid 998",
+        ),
+        ("services:\n  a:\n    selectors:\n      docker: {}\n", "services.a.selectors.docker is empty"),
+    ];
+    for (yaml, want) in cases {
+        fs::write(&config, yaml).unwrap();
+        let out = Command::new(edgeseal_tests::workspace_binary("security-bootstrap"))
+            .arg("token-server")
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(64), "{}", text(&out));
+        assert!(text(&out).contains(want), "{}", text(&out));
+    }
+}
