@@ -192,21 +192,14 @@ impl Config {
         Ok(config)
     }
 
-    /// A `unix` selector must say *who* runs the process (uid, or a system unit): an executable path
-    /// or hash alone is satisfied by any user running that binary (with LD_PRELOAD, or after an exec
-    /// on a connected socket).
+    /// The selector rules of [`token_server::config::check_selectors`]: a `unix` selector says who
+    /// runs the process (uid or systemd_unit), a `docker` selector is never empty, and no two services
+    /// can be matched by the same process (a process of one could exec the other's binary).
     fn check_selectors(&self) -> Result<(), String> {
-        for (name, entry) in &self.services {
-            if let Some(unix) = &entry.selectors.unix {
-                if unix.uid.is_none() && unix.systemd_unit.is_none() {
-                    return Err(format!(
-                        "services.{}.selectors.unix: give uid (or systemd_unit); path and sha256 only narrow a uid match, they do not say who runs the binary",
-                        name.0
-                    ));
-                }
-            }
-        }
-        Ok(())
+        token_server::config::check_selectors(
+            self.services.iter().map(|(name, entry)| (name.0.as_str(), &entry.selectors)),
+        )
+        .map_err(|e| e.to_string())
     }
 }
 
@@ -271,6 +264,29 @@ mod tests {
             Config::parse("services:\n  a:\n    selectors:\n      unix: { path: /usr/bin/a }\n").unwrap_err();
         assert!(message.contains("services.a.selectors.unix: give uid"), "{message}");
         Config::parse("services:\n  a:\n    selectors:\n      unix: { uid: 998, path: /usr/bin/a }\n").unwrap();
+    }
+
+    #[test]
+    fn selector_rules_are_checked_when_the_config_is_loaded() {
+        let cases = [
+            (
+                "services:\n  a:\n    selectors:\n      unix: { uid: 998, path: /usr/bin/a }\n  b:\n    selectors:\n      unix: { uid: 998, path: /usr/bin/b }\n",
+                "services a and b could both match a process of uid 998",
+            ),
+            ("services:\n  a:\n    selectors:\n      docker: {}\n", "services.a.selectors.docker is empty"),
+            ("services:\n  a:\n    selectors:\n      docker: { labels: {} }\n", "would match every container"),
+        ];
+        for (text, want) in cases {
+            let (_, message) = Config::parse(text).unwrap_err();
+            assert!(message.contains(want), "{text}: {message}");
+        }
+        let separated = "services:\n  a:\n    selectors:\n      unix: { uid: 998, path: /usr/bin/a, systemd_unit: a.service }\n  b:\n    selectors:\n      unix: { uid: 998, path: /usr/bin/b, systemd_unit: b.service }\n  c:\n    file_token: { uid: 2002, gid: 2002 }\n";
+        Config::parse(separated).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edgeseal.yaml");
+        std::fs::write(&path, cases[0].0).unwrap();
+        let error = Config::load(&path).unwrap_err();
+        assert!(matches!(error, ConfigError::Invalid { .. }), "a config error, exit 64: {error}");
     }
 
     #[test]

@@ -1,10 +1,12 @@
-//! The `token_server:` section of `edgeseal.yaml`, and each service's `selectors:` and `reuse`.
+//! The `token_server:` section of `edgeseal.yaml`, each service's `selectors:` and `reuse`, and
+//! [`check_selectors`], the rules every set of services' selectors must follow (pure).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+use thiserror::Error;
 
 /// Default socket path.
 pub const DEFAULT_SOCKET: &str = "/run/edgeseal/token.sock";
@@ -87,11 +89,13 @@ impl Default for ServerConfig {
     }
 }
 
-/// How a caller is recognised as a service. Every selector given must match.
+/// How a caller is recognised as a service. Every selector given must match. A service with neither
+/// is never served on the socket (its token comes from `file_token`, or from outside edgeseal).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Selectors {
-    /// Facts from the kernel. Without `docker`, only host processes (not in a container) can match.
+    /// Facts from the kernel. Without `docker`, only host processes can match: no container in their
+    /// cgroup, and the pid and mount namespaces of the host (pid 1's).
     #[serde(default)]
     pub unix: Option<UnixSelector>,
     /// Facts from the Docker daemon about the caller's container.
@@ -152,4 +156,250 @@ pub struct ServiceRule {
     pub ttl: Option<Duration>,
     /// Hand all callers one shared, renewed token.
     pub reuse: bool,
+}
+
+/// A set of services whose selectors cannot be used safely. Reported as a config error (exit 64).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SelectorsError {
+    /// A `unix` selector with neither uid nor systemd_unit.
+    #[error("services.{service}.selectors.unix: give uid (or systemd_unit); path and sha256 only narrow a uid match, they do not say who runs the binary")]
+    UnixWithoutWho {
+        /// The service.
+        service: String,
+    },
+    /// A `docker: {}` selector, which every container satisfies.
+    #[error("services.{service}.selectors.docker is empty and would match every container: give compose_service, compose_project, name, image or labels")]
+    EmptyDocker {
+        /// The service.
+        service: String,
+    },
+    /// Two services whose callers nothing fixed tells apart.
+    #[error("services {first} and {second} could both match a process of {uid}: path and sha256 do not separate them, because a process of one can exec the other's executable with its connection open; give them different uids, different unix.systemd_unit values, or docker selectors that tell their containers apart")]
+    SharedCaller {
+        /// The first service (in name order).
+        first: String,
+        /// The second.
+        second: String,
+        /// Which uid(s) both could match, e.g. `uid 998` or `any uid`.
+        uid: String,
+    },
+}
+
+/// Checks every service's selectors and every pair of services:
+/// - a `unix` selector names who runs the process (uid or systemd_unit);
+/// - a `docker` selector names at least one fact (an empty one matches every container);
+/// - two services with `unix` selectors that could match the same uid must be told apart by
+///   something the process cannot change by exec'ing another binary: different systemd units (its
+///   cgroup), a docker selector on one only (host vs container), or docker selectors that conflict
+///   on a field or label. `path`, `sha256` and `gid` do not count: a process of one service could
+///   exec the other's executable (or switch group) while keeping its connection open.
+///
+/// A service with no selectors at all is allowed: the token server never matches it (its token is a
+/// file token, or comes from outside edgeseal).
+pub fn check_selectors<'a>(services: impl IntoIterator<Item = (&'a str, &'a Selectors)>) -> Result<(), SelectorsError> {
+    let mut services: Vec<(&str, &Selectors)> = services.into_iter().collect();
+    services.sort_by(|a, b| a.0.cmp(b.0));
+    for (name, selectors) in &services {
+        if let Some(unix) = &selectors.unix {
+            if unix.uid.is_none() && unix.systemd_unit.is_none() {
+                return Err(SelectorsError::UnixWithoutWho { service: (*name).to_string() });
+            }
+        }
+        if let Some(docker) = &selectors.docker {
+            if docker_facts(docker).is_empty() {
+                return Err(SelectorsError::EmptyDocker { service: (*name).to_string() });
+            }
+        }
+    }
+    for (i, (first, a)) in services.iter().enumerate() {
+        for (second, b) in &services[i + 1..] {
+            if let Some(uid) = shared_caller(a, b) {
+                return Err(SelectorsError::SharedCaller {
+                    first: (*first).to_string(),
+                    second: (*second).to_string(),
+                    uid,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Which uid(s) a process matching both `a` and `b` by fixed facts could have, or `None` when their
+/// fixed facts exclude each other.
+fn shared_caller(a: &Selectors, b: &Selectors) -> Option<String> {
+    let (ua, ub) = (a.unix.as_ref()?, b.unix.as_ref()?);
+    if let (Some(x), Some(y)) = (ua.uid, ub.uid) {
+        if x != y {
+            return None;
+        }
+    }
+    if let (Some(x), Some(y)) = (&ua.systemd_unit, &ub.systemd_unit) {
+        if x != y {
+            return None;
+        }
+    }
+    match (&a.docker, &b.docker) {
+        (Some(_), None) | (None, Some(_)) => return None,
+        (Some(x), Some(y)) if docker_conflict(x, y) => return None,
+        _ => {}
+    }
+    Some(ua.uid.or(ub.uid).map(|uid| format!("uid {uid}")).unwrap_or_else(|| "any uid".into()))
+}
+
+/// The container facts a docker selector asks for, as (key, value); compose fields as their labels.
+fn docker_facts(docker: &DockerSelector) -> BTreeMap<String, &str> {
+    let mut facts: BTreeMap<String, &str> =
+        docker.labels.iter().map(|(k, v)| (format!("label:{k}"), v.as_str())).collect();
+    let fields = [
+        ("label:com.docker.compose.service", &docker.compose_service),
+        ("label:com.docker.compose.project", &docker.compose_project),
+        ("name", &docker.name),
+        ("image", &docker.image),
+    ];
+    for (key, value) in fields {
+        if let Some(value) = value {
+            facts.insert(key.to_string(), value.as_str());
+        }
+    }
+    facts
+}
+
+/// No container can satisfy both: some fact is asked for with two different values.
+fn docker_conflict(a: &DockerSelector, b: &DockerSelector) -> bool {
+    let (a, b) = (docker_facts(a), docker_facts(b));
+    a.iter().any(|(key, value)| b.get(key).is_some_and(|other| other != value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unix(uid: Option<u32>, path: Option<&str>, unit: Option<&str>) -> Option<UnixSelector> {
+        Some(UnixSelector {
+            uid,
+            path: path.map(PathBuf::from),
+            systemd_unit: unit.map(str::to_string),
+            ..Default::default()
+        })
+    }
+
+    fn compose(service: &str) -> Option<DockerSelector> {
+        Some(DockerSelector { compose_service: Some(service.into()), ..Default::default() })
+    }
+
+    fn sel(unix: Option<UnixSelector>, docker: Option<DockerSelector>) -> Selectors {
+        Selectors { unix, docker }
+    }
+
+    #[test]
+    fn table() {
+        let label = |k: &str, v: &str| {
+            Some(DockerSelector { labels: BTreeMap::from([(k.to_string(), v.to_string())]), ..Default::default() })
+        };
+        let cases: Vec<(&str, Vec<Selectors>, Result<(), &str>)> = vec![
+            (
+                "two binaries of one uid",
+                vec![
+                    sel(unix(Some(998), Some("/usr/bin/a"), None), None),
+                    sel(unix(Some(998), Some("/usr/bin/b"), None), None),
+                ],
+                Err("services s0 and s1 could both match a process of uid 998"),
+            ),
+            (
+                "different uids",
+                vec![sel(unix(Some(998), None, None), None), sel(unix(Some(999), None, None), None)],
+                Ok(()),
+            ),
+            (
+                "different systemd units",
+                vec![
+                    sel(unix(Some(998), Some("/usr/bin/a"), Some("a.service")), None),
+                    sel(unix(Some(998), Some("/usr/bin/b"), Some("b.service")), None),
+                ],
+                Ok(()),
+            ),
+            (
+                "a unit on one side only",
+                vec![
+                    sel(unix(Some(998), Some("/usr/bin/a"), Some("a.service")), None),
+                    sel(unix(Some(998), Some("/usr/bin/b"), None), None),
+                ],
+                Err("services s0 and s1 could both match a process of uid 998"),
+            ),
+            (
+                "the same unit twice",
+                vec![
+                    sel(unix(None, None, Some("a.service")), None),
+                    sel(unix(None, Some("/x"), Some("a.service")), None),
+                ],
+                Err("could both match a process of any uid"),
+            ),
+            (
+                "a unit-only rule and a uid rule",
+                vec![sel(unix(None, None, Some("a.service")), None), sel(unix(Some(5), None, None), None)],
+                Err("could both match a process of uid 5"),
+            ),
+            (
+                "host vs container",
+                vec![sel(unix(Some(1000), None, None), None), sel(unix(Some(1000), None, None), compose("alpha"))],
+                Ok(()),
+            ),
+            (
+                "two compose services",
+                vec![
+                    sel(unix(Some(1000), None, None), compose("alpha")),
+                    sel(unix(Some(1000), None, None), compose("beta")),
+                ],
+                Ok(()),
+            ),
+            (
+                "a compose service and the same label spelled out",
+                vec![
+                    sel(unix(Some(1000), None, None), compose("alpha")),
+                    sel(unix(Some(1000), Some("/b"), None), label("com.docker.compose.service", "beta")),
+                ],
+                Ok(()),
+            ),
+            (
+                "docker selectors that one container can satisfy both",
+                vec![
+                    sel(unix(Some(1000), Some("/a"), None), compose("alpha")),
+                    sel(unix(Some(1000), Some("/b"), None), label("tier", "x")),
+                ],
+                Err("services s0 and s1 could both match"),
+            ),
+            (
+                "docker-only rules are not compared (no unix selector to exec around)",
+                vec![sel(None, compose("alpha")), sel(None, label("tier", "x"))],
+                Ok(()),
+            ),
+            (
+                "an empty docker selector",
+                vec![sel(None, Some(DockerSelector::default()))],
+                Err("services.s0.selectors.docker is empty"),
+            ),
+            (
+                "an empty docker selector next to a unix one",
+                vec![sel(unix(Some(1), None, None), Some(DockerSelector::default()))],
+                Err("would match every container"),
+            ),
+            (
+                "an empty unix selector",
+                vec![sel(Some(UnixSelector::default()), None)],
+                Err("services.s0.selectors.unix: give uid"),
+            ),
+            ("a path alone", vec![sel(unix(None, Some("/usr/bin/a"), None), None)], Err("give uid (or systemd_unit)")),
+            ("no selectors at all (file token only)", vec![sel(None, None), sel(None, None)], Ok(())),
+        ];
+        for (name, selectors, want) in cases {
+            let names: Vec<String> = (0..selectors.len()).map(|i| format!("s{i}")).collect();
+            let got = check_selectors(names.iter().map(String::as_str).zip(selectors.iter()));
+            match (got, want) {
+                (Ok(()), Ok(())) => {}
+                (Err(e), Err(text)) => assert!(e.to_string().contains(text), "{name}: {e}"),
+                (got, want) => panic!("{name}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
 }

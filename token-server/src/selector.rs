@@ -1,10 +1,16 @@
 //! Matching attested facts against the services' selectors. Pure.
 //!
 //! A service matches when every selector it has matches. A `unix`-only selector matches host
-//! processes only: a container running as uid 0 must not pass for a host daemon running as uid 0.
-//! Exactly one service must match; zero or several is a denial that says why.
+//! processes only, meaning processes whose cgroup names no container *and* that share the host's pid
+//! and mount namespaces (those of pid 1): a container of any runtime running as uid 0 must not pass
+//! for a host daemon running as uid 0. Exactly one service must match; zero or several is a denial.
+//!
+//! A denial answers the caller with its own facts only ([`Outcome::explain`]); the per-service
+//! reasons, which name other services and their selectors, are for the server's log
+//! ([`Outcome::log_detail`]).
 
 use crate::attest::facts::Facts;
+use crate::attest::namespaces::HostNamespaces;
 use crate::config::{DockerSelector, ServiceRule, UnixSelector};
 
 /// The result of matching one caller against every service.
@@ -19,8 +25,21 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// A human explanation for a denial.
+    /// What the caller is told: nothing about any service it does not match (no names, no
+    /// selectors). Denial bodies put the caller's own facts ([`Facts::describe`]) next to it.
     pub fn explain(&self) -> String {
+        match self {
+            Outcome::Matched(name) => format!("matches service {name}"),
+            Outcome::NoMatch(_) => {
+                "no service matches your process (the server's log says which selector failed for each service)".into()
+            }
+            Outcome::Ambiguous(_) => "ambiguous: the selectors of several services match your process; the operator must make them distinct (the server's log names them)".into(),
+        }
+    }
+
+    /// What the server logs: for each service, the first thing that did not match, or the names of
+    /// the services that all matched. Never sent to the caller.
+    pub fn log_detail(&self) -> String {
         match self {
             Outcome::Matched(name) => format!("matches service {name}"),
             Outcome::NoMatch(reasons) if reasons.is_empty() => "no service is configured".into(),
@@ -33,6 +52,22 @@ impl Outcome {
             }
         }
     }
+
+    /// A denial as (the body's message for the caller, the detail for the server's log line).
+    pub fn denial(&self, facts: &Facts) -> (String, String) {
+        (format!("saw {}; {}", facts.describe(), self.explain()), self.log_detail())
+    }
+}
+
+/// Whether the executable's SHA-256 is needed for a caller: some rule asks for `unix.sha256` and
+/// could match the caller by uid, gid and kind (a `unix`-only rule never matches a container).
+pub fn wants_exe_hash(rules: &[ServiceRule], uid: u32, gid: u32, in_container: bool) -> bool {
+    rules.iter().any(|rule| {
+        let Some(unix) = rule.selectors.unix.as_ref().filter(|u| u.sha256.is_some()) else { return false };
+        unix.uid.is_none_or(|want| want == uid)
+            && unix.gid.is_none_or(|want| want == gid)
+            && (rule.selectors.docker.is_some() || !in_container)
+    })
 }
 
 /// Matches `facts` against every rule.
@@ -57,8 +92,21 @@ fn check(facts: &Facts, rule: &ServiceRule) -> Result<(), String> {
     if selectors.unix.is_none() && selectors.docker.is_none() {
         return Err("has no selectors (file token only)".into());
     }
-    if selectors.docker.is_none() && facts.container_id.is_some() {
-        return Err("unix-only selectors match host processes, caller is in a container".into());
+    if selectors.docker.is_none() {
+        if facts.container_id.is_some() {
+            return Err("unix-only selectors match host processes, caller is in a container".into());
+        }
+        match &facts.host_namespaces {
+            HostNamespaces::Yes => {}
+            HostNamespaces::No(why) => {
+                return Err(format!("unix-only selectors match host processes only, and this caller is not one: {why}"))
+            }
+            HostNamespaces::Unknown(why) => {
+                return Err(format!(
+                    "unix-only selectors match host processes only, and this caller is not proven one: {why}"
+                ))
+            }
+        }
     }
     if let Some(unix) = &selectors.unix {
         check_unix(facts, unix)?;
@@ -174,7 +222,14 @@ mod tests {
     }
 
     fn host(uid: u32, exe: &str) -> Facts {
-        Facts { pid: 200, uid, gid: uid, exe: Some(exe.into()), ..Default::default() }
+        Facts {
+            pid: 200,
+            uid,
+            gid: uid,
+            exe: Some(exe.into()),
+            host_namespaces: HostNamespaces::Yes,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -208,7 +263,90 @@ mod tests {
         for (facts, want) in denied {
             let outcome = match_services(&facts, &rules);
             assert!(matches!(outcome, Outcome::NoMatch(_)), "{outcome:?}");
-            assert!(outcome.explain().contains(want), "{want}: {}", outcome.explain());
+            assert!(outcome.log_detail().contains(want), "{want}: {}", outcome.log_detail());
+        }
+    }
+
+    #[test]
+    fn a_unix_only_selector_needs_the_host_namespaces() {
+        let rules = vec![rule(
+            "agent",
+            Some(UnixSelector { uid: Some(998), path: Some("/usr/bin/agent".into()), ..Default::default() }),
+            None,
+        )];
+        let cases = [
+            (HostNamespaces::Yes, None),
+            (
+                HostNamespaces::No("its mount namespace mnt:[2] is not the host's mnt:[1]".into()),
+                Some("mount namespace"),
+            ),
+            (HostNamespaces::No("its pid namespace pid:[2] is not the host's pid:[1]".into()), Some("pid namespace")),
+            (HostNamespaces::Unknown("edgeseal cannot read the mount namespace links".into()), Some("not proven")),
+            (HostNamespaces::default(), Some("not examined")),
+        ];
+        for (namespaces, denied) in cases {
+            let facts = Facts { host_namespaces: namespaces.clone(), ..host(998, "/usr/bin/agent") };
+            let outcome = match_services(&facts, &rules);
+            match denied {
+                None => assert_eq!(outcome, Outcome::Matched("agent".into()), "{namespaces:?}"),
+                Some(text) => {
+                    assert!(outcome.log_detail().contains(text), "{namespaces:?}: {}", outcome.log_detail());
+                    let (public, _) = outcome.denial(&facts);
+                    assert!(public.contains(&format!("host_namespaces={namespaces}")), "{public}");
+                }
+            }
+        }
+        // A docker selector does not need them: a container has its own namespaces by design.
+        let docker_rules = vec![rule("alpha", None, Some(compose("alpha")))];
+        let in_alpha = Facts { host_namespaces: HostNamespaces::No("container".into()), ..in_container("alpha", 0) };
+        assert_eq!(match_services(&in_alpha, &docker_rules), Outcome::Matched("alpha".into()));
+    }
+
+    #[test]
+    fn a_denial_tells_the_caller_nothing_about_other_services() {
+        let rules = vec![
+            rule("secret-alpha", None, Some(compose("alpha-compose-name"))),
+            rule(
+                "secret-agent",
+                Some(UnixSelector { uid: Some(998), path: Some("/opt/agent/bin".into()), ..Default::default() }),
+                None,
+            ),
+        ];
+        let facts = host(1000, "/usr/bin/curl");
+        for outcome in
+            [match_services(&facts, &rules), Outcome::Ambiguous(vec!["secret-alpha".into(), "secret-agent".into()])]
+        {
+            let (public, log) = outcome.denial(&facts);
+            for hidden in ["secret-alpha", "secret-agent", "alpha-compose-name", "998", "/opt/agent/bin"] {
+                assert!(!public.contains(hidden), "{hidden} leaks: {public}");
+            }
+            assert!(public.contains("uid=1000") && public.contains("exe=/usr/bin/curl"), "{public}");
+            assert!(log.contains("secret-agent"), "the log keeps the detail: {log}");
+        }
+    }
+
+    #[test]
+    fn hashing_is_wanted_only_for_callers_a_sha256_rule_could_match() {
+        let sha = |uid: Option<u32>, gid: Option<u32>, docker: bool| {
+            rule(
+                "s",
+                Some(UnixSelector { uid, gid, sha256: Some("ab".repeat(32)), ..Default::default() }),
+                docker.then(|| compose("s")),
+            )
+        };
+        let plain = rule("p", Some(UnixSelector { uid: Some(5), ..Default::default() }), None);
+        let cases = [
+            (vec![plain.clone()], (5, 5, false), false),
+            (vec![plain, sha(Some(5), None, false)], (5, 7, false), true),
+            (vec![sha(Some(5), None, false)], (6, 7, false), false),
+            (vec![sha(Some(5), Some(7), false)], (5, 8, false), false),
+            (vec![sha(Some(5), Some(7), false)], (5, 7, false), true),
+            (vec![sha(None, None, false)], (5, 7, true), false),
+            (vec![sha(None, None, true)], (5, 7, true), true),
+            (vec![sha(Some(5), None, true)], (5, 7, false), true),
+        ];
+        for (rules, (uid, gid, in_container), want) in cases {
+            assert_eq!(wants_exe_hash(&rules, uid, gid, in_container), want, "uid {uid} gid {gid} {in_container}");
         }
     }
 
@@ -243,7 +381,7 @@ mod tests {
         let rules = vec![rule("alpha", None, Some(want))];
         let mut facts = in_container("alpha", 0);
         assert!(match_services(&facts, &rules)
-            .explain()
+            .log_detail()
             .contains("docker.labels.tier wants \"backend\", saw \"none\""));
         if let Some(c) = facts.container.as_mut() {
             c.labels.insert("tier".into(), "backend".into());
@@ -252,6 +390,6 @@ mod tests {
         if let Some(c) = facts.container.as_mut() {
             c.running = false;
         }
-        assert!(match_services(&facts, &rules).explain().contains("not running"));
+        assert!(match_services(&facts, &rules).log_detail().contains("not running"));
     }
 }

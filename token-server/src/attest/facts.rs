@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use super::namespaces::HostNamespaces;
+
 /// Attested facts about the process on the other end of a connection.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Facts {
@@ -27,6 +29,9 @@ pub struct Facts {
     pub container: Option<ContainerFacts>,
     /// Why the Docker facts are missing, when the process is in a container but they are.
     pub docker_error: Option<String>,
+    /// Whether the process shares the host's pid and mount namespaces (those of pid 1); only then
+    /// can a `unix`-only selector match it.
+    pub host_namespaces: HostNamespaces,
 }
 
 /// Facts about a container, from `GET /containers/<id>/json`.
@@ -61,7 +66,8 @@ impl ContainerFacts {
 }
 
 impl Facts {
-    /// One line describing what was seen, for denial messages and audit logs.
+    /// One line describing what was seen, for denial messages and audit logs: the caller's own facts
+    /// only, never another service's selectors.
     pub fn describe(&self) -> String {
         let exe = self.exe.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "?".into());
         let mut text = format!("pid={} uid={} gid={} exe={exe}", self.pid, self.uid, self.gid);
@@ -72,8 +78,14 @@ impl Facts {
                     text.push_str(&format!(" compose_service={service}"));
                 }
             }
-            (None, Some(id)) => text.push_str(&format!(" container={} (no Docker facts)", short(id))),
+            (None, Some(id)) => match &self.docker_error {
+                Some(why) => text.push_str(&format!(" container={} (no Docker facts: {why})", short(id))),
+                None => text.push_str(&format!(" container={} (no Docker facts)", short(id))),
+            },
             (None, None) => text.push_str(" container=none"),
+        }
+        if self.container_id.is_none() && self.host_namespaces != HostNamespaces::Yes {
+            text.push_str(&format!(" host_namespaces={}", self.host_namespaces));
         }
         text
     }

@@ -9,7 +9,6 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
 use rustix::fs::{openat, readlinkat, Mode, OFlags, CWD};
-use sha2::{Digest, Sha256};
 
 use super::pidfd::pidfd_pid;
 
@@ -79,33 +78,27 @@ impl Pinned {
 
     /// The process's pid namespace (`pid:[inode]`).
     pub fn pid_namespace(&self) -> Option<String> {
-        readlinkat(&self.dir, "ns/pid", Vec::new()).ok().map(|t| t.to_string_lossy().into_owned())
+        self.namespace("pid").ok()
     }
 
-    /// SHA-256 of the executable the process runs (opened through `/proc/<pid>/exe`, so it is the
-    /// very file mapped, even if the path was replaced since); `None` above `limit` bytes.
+    /// One of the process's namespace links, `ns/<kind>` (`mnt:[4026531841]`). Reading it needs
+    /// ptrace access to the process (root on the host, or CAP_SYS_PTRACE).
+    pub fn namespace(&self, kind: &str) -> io::Result<String> {
+        let target = readlinkat(&self.dir, format!("ns/{kind}"), Vec::new())?;
+        Ok(target.to_string_lossy().into_owned())
+    }
+
+    /// The executable the process runs, opened through `/proc/<pid>/exe`: the very file mapped, even
+    /// if its path was replaced since.
+    pub fn open_exe(&self) -> io::Result<std::fs::File> {
+        let fd = openat(&self.dir, "exe", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
+        Ok(std::fs::File::from(fd))
+    }
+
+    /// SHA-256 of the executable the process runs; `None` above `limit` bytes. Blocking: the
+    /// attestor runs it through [`super::exe::ExeHasher`], off the async workers and cached.
     pub fn exe_sha256(&self, limit: u64) -> Option<String> {
-        let fd = openat(&self.dir, "exe", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()?;
-        let file = std::fs::File::from(fd);
-        if file.metadata().ok()?.len() > limit {
-            return None;
-        }
-        let mut hasher = Sha256::new();
-        let mut reader = file.take(limit.saturating_add(1));
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut total = 0u64;
-        loop {
-            let n = reader.read(&mut buf).ok()?;
-            if n == 0 {
-                break;
-            }
-            total += n as u64;
-            if total > limit {
-                return None;
-            }
-            hasher.update(&buf[..n]);
-        }
-        Some(hex::encode(hasher.finalize()))
+        super::exe::sha256_file(&self.open_exe().ok()?, limit)
     }
 
     /// Checks, after all lookups, that the pinned process is still alive, with the same start time
@@ -149,12 +142,35 @@ pub fn parse_start_time(stat: &str) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// How many pid namespaces a process is in: the number of fields on the `NSpid:` line of
-/// `/proc/<pid>/status` (1 for a host process, 2 for a process in a container, …).
+/// The `NSpid:` line of `/proc/<pid>/status`: the process's pid in each pid namespace it is in,
+/// from the one of the `/proc` that was read down to its own. `None` when the line is missing, empty,
+/// repeated, or holds anything but positive pids. Pure; fuzzed.
+pub fn parse_nspid(status: &str) -> Option<Vec<u32>> {
+    let mut lines = status.lines().filter_map(|l| l.strip_prefix("NSpid:"));
+    let line = lines.next()?;
+    if lines.next().is_some() {
+        return None;
+    }
+    let pids = line.split_whitespace().map(|f| f.parse::<u32>().ok().filter(|p| *p > 0)).collect::<Option<Vec<_>>>()?;
+    (!pids.is_empty()).then_some(pids)
+}
+
+/// How many pid namespaces a process is in, as seen from the `/proc` that was read (1: the same pid
+/// namespace as that `/proc`, 2: one level below, …). See [`parse_nspid`].
 pub fn parse_nspid_depth(status: &str) -> Option<usize> {
-    let line = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
-    let depth = line.split_whitespace().count();
-    (depth > 0).then_some(depth)
+    parse_nspid(status).map(|pids| pids.len())
+}
+
+/// `PF_KTHREAD`: the flag the kernel sets on its own threads (field 9 of `stat`).
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// Whether a `/proc/<pid>/stat` line describes a kernel thread. Kernel threads exist only in the
+/// initial pid namespace, and no process can set the flag: seeing one in a `/proc` proves that
+/// `/proc` belongs to the host's pid namespace.
+pub fn is_kernel_thread(stat: &str) -> bool {
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else { return false };
+    // After ")": field 3 (state) is the first; field 9 (flags) is the 7th.
+    rest.split_whitespace().nth(6).and_then(|f| f.parse::<u64>().ok()).is_some_and(|flags| flags & PF_KTHREAD != 0)
 }
 
 /// Field 3 of `/proc/<pid>/stat`: the process state (`R`, `S`, `Z` for a zombie, …).
@@ -188,6 +204,32 @@ mod tests {
         assert_eq!(parse_nspid_depth("Name:\tx\nNSpid:\t16399\t6\n"), Some(2));
         assert_eq!(parse_nspid_depth("NSpid:\t16399\n"), Some(1));
         assert_eq!(parse_nspid_depth("Name:\tx\n"), None);
+        let cases: [(&str, Option<Vec<u32>>); 9] = [
+            ("NSpid:\t16399\t6\t1\n", Some(vec![16399, 6, 1])),
+            ("Name:\tNSpid: 3\nNSpid:\t7\n", Some(vec![7])),
+            ("NSpid:\n", None),
+            ("NSpid:\t12\tx\n", None),
+            ("NSpid:\t-1\n", None),
+            ("NSpid:\t0\n", None),
+            ("NSpid:\t99999999999\n", None),
+            ("NSpid:\t1\nNSpid:\t1\t2\n", None),
+            ("", None),
+        ];
+        for (status, want) in cases {
+            assert_eq!(parse_nspid(status), want, "{status:?}");
+        }
+    }
+
+    #[test]
+    fn kernel_threads() {
+        let kthreadd = "2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 0 0 0 20 0 1 0 2 0 0";
+        assert!(is_kernel_thread(kthreadd));
+        assert!(!is_kernel_thread("2 (bash) S 1 2 2 0 -1 4194560 0 0 0 0"));
+        assert!(!is_kernel_thread("2 (x) 2129984) S 1 2 2 0 -1 0 0"), "the flag is counted after the last ')'");
+        assert!(!is_kernel_thread("garbage"));
+        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+            assert!(!is_kernel_thread(&stat), "this test is not a kernel thread");
+        }
     }
 
     #[test]

@@ -2,26 +2,42 @@
 //! from `/proc/<pid>`, the container id from `/proc/<pid>/cgroup`, Docker facts from the daemon, and
 //! a final check that the same process is still there.
 //!
+//! How a caller is identified: its uid/gid from SO_PEERCRED; the process pinned by SO_PEERPIDFD (or,
+//! where allowed, by `/proc` alone); at accept time, the executable it runs (path and file identity);
+//! per request, the executable again (a caller whose executable changed since it connected is
+//! denied), whether it shares the host's pid and mount namespaces (`unix`-only selectors require it),
+//! its cgroup's container and the Docker daemon's facts about it, and the executable's SHA-256 when a
+//! rule that could match the caller's uid/gid asks for one.
+//!
 //! - [`kernel`]: the pinned process and what `/proc` says about it.
-//! - [`pidfd`]: SO_PEERPIDFD (the one unsafe function).
+//! - [`pidfd`]: SO_PEERPIDFD (the one unsafe function) and which of its errors deny.
 //! - [`cgroup`]: parsing container ids and systemd units out of `/proc/<pid>/cgroup` (pure).
+//! - [`namespaces`]: is the caller in the host's pid and mount namespaces?
+//! - [`exe`]: the executable's identity, and hashing it off the async workers, bounded and cached.
 //! - [`docker`]: the Docker daemon client and its cache.
 //! - [`facts`]: what the attestation produces.
 
 pub mod cgroup;
 pub mod docker;
+pub mod exe;
 pub mod facts;
 pub mod kernel;
+pub mod namespaces;
 pub mod pidfd;
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
 use tokio::net::UnixStream;
 
 use self::docker::DockerFacts;
+use self::exe::{ExeHasher, ExeId};
 use self::facts::Facts;
 use self::kernel::{Pinned, Vanished};
+use self::namespaces::HostNamespaces;
+use crate::config::ServiceRule;
 
 /// Why a caller could not be attested. All are denials (403), never a token.
 #[derive(Debug, Error)]
@@ -35,6 +51,18 @@ pub enum AttestError {
     /// Its cgroup file could not be read or names several containers.
     #[error("cannot tell the caller's container: {0}")]
     Cgroup(String),
+    /// SO_PEERPIDFD failed for another reason than "not supported by this kernel".
+    #[error("cannot pin the caller: SO_PEERPIDFD failed ({0}); the caller may have exited, connect again")]
+    Pidfd(std::io::Error),
+    /// The process runs another executable than when it connected (it exec'd with the connection
+    /// open): the connection belongs to whatever it ran at connect time, not to what it runs now.
+    #[error("executable changed since connect (connected running {before}, now runs {now}); connect again from the process that asks")]
+    ExeChanged {
+        /// What it ran when the connection was accepted.
+        before: String,
+        /// What it runs now.
+        now: String,
+    },
 }
 
 /// Attests callers.
@@ -42,7 +70,9 @@ pub enum AttestError {
 pub struct Attestor {
     docker: Option<DockerFacts>,
     hash_exe: bool,
-    hash_limit: u64,
+    hasher: ExeHasher,
+    /// When set, executables are hashed only for callers some of these rules could match by uid/gid.
+    hash_rules: Option<Arc<[ServiceRule]>>,
     docker_timeout: Duration,
     /// Test hook: sleep this long between lookups and the final check, to widen the pid-reuse race.
     pub race_delay: Option<Duration>,
@@ -53,16 +83,30 @@ pub struct Attestor {
 
 impl Attestor {
     /// `docker`: the daemon client (None: containers are never matched); `hash_exe`: whether any
-    /// selector needs the executable's SHA-256.
+    /// selector needs the executable's SHA-256 (files above `hash_limit` bytes are never hashed).
+    /// Call [`Attestor::hash_only_for`] to hash only for callers a `sha256` rule could match.
     pub fn new(docker: Option<DockerFacts>, hash_exe: bool, hash_limit: u64) -> Self {
         Self {
             docker,
             hash_exe,
-            hash_limit,
+            hasher: ExeHasher::new(hash_limit),
+            hash_rules: None,
             docker_timeout: Duration::from_secs(2),
             race_delay: None,
             require_pidfd: true,
         }
+    }
+
+    /// Hashes a caller's executable only when one of `rules` wants a `unix.sha256` and its uid, gid
+    /// and host/container kind could match the caller (see [`crate::selector::wants_exe_hash`]).
+    pub fn hash_only_for(&mut self, rules: &[ServiceRule]) {
+        self.hash_exe = rules.iter().any(|r| r.selectors.unix.as_ref().is_some_and(|u| u.sha256.is_some()));
+        self.hash_rules = Some(rules.into());
+    }
+
+    /// The executable hasher (for tests and metrics).
+    pub fn hasher(&self) -> &ExeHasher {
+        &self.hasher
     }
 
     /// The Docker client, if any.
@@ -74,7 +118,7 @@ impl Attestor {
     pub fn pin(&self, stream: &UnixStream) -> Result<Peer, AttestError> {
         let cred = stream.peer_cred().map_err(|e| AttestError::Credentials(e.to_string()))?;
         let pid = cred.pid().ok_or_else(|| AttestError::Credentials("the kernel reported no pid".into()))?;
-        let pidfd = pidfd::peer_pidfd(stream);
+        let pidfd = pidfd::peer_pidfd(stream).map_err(AttestError::Pidfd)?;
         if pidfd.is_none() && self.require_pidfd {
             return Err(AttestError::Credentials(
                 "this kernel gives no SO_PEERPIDFD (Linux 6.5 or later); set token_server.allow_without_pidfd: true to accept pinning by /proc alone".into(),
@@ -84,23 +128,33 @@ impl Attestor {
         let cgroup = pinned.read("cgroup").map_err(|e| AttestError::Cgroup(format!("/proc/{pid}/cgroup: {e}")))?;
         let container_id = cgroup::container_id(&cgroup).map_err(|e| AttestError::Cgroup(e.to_string()))?;
         let systemd_unit = if container_id.is_none() { cgroup::systemd_unit(&cgroup) } else { None };
-        Ok(Peer { pinned, uid: cred.uid(), gid: cred.gid(), container_id, systemd_unit })
+        let exe_at_connect = ExeSeen::of(&pinned).0;
+        Ok(Peer { pinned, uid: cred.uid(), gid: cred.gid(), container_id, systemd_unit, exe_at_connect })
     }
 
     /// Per request: gathers the facts about a pinned peer, then re-checks that the very same process
     /// is still there. Facts are only ever returned after that check.
     pub async fn attest(&self, peer: &Peer) -> Result<Facts, AttestError> {
+        let (exe, exe_file) = ExeSeen::of(&peer.pinned);
+        if !exe.same_as(&peer.exe_at_connect) {
+            return Err(AttestError::ExeChanged { before: peer.exe_at_connect.to_string(), now: exe.to_string() });
+        }
+        let host_namespaces = match &peer.container_id {
+            None => namespaces::decide(&namespaces::observe(&peer.pinned)),
+            Some(_) => HostNamespaces::No("its cgroup names a Docker container".into()),
+        };
         let mut facts = Facts {
             pid: peer.pinned.pid(),
             uid: peer.uid,
             gid: peer.gid,
-            exe: peer.pinned.exe(),
+            exe: exe.path,
             systemd_unit: peer.systemd_unit.clone(),
             container_id: peer.container_id.clone(),
+            host_namespaces,
             ..Facts::default()
         };
-        if self.hash_exe {
-            facts.exe_sha256 = peer.pinned.exe_sha256(self.hash_limit);
+        if let Some(file) = exe_file.filter(|_| self.wants_hash(peer)) {
+            facts.exe_sha256 = self.hasher.sha256(file).await;
         }
         if let Some(id) = &peer.container_id {
             match &self.docker {
@@ -120,6 +174,53 @@ impl Attestor {
         }
         peer.pinned.verify()?;
         Ok(facts)
+    }
+
+    fn wants_hash(&self, peer: &Peer) -> bool {
+        let in_container = peer.container_id.is_some();
+        self.hash_exe
+            && self
+                .hash_rules
+                .as_deref()
+                .is_none_or(|rules| crate::selector::wants_exe_hash(rules, peer.uid, peer.gid, in_container))
+    }
+}
+
+/// The executable a process runs: its path and the file mapped (device, inode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ExeSeen {
+    path: Option<PathBuf>,
+    id: Option<(u64, u64)>,
+}
+
+impl ExeSeen {
+    /// Reads `/proc/<pid>/exe` (link and file); also returns the open file, for hashing.
+    fn of(pinned: &Pinned) -> (Self, Option<std::fs::File>) {
+        let file = pinned.open_exe().ok();
+        let id = file.as_ref().and_then(|f| f.metadata().ok()).map(|m| ExeId::of(&m)).map(|id| (id.dev, id.ino));
+        (Self { path: pinned.exe(), id }, file)
+    }
+
+    /// The same file at the same path. The kernel appends " (deleted)" to the link once the file is
+    /// unlinked (a package upgrade): that is not an exec, so it is ignored.
+    fn same_as(&self, other: &ExeSeen) -> bool {
+        let path = |seen: &ExeSeen| {
+            seen.path.as_ref().map(|p| {
+                let text = p.to_string_lossy();
+                text.strip_suffix(" (deleted)").map(str::to_string).unwrap_or_else(|| text.into_owned())
+            })
+        };
+        self.id == other.id && path(self) == path(other)
+    }
+}
+
+impl std::fmt::Display for ExeSeen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.path, &self.id) {
+            (Some(path), Some((_, ino))) => write!(f, "{} (inode {ino})", path.display()),
+            (Some(path), None) => write!(f, "{}", path.display()),
+            (None, _) => f.write_str("an unreadable executable"),
+        }
     }
 }
 
@@ -160,6 +261,8 @@ pub struct Peer {
     gid: u32,
     container_id: Option<String>,
     systemd_unit: Option<String>,
+    /// The executable when the connection was accepted.
+    exe_at_connect: ExeSeen,
 }
 
 impl Peer {
@@ -174,5 +277,30 @@ impl Peer {
     /// The pid (for logs).
     pub fn pid(&self) -> i32 {
         self.pinned.pid()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_executable_is_the_same_file_at_the_same_path() {
+        let seen = |path: &str, id: (u64, u64)| ExeSeen { path: Some(path.into()), id: Some(id) };
+        let a = seen("/usr/bin/a", (1, 10));
+        let cases = [
+            (seen("/usr/bin/a", (1, 10)), true),
+            (seen("/usr/bin/a (deleted)", (1, 10)), true),
+            (seen("/usr/bin/b", (1, 10)), false),
+            (seen("/usr/bin/a", (1, 11)), false),
+            (seen("/usr/bin/a", (2, 10)), false),
+            (ExeSeen { path: Some("/usr/bin/a".into()), id: None }, false),
+            (ExeSeen { path: None, id: None }, false),
+        ];
+        for (now, same) in cases {
+            assert_eq!(now.same_as(&a), same, "{now:?}");
+        }
+        let unreadable = ExeSeen { path: None, id: None };
+        assert!(unreadable.same_as(&unreadable.clone()), "unreadable then and now: nothing changed that we can see");
     }
 }

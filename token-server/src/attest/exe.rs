@@ -1,0 +1,191 @@
+//! The caller's executable: its identity (which file, in which version) and its SHA-256.
+//!
+//! Hashing reads up to `exe_hash_limit` bytes, so it never runs on the async workers: it runs on
+//! tokio's blocking pool, at most [`HASH_CONCURRENCY`] at a time, and each digest is cached under the
+//! file's [`ExeId`] (device, inode, size, mtime, ctime) in a bounded map. Any write to the file
+//! changes its mtime and ctime (ctime cannot be set back by anyone), so a cached digest is never
+//! served for changed contents.
+
+use std::collections::HashMap;
+use std::fs::{File, Metadata};
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+/// Executables hashed at once (the device has few cores; each hash is I/O and CPU bound).
+pub const HASH_CONCURRENCY: usize = 2;
+/// Digests remembered; the cache is emptied when it is full.
+pub const HASH_CACHE_MAX: usize = 256;
+
+/// Which file, in which version: equal ids mean the same inode with unchanged contents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ExeId {
+    /// Device of the filesystem.
+    pub dev: u64,
+    /// Inode number.
+    pub ino: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification (seconds, nanoseconds).
+    pub mtime: (i64, i64),
+    /// Last status change (seconds, nanoseconds); unlike mtime, no one can set it back.
+    pub ctime: (i64, i64),
+}
+
+impl ExeId {
+    /// The id of a file from its metadata.
+    pub fn of(meta: &Metadata) -> Self {
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+}
+
+/// SHA-256 (lowercase hex) of an open file from its start, `None` above `limit` bytes or on a read
+/// error. Blocking.
+pub fn sha256_file(file: &File, limit: u64) -> Option<String> {
+    if file.metadata().ok()?.len() > limit {
+        return None;
+    }
+    let mut hasher = Sha256::new();
+    let mut reader = file.take(limit.saturating_add(1));
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = reader.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        if total > limit {
+            return None;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Some(hex::encode(hasher.finalize()))
+}
+
+/// Hashes executables off the async workers, bounded and cached.
+#[derive(Debug, Clone)]
+pub struct ExeHasher {
+    limit: u64,
+    permits: Arc<Semaphore>,
+    cache: Arc<Mutex<HashMap<ExeId, String>>>,
+}
+
+impl ExeHasher {
+    /// A hasher that refuses files above `limit` bytes.
+    pub fn new(limit: u64) -> Self {
+        Self { limit, permits: Arc::new(Semaphore::new(HASH_CONCURRENCY)), cache: Arc::default() }
+    }
+
+    /// The SHA-256 of `file` (already opened through `/proc/<pid>/exe`); `None` when it is above the
+    /// limit, cannot be read, or changed while it was read.
+    pub async fn sha256(&self, file: File) -> Option<String> {
+        let id = ExeId::of(&file.metadata().ok()?);
+        if let Some(digest) = self.cached(&id) {
+            return Some(digest);
+        }
+        let _permit = self.permits.acquire().await.ok()?;
+        // Another caller of the same binary may have hashed it while this one waited.
+        if let Some(digest) = self.cached(&id) {
+            return Some(digest);
+        }
+        let limit = self.limit;
+        let hashed = tokio::task::spawn_blocking(move || {
+            let digest = sha256_file(&file, limit)?;
+            // Written to while it was read: the digest describes no version of the file.
+            let after = ExeId::of(&file.metadata().ok()?);
+            (after == id).then_some(digest)
+        });
+        let digest = hashed.await.ok()??;
+        self.remember(id, digest.clone());
+        Some(digest)
+    }
+
+    fn cached(&self, id: &ExeId) -> Option<String> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+    }
+
+    fn remember(&self, id: ExeId, digest: String) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= HASH_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(id, digest);
+    }
+
+    /// Digests cached (for tests and metrics).
+    pub fn cached_len(&self) -> usize {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Seek, Write};
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    }
+
+    #[test]
+    fn digests_are_cached_by_file_version_and_recomputed_after_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bin");
+        std::fs::write(&path, b"version one").unwrap();
+        let hasher = ExeHasher::new(1024);
+        let rt = runtime();
+        let first = rt.block_on(hasher.sha256(File::open(&path).unwrap())).unwrap();
+        assert_eq!(first, hex::encode(Sha256::digest(b"version one")));
+        assert_eq!(hasher.cached_len(), 1);
+        let id = ExeId::of(&std::fs::metadata(&path).unwrap());
+        assert_eq!(hasher.cached(&id).as_deref(), Some(first.as_str()), "keyed by the file's id");
+        assert_eq!(rt.block_on(hasher.sha256(File::open(&path).unwrap())).unwrap(), first, "served from the cache");
+
+        // Same size, same inode, contents rewritten in place, and even the mtime set back: the
+        // ctime still moves, so the key changes and the digest is computed again.
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all(b"version two").unwrap();
+        file.set_modified(mtime).unwrap();
+        drop(file);
+        let changed = ExeId::of(&std::fs::metadata(&path).unwrap());
+        assert_eq!((changed.ino, changed.size, changed.mtime), (id.ino, id.size, id.mtime));
+        assert_ne!(changed, id);
+        let second = rt.block_on(hasher.sha256(File::open(&path).unwrap())).unwrap();
+        assert_eq!(second, hex::encode(Sha256::digest(b"version two")));
+        assert_eq!(hasher.cached_len(), 2);
+    }
+
+    #[test]
+    fn files_above_the_limit_are_not_hashed_or_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big");
+        std::fs::write(&path, vec![7u8; 100]).unwrap();
+        let hasher = ExeHasher::new(99);
+        assert_eq!(runtime().block_on(hasher.sha256(File::open(&path).unwrap())), None);
+        assert_eq!(hasher.cached_len(), 0);
+        let mut file = File::open(&path).unwrap();
+        file.seek(std::io::SeekFrom::Start(0)).unwrap();
+        assert!(sha256_file(&file, 100).is_some_and(|d| d.len() == 64));
+    }
+
+    #[test]
+    fn the_cache_stays_bounded() {
+        let hasher = ExeHasher::new(1);
+        for ino in 0..(HASH_CACHE_MAX as u64 + 10) {
+            let id = ExeId { dev: 1, ino, size: 0, mtime: (0, 0), ctime: (0, 0) };
+            hasher.remember(id, String::new());
+        }
+        assert!(hasher.cached_len() <= HASH_CACHE_MAX);
+    }
+}
