@@ -85,7 +85,10 @@ fn a_directory_in_the_way_is_an_error_that_says_so_and_leaves_no_temp() {
     fs::create_dir_all(path.join("x")).unwrap();
     let err = write(&path, b"data", &Options::private()).unwrap_err();
     assert!(
-        matches!(err.kind(), io::ErrorKind::IsADirectory | io::ErrorKind::DirectoryNotEmpty | io::ErrorKind::AlreadyExists),
+        matches!(
+            err.kind(),
+            io::ErrorKind::IsADirectory | io::ErrorKind::DirectoryNotEmpty | io::ErrorKind::AlreadyExists
+        ),
         "{err:?}"
     );
     assert!(err.to_string().contains(&path.display().to_string()), "{err}");

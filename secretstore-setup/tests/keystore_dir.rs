@@ -135,6 +135,26 @@ fn a_directory_others_can_read_is_refused_for_writing() {
     assert!(snapshot(root.path()).is_empty());
 }
 
+#[test]
+fn open_with_ikm_opens_with_the_files_own_salt_and_says_what_to_do_otherwise() {
+    let (_root, dir) = ks_dir();
+    let ikm = kdf_plugins::Ikm::new(vec![7; 32]);
+    let keystore = Keystore::new(shares(3), 3).unwrap();
+    let store = KeystoreDir::new(&dir);
+    store.create(&keystore.seal(&keystore.derive_kek(&ikm)).unwrap()).unwrap();
+
+    let (opened, kek) = store.open_with_ikm(&ikm).unwrap();
+    assert_eq!(opened, keystore);
+    store.update(&kek, |k| k.set_item("pki-ca-key", SecretBytes::new(b"k".to_vec()))).unwrap();
+
+    let err = store.open_with_ikm(&kdf_plugins::Ikm::new(vec![8; 32])).unwrap_err();
+    assert!(matches!(err, KeystoreError::WrongKek { .. }), "{err:?}");
+    assert!(err.to_string().contains("hardware or the KDF plug-in changed"), "{err}");
+    let err = KeystoreDir::new(dir.join("none")).open_with_ikm(&ikm).unwrap_err();
+    assert!(matches!(err, KeystoreError::Missing(_)), "{err:?}");
+    assert!(err.to_string().contains("run `security-bootstrap setup` first"), "{err}");
+}
+
 const CHILD_ENV: &str = "EDGESEAL_TEST_KEYSTORE_WRITER";
 
 /// The child side of the crash test: rewrites the keystore as fast as it can until killed.

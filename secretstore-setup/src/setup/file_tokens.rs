@@ -184,7 +184,8 @@ fn open_service_dir(base: &Dir, name: &str, owner: Option<FileTokenOwner>) -> Re
         move |e: Errno| durable_file::Error { op, path, source: e.into() }
     };
     if let Some(owner) = owner {
-        let (uid, gid) = (rustix::fs::Uid::from_raw_unchecked(owner.uid), rustix::fs::Gid::from_raw_unchecked(owner.gid));
+        let (uid, gid) =
+            (rustix::fs::Uid::from_raw_unchecked(owner.uid), rustix::fs::Gid::from_raw_unchecked(owner.gid));
         rustix::fs::fchown(&dir, Some(uid), Some(gid)).map_err(io("changing the owner of"))?;
     }
     rustix::fs::fchmod(&dir, Mode::from_raw_mode(0o700)).map_err(io("setting the mode of"))?;
@@ -226,7 +227,8 @@ fn directory_in_the_way(e: &durable_file::Error) -> bool {
 /// directory (a rename moves the entry itself, whatever it holds or points to), then remove it if it
 /// is empty. A non-empty one stays as `.secrets-token.json.displaced-<random>` for the service to clean.
 fn displace_directory(dir: &Dir) -> Result<(), FileTokenError> {
-    let io = |op: &'static str, e: Errno| durable_file::Error { op, path: dir.path().join(FILE_NAME), source: e.into() };
+    let io =
+        |op: &'static str, e: Errno| durable_file::Error { op, path: dir.path().join(FILE_NAME), source: e.into() };
     match rustix::fs::statat(dir, FILE_NAME, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(stat) if FileType::from_raw_mode(stat.st_mode) == FileType::Directory => {}
         Ok(_) | Err(Errno::NOENT) => return Ok(()),
@@ -304,7 +306,8 @@ mod tests {
     use super::*;
 
     fn info(role: Option<&str>, meta: &[(&str, &str)]) -> TokenInfo {
-        let meta: Map<String, Value> = meta.iter().map(|(k, v)| (k.to_string(), Value::String(v.to_string()))).collect();
+        let meta: Map<String, Value> =
+            meta.iter().map(|(k, v)| (k.to_string(), Value::String(v.to_string()))).collect();
         serde_json::from_value(serde_json::json!({"accessor": "a", "role": role, "meta": meta})).unwrap()
     }
 

@@ -137,5 +137,9 @@ fn remove_durably(path: &Path) -> Result<(), SetupError> {
 }
 
 pub(crate) fn sync_parent(path: &Path) -> Result<(), SetupError> {
-    durable_file::sync_parent(path).map_err(|e| SetupError::Io { doing: "syncing directory", path: e.path, source: e.source })
+    durable_file::sync_parent(path).map_err(|e| SetupError::Io {
+        doing: "syncing directory",
+        path: e.path,
+        source: e.source,
+    })
 }
