@@ -156,6 +156,19 @@ fn a_service_directory_that_cannot_be_written_through_is_reported_and_the_others
     assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0, "nothing written through the symlink");
     let meta = fs::metadata(outside.path()).unwrap();
     assert_eq!((meta.uid(), meta.permissions().mode() & 0o777), (0, 0o755), "the target's owner and mode untouched");
+
+    // The `setup` command succeeds too and tells the operator.
+    let config = f.device.write_config(&f.setup);
+    let out = std::process::Command::new(edgeseal_tests::workspace_binary("security-bootstrap"))
+        .args(["setup", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("problem      file token of alpha not written"), "{text}");
+    assert!(text.contains("refreshed    file token of beta refreshed"), "{text}");
+    assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0, "nothing written through the symlink");
 }
 
 #[test]

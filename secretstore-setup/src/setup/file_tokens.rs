@@ -128,7 +128,8 @@ pub async fn refresh(setup: &Setup, client: &Client, issuer: &Token, report: &mu
             report.problems.push(format!("superseded file token of {name} not revoked: {problem}"));
         }
     }
-    remove_stale(setup, &base, client, issuer, report).await
+    remove_stale(setup, &base, client, issuer, report).await;
+    Ok(())
 }
 
 /// Whether OpenBao's description of a token says it is a file token edgeseal made for `service`:
@@ -141,18 +142,42 @@ pub fn is_file_token_of(info: &TokenInfo, service: &str) -> bool {
         && meta("attestation") == Some(ATTESTATION_FILE)
 }
 
-/// Revokes the token behind `accessor` if it is `service`'s file token. `Err` says why it was not
-/// revoked when it should be looked at (a foreign token named in the file, OpenBao failing).
-async fn revoke_if_file_token_of(client: &Client, issuer: &Token, service: &str, accessor: &str) -> Result<(), String> {
+/// Why a superseded file token was left alone.
+#[derive(Debug, Error)]
+enum NotRevoked {
+    /// The file named a token that is not this service's file token (the service edited its file).
+    #[error("the file named accessor {accessor}, which is not a file token of {service}; left alone (the service's previous file token expires at its TTL)")]
+    Foreign {
+        /// The accessor found in the file (not a secret: it only looks up, renews or revokes).
+        accessor: String,
+        /// The service whose file it was.
+        service: String,
+    },
+    /// OpenBao could not be asked, or refused.
+    #[error("{doing}: {source}")]
+    OpenBao {
+        /// What was being done.
+        doing: &'static str,
+        /// The client error.
+        source: openbao_client::Error,
+    },
+}
+
+/// Revokes the token behind `accessor` if it is `service`'s file token; otherwise says why not.
+async fn revoke_if_file_token_of(
+    client: &Client,
+    issuer: &Token,
+    service: &str,
+    accessor: &str,
+) -> Result<(), NotRevoked> {
     match client.lookup_accessor(issuer, accessor).await {
         Ok(None) => Ok(()), // already expired or revoked
-        Ok(Some(info)) if is_file_token_of(&info, service) => {
-            client.revoke_accessor(issuer, accessor).await.map_err(|e| format!("revoking its accessor: {e}"))
-        }
-        Ok(Some(_)) => Err(format!(
-            "the file named accessor {accessor}, which is not a file token of {service}; left alone (someone edited the file)"
-        )),
-        Err(e) => Err(format!("looking up its accessor: {e}")),
+        Ok(Some(info)) if is_file_token_of(&info, service) => client
+            .revoke_accessor(issuer, accessor)
+            .await
+            .map_err(|source| NotRevoked::OpenBao { doing: "revoking its accessor", source }),
+        Ok(Some(_)) => Err(NotRevoked::Foreign { accessor: accessor.to_string(), service: service.to_string() }),
+        Err(source) => Err(NotRevoked::OpenBao { doing: "looking up its accessor", source }),
     }
 }
 
@@ -267,14 +292,8 @@ fn read_accessor(dir: &Dir) -> Option<String> {
 }
 
 /// Revokes and removes the token files of services that no longer have `file_token`.
-async fn remove_stale(
-    setup: &Setup,
-    base: &Dir,
-    client: &Client,
-    issuer: &Token,
-    report: &mut Report,
-) -> Result<(), SetupError> {
-    let Ok(entries) = std::fs::read_dir(base.path()) else { return Ok(()) };
+async fn remove_stale(setup: &Setup, base: &Dir, client: &Client, issuer: &Token, report: &mut Report) {
+    let Ok(entries) = std::fs::read_dir(base.path()) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let keep = setup.services.iter().any(|s| s.name == name && s.file_token.is_some());
@@ -287,17 +306,16 @@ async fn remove_stale(
             tracing::warn!(service = name, problem = %problem, "file token of a removed service not revoked");
             report.problems.push(format!("file token of removed service {name} not revoked: {problem}"));
         }
-        let path = dir.path().join(FILE_NAME);
-        rustix::fs::unlinkat(&dir, FILE_NAME, AtFlags::empty()).map_err(|e| SetupError::Io {
-            doing: "removing a stale token file",
-            path: path.clone(),
-            source: e.into(),
-        })?;
+        if let Err(e) = rustix::fs::unlinkat(&dir, FILE_NAME, AtFlags::empty()) {
+            let path = dir.path().join(FILE_NAME);
+            tracing::warn!(service = name, path = %path.display(), error = %e, "stale token file not removed");
+            report.problems.push(format!("stale token file {} not removed: {e}; remove it", path.display()));
+            continue;
+        }
         drop(dir);
         let _ = rustix::fs::unlinkat(base, name.as_str(), AtFlags::REMOVEDIR);
         report.changes.push(format!("file token of {name} revoked and removed (no longer configured)"));
     }
-    Ok(())
 }
 
 #[cfg(test)]
