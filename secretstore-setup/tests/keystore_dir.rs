@@ -232,6 +232,28 @@ fn a_writer_killed_at_any_instant_leaves_a_whole_keystore() {
     assert_eq!(none + whole, 25);
 }
 
+#[test]
+fn a_writer_waits_while_another_holds_the_directory_lock() {
+    let (_root, dir) = ks_dir();
+    create(&dir, 1);
+    let held = fs::File::open(&dir).unwrap();
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    let before = snapshot(&dir);
+    let writer = std::thread::spawn({
+        let dir = dir.clone();
+        move || KeystoreDir::new(&dir).update(&kek(), |k| k.set_item("late", SecretBytes::new(b"1".to_vec())))
+    });
+    // However long we look, nothing is written while the lock is held.
+    for _ in 0..20 {
+        assert!(!writer.is_finished(), "the writer cannot finish while another holds the lock");
+        assert_eq!(snapshot(&dir), before);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(held);
+    writer.join().unwrap().expect("the writer proceeds once the lock is released");
+    assert!(KeystoreDir::new(&dir).open(&kek()).unwrap().item("late").is_some());
+}
+
 const RACE_ENV: &str = "EDGESEAL_TEST_KEYSTORE_RACER";
 /// Increments each racer makes.
 const RACE_ROUNDS: u64 = 60;
