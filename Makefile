@@ -20,7 +20,7 @@ build: deps
 
 ## make test: install what is missing, then run every test (unit, integration, CLI).
 test: test-deps
-	EDGESEAL_BAO="$$(scripts/ensure-deps.sh --bao-path)" $(CARGO) test --workspace --locked
+	EDGESEAL_BAO="$$(scripts/ensure-deps.sh --bao-path)" $(CARGO) test --workspace --locked --features security-bootstrap/crash-points
 
 ## make lint: formatting and clippy with warnings as errors.
 lint: deps

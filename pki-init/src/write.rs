@@ -1,13 +1,14 @@
 //! Writing the PKI directory: atomic and durable, with exact modes and owners.
 //!
-//! Each file goes to a temp file beside its target (created with its final mode, `.pki-init-*.tmp`),
-//! is given its owner, fsynced and renamed into place; each directory touched is fsynced afterwards. A
-//! crash leaves every file either old or new, and the next run converges from there.
+//! Each file goes through [`durable_file`]: a temp file beside its target (`.pki-init-<name>.*.tmp`),
+//! given its owner and exact mode, fsynced and renamed into place; each directory touched is fsynced
+//! once afterwards. A crash leaves every file either old or new, and the next run converges from there.
 
-use std::fs::{self, DirBuilder, OpenOptions, Permissions};
-use std::io::Write;
-use std::os::unix::fs::{fchown, DirBuilderExt, PermissionsExt};
+use std::fs::{self, DirBuilder, Permissions};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
+
+use durable_file::{Dir, Options};
 
 use crate::config::{CertName, PkiConfig};
 use crate::error::PkiError;
@@ -15,9 +16,7 @@ use crate::issue::{Fresh, Issued};
 use crate::pem;
 use crate::plan::{Plan, Step};
 use crate::report::Action;
-use crate::scan::{
-    io_err, CaCert, Disk, CA_DIR, CERT_FILE, INTERMEDIATE_FILE, KEY_FILE, ROOT_FILE, TEMP_PREFIX, TEMP_SUFFIX,
-};
+use crate::scan::{io_err, CaCert, Disk, CA_DIR, CERT_FILE, INTERMEDIATE_FILE, KEY_FILE, ROOT_FILE, TEMP_PREFIX};
 
 /// Mode of `pki.dir` and `ca/` when pki-init creates them: they hold only public certificates, and
 /// services running as other users must reach `ca/ca.pem` and their own `<name>/`.
@@ -133,33 +132,19 @@ pub(crate) fn write_file(
     mode: u32,
     owner: Option<(u32, u32)>,
 ) -> Result<(), PkiError> {
-    let target = dir.join(name);
-    let mut temp = tempfile::Builder::new()
-        .prefix(&format!("{TEMP_PREFIX}{name}."))
-        .suffix(TEMP_SUFFIX)
-        .permissions(Permissions::from_mode(mode & 0o600))
-        .tempfile_in(dir)
-        .map_err(|e| io_err("creating a temp file in", dir, e))?;
-    if let Some((uid, gid)) = owner {
-        fchown(temp.as_file(), Some(uid), Some(gid)).map_err(|e| io_err("changing the owner of", temp.path(), e))?;
-    }
-    // Exact mode regardless of the umask; only after the owner is final.
-    temp.as_file()
-        .set_permissions(Permissions::from_mode(mode))
-        .map_err(|e| io_err("setting the mode of", temp.path(), e))?;
-    temp.write_all(bytes).map_err(|e| io_err("writing", temp.path(), e))?;
-    temp.as_file().sync_all().map_err(|e| io_err("syncing", temp.path(), e))?;
-    temp.persist(&target).map_err(|e| io_err("renaming a temp file to", &target, e.error))?;
+    let options = Options::with_mode(mode).maybe_owner(owner).temp_prefix(&format!("{TEMP_PREFIX}{name}."));
+    let handle = Dir::open(dir).map_err(durable_error)?;
+    durable_file::write_in(&handle, name, bytes, &options).map_err(durable_error)?;
     Ok(())
 }
 
 /// fsyncs a directory so that renames and removals in it survive a power cut.
 pub(crate) fn sync_dir(path: &Path) -> Result<(), PkiError> {
-    OpenOptions::new()
-        .read(true)
-        .open(path)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_err("syncing directory", path, e))
+    durable_file::sync_dir(path).map_err(durable_error)
+}
+
+fn durable_error(e: durable_file::Error) -> PkiError {
+    io_err(e.op, &e.path, e.source)
 }
 
 /// Removes a file pki-init wrote (a stale leaf's file or a crash's temp file).

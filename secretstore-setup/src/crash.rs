@@ -1,11 +1,15 @@
 //! Named crash points for crash-safety tests.
 //!
-//! When the environment variable `EDGESEAL_TEST_CRASH_AT` names a point, the process kills itself with
-//! SIGKILL when it reaches it — exactly what `kill -9` at that instant would do. Unset (always, in
-//! production), each point is one environment lookup.
+//! Built with the cargo feature `crash-points` (the test build enables it; release builds do not),
+//! the process kills itself with SIGKILL when it reaches the point named by the environment variable
+//! [`CRASH_ENV`] — exactly what `kill -9` at that instant would do. Without the feature, [`point`] is
+//! an empty inline function: no environment lookup, nothing a production process could be made to do.
 
-/// The environment variable naming the point to crash at.
+/// The environment variable naming the point to crash at (read only with the `crash-points` feature).
 pub const CRASH_ENV: &str = "EDGESEAL_TEST_CRASH_AT";
+
+/// Whether this build has crash points (the cargo feature `crash-points`).
+pub const ENABLED: bool = cfg!(feature = "crash-points");
 
 /// Every crash point, in the order a first initialization reaches them.
 pub const POINTS: &[&str] = &[
@@ -36,9 +40,15 @@ pub fn reboot_points() -> impl Iterator<Item = &'static str> {
 }
 
 /// Dies here if the test asked for it.
+#[cfg(feature = "crash-points")]
 pub fn point(name: &str) {
     if std::env::var_os(CRASH_ENV).is_some_and(|v| v == name) {
         tracing::warn!(point = name, "test crash point reached: killing the process");
         let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
     }
 }
+
+/// Without the `crash-points` feature a crash point is nothing at all.
+#[cfg(not(feature = "crash-points"))]
+#[inline(always)]
+pub fn point(_name: &str) {}

@@ -9,7 +9,8 @@
 //! - [`setup`]: initialize, unseal and configure OpenBao, converging on every run (SPEC §6, §8).
 //! - [`supervise`]: run a local OpenBao as a child, restarted when it dies.
 //! - [`watchdog`]: re-unseal an OpenBao that comes back sealed.
-//! - [`crash`]: named crash points for the crash-safety tests.
+//! - [`crash`]: named crash points for the crash-safety tests (cargo feature `crash-points`, off by
+//!   default: without it a crash point is nothing).
 //! - [`server_config`]: the OpenBao `config.hcl` edgeseal writes for an OpenBao it starts.
 
 #![forbid(unsafe_code)]

@@ -1,5 +1,6 @@
-//! The keystore on disk: modes, no-clobber creation, updates that keep the shares, and kill -9 at any
-//! instant leaving the old file or the new one — never a mix, never a keystore that cannot unseal.
+//! The keystore on disk: modes, no-clobber creation, updates that keep the shares, kill -9 at any
+//! instant leaving the old file or the new one — never a mix, never a keystore that cannot unseal —
+//! and two processes updating it at once both landing (the directory's lock).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -134,6 +135,26 @@ fn a_directory_others_can_read_is_refused_for_writing() {
     assert!(snapshot(root.path()).is_empty());
 }
 
+#[test]
+fn open_with_ikm_opens_with_the_files_own_salt_and_says_what_to_do_otherwise() {
+    let (_root, dir) = ks_dir();
+    let ikm = kdf_plugins::Ikm::new(vec![7; 32]);
+    let keystore = Keystore::new(shares(3), 3).unwrap();
+    let store = KeystoreDir::new(&dir);
+    store.create(&keystore.seal(&keystore.derive_kek(&ikm)).unwrap()).unwrap();
+
+    let (opened, kek) = store.open_with_ikm(&ikm).unwrap();
+    assert_eq!(opened, keystore);
+    store.update(&kek, |k| k.set_item("pki-ca-key", SecretBytes::new(b"k".to_vec()))).unwrap();
+
+    let err = store.open_with_ikm(&kdf_plugins::Ikm::new(vec![8; 32])).unwrap_err();
+    assert!(matches!(err, KeystoreError::WrongKek { .. }), "{err:?}");
+    assert!(err.to_string().contains("hardware or the KDF plug-in changed"), "{err}");
+    let err = KeystoreDir::new(dir.join("none")).open_with_ikm(&ikm).unwrap_err();
+    assert!(matches!(err, KeystoreError::Missing(_)), "{err:?}");
+    assert!(err.to_string().contains("run `security-bootstrap setup` first"), "{err}");
+}
+
 const CHILD_ENV: &str = "EDGESEAL_TEST_KEYSTORE_WRITER";
 
 /// The child side of the crash test: rewrites the keystore as fast as it can until killed.
@@ -209,4 +230,81 @@ fn a_writer_killed_at_any_instant_leaves_a_whole_keystore() {
         }
     }
     assert_eq!(none + whole, 25);
+}
+
+#[test]
+fn a_writer_waits_while_another_holds_the_directory_lock() {
+    let (_root, dir) = ks_dir();
+    create(&dir, 1);
+    let held = fs::File::open(&dir).unwrap();
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    let before = snapshot(&dir);
+    let writer = std::thread::spawn({
+        let dir = dir.clone();
+        move || KeystoreDir::new(&dir).update(&kek(), |k| k.set_item("late", SecretBytes::new(b"1".to_vec())))
+    });
+    // However long we look, nothing is written while the lock is held.
+    for _ in 0..20 {
+        assert!(!writer.is_finished(), "the writer cannot finish while another holds the lock");
+        assert_eq!(snapshot(&dir), before);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(held);
+    writer.join().unwrap().expect("the writer proceeds once the lock is released");
+    assert!(KeystoreDir::new(&dir).open(&kek()).unwrap().item("late").is_some());
+}
+
+const RACE_ENV: &str = "EDGESEAL_TEST_KEYSTORE_RACER";
+/// Increments each racer makes.
+const RACE_ROUNDS: u64 = 60;
+
+fn counter(keystore: &Keystore, item: &str) -> u64 {
+    keystore.item(item).map_or(0, |v| u64::from_le_bytes(v.expose().try_into().unwrap()))
+}
+
+/// The child side of the race: increments the shared counter (and its own) RACE_ROUNDS times. Any
+/// error — the keystore "changed on disk", a vanished temp file — fails the child.
+fn racer_child(dir: &Path, name: &str) -> ! {
+    let store = KeystoreDir::new(dir);
+    for _ in 0..RACE_ROUNDS {
+        store
+            .update(&kek(), |k| {
+                let (shared, own) = (counter(k, "shared") + 1, counter(k, name) + 1);
+                k.set_item("shared", SecretBytes::new(shared.to_le_bytes().to_vec()))?;
+                k.set_item(name, SecretBytes::new(own.to_le_bytes().to_vec()))
+            })
+            .unwrap_or_else(|e| panic!("racer {name}: {e}"));
+    }
+    std::process::exit(0);
+}
+
+#[test]
+fn two_processes_updating_at_once_both_land() {
+    if let Ok(spec) = std::env::var(RACE_ENV) {
+        let (name, dir) = spec.split_once(':').unwrap();
+        racer_child(Path::new(dir), name);
+    }
+    let (_root, dir) = ks_dir();
+    let original = create(&dir, 1);
+    let racers: Vec<_> = ["racer-a", "racer-b"]
+        .iter()
+        .map(|name| {
+            Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "two_processes_updating_at_once_both_land", "--nocapture"])
+                .env(RACE_ENV, format!("{name}:{}", dir.display()))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for racer in racers {
+        let out = racer.wait_with_output().unwrap();
+        assert!(out.status.success(), "a concurrent writer failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let keystore = KeystoreDir::new(&dir).open(&kek()).unwrap();
+    assert_eq!(keystore.shares(), original.shares());
+    assert_eq!((counter(&keystore, "racer-a"), counter(&keystore, "racer-b")), (RACE_ROUNDS, RACE_ROUNDS));
+    assert_eq!(counter(&keystore, "shared"), 2 * RACE_ROUNDS, "no update was lost");
+    assert_eq!(snapshot(&dir).len(), 1, "no temp file left behind");
 }

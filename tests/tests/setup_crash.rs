@@ -2,6 +2,10 @@
 //! every named point of a first initialization and of a reboot; every rerun converges, and OpenBao can
 //! always still be unsealed afterwards. The one point where the shares can be lost (between OpenBao's
 //! answer to sys/init and the keystore's fsync) is detected and explained instead.
+//!
+//! Crash points exist only in a build with the cargo feature `crash-points`: `cargo test --workspace`
+//! (and `make test`) builds the binary with it, because this crate enables it on its dev-dependency
+//! `security-bootstrap`; a release build has none.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -26,6 +30,20 @@ fn setup_cli(config: &Path, crash_at: Option<&str>) -> Output {
         command.env(CRASH_ENV, point);
     }
     command.output().unwrap()
+}
+
+/// Runs setup told to die at `point` and checks that it did (SIGKILL).
+fn crash_at(config: &Path, point: &str) {
+    let crashed = setup_cli(config, Some(point));
+    assert_eq!(
+        crashed.status.signal(),
+        Some(9),
+        "{point}: expected kill -9 at the point; if setup ran to the end instead, {} was built without the \
+         `crash-points` feature: build it with `cargo test --workspace` (or `cargo build -p security-bootstrap \
+         --features crash-points`): {}",
+        bootstrap_binary().display(),
+        text(&crashed)
+    );
 }
 
 fn text(output: &Output) -> String {
@@ -58,8 +76,7 @@ fn killed_at_any_point_of_a_first_initialization_a_rerun_converges() {
         let setup = device.setup(&bao, services());
         let config = device.write_config(&setup);
 
-        let crashed = setup_cli(&config, Some(point));
-        assert_eq!(crashed.status.signal(), Some(9), "{point}: expected kill -9 at the point: {}", text(&crashed));
+        crash_at(&config, point);
 
         let rerun = setup_cli(&config, None);
         if point == "after-init" {
@@ -89,8 +106,7 @@ fn killed_at_any_point_of_a_reboot_a_rerun_converges() {
 
     for point in reboot_points() {
         bao.restart();
-        let crashed = setup_cli(&config, Some(point));
-        assert_eq!(crashed.status.signal(), Some(9), "{point}: {}", text(&crashed));
+        crash_at(&config, point);
         let rerun = setup_cli(&config, None);
         assert!(rerun.status.success(), "{point}: rerun must converge: {}", text(&rerun));
         assert!(!device.keystore_dir().join("root-accessor.pending").exists(), "{point}: root revoked");

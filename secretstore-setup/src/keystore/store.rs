@@ -1,24 +1,34 @@
 //! The keystore directory on disk: `<dir>/keystore.json`, mode 0600 in a 0700 directory.
 //!
-//! Writes are atomic and durable — a temp file beside the target, fsync, rename (or a no-clobber link
-//! for a first write), fsync the directory — so a crash at any instant leaves the old file or the new
-//! one, never a mix. A keystore is never replaced by one with different unseal shares.
+//! Writes are atomic and durable ([`durable_file`]: a temp file beside the target, fsync, rename — or a
+//! no-clobber move for a first write — fsync the directory), so a crash at any instant leaves the old
+//! file or the new one, never a mix. A keystore is never replaced by one with different unseal shares.
+//!
+//! Every write is a read-modify-write under an exclusive `flock` on the directory itself, so two
+//! writers (setup and `pki`, two setups) take turns instead of losing one's update: a second writer
+//! waits up to [`LOCK_WAIT`], then fails with [`KeystoreError::Locked`]. Readers take no lock: they
+//! always see a whole file, the old one or the new one.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::fs::{self, File};
+use std::io::{self, Read};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use kdf_plugins::Kek;
+use durable_file::{Dir, Options, Outcome};
+use kdf_plugins::{Ikm, Kek};
 use thiserror::Error;
 
 use super::format::{FormatError, KeystoreFile, MAX_FILE_LEN};
-use super::{open, BuildError, Keystore, OpenError};
+use super::{derive_file_kek, open, BuildError, Keystore, OpenError};
 
 /// The keystore's file name inside its directory.
 pub const FILE_NAME: &str = "keystore.json";
 const TEMP_PREFIX: &str = ".keystore.json.";
-const TEMP_SUFFIX: &str = ".tmp";
+/// How long a writer waits for another writer's lock on the keystore directory.
+pub const LOCK_WAIT: Duration = Duration::from_secs(30);
+/// How often a waiting writer tries the lock again.
+const LOCK_POLL: Duration = Duration::from_millis(10);
 
 /// A failure reading or writing the keystore, naming the path and what to do.
 #[derive(Debug, Error)]
@@ -34,8 +44,16 @@ pub enum KeystoreError {
         source: io::Error,
     },
     /// No keystore where one is needed.
-    #[error("no keystore at {0}")]
+    #[error("no keystore at {0}: run `security-bootstrap setup` first, or restore the keystore from a backup")]
     Missing(PathBuf),
+    /// Another writer held the directory's lock for longer than [`LOCK_WAIT`].
+    #[error("keystore directory {path} stayed locked by another edgeseal process for {}; check for a hung `security-bootstrap` holding it (`fuser -v {}`) and retry", humantime::format_duration(*.waited), .path.display())]
+    Locked {
+        /// The directory.
+        path: PathBuf,
+        /// How long this writer waited.
+        waited: Duration,
+    },
     /// The directory is not private to edgeseal.
     #[error("keystore directory {path} is not private (owner uid {uid}, mode {mode:04o}); it must be owned by uid {euid} with mode 0700")]
     UnsafeDir {
@@ -135,38 +153,48 @@ impl KeystoreDir {
         open(&file, kek).map_err(|e| self.open_error(e))
     }
 
+    /// The one way to open the keystore from the KDF plug-in's IKM: reads and checks the file, derives
+    /// its KEK with the file's own salt and info, and decrypts it. Returns the keystore and the KEK
+    /// (for later [`KeystoreDir::update`]s). Errors say what the operator should do: no keystore
+    /// ([`KeystoreError::Missing`]), a different plug-in or hardware ([`KeystoreError::WrongKek`]), a
+    /// damaged file ([`KeystoreError::Corrupt`]).
+    pub fn open_with_ikm(&self, ikm: &Ikm) -> Result<(Keystore, Kek), KeystoreError> {
+        let file = self.read()?.ok_or_else(|| KeystoreError::Missing(self.file.clone()))?;
+        let kek = derive_file_kek(&file, ikm).map_err(|reason| self.format_error(reason))?;
+        let keystore = open(&file, &kek).map_err(|e| self.open_error(e))?;
+        Ok((keystore, kek))
+    }
+
     /// Writes a first keystore. Never replaces an existing file: if one exists with the very same bytes
     /// (the same sealed file written twice) that is success; with other bytes — including the same keys
     /// sealed again, since nonces are fresh — it is [`KeystoreError::AlreadyExists`].
     pub fn create(&self, file: &KeystoreFile) -> Result<Created, KeystoreError> {
-        self.ensure_private_dir()?;
+        let dir = self.lock()?;
         let bytes = file.to_bytes();
-        let temp = self.write_temp(&bytes)?;
-        match temp.persist_noclobber(&self.file) {
-            Ok(_) => {
-                self.sync_dir()?;
+        match durable_file::write_in(&dir, FILE_NAME, &bytes, &self.write_options().no_clobber()) {
+            Ok(Outcome::Written) => {
+                dir.sync().map_err(durable_error)?;
                 Ok(Created::Written)
             }
-            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {
-                drop(e.file); // removes the temp file
-                match self.read_bytes()? {
-                    Some(existing) if existing == bytes => Ok(Created::AlreadyPresent),
-                    _ => Err(KeystoreError::AlreadyExists { path: self.file.clone() }),
-                }
-            }
-            Err(e) => Err(self.io("creating", &self.file, e.error)),
+            Ok(Outcome::Exists) => match self.read_bytes()? {
+                Some(existing) if existing == bytes => Ok(Created::AlreadyPresent),
+                _ => Err(KeystoreError::AlreadyExists { path: self.file.clone() }),
+            },
+            Err(e) => Err(durable_error(e)),
         }
     }
 
     /// Changes the secret items of the existing keystore: decrypts it with `kek`, lets `change` edit
     /// the items (the shares cannot be edited), re-encrypts with fresh nonces and replaces the file
-    /// atomically. Fails if the file changed on disk in between.
+    /// atomically. The whole read-modify-write holds the directory's lock, so a concurrent writer's
+    /// change is never lost: it waits (up to [`LOCK_WAIT`]) and then applies its change to this one's
+    /// result. Fails if the file changed on disk in between anyway (a writer that takes no lock).
     pub fn update(
         &self,
         kek: &Kek,
         change: impl FnOnce(&mut Keystore) -> Result<(), BuildError>,
     ) -> Result<Keystore, KeystoreError> {
-        self.ensure_private_dir()?;
+        let dir = self.lock()?;
         let before = self.read_bytes()?.ok_or_else(|| KeystoreError::Missing(self.file.clone()))?;
         let current = KeystoreFile::parse(&before).map_err(|reason| self.format_error(reason))?;
         let mut keystore = open(&current, kek).map_err(|e| self.open_error(e))?;
@@ -178,13 +206,39 @@ impl KeystoreDir {
             return Err(KeystoreError::AlreadyExists { path: self.file.clone() });
         }
         let sealed = keystore.seal(kek).map_err(|source| KeystoreError::Build { path: self.file.clone(), source })?;
-        let temp = self.write_temp(&sealed.to_bytes())?;
         if self.read_bytes()?.as_deref() != Some(before.as_slice()) {
             return Err(KeystoreError::Concurrent { path: self.file.clone() });
         }
-        temp.persist(&self.file).map_err(|e| self.io("replacing", &self.file, e.error))?;
-        self.sync_dir()?;
+        durable_file::write_in(&dir, FILE_NAME, &sealed.to_bytes(), &self.write_options()).map_err(durable_error)?;
+        dir.sync().map_err(durable_error)?;
         Ok(keystore)
+    }
+
+    /// Makes the directory private if needed, then takes its exclusive lock (released when the
+    /// returned handle is dropped, or by the kernel when the process dies: a crash leaves no stale
+    /// lock). Temp files are swept only under the lock, never from under another writer.
+    fn lock(&self) -> Result<Dir, KeystoreError> {
+        self.ensure_private_dir()?;
+        let dir = Dir::open(&self.dir).map_err(durable_error)?;
+        let started = Instant::now();
+        loop {
+            match rustix::fs::flock(&dir, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => break,
+                Err(rustix::io::Errno::WOULDBLOCK | rustix::io::Errno::INTR) if started.elapsed() < LOCK_WAIT => {
+                    std::thread::sleep(LOCK_POLL);
+                }
+                Err(rustix::io::Errno::WOULDBLOCK) => {
+                    return Err(KeystoreError::Locked { path: self.dir.clone(), waited: started.elapsed() })
+                }
+                Err(e) => return Err(self.io("locking", &self.dir, e.into())),
+            }
+        }
+        self.remove_stale_temps();
+        Ok(dir)
+    }
+
+    fn write_options(&self) -> Options {
+        Options::private().temp_prefix(TEMP_PREFIX)
     }
 
     fn read_bytes(&self) -> Result<Option<Vec<u8>>, KeystoreError> {
@@ -221,40 +275,18 @@ impl KeystoreDir {
         if meta.uid() != euid || mode & 0o077 != 0 {
             return Err(KeystoreError::UnsafeDir { path: self.dir.clone(), uid: meta.uid(), mode, euid });
         }
-        self.remove_stale_temps();
         Ok(())
     }
 
-    /// Temp files left by a crash hold only ciphertext; remove them so they do not pile up.
+    /// Temp files left by a crash hold only ciphertext; remove them so they do not pile up. Called
+    /// with the directory's lock held, so no other writer's temp file is in flight.
     fn remove_stale_temps(&self) {
         let Ok(entries) = fs::read_dir(&self.dir) else { return };
         for entry in entries.flatten() {
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX) {
+            if durable_file::is_temp_name(&entry.file_name().to_string_lossy(), TEMP_PREFIX) {
                 let _ = fs::remove_file(entry.path());
             }
         }
-    }
-
-    fn write_temp(&self, bytes: &[u8]) -> Result<tempfile::NamedTempFile, KeystoreError> {
-        let mut temp = tempfile::Builder::new()
-            .prefix(TEMP_PREFIX)
-            .suffix(TEMP_SUFFIX)
-            .permissions(fs::Permissions::from_mode(0o600))
-            .tempfile_in(&self.dir)
-            .map_err(|e| self.io("creating a temp file in", &self.dir, e))?;
-        temp.write_all(bytes).map_err(|e| self.io("writing", temp.path(), e))?;
-        temp.as_file().sync_all().map_err(|e| self.io("syncing", temp.path(), e))?;
-        Ok(temp)
-    }
-
-    fn sync_dir(&self) -> Result<(), KeystoreError> {
-        OpenOptions::new()
-            .read(true)
-            .open(&self.dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(|e| self.io("syncing directory", &self.dir, e))
     }
 
     fn io(&self, op: &'static str, path: &Path, source: io::Error) -> KeystoreError {
@@ -281,4 +313,8 @@ impl KeystoreDir {
             OpenError::Format(reason) => self.format_error(reason),
         }
     }
+}
+
+fn durable_error(e: durable_file::Error) -> KeystoreError {
+    KeystoreError::Io { op: e.op, path: e.path, source: e.source }
 }

@@ -6,7 +6,7 @@
 //! writable) and marks it on disk, so that a run after such a crash says exactly what happened instead
 //! of "keystore missing".
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -137,10 +137,9 @@ fn remove_durably(path: &Path) -> Result<(), SetupError> {
 }
 
 pub(crate) fn sync_parent(path: &Path) -> Result<(), SetupError> {
-    let parent = path.parent().unwrap_or(Path::new("/"));
-    File::open(parent).and_then(|d| d.sync_all()).map_err(|source| SetupError::Io {
+    durable_file::sync_parent(path).map_err(|e| SetupError::Io {
         doing: "syncing directory",
-        path: parent.to_path_buf(),
-        source,
+        path: e.path,
+        source: e.source,
     })
 }

@@ -157,6 +157,9 @@ pub struct Report {
     pub changes: Vec<String>,
     /// Tokens refreshed (file tokens, the issuing token), which happens on every boot by design.
     pub refreshed: Vec<String>,
+    /// Problems confined to one service that did not stop the run (e.g. its token file could not be
+    /// written), each naming the service and what to do.
+    pub problems: Vec<String>,
 }
 
 impl Setup {

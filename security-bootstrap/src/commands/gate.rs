@@ -3,13 +3,6 @@
 //! variable, and execs the service.
 
 use std::ffi::OsString;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-
-/// `O_NOFOLLOW` (from nix, without a libc dependency here).
-fn libc_o_nofollow() -> i32 {
-    nix::fcntl::OFlag::O_NOFOLLOW.bits()
-}
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -77,21 +70,35 @@ async fn fetch(socket: &Path, service: &str, wait: Duration) -> anyhow::Result<z
     }
 }
 
-/// Writes a fresh 0600 file: whatever was at `path` (a stale token, a symlink) is removed first, and
-/// the new file is created exclusively without following symlinks.
+/// Writes a fresh 0600 file atomically ([`durable_file`]): a new temp file is renamed over whatever
+/// was at `path` (a stale token, a symlink — replaced, never followed), so no other file is ever
+/// opened or truncated, and the service never sees a half-written token.
 fn write_token(path: &Path, token: &str) -> anyhow::Result<()> {
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("replacing {}", path.display())),
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags(libc_o_nofollow())
-        .mode(0o600)
-        .open(path)
+    durable_file::write(path, token.as_bytes(), &durable_file::Options::private())
         .with_context(|| format!("writing the token to {}", path.display()))?;
-    file.write_all(token.as_bytes()).with_context(|| format!("writing the token to {}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::write_token;
+
+    #[test]
+    fn the_token_file_is_fresh_0600_and_a_symlink_there_is_replaced_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        write_token(&path, "s.token").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert!(meta.file_type().is_file());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        write_token(&path, "s.newer").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "s.newer");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2, "no temp file left");
+    }
 }

@@ -46,5 +46,8 @@ pub fn run(config: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
     for refreshed in &report.refreshed {
         writeln!(out, "refreshed    {refreshed}")?;
     }
+    for problem in &report.problems {
+        writeln!(out, "problem      {problem}")?;
+    }
     Ok(())
 }
