@@ -53,8 +53,7 @@ impl TestServer {
         }
         let socket = config.socket.clone();
         let wants_docker = docker.is_some() && rules.iter().any(|r| r.selectors.docker.is_some());
-        let mut state =
-            runtime.block_on(State::assemble(config, rules, client, issuer_token(&setup.keystore.dir)));
+        let mut state = runtime.block_on(State::assemble(config, rules, client, issuer_token(&setup.keystore.dir)));
         assert!(!wants_docker || state.attestor.docker().is_some(), "the test Docker daemon is not reachable");
         tune(&mut state.attestor);
         let server = Server::from(state);

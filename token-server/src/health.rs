@@ -34,6 +34,16 @@ impl HealthCache {
     }
 }
 
+impl HealthCache {
+    /// Forgets the cached outcome: the next caller probes again. Called when a token request found
+    /// the store unavailable, so health never reports "ok" about a store that was just seen down.
+    pub fn invalidate(&self) {
+        if let Ok(mut last) = self.last.try_lock() {
+            *last = None;
+        }
+    }
+}
+
 /// Whether a probe taken at `at` still answers at `now`.
 fn fresh(at: Instant, now: Instant, ttl: Duration) -> bool {
     now.saturating_duration_since(at) < ttl
@@ -70,6 +80,21 @@ mod tests {
             assert_eq!(outcome, Err("OpenBao is sealed".into()));
         }
         assert_eq!(probes.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn invalidate_forces_the_next_probe() {
+        let cache = HealthCache::new(Duration::from_secs(3600));
+        let probes = AtomicU32::new(0);
+        let probe = || async {
+            probes.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        };
+        cache.get(probe).await.unwrap();
+        cache.get(probe).await.unwrap();
+        cache.invalidate();
+        cache.get(probe).await.unwrap();
+        assert_eq!(probes.load(Ordering::Relaxed), 2);
     }
 
     #[tokio::test]

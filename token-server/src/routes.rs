@@ -168,6 +168,7 @@ fn deny(state: &State, peer: Option<&Peer>, seen: Option<&str>, why: &str) -> Re
 
 fn unavailable(state: &State, why: &str) -> Response<Full<Bytes>> {
     state.metrics.unavailable.fetch_add(1, Ordering::Relaxed);
+    state.health.invalidate();
     tracing::warn!(target: "edgeseal::audit", event = "unavailable", reason = %why);
     error(StatusCode::SERVICE_UNAVAILABLE, why)
 }

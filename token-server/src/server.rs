@@ -83,11 +83,8 @@ impl State {
     pub fn new(config: ServerConfig, rules: Vec<ServiceRule>, attestor: Attestor, issuer: Issuer) -> Self {
         let limiter = RateLimiter::new(config.rate_per_second, config.rate_burst);
         let total = connection_budget(config.max_connections, nofile_soft_limit());
-        let connections = Arc::new(ConnectionLimits::new(
-            total,
-            config.max_connections_per_peer,
-            config.max_connections_per_uid,
-        ));
+        let connections =
+            Arc::new(ConnectionLimits::new(total, config.max_connections_per_peer, config.max_connections_per_uid));
         let health = HealthCache::new(config.health_cache);
         Self { config, rules, attestor, issuer, limiter, connections, health, metrics: Metrics::default() }
     }

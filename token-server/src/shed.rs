@@ -78,7 +78,11 @@ mod tests {
     #[test]
     fn answer_is_complete_http() {
         let cases = [
-            (StatusCode::TOO_MANY_REQUESTS, "too many open connections from uid 7", "HTTP/1.1 429 Too Many Requests\r\n"),
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many open connections from uid 7",
+                "HTTP/1.1 429 Too Many Requests\r\n",
+            ),
             (StatusCode::SERVICE_UNAVAILABLE, "full \"now\"", "HTTP/1.1 503 Service Unavailable\r\n"),
         ];
         for (status, message, first) in cases {

@@ -29,9 +29,7 @@ async fn issuing_token(setup: &Setup) -> anyhow::Result<Token> {
     let Some(issuer) = keystore.item(ITEM_ISSUER) else {
         bail!("keystore {} holds no token-issuing token: run `security-bootstrap setup` first", store.path().display());
     };
-    Ok(Token::new(
-        std::str::from_utf8(issuer.expose()).context("the token-issuing token in the keystore is not text")?,
-    ))
+    Ok(Token::new(std::str::from_utf8(issuer.expose()).context("the token-issuing token in the keystore is not text")?))
 }
 
 /// Raises the open-file limit to its hard limit (token-socket connections hold descriptors; children
