@@ -13,6 +13,7 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use edgeseal_tests::device::{service, Device};
@@ -293,6 +294,11 @@ fn health_requests_are_cached_and_rate_limited() {
     let probes = w.lookups_in_audit_log() - before;
     let most = elapsed.as_secs() as usize + 1;
     assert!(probes >= 1 && probes <= most, "{probes} OpenBao probes for 100 health requests in {elapsed:?}");
+    assert_eq!(
+        server.state.metrics.health_probes.load(Ordering::Relaxed) as usize,
+        probes,
+        "the server counts its probes"
+    );
     drop(server);
 
     // No refill: the burst of 5 is all a peer gets, health included.

@@ -248,6 +248,7 @@ fn admit(state: &State, stream: &UnixStream) -> Result<(Caller, Slot), (StatusCo
         .map_err(|e| (StatusCode::FORBIDDEN, format!("cannot read the caller's credentials: {e}")))?
         .uid();
     let peer = state.attestor.pin(stream);
+    // A caller that could not be pinned (its requests are all denied) counts against its uid.
     let key = PeerKey::new(uid, peer.as_ref().ok().and_then(|p| p.container_id()));
     let slot = state.connections.try_acquire(uid, key.clone()).map_err(|shed| (shed.status(), shed.to_string()))?;
     Ok((Caller { peer, key }, slot))
