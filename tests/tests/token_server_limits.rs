@@ -17,12 +17,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use edgeseal_tests::device::{service, Device};
+use edgeseal_tests::docker::{Docker, RunSpec};
 use edgeseal_tests::openbao::OpenBao;
 use edgeseal_tests::pki::TestPki;
 use edgeseal_tests::process::ChildGuard;
 use edgeseal_tests::token_server::{raw_request, TestServer};
 use secretstore_setup::setup::Setup;
-use token_server::config::{Selectors, ServerConfig, ServiceRule, UnixSelector};
+use token_server::config::{DockerSelector, Selectors, ServerConfig, ServiceRule, UnixSelector};
 
 /// The victim's uid: another local user whose service must keep getting tokens.
 const VICTIM_UID: u32 = 4321;
@@ -311,4 +312,75 @@ fn health_requests_are_cached_and_rate_limited() {
     let server = TestServer::start(&w.setup, config, vec![w.rule()], None, |_| {});
     let statuses: Vec<u16> = (0..8).map(|_| raw_request(server.socket(), HEALTH).0).collect();
     assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429, 429]);
+}
+
+/// The same per container: one container holding 150 idle connections keeps 64 (the rest are shed
+/// at once), and another container of the same uid (both run as root) still
+/// gets its token, Docker-attested, while they are held. The global cap here (100) is below the flood,
+/// so a server that counted only in total would have let the first container starve the second.
+#[test]
+fn a_flood_from_one_container_does_not_stop_another_container() {
+    let pki = TestPki::new();
+    let bao = OpenBao::start(&pki);
+    let device = Device::new();
+    let setup =
+        device.setup(&bao, vec![service("alpha", &["db-password"], None), service("beta", &["db-password"], None)]);
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(setup.run()).unwrap();
+    let docker = Docker::ensure();
+    let run_dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(run_dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let config = ServerConfig {
+        socket: run_dir.path().join("token.sock"),
+        docker_socket: None,
+        max_connections: 100,
+        header_timeout: Duration::from_secs(3600),
+        ..ServerConfig::default()
+    };
+    let rule = |name: &str| ServiceRule {
+        name: name.into(),
+        selectors: Selectors {
+            unix: None,
+            docker: Some(DockerSelector { compose_service: Some(name.into()), ..Default::default() }),
+        },
+        ttl: Some(Duration::from_secs(600)),
+        reuse: false,
+    };
+    let server = TestServer::start(&setup, config, vec![rule("alpha"), rule("beta")], Some(&docker.socket()), |_| {});
+    let load = PathBuf::from(env!("CARGO_BIN_EXE_token-load"));
+    let client = edgeseal_tests::workspace_binary("security-bootstrap");
+    let image = docker.image_from_binaries("edgeseal-test/limits:tokens", &[&load, &client], &[]);
+
+    let flood =
+        docker.run(
+            RunSpec::new(&image)
+                .bind(run_dir.path(), "/run/edgeseal")
+                .label("com.docker.compose.service", "alpha")
+                .args([load.to_str().unwrap(), "--socket", "/run/edgeseal/token.sock", "--hold", "150"]),
+        );
+    let metrics = &server.state.metrics;
+    let started = Instant::now();
+    while metrics.shed.load(Ordering::Relaxed) < 150 - PER_PEER as u64 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the container's connections over its cap were not shed ({} shed, {} open); its logs:\n{}",
+            metrics.shed.load(Ordering::Relaxed),
+            server.state.connections.open(),
+            flood.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(server.state.connections.open(), PER_PEER, "the flooding container holds its cap and no more");
+
+    let victim =
+        docker.run(
+            RunSpec::new(&image)
+                .bind(run_dir.path(), "/run/edgeseal")
+                .label("com.docker.compose.service", "beta")
+                .args([client.to_str().unwrap(), "token", "--socket", "/run/edgeseal/token.sock"]),
+        );
+    assert_eq!(victim.wait(Duration::from_secs(120)), 0, "the other container gets its token: {}", victim.logs());
+    let json: serde_json::Value = serde_json::from_str(victim.stdout().trim()).unwrap();
+    assert_eq!(json["service"], "beta");
+    assert_eq!(server.state.connections.open(), PER_PEER, "served while the flood still held its connections");
+    assert!(flood.inspect()["State"]["Running"].as_bool().unwrap(), "{}", flood.logs());
 }
