@@ -244,6 +244,8 @@ fn a_flood_of_idle_connections_from_one_uid_does_not_stop_another_uid() {
     let (soft, hard) = nofile(server.pid());
     assert!(hard > 1024 * 2, "this test needs a hard open-file limit above 2048, found {hard}");
     assert_eq!(soft, hard, "the open-file limit was raised from 1024 to the hard limit");
+    let log = w.server_log();
+    assert!(log.contains("before=1024") && log.contains(&format!("now={hard}")), "the raise is logged:\n{log}");
     // A shed connection frees nothing the flood could hold: closing the held ones lets uid 0 in again.
     drop(flood);
     let mut waited = 0;
