@@ -8,11 +8,9 @@ use openbao_client::Token;
 use secretstore_setup::keystore::derive_file_kek;
 use secretstore_setup::setup::{Setup, ITEM_ISSUER};
 use secretstore_setup::KeystoreDir;
-use token_server::attest::docker::DockerFacts;
 use token_server::attest::Attestor;
 use token_server::config::{ServerConfig, ServiceRule};
-use token_server::issue::Issuer;
-use token_server::State;
+use token_server::{Server, State};
 
 use crate::device::DEVICE_IKM;
 
@@ -37,31 +35,32 @@ pub fn issuer_token(keystore_dir: &Path) -> Token {
 }
 
 impl TestServer {
-    /// Starts a server for `rules` on `config.socket`, with the issuing token from `setup`'s keystore.
-    /// `docker`: the daemon socket to attest containers with.
+    /// Starts a server for `rules` on `config.socket`, with the issuing token from `setup`'s keystore,
+    /// assembled exactly as the binary assembles it ([`token_server::State::assemble`]; Docker from
+    /// `config.docker_socket` when a rule has a docker selector). `docker`: the daemon socket to
+    /// attest containers with (overrides `config.docker_socket`). `tune` adjusts the attestor (test hooks).
     pub fn start(
         setup: &Setup,
-        config: ServerConfig,
+        mut config: ServerConfig,
         rules: Vec<ServiceRule>,
         docker: Option<&Path>,
         tune: impl FnOnce(&mut Attestor),
     ) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let client = openbao_client::Client::new(&setup.store.address, &setup.ca_cert, config.store_timeout).unwrap();
-        let issuer = Issuer::new(client, issuer_token(&setup.keystore.dir));
-        let docker = docker.map(|socket| runtime.block_on(DockerFacts::connect(socket)).unwrap());
-        let hash = rules.iter().any(|r| r.selectors.unix.as_ref().is_some_and(|u| u.sha256.is_some()));
-        let mut attestor = Attestor::new(docker.clone(), hash, config.exe_hash_limit);
-        attestor.require_pidfd = !config.allow_without_pidfd;
-        tune(&mut attestor);
-        let socket = config.socket.clone();
-        let state = Arc::new(State::new(config, rules, attestor, issuer));
-        let listener = runtime.block_on(async { token_server::socket::bind(&socket) }).unwrap();
         if let Some(docker) = docker {
-            runtime.spawn(docker.follow_events());
+            config.docker_socket = Some(docker.to_path_buf());
         }
+        let socket = config.socket.clone();
+        let wants_docker = docker.is_some() && rules.iter().any(|r| r.selectors.docker.is_some());
+        let mut state = runtime.block_on(State::assemble(config, rules, client, issuer_token(&setup.keystore.dir)));
+        assert!(!wants_docker || state.attestor.docker().is_some(), "the test Docker daemon is not reachable");
+        tune(&mut state.attestor);
+        let server = Server::from(state);
+        let state = server.state().clone();
+        let listener = runtime.block_on(async { server.bind() }).unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let done = runtime.spawn(token_server::serve(listener, state.clone(), async move {
+        let done = runtime.spawn(server.run(listener, async move {
             let _ = stopped.await;
         }));
         Self { state, socket, runtime: Some(runtime), stop: Some(stop), done: Some(done) }

@@ -247,7 +247,14 @@ fn a_slowloris_connection_is_closed_and_does_not_block_others() {
 #[test]
 fn a_thousand_concurrent_clients_are_all_served() {
     let w = world();
-    let config = ServerConfig { rate_per_second: 100_000, rate_burst: 100_000, ..w.config() };
+    // All 1000 come from this one process (one uid): lift the per-peer caps, this is about capacity.
+    let config = ServerConfig {
+        rate_per_second: 100_000,
+        rate_burst: 100_000,
+        max_connections_per_peer: 1000,
+        max_connections_per_uid: 1000,
+        ..w.config()
+    };
     let mut rule = w.rule("hostsvc", 0);
     rule.selectors.unix.as_mut().unwrap().path = std::env::current_exe().ok();
     let server = TestServer::start(&w.setup, config, vec![rule], None, |_| {});

@@ -24,10 +24,20 @@ pub struct ServerConfig {
     /// Docker attestation (containers are then never matched).
     #[serde(default = "default_docker_socket")]
     pub docker_socket: Option<PathBuf>,
-    /// Most connections served at once; further clients wait in the kernel's accept queue.
+    /// Most connections held open at once. The effective cap is also bounded by the open-file
+    /// limit: at most (RLIMIT_NOFILE - 256) / 4 connections, keeping 256 descriptors for the process's
+    /// own needs (see `descriptors`). Connections over the cap are answered 503 and closed at once.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
-    /// Requests per second allowed per peer (the container, or uid + pid on the host).
+    /// Most connections held open at once by one peer: a host uid, or a container. Further ones are
+    /// answered 429 and closed at once; other peers are not affected.
+    #[serde(default = "default_max_connections_per_peer")]
+    pub max_connections_per_peer: usize,
+    /// Most connections held open at once by one uid, host processes and containers together (a
+    /// container id comes from a cgroup name, which a user can choose in a delegated cgroup tree).
+    #[serde(default = "default_max_connections_per_uid")]
+    pub max_connections_per_uid: usize,
+    /// Requests per second allowed per peer (the container, or the uid on the host).
     #[serde(default = "default_rate")]
     pub rate_per_second: u32,
     /// Burst allowed per peer above the rate.
@@ -39,6 +49,10 @@ pub struct ServerConfig {
     /// Limit for one OpenBao call made on behalf of a client; beyond it the client gets 503.
     #[serde(default = "default_store_timeout", with = "humantime_serde")]
     pub store_timeout: Duration,
+    /// How long a `/v1/health` answer is reused: OpenBao is asked at most once per interval, whatever
+    /// the number of callers. `0s` asks on every request.
+    #[serde(default = "default_health_cache", with = "humantime_serde")]
+    pub health_cache: Duration,
     /// Executables larger than this are not hashed (`unix.sha256` selectors then never match).
     #[serde(default = "default_hash_limit")]
     pub exe_hash_limit: u64,
@@ -56,6 +70,15 @@ fn default_docker_socket() -> Option<PathBuf> {
 }
 fn default_max_connections() -> usize {
     2048
+}
+fn default_max_connections_per_peer() -> usize {
+    64
+}
+fn default_max_connections_per_uid() -> usize {
+    256
+}
+fn default_health_cache() -> Duration {
+    Duration::from_secs(1)
 }
 fn default_rate() -> u32 {
     50
@@ -79,10 +102,13 @@ impl Default for ServerConfig {
             socket: default_socket(),
             docker_socket: default_docker_socket(),
             max_connections: default_max_connections(),
+            max_connections_per_peer: default_max_connections_per_peer(),
+            max_connections_per_uid: default_max_connections_per_uid(),
             rate_per_second: default_rate(),
             rate_burst: default_burst(),
             header_timeout: default_header_timeout(),
             store_timeout: default_store_timeout(),
+            health_cache: default_health_cache(),
             exe_hash_limit: default_hash_limit(),
             allow_without_pidfd: false,
         }

@@ -2,12 +2,23 @@
 //! `/proc/<pid>`) and the Docker daemon — and only then issues that service its own OpenBao token.
 //! No shared secret is ever handed to a service to prove who it is (SPEC §7).
 //!
+//! `Server::new(config, rules, client, issuing_token)` assembles it, `server.bind()` binds the
+//! socket, `server.run(listener, shutdown)` serves until `shutdown` (renewing the issuing token and
+//! following Docker events meanwhile). One local user cannot exhaust its connections or descriptors:
+//! connections are capped in total (within the open-file limit), per peer and per uid, and shed at
+//! once when over a cap; requests are rate-limited per peer; health answers are cached.
+//!
 //! Layout:
-//! - [`server`]: `serve(listener, state, shutdown)`, routing, limits, audit lines.
+//! - [`server`]: assembly (`State`, `Server`), `serve(listener, state, shutdown)`, the accept loop.
+//! - [`routes`]: the HTTP routes, audit lines, JSON answers.
 //! - [`attest`]: peer credentials, the pinned process, kernel and Docker facts.
 //! - [`selector`]: matching facts against services' selectors (pure).
 //! - [`issue`]: creating tokens with the token-issuing token, shared `reuse` tokens.
-//! - [`limits`]: per-peer rate limiting.
+//! - [`connections`]: connection caps (total, per peer, per uid) that never wait.
+//! - [`shed`]: answering and closing a connection over a cap.
+//! - [`limits`]: the peer key (uid on the host, container id in a container) and per-peer rate limiting.
+//! - [`descriptors`]: raising RLIMIT_NOFILE and the connection budget it allows.
+//! - [`health`]: the cached `/v1/health` probe.
 //! - [`socket`]: binding the socket defensively.
 //! - [`api`]: the wire types.
 //! - [`config`]: the `token_server:` section and the services' selectors.
@@ -17,10 +28,15 @@
 pub mod api;
 pub mod attest;
 pub mod config;
+pub mod connections;
+pub mod descriptors;
+pub mod health;
 pub mod issue;
 pub mod limits;
+pub mod routes;
 pub mod selector;
 pub mod server;
+pub mod shed;
 pub mod socket;
 
-pub use server::{serve, State};
+pub use server::{serve, BindError, Server, State};

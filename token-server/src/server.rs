@@ -1,34 +1,43 @@
-//! The HTTP/1.1 server on the Unix socket: routing, limits, attestation, issuance, audit lines.
+//! The token server assembled: [`State::assemble`] builds everything the server shares (attestor with
+//! its Docker client, issuer, limits, health cache) from the config, the services, an OpenBao client
+//! and the issuing token; [`Server`] binds the socket and runs [`serve`] together with the
+//! issuing-token renewal and the Docker event follower. The binary and the test harness both use it.
+//!
+//! The accept loop never waits: each connection is pinned, counted against the caps of
+//! [`crate::connections`] and either served or shed at once.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
-use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::StatusCode;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use serde::Serialize;
-use tokio::net::UnixListener;
+use openbao_client::{Client, Token};
+use thiserror::Error;
+use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 
-use crate::api::{ErrorBody, Health, TokenRequest, TokenResponse, WhoAmI, MAX_BODY};
-use crate::attest::facts::short;
-use crate::attest::{AttestError, Attestor, Peer};
+use crate::attest::docker::DockerFacts;
+use crate::attest::Attestor;
 use crate::config::{ServerConfig, ServiceRule};
+use crate::connections::{ConnectionLimits, Slot};
+use crate::descriptors::{connection_budget, nofile_soft_limit};
+use crate::health::HealthCache;
 use crate::issue::Issuer;
-use crate::limits::RateLimiter;
-use crate::selector::{match_services, Outcome};
+use crate::limits::{PeerKey, RateLimiter};
+use crate::routes::{handle, Caller};
+use crate::shed::{shed, LINGER_SLOTS};
 
 /// Longest a connection may live; clients are short-lived.
 const MAX_CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 /// How long graceful shutdown waits for in-flight requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How often the issuing token (period 24 h) is renewed.
+pub const RENEW_EVERY: Duration = Duration::from_secs(3600);
 
 /// Counters, for tests and metrics.
 #[derive(Debug, Default)]
@@ -41,6 +50,10 @@ pub struct Metrics {
     pub unavailable: AtomicU64,
     /// Requests rejected by the rate limiter.
     pub limited: AtomicU64,
+    /// Connections turned away at accept time (over a connection cap).
+    pub shed: AtomicU64,
+    /// Health probes sent to OpenBao (at most one per `health_cache` interval).
+    pub health_probes: AtomicU64,
 }
 
 /// Everything the server shares between connections.
@@ -56,15 +69,125 @@ pub struct State {
     pub issuer: Issuer,
     /// Per-peer rate limit.
     pub limiter: RateLimiter,
+    /// Connection caps (total, per peer, per uid).
+    pub connections: Arc<ConnectionLimits>,
+    /// `/v1/health` answers.
+    pub health: HealthCache,
     /// Counters.
     pub metrics: Metrics,
 }
 
 impl State {
-    /// A state with a rate limiter built from the config.
+    /// A state from its parts; limits come from the config, and the global connection cap is lowered
+    /// to what the current open-file limit allows (see [`crate::descriptors::connection_budget`]).
     pub fn new(config: ServerConfig, rules: Vec<ServiceRule>, attestor: Attestor, issuer: Issuer) -> Self {
         let limiter = RateLimiter::new(config.rate_per_second, config.rate_burst);
-        Self { config, rules, attestor, issuer, limiter, metrics: Metrics::default() }
+        let total = connection_budget(config.max_connections, nofile_soft_limit());
+        let connections =
+            Arc::new(ConnectionLimits::new(total, config.max_connections_per_peer, config.max_connections_per_uid));
+        let health = HealthCache::new(config.health_cache);
+        Self { config, rules, attestor, issuer, limiter, connections, health, metrics: Metrics::default() }
+    }
+
+    /// Assembles the server: connects to Docker when a service has a docker selector (if the daemon
+    /// cannot be reached, containers are denied and a warning is logged), hashes executables only
+    /// when a selector wants it, and issues with `issuing_token` through `client`.
+    pub async fn assemble(config: ServerConfig, rules: Vec<ServiceRule>, client: Client, issuing_token: Token) -> Self {
+        let docker = match &config.docker_socket {
+            Some(socket) if rules.iter().any(|r| r.selectors.docker.is_some()) => {
+                match DockerFacts::connect(socket).await {
+                    Ok(docker) => Some(docker),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Docker attestation unavailable: containers will be denied");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let hash_exe = rules.iter().any(|r| r.selectors.unix.as_ref().is_some_and(|u| u.sha256.is_some()));
+        let mut attestor = Attestor::new(docker, hash_exe, config.exe_hash_limit);
+        attestor.require_pidfd = !config.allow_without_pidfd;
+        Self::new(config, rules, attestor, Issuer::new(client, issuing_token))
+    }
+}
+
+/// The token socket could not be bound.
+#[derive(Debug, Error)]
+#[error("cannot bind the token socket {path}: {source}")]
+pub struct BindError {
+    /// `token_server.socket`.
+    pub path: PathBuf,
+    /// Why.
+    #[source]
+    pub source: io::Error,
+}
+
+/// The assembled token server.
+#[derive(Debug)]
+pub struct Server {
+    state: Arc<State>,
+}
+
+impl From<State> for Server {
+    fn from(state: State) -> Self {
+        Self { state: Arc::new(state) }
+    }
+}
+
+impl Server {
+    /// Assembles the server (see [`State::assemble`]).
+    pub async fn new(config: ServerConfig, rules: Vec<ServiceRule>, client: Client, issuing_token: Token) -> Self {
+        State::assemble(config, rules, client, issuing_token).await.into()
+    }
+
+    /// The shared state (metrics, rules, limits).
+    pub fn state(&self) -> &Arc<State> {
+        &self.state
+    }
+
+    /// Binds `token_server.socket` (see [`crate::socket::bind`]). Once this returns, clients can
+    /// connect: their connections wait in the kernel's queue until [`Server::run`] accepts them, so
+    /// readiness may be announced right after.
+    pub fn bind(&self) -> Result<UnixListener, BindError> {
+        let path = &self.state.config.socket;
+        crate::socket::bind(path).map_err(|source| BindError { path: path.clone(), source })
+    }
+
+    /// Serves `listener` until `shutdown`, renewing the issuing token every [`RENEW_EVERY`] and
+    /// following Docker events (to drop cached containers) meanwhile; removes the socket at the end.
+    pub async fn run(self, listener: UnixListener, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+        let state = self.state;
+        let mut tasks = tokio::task::JoinSet::new();
+        if let Some(docker) = state.attestor.docker().cloned() {
+            tasks.spawn(docker.follow_events());
+        }
+        let renewer = state.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(RENEW_EVERY);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(e) = renewer.issuer.renew().await {
+                    tracing::warn!(error = %e, "renewing the token-issuing token failed");
+                }
+            }
+        });
+        let socket = state.config.socket.clone();
+        tracing::info!(
+            socket = %socket.display(),
+            services = state.rules.len(),
+            max_connections = state.connections.total(),
+            max_connections_per_peer = state.config.max_connections_per_peer,
+            max_connections_per_uid = state.config.max_connections_per_uid,
+            "token server listening"
+        );
+        let served = serve(listener, state, shutdown).await;
+        tasks.shutdown().await;
+        if std::fs::symlink_metadata(&socket).is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type())) {
+            let _ = std::fs::remove_file(&socket);
+        }
+        served
     }
 }
 
@@ -72,7 +195,7 @@ impl State {
 pub async fn serve(listener: UnixListener, state: Arc<State>, shutdown: impl Future<Output = ()>) -> io::Result<()> {
     tokio::pin!(shutdown);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let permits = Arc::new(Semaphore::new(state.config.max_connections.max(1)));
+    let lingering = Arc::new(Semaphore::new(LINGER_SLOTS));
     loop {
         let stream = tokio::select! {
             _ = &mut shutdown => break,
@@ -86,30 +209,30 @@ pub async fn serve(listener: UnixListener, state: Arc<State>, shutdown: impl Fut
                 }
             },
         };
-        // Pin the caller as soon as the connection is accepted, before waiting for a slot, so a flood
-        // of connections cannot stretch the time between connect and pin.
-        let peer = Arc::new(state.attestor.pin(&stream));
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
+        let (caller, slot) = match admit(&state, &stream) {
+            Ok(admitted) => admitted,
+            Err((status, message)) => {
+                state.metrics.shed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(status = status.as_u16(), reason = %message, "connection shed");
+                shed(stream, status, &message, &lingering);
+                continue;
+            }
         };
         let state = state.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let header_timeout = state.config.header_timeout;
+            let caller = Arc::new(caller);
             let service = hyper::service::service_fn(move |request| {
-                let (state, peer) = (state.clone(), peer.clone());
-                async move { Ok::<_, Infallible>(handle(&state, &peer, request).await) }
+                let (state, caller) = (state.clone(), caller.clone());
+                async move { Ok::<_, Infallible>(handle(&state, &caller, request).await) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
                 .serve_connection(TokioIo::new(stream), service);
             let _ = tokio::time::timeout(MAX_CONNECTION_LIFETIME, watcher.watch(connection)).await;
-            drop(permit);
+            drop(slot);
         });
     }
     drop(listener);
@@ -117,141 +240,16 @@ pub async fn serve(listener: UnixListener, state: Arc<State>, shutdown: impl Fut
     Ok(())
 }
 
-async fn handle(state: &State, peer: &Result<Peer, AttestError>, request: Request<Incoming>) -> Response<Full<Bytes>> {
-    let route = (request.method().clone(), request.uri().path().to_string());
-    match (route.0, route.1.as_str()) {
-        (Method::POST, "/v1/token") => token(state, peer, request).await,
-        (Method::GET, "/v1/whoami") => whoami(state, peer).await,
-        (Method::GET, "/v1/health") => health(state).await,
-        (_, "/v1/token" | "/v1/whoami" | "/v1/health") => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
-        _ => error(StatusCode::NOT_FOUND, "no such endpoint (try POST /v1/token, GET /v1/whoami, GET /v1/health)"),
-    }
-}
-
-async fn token(state: &State, peer: &Result<Peer, AttestError>, request: Request<Incoming>) -> Response<Full<Bytes>> {
-    let body = match read_body(state, request).await {
-        Ok(body) => body,
-        Err(response) => return response,
-    };
-    let asserted: TokenRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        TokenRequest::default()
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(request) => request,
-            Err(e) => return error(StatusCode::BAD_REQUEST, &format!("malformed request body: {e}")),
-        }
-    };
-    let peer = match peer {
-        Ok(peer) => peer,
-        Err(e) => return deny(state, None, None, &e.to_string()),
-    };
-    if !state.limiter.allow(&peer.rate_key()) {
-        state.metrics.limited.fetch_add(1, Ordering::Relaxed);
-        return error(StatusCode::TOO_MANY_REQUESTS, "too many requests from this peer; slow down");
-    }
-    let facts = match state.attestor.attest(peer).await {
-        Ok(facts) => facts,
-        Err(e) => return deny(state, Some(peer), None, &e.to_string()),
-    };
-    let service = match match_services(&facts, &state.rules) {
-        Outcome::Matched(service) => service,
-        other => return deny(state, Some(peer), Some(&facts.describe()), &other.explain()),
-    };
-    if let Some(claimed) = asserted.service.as_deref().filter(|c| *c != service) {
-        let why = format!("the request asserts service {claimed:?} but the caller is attested as {service:?}");
-        return deny(state, Some(peer), Some(&facts.describe()), &why);
-    }
-    let Some(rule) = state.rules.iter().find(|r| r.name == service) else {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "matched service has no rule");
-    };
-    match tokio::time::timeout(state.config.store_timeout, state.issuer.issue(rule, &facts)).await {
-        Ok(Ok(auth)) => {
-            state.metrics.issued.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(
-                target: "edgeseal::audit",
-                event = "issued",
-                pid = facts.pid,
-                uid = facts.uid,
-                container = facts.container_id.as_deref().map(short).unwrap_or("none"),
-                service = %service,
-                accessor = %auth.accessor,
-            );
-            json(StatusCode::OK, &TokenResponse { service, auth })
-        }
-        Ok(Err(e)) => unavailable(state, &e.to_string()),
-        Err(_) => unavailable(state, "the secret store did not answer in time"),
-    }
-}
-
-async fn whoami(state: &State, peer: &Result<Peer, AttestError>) -> Response<Full<Bytes>> {
-    let peer = match peer {
-        Ok(peer) => peer,
-        Err(e) => return error(StatusCode::FORBIDDEN, &e.to_string()),
-    };
-    if !state.limiter.allow(&peer.rate_key()) {
-        state.metrics.limited.fetch_add(1, Ordering::Relaxed);
-        return error(StatusCode::TOO_MANY_REQUESTS, "too many requests from this peer; slow down");
-    }
-    match state.attestor.attest(peer).await {
-        Ok(facts) => {
-            let (service, reason) = match match_services(&facts, &state.rules) {
-                Outcome::Matched(service) => (Some(service), None),
-                other => (None, Some(other.explain())),
-            };
-            json(StatusCode::OK, &WhoAmI { facts, service, reason })
-        }
-        Err(e) => error(StatusCode::FORBIDDEN, &e.to_string()),
-    }
-}
-
-async fn health(state: &State) -> Response<Full<Bytes>> {
-    match tokio::time::timeout(state.config.store_timeout, state.issuer.health()).await {
-        Ok(Ok(())) => json(StatusCode::OK, &Health { status: "ok".into() }),
-        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
-        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the secret store did not answer in time"),
-    }
-}
-
-/// Reads a body of at most [`MAX_BODY`] bytes within the header timeout.
-async fn read_body(state: &State, request: Request<Incoming>) -> Result<Bytes, Response<Full<Bytes>>> {
-    let declared =
-        request.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > MAX_BODY as u64) {
-        return Err(error(StatusCode::PAYLOAD_TOO_LARGE, "request body larger than 4 KiB"));
-    }
-    let collect = Limited::new(request.into_body(), MAX_BODY).collect();
-    match tokio::time::timeout(state.config.header_timeout, collect).await {
-        Ok(Ok(body)) => Ok(body.to_bytes()),
-        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            Err(error(StatusCode::PAYLOAD_TOO_LARGE, "request body larger than 4 KiB"))
-        }
-        Ok(Err(_)) => Err(error(StatusCode::BAD_REQUEST, "could not read the request body")),
-        Err(_) => Err(error(StatusCode::REQUEST_TIMEOUT, "request body not received in time")),
-    }
-}
-
-fn deny(state: &State, peer: Option<&Peer>, seen: Option<&str>, why: &str) -> Response<Full<Bytes>> {
-    state.metrics.denied.fetch_add(1, Ordering::Relaxed);
-    let seen = seen.map(str::to_string).unwrap_or_else(|| peer.map(|p| format!("pid={}", p.pid())).unwrap_or_default());
-    tracing::warn!(target: "edgeseal::audit", event = "denied", seen = %seen, reason = %why);
-    let message = if seen.is_empty() { format!("denied: {why}") } else { format!("denied: saw {seen}; {why}") };
-    error(StatusCode::FORBIDDEN, &message)
-}
-
-fn unavailable(state: &State, why: &str) -> Response<Full<Bytes>> {
-    state.metrics.unavailable.fetch_add(1, Ordering::Relaxed);
-    tracing::warn!(target: "edgeseal::audit", event = "unavailable", reason = %why);
-    error(StatusCode::SERVICE_UNAVAILABLE, why)
-}
-
-fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
-    json(status, &ErrorBody { error: message.to_string() })
-}
-
-fn json(status: StatusCode, body: &impl Serialize) -> Response<Full<Bytes>> {
-    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{\"error\":\"internal error\"}".to_vec());
-    let mut response = Response::new(Full::new(Bytes::from(bytes)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
-    response
+/// Pins the caller as soon as its connection is accepted and takes a connection slot for it without
+/// waiting; otherwise the answer to shed it with.
+fn admit(state: &State, stream: &UnixStream) -> Result<(Caller, Slot), (StatusCode, String)> {
+    let uid = stream
+        .peer_cred()
+        .map_err(|e| (StatusCode::FORBIDDEN, format!("cannot read the caller's credentials: {e}")))?
+        .uid();
+    let peer = state.attestor.pin(stream);
+    // A caller that could not be pinned (its requests are all denied) counts against its uid.
+    let key = PeerKey::new(uid, peer.as_ref().ok().and_then(|p| p.container_id()));
+    let slot = state.connections.try_acquire(uid, key.clone()).map_err(|shed| (shed.status(), shed.to_string()))?;
+    Ok((Caller { peer, key }, slot))
 }

@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use secretstore_setup::server_config::ServerConfig as BaoConfig;
@@ -44,6 +43,7 @@ pub fn supervised_openbao(config: &Config, data_dir: &Path) -> anyhow::Result<Ba
 pub fn run(config_path: &Path, ready_file: Option<&Path>) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
     let setup = super::setup::from_config(config_path)?;
+    token_server::raise_descriptor_limit();
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     runtime.block_on(boot(config, setup, ready_file.map(Path::to_path_buf)))
@@ -104,28 +104,22 @@ async fn serve<F: std::future::Future<Output = ()> + Send + 'static>(
         changes = report.changes.len(),
         "setup done"
     );
-    let state = Arc::new(token_server::state(config, setup).await?);
+    let server = token_server::server(config, setup).await?;
+    // Bound before readiness is announced: from here on clients can connect (they queue in the kernel).
+    let listener = server.bind()?;
     let client = setup.client()?;
     let watchdog_setup = setup.clone();
     let watchdog_stop = stopped(stop_rx.clone());
     let watchdog = tokio::spawn(async move {
         secretstore_setup::watchdog::run(&watchdog_setup, &client, watchdog_stop).await;
     });
-    let server = tokio::spawn(token_server::serve(state, stopped(stop_rx.clone())));
+    let server = tokio::spawn(server.run(listener, stopped(stop_rx.clone())));
     if let Some(path) = ready_file {
-        // The socket is bound inside `serve` right away; wait for it before announcing readiness.
-        let socket = config.token_server.socket.clone();
-        for _ in 0..200 {
-            if socket.exists() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
         std::fs::write(path, format!("{}\n", std::process::id()))
             .with_context(|| format!("writing ready file {}", path.display()))?;
     }
     tracing::info!(socket = %config.token_server.socket.display(), "edgeseal is ready");
     let served = server.await.context("token server task")?;
     let _ = watchdog.await;
-    served
+    served.context("serving the token socket")
 }

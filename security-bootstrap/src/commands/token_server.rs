@@ -1,23 +1,23 @@
 //! `security-bootstrap token-server`: serve attested tokens on the Unix socket until SIGTERM/SIGINT.
-
-use std::sync::Arc;
-use std::time::Duration;
+//! The server itself is assembled in `token_server::Server`; this module reads the issuing token
+//! from the keystore and composes.
 
 use anyhow::{bail, Context};
 use openbao_client::{Client, Token};
 use secretstore_setup::setup::{Setup, ITEM_ISSUER};
-use token_server::attest::docker::DockerFacts;
-use token_server::attest::Attestor;
-use token_server::issue::Issuer;
-use token_server::State;
+use token_server::Server;
 
 use crate::config::Config;
 
-/// How often the issuing token (period 24 h) is renewed.
-const RENEW_EVERY: Duration = Duration::from_secs(3600);
+/// The token server for `config`, issuing with the token `setup` stored in the keystore.
+pub async fn server(config: &Config, setup: &Setup) -> anyhow::Result<Server> {
+    let issuing_token = issuing_token(setup).await?;
+    let client = Client::new(&config.secret_store.address, &config.ca_cert(), config.token_server.store_timeout)?;
+    Ok(Server::new(config.token_server.clone(), config.service_rules(), client, issuing_token).await)
+}
 
-/// Builds the token server's state: the issuing token from the keystore, Docker if configured.
-pub async fn state(config: &Config, setup: &Setup) -> anyhow::Result<State> {
+/// The token-issuing token from the keystore (opened with the KDF plug-in's IKM).
+async fn issuing_token(setup: &Setup) -> anyhow::Result<Token> {
     let ikm = setup.ikm().await?;
     let store = setup.keystore_dir();
     let file = store.read()?.ok_or_else(|| {
@@ -29,51 +29,17 @@ pub async fn state(config: &Config, setup: &Setup) -> anyhow::Result<State> {
     let Some(issuer) = keystore.item(ITEM_ISSUER) else {
         bail!("keystore {} holds no token-issuing token: run `security-bootstrap setup` first", store.path().display());
     };
-    let issuer = Token::new(
-        std::str::from_utf8(issuer.expose()).context("the token-issuing token in the keystore is not text")?,
-    );
-    let client = Client::new(&config.secret_store.address, &config.ca_cert(), config.token_server.store_timeout)?;
-    let rules = config.service_rules();
-    let docker = match &config.token_server.docker_socket {
-        Some(socket) if rules.iter().any(|r| r.selectors.docker.is_some()) => {
-            match DockerFacts::connect(socket).await {
-                Ok(docker) => Some(docker),
-                Err(e) => {
-                    tracing::warn!(error = %e, "Docker attestation unavailable: containers will be denied");
-                    None
-                }
-            }
-        }
-        _ => None,
-    };
-    let hash_exe = rules.iter().any(|r| r.selectors.unix.as_ref().is_some_and(|u| u.sha256.is_some()));
-    let mut attestor = Attestor::new(docker, hash_exe, config.token_server.exe_hash_limit);
-    attestor.require_pidfd = !config.token_server.allow_without_pidfd;
-    Ok(State::new(config.token_server.clone(), rules, attestor, Issuer::new(client, issuer)))
+    Ok(Token::new(std::str::from_utf8(issuer.expose()).context("the token-issuing token in the keystore is not text")?))
 }
 
-/// Runs the server until `shutdown`.
-pub async fn serve(state: Arc<State>, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
-    let socket = state.config.socket.clone();
-    let listener = token_server::socket::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
-    if let Some(docker) = state.attestor.docker().cloned() {
-        tokio::spawn(docker.follow_events());
+/// Raises the open-file limit to its hard limit (token-socket connections hold descriptors; children
+/// inherit it) and logs the outcome. A failure is logged, not fatal: the connection cap then follows
+/// the lower limit.
+pub fn raise_descriptor_limit() {
+    match token_server::descriptors::raise_nofile_limit() {
+        Ok(limit) => tracing::info!(before = limit.before, now = limit.now, "open-file limit (RLIMIT_NOFILE)"),
+        Err(e) => tracing::warn!(error = %e, "open-file limit not raised"),
     }
-    let renewer = state.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(RENEW_EVERY);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            if let Err(e) = renewer.issuer.renew().await {
-                tracing::warn!(error = %e, "renewing the token-issuing token failed");
-            }
-        }
-    });
-    tracing::info!(socket = %socket.display(), services = state.rules.len(), "token server listening");
-    token_server::serve(listener, state, shutdown).await.context("serving the token socket")?;
-    let _ = std::fs::remove_file(&socket);
-    Ok(())
 }
 
 /// Resolves when SIGTERM or SIGINT arrives.
@@ -92,10 +58,12 @@ pub async fn signals() {
 pub fn run(config_path: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
     let setup = super::setup::from_config(config_path)?;
+    raise_descriptor_limit();
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     runtime.block_on(async {
-        let state = Arc::new(state(&config, &setup).await?);
-        serve(state, signals()).await
+        let server = server(&config, &setup).await?;
+        let listener = server.bind()?;
+        server.run(listener, signals()).await.context("serving the token socket")
     })
 }

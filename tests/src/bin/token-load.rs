@@ -12,6 +12,9 @@
 //! request gets its own token, or all share one), one sample accessor (accessors are not secrets; the
 //! token itself is never printed), the first error seen, and with `--raw` every latency.
 //! Exit codes: 0 all requests answered 200, 1 some failed, 64 bad usage.
+//!
+//! `--hold N` instead opens N connections, sends nothing on them, prints `held N` and waits until it
+//! is killed: an idle-connection flood for the token server's connection-limit tests.
 
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout)]
@@ -30,7 +33,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 
 const USAGE: &str = "usage: token-load --socket PATH [--requests N] [--duration SECS] [--concurrency C] \
-                     [--warmup W] [--path /v1/token] [--raw]";
+                     [--warmup W] [--path /v1/token] [--raw] | token-load --socket PATH --hold N";
 
 struct Args {
     socket: PathBuf,
@@ -40,6 +43,7 @@ struct Args {
     warmup: u64,
     path: String,
     raw: bool,
+    hold: Option<u64>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -51,6 +55,7 @@ fn parse_args() -> Result<Args, String> {
         warmup: 0,
         path: "/v1/token".into(),
         raw: false,
+        hold: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -70,6 +75,7 @@ fn parse_args() -> Result<Args, String> {
             "--concurrency" => args.concurrency = usize::try_from(number(&value)?.max(1)).unwrap_or(1),
             "--warmup" => args.warmup = number(&value)?,
             "--path" => args.path = value,
+            "--hold" => args.hold = Some(number(&value)?),
             _ => return Err(format!("unknown argument {flag}")),
         }
     }
@@ -232,6 +238,9 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
+    if let Some(n) = args.hold {
+        return hold(&args.socket, n);
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -246,5 +255,23 @@ fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+/// Opens `n` idle connections and keeps them until killed.
+fn hold(socket: &std::path::Path, n: u64) -> ExitCode {
+    let mut held = Vec::new();
+    for _ in 0..n {
+        match std::os::unix::net::UnixStream::connect(socket) {
+            Ok(stream) => held.push(stream),
+            Err(e) => {
+                eprintln!("token-load: connecting to {}: {e}", socket.display());
+                return ExitCode::from(1);
+            }
+        }
+    }
+    println!("held {}", held.len());
+    loop {
+        std::thread::park();
     }
 }

@@ -278,6 +278,16 @@ impl Peer {
     pub fn pid(&self) -> i32 {
         self.pinned.pid()
     }
+
+    /// The effective uid from SO_PEERCRED (connection limits count against it).
+    pub fn uid(&self) -> u32 {
+        self.uid
+    }
+
+    /// The container id from the caller's cgroup, if it names one (connection limits count against it).
+    pub fn container_id(&self) -> Option<&str> {
+        self.container_id.as_deref()
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,187 @@
+//! The HTTP routes of the token socket: `POST /v1/token`, `GET /v1/whoami`, `GET /v1/health`, and
+//! the JSON answers (SPEC §7). Every request counts against its peer's rate limit before any work.
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Serialize;
+
+use crate::api::{ErrorBody, Health, TokenRequest, TokenResponse, WhoAmI, MAX_BODY};
+use crate::attest::facts::short;
+use crate::attest::{AttestError, Peer};
+use crate::limits::PeerKey;
+use crate::selector::{match_services, Outcome};
+use crate::server::State;
+
+/// What the server knows about a connection from accept time on.
+#[derive(Debug)]
+pub struct Caller {
+    /// The pinned process, or why it could not be pinned (every token request is then denied).
+    pub peer: Result<Peer, AttestError>,
+    /// The peer its requests and connections count against.
+    pub key: PeerKey,
+}
+
+/// Routes one request.
+pub async fn handle(state: &State, caller: &Caller, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let route = (request.method().clone(), request.uri().path().to_string());
+    match (route.0, route.1.as_str()) {
+        (Method::POST, "/v1/token") => token(state, caller, request).await,
+        (Method::GET, "/v1/whoami") => whoami(state, caller).await,
+        (Method::GET, "/v1/health") => health(state, caller).await,
+        (_, "/v1/token" | "/v1/whoami" | "/v1/health") => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+        _ => error(StatusCode::NOT_FOUND, "no such endpoint (try POST /v1/token, GET /v1/whoami, GET /v1/health)"),
+    }
+}
+
+async fn token(state: &State, caller: &Caller, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let body = match read_body(state, request).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let asserted: TokenRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        TokenRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(request) => request,
+            Err(e) => return error(StatusCode::BAD_REQUEST, &format!("malformed request body: {e}")),
+        }
+    };
+    let peer = match &caller.peer {
+        Ok(peer) => peer,
+        Err(e) => return deny(state, None, None, &e.to_string()),
+    };
+    if let Some(limited) = over_rate(state, caller) {
+        return limited;
+    }
+    let facts = match state.attestor.attest(peer).await {
+        Ok(facts) => facts,
+        Err(e) => return deny(state, Some(peer), None, &e.to_string()),
+    };
+    let service = match match_services(&facts, &state.rules) {
+        Outcome::Matched(service) => service,
+        other => return deny(state, Some(peer), Some(&facts.describe()), &other.explain()),
+    };
+    if let Some(claimed) = asserted.service.as_deref().filter(|c| *c != service) {
+        let why = format!("the request asserts service {claimed:?} but the caller is attested as {service:?}");
+        return deny(state, Some(peer), Some(&facts.describe()), &why);
+    }
+    let Some(rule) = state.rules.iter().find(|r| r.name == service) else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "matched service has no rule");
+    };
+    match tokio::time::timeout(state.config.store_timeout, state.issuer.issue(rule, &facts)).await {
+        Ok(Ok(auth)) => {
+            state.metrics.issued.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                target: "edgeseal::audit",
+                event = "issued",
+                pid = facts.pid,
+                uid = facts.uid,
+                container = facts.container_id.as_deref().map(short).unwrap_or("none"),
+                service = %service,
+                accessor = %auth.accessor,
+            );
+            json(StatusCode::OK, &TokenResponse { service, auth })
+        }
+        Ok(Err(e)) => unavailable(state, &e.to_string()),
+        Err(_) => unavailable(state, "the secret store did not answer in time"),
+    }
+}
+
+async fn whoami(state: &State, caller: &Caller) -> Response<Full<Bytes>> {
+    let peer = match &caller.peer {
+        Ok(peer) => peer,
+        Err(e) => return error(StatusCode::FORBIDDEN, &e.to_string()),
+    };
+    if let Some(limited) = over_rate(state, caller) {
+        return limited;
+    }
+    match state.attestor.attest(peer).await {
+        Ok(facts) => {
+            let (service, reason) = match match_services(&facts, &state.rules) {
+                Outcome::Matched(service) => (Some(service), None),
+                other => (None, Some(other.explain())),
+            };
+            json(StatusCode::OK, &WhoAmI { facts, service, reason })
+        }
+        Err(e) => error(StatusCode::FORBIDDEN, &e.to_string()),
+    }
+}
+
+/// Unattested, but rate-limited per peer and answered from [`crate::health::HealthCache`].
+async fn health(state: &State, caller: &Caller) -> Response<Full<Bytes>> {
+    if let Some(limited) = over_rate(state, caller) {
+        return limited;
+    }
+    let probe = || async {
+        state.metrics.health_probes.fetch_add(1, Ordering::Relaxed);
+        match tokio::time::timeout(state.config.store_timeout, state.issuer.health()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("the secret store did not answer in time".to_string()),
+        }
+    };
+    match state.health.get(probe).await {
+        Ok(()) => json(StatusCode::OK, &Health { status: "ok".into() }),
+        Err(why) => error(StatusCode::SERVICE_UNAVAILABLE, &why),
+    }
+}
+
+/// A 429 answer when the caller's peer is over its request rate.
+fn over_rate(state: &State, caller: &Caller) -> Option<Response<Full<Bytes>>> {
+    if state.limiter.allow(&caller.key) {
+        return None;
+    }
+    state.metrics.limited.fetch_add(1, Ordering::Relaxed);
+    Some(error(StatusCode::TOO_MANY_REQUESTS, &format!("too many requests from {}; slow down", caller.key)))
+}
+
+/// Reads a body of at most [`MAX_BODY`] bytes within the header timeout.
+async fn read_body(state: &State, request: Request<Incoming>) -> Result<Bytes, Response<Full<Bytes>>> {
+    let declared =
+        request.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY as u64) {
+        return Err(error(StatusCode::PAYLOAD_TOO_LARGE, "request body larger than 4 KiB"));
+    }
+    let collect = Limited::new(request.into_body(), MAX_BODY).collect();
+    match tokio::time::timeout(state.config.header_timeout, collect).await {
+        Ok(Ok(body)) => Ok(body.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Err(error(StatusCode::PAYLOAD_TOO_LARGE, "request body larger than 4 KiB"))
+        }
+        Ok(Err(_)) => Err(error(StatusCode::BAD_REQUEST, "could not read the request body")),
+        Err(_) => Err(error(StatusCode::REQUEST_TIMEOUT, "request body not received in time")),
+    }
+}
+
+fn deny(state: &State, peer: Option<&Peer>, seen: Option<&str>, why: &str) -> Response<Full<Bytes>> {
+    state.metrics.denied.fetch_add(1, Ordering::Relaxed);
+    let seen = seen.map(str::to_string).unwrap_or_else(|| peer.map(|p| format!("pid={}", p.pid())).unwrap_or_default());
+    tracing::warn!(target: "edgeseal::audit", event = "denied", seen = %seen, reason = %why);
+    let message = if seen.is_empty() { format!("denied: {why}") } else { format!("denied: saw {seen}; {why}") };
+    error(StatusCode::FORBIDDEN, &message)
+}
+
+fn unavailable(state: &State, why: &str) -> Response<Full<Bytes>> {
+    state.metrics.unavailable.fetch_add(1, Ordering::Relaxed);
+    state.health.invalidate();
+    tracing::warn!(target: "edgeseal::audit", event = "unavailable", reason = %why);
+    error(StatusCode::SERVICE_UNAVAILABLE, why)
+}
+
+/// `{"error": message}` with `status`.
+pub fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    json(status, &ErrorBody { error: message.to_string() })
+}
+
+fn json(status: StatusCode, body: &impl Serialize) -> Response<Full<Bytes>> {
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{\"error\":\"internal error\"}".to_vec());
+    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    response
+}
