@@ -64,7 +64,11 @@ async fn token(state: &State, caller: &Caller, request: Request<Incoming>) -> Re
     };
     let service = match match_services(&facts, &state.rules) {
         Outcome::Matched(service) => service,
-        other => return deny(state, Some(peer), Some(&facts.describe()), &other.explain()),
+        other => {
+            // The caller hears about its own process only; the per-service reasons go to the log.
+            tracing::warn!(target: "edgeseal::audit", event = "no_match", pid = peer.pid(), detail = %other.log_detail());
+            return deny(state, Some(peer), Some(&facts.describe()), &other.explain());
+        }
     };
     if let Some(claimed) = asserted.service.as_deref().filter(|c| *c != service) {
         let why = format!("the request asserts service {claimed:?} but the caller is attested as {service:?}");

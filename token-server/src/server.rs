@@ -105,8 +105,8 @@ impl State {
             }
             _ => None,
         };
-        let hash_exe = rules.iter().any(|r| r.selectors.unix.as_ref().is_some_and(|u| u.sha256.is_some()));
-        let mut attestor = Attestor::new(docker, hash_exe, config.exe_hash_limit);
+        let mut attestor = Attestor::new(docker, false, config.exe_hash_limit);
+        attestor.hash_only_for(&rules);
         attestor.require_pidfd = !config.allow_without_pidfd;
         Self::new(config, rules, attestor, Issuer::new(client, issuing_token))
     }

@@ -266,14 +266,6 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// The key the rate limiter counts requests under: the container, or uid+pid on the host.
-    pub fn rate_key(&self) -> String {
-        match &self.container_id {
-            Some(id) => format!("container:{id}"),
-            None => format!("uid:{}:pid:{}", self.uid, self.pinned.pid()),
-        }
-    }
-
     /// The pid (for logs).
     pub fn pid(&self) -> i32 {
         self.pinned.pid()
