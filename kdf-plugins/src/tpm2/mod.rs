@@ -198,14 +198,14 @@ fn derive_once(s: &mut Session, key: KeySource) -> Result<Ikm, Tpm2Error> {
             s.step(Tool::Hmac, Subject::Key(key), &args!["-c", handle, "-g", "sha256", "--hex"], Some(LABEL))?
         }
     };
-    parse_hmac_hex(&output.stdout)
+    parse_hmac_hex(output.stdout())
 }
 
 /// What is stored at `handle` (`HandleMissing` if nothing).
 fn read_public(s: &mut Session, handle: PersistentHandle) -> Result<public::PublicArea, Tpm2Error> {
     let subject = Subject::Key(KeySource::Persistent(handle));
     let output = s.step(Tool::ReadPublic, subject, &args!["-c", handle.to_string()], None)?;
-    let text = String::from_utf8_lossy(&output.stdout);
+    let text = String::from_utf8_lossy(output.stdout());
     public::parse_readpublic(&text)
         .ok_or(Tpm2Error::BadAnswer { tool: Tool::ReadPublic.name(), what: "no object type or attributes" })
 }
