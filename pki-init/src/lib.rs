@@ -24,7 +24,7 @@
 //! Layout, in dependency order (each module imports only those above it; no cycles):
 //! - `secret`, `action`, [`config`]: key types that wipe themselves, the [`Action`] decided per
 //!   certificate, the `pki:` section ([`PkiConfig`]).
-//! - `pem`, `x509`, [`keystore`]: strict PEM, certificate facts, the [`CaKeyStore`] interface and
+//! - [`pem`], `x509`, [`keystore`]: strict PEM, certificate facts, the [`CaKeyStore`] interface and
 //!   [`MemoryKeyStore`].
 //! - `error`: [`PkiError`].
 //! - `scan`: reading and checking the directory; anything foreign or corrupted is an error.
@@ -42,7 +42,7 @@ pub mod config;
 mod error;
 mod issue;
 pub mod keystore;
-mod pem;
+pub mod pem;
 mod plan;
 pub mod report;
 mod scan;
