@@ -8,7 +8,9 @@
 //! Layout:
 //! - [`config`]: the `kdf:` section of `edgeseal.yaml` ([`KdfConfig`]).
 //! - [`trust`]: who may own and write a plug-in and the directories above it.
-//! - [`run`]: spawning a plug-in under the `ikm-v1` or EdgeX protocol.
+//! - `child`: the one bounded child runner behind plug-ins and tpm2-tools (cleared environment, fixed
+//!   cwd, own process group killed at the deadline, stdout in a pre-sized wiped buffer).
+//! - [`run`]: running a plug-in under the `ikm-v1` or EdgeX protocol.
 //! - [`output`]: validating what a plug-in printed (pure).
 //! - [`plugin_main`]: what the plug-in binaries' `main` functions share.
 //! - [`kek`]: HKDF-SHA256 and the KEK fingerprint.
@@ -21,6 +23,7 @@
 
 #![forbid(unsafe_code)]
 
+mod child;
 pub mod config;
 pub mod hwfp;
 pub mod kek;

@@ -21,9 +21,9 @@ use rcgen::{
 };
 use time::OffsetDateTime;
 
+use crate::ca_keys::{Loaded, Signer};
 use crate::config::{CertConfig, CertName, KeyAlgorithm, PkiConfig, San, Usage};
 use crate::error::PkiError;
-use crate::keystore::Loaded;
 use crate::plan::{later, Plan};
 use crate::scan::Disk;
 use crate::secret::PrivateKey;
@@ -45,11 +45,11 @@ pub(crate) struct Issued {
     pub(crate) not_after: OffsetDateTime,
 }
 
-/// A CA that can sign: its certificate and key.
-pub(crate) struct Signer<'a> {
-    pub(crate) der: &'a [u8],
-    pub(crate) key: &'a PrivateKey,
-    pub(crate) not_after: OffsetDateTime,
+impl Issued {
+    /// This certificate as the CA that signs the next one (or that the keystore keeps).
+    pub(crate) fn signer(&self) -> Signer<'_> {
+        Signer { der: &self.der, key: &self.key, not_after: self.not_after }
+    }
 }
 
 /// A new self-signed root, valid from `now` for `validity`.
@@ -150,7 +150,7 @@ pub(crate) fn issue_all(
     };
     let root = if plan.root.issues() { Some(root(alg, now, config.ca_validity)?) } else { None };
     let root_signer = match (&root, &disk.root, &loaded.root) {
-        (Some(new), _, _) => Some(Signer { der: &new.der, key: &new.key, not_after: new.not_after }),
+        (Some(new), _, _) => Some(new.signer()),
         (None, Some(old), Some(key)) => Some(Signer { der: &old.facts.der, key, not_after: old.facts.not_after }),
         _ => None,
     };
@@ -161,7 +161,7 @@ pub(crate) fn issue_all(
         None
     };
     let int_signer = match (&intermediate, &disk.intermediate, &loaded.intermediate) {
-        (Some(new), _, _) => Some(Signer { der: &new.der, key: &new.key, not_after: new.not_after }),
+        (Some(new), _, _) => Some(new.signer()),
         (None, Some(old), Some(key)) => Some(Signer { der: &old.facts.der, key, not_after: old.facts.not_after }),
         _ => None,
     };
@@ -237,10 +237,10 @@ mod tests {
         let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
         let day = std::time::Duration::from_secs(86_400);
         let root = root(KeyAlgorithm::P256, now, 10 * day).unwrap();
-        let signer = Signer { der: &root.der, key: &root.key, not_after: root.not_after };
+        let signer = root.signer();
         let inter = intermediate(KeyAlgorithm::P256, &signer, now, 20 * day).unwrap();
         assert_eq!(inter.not_after, root.not_after, "clamped to the root");
-        let signer = Signer { der: &inter.der, key: &inter.key, not_after: inter.not_after };
+        let signer = inter.signer();
         let name: CertName = "svc".parse().unwrap();
         let cert = CertConfig::new(vec![San::parse("svc").unwrap()]);
         assert!(leaf(KeyAlgorithm::P256, &name, &cert, &signer, now, 9 * day).is_ok());

@@ -21,23 +21,28 @@
 //! handed to a [`CaKeyStore`] (the KEK-encrypted keystore): later runs renew and add leaves under the
 //! same CA, and restore `ca/*.pem` from there when `pki.dir` is a tmpfs that a reboot emptied.
 //!
-//! Layout:
-//! - [`config`]: the `pki:` section ([`PkiConfig`]).
+//! Layout, in dependency order (each module imports only those above it; no cycles):
+//! - `secret`, `action`, [`config`]: key types that wipe themselves, the [`Action`] decided per
+//!   certificate, the `pki:` section ([`PkiConfig`]).
+//! - [`pem`], `x509`, [`keystore`]: strict PEM, certificate facts, the [`CaKeyStore`] interface and
+//!   [`MemoryKeyStore`].
+//! - `error`: [`PkiError`].
 //! - `scan`: reading and checking the directory; anything foreign or corrupted is an error.
 //! - `plan`: deciding, as a pure function, what to issue and why.
+//! - `ca_keys`: loading the CAs from the keystore and saving new ones.
 //! - `issue`: building certificates with rcgen, in memory.
 //! - `write`: atomic, durable writes with exact modes and owners.
-//! - [`keystore`]: the [`CaKeyStore`] trait, [`MemoryKeyStore`], loading and saving the CAs.
 //! - [`report`]: the [`Report`] both entry points return, and how it is built.
-//! - `pem`, `x509`, [`secret`]: strict PEM, certificate facts, key types that wipe themselves.
 
 #![forbid(unsafe_code)]
 
+mod action;
+mod ca_keys;
 pub mod config;
 mod error;
 mod issue;
 pub mod keystore;
-mod pem;
+pub mod pem;
 mod plan;
 pub mod report;
 mod scan;
@@ -50,16 +55,12 @@ use time::{OffsetDateTime, UtcOffset};
 pub use config::{CaKeys, CertConfig, CertName, KeyAlgorithm, Owner, PkiConfig, PkiConfigError, San, Usage};
 pub use error::PkiError;
 pub use keystore::{CaKeyStore, KeyStoreError, MemoryKeyStore, INTERMEDIATE_CA_ITEM, ROOT_CA_ITEM};
-pub use report::{Action, CertKind, CertReport, CertSummary, ChainStatus, Report};
+pub use report::{Action, CertKind, CertReport, CertSummary, ChainStatus, Report, INTERMEDIATE_NAME, ROOT_NAME};
 pub use secret::SecretPem;
 
-use keystore::Loaded;
+use ca_keys::Loaded;
+use issue::Issued;
 use plan::KeyAccess;
-
-/// Report name of the root CA.
-pub const ROOT_NAME: &str = "root CA";
-/// Report name of the intermediate CA.
-pub const INTERMEDIATE_NAME: &str = "intermediate CA";
 
 /// Brings `config.dir` in line with `config` at time `now`: creates, renews and reissues what is needed
 /// and removes leaves no longer configured. The whole configuration and everything on disk are checked
@@ -80,7 +81,7 @@ pub fn run(config: &PkiConfig, keys: Option<&mut dyn CaKeyStore>, now: OffsetDat
         CaKeys::Destroy => (None, Loaded::destroyed()),
         CaKeys::Keystore => {
             let store = keys.ok_or(PkiError::KeystoreMissing)?;
-            let loaded = keystore::load_cas(store, &mut disk)?;
+            let loaded = ca_keys::load_cas(store, &mut disk)?;
             (Some(store), loaded)
         }
     };
@@ -99,7 +100,11 @@ pub fn run(config: &PkiConfig, keys: Option<&mut dyn CaKeyStore>, now: OffsetDat
     }
     let fresh = issue::issue_all(config, &disk, &plan, &loaded, now)?;
     if let Some(store) = store {
-        keystore::save_cas(store, fresh.root.as_ref(), fresh.intermediate.as_ref())?;
+        ca_keys::save_cas(
+            store,
+            fresh.root.as_ref().map(Issued::signer),
+            fresh.intermediate.as_ref().map(Issued::signer),
+        )?;
     }
     write::apply(config, &disk, &plan, &fresh)?;
     let report = report::build(config, &disk, &plan, Some(&fresh), now, true);

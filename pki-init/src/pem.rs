@@ -2,6 +2,9 @@
 //!
 //! Every file in the PKI directory was written by pki-init, so anything else in it — a comment, a
 //! truncated block, a stray line — means the file is not what pki-init left and is reported as corrupted.
+//!
+//! Public so that the fuzz target `pem_decode` can reach [`decode`]; pki-init's own callers are the
+//! directory scan and the keystore items.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -11,19 +14,27 @@ use zeroize::Zeroizing;
 use crate::secret::SecretPem;
 
 /// PEM label of a certificate.
-pub(crate) const CERTIFICATE: &str = "CERTIFICATE";
+pub const CERTIFICATE: &str = "CERTIFICATE";
 /// PEM label of a PKCS#8 private key.
-pub(crate) const PRIVATE_KEY: &str = "PRIVATE KEY";
+pub const PRIVATE_KEY: &str = "PRIVATE KEY";
 
-/// One decoded PEM block. The bytes are wiped on drop (they may be a private key).
-pub(crate) struct Block {
-    pub(crate) label: String,
-    pub(crate) der: Zeroizing<Vec<u8>>,
+/// One decoded PEM block. The bytes are wiped on drop (they may be a private key) and never printed.
+pub struct Block {
+    /// The label between `-----BEGIN ` and `-----`.
+    pub label: String,
+    /// The decoded bytes.
+    pub der: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Block {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Block {{ label: {:?}, der: [REDACTED; {} bytes] }}", self.label, self.der.len())
+    }
 }
 
 /// Why text is not strict PEM.
 #[derive(Debug, Error, PartialEq, Eq)]
-pub(crate) enum PemError {
+pub enum PemError {
     /// No PEM block at all.
     #[error("no PEM block")]
     Empty,
@@ -65,7 +76,7 @@ fn encoded_len(label: &str, der_len: usize) -> usize {
 }
 
 /// PEM text of certificates, in order.
-pub(crate) fn encode_certs(ders: &[&[u8]]) -> String {
+pub fn encode_certs(ders: &[&[u8]]) -> String {
     let mut out = String::with_capacity(ders.iter().map(|d| encoded_len(CERTIFICATE, d.len())).sum());
     for der in ders {
         encode_into(CERTIFICATE, der, &mut out);
@@ -74,12 +85,12 @@ pub(crate) fn encode_certs(ders: &[&[u8]]) -> String {
 }
 
 /// PEM text of a PKCS#8 private key, built in a buffer sized up front so that no copy is left behind.
-pub(crate) fn encode_key(pkcs8: &[u8]) -> SecretPem {
+pub fn encode_key(pkcs8: &[u8]) -> SecretPem {
     encode_key_and_certs(pkcs8, &[])
 }
 
 /// A private key followed by certificates, in one buffer sized up front.
-pub(crate) fn encode_key_and_certs(pkcs8: &[u8], certs: &[&[u8]]) -> SecretPem {
+pub fn encode_key_and_certs(pkcs8: &[u8], certs: &[&[u8]]) -> SecretPem {
     let len =
         encoded_len(PRIVATE_KEY, pkcs8.len()) + certs.iter().map(|c| encoded_len(CERTIFICATE, c.len())).sum::<usize>();
     let mut out = String::with_capacity(len);
@@ -91,7 +102,7 @@ pub(crate) fn encode_key_and_certs(pkcs8: &[u8], certs: &[&[u8]]) -> SecretPem {
 }
 
 /// Decodes text that must consist of PEM blocks and nothing else.
-pub(crate) fn decode(text: &[u8]) -> Result<Vec<Block>, PemError> {
+pub fn decode(text: &[u8]) -> Result<Vec<Block>, PemError> {
     let text = std::str::from_utf8(text).map_err(|_| PemError::NotText)?;
     if !text.is_ascii() {
         return Err(PemError::NotText);

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use time::{OffsetDateTime, PrimitiveDateTime};
 
+use crate::action::Action;
 use crate::config::{CertConfig, CertName, PkiConfig};
-use crate::report::Action;
 use crate::scan::{CaCert, Disk, LeafDir, Meta};
 use crate::x509::show_time;
 

@@ -5,53 +5,12 @@ use std::path::{Path, PathBuf};
 
 use time::OffsetDateTime;
 
+pub use crate::action::Action;
 use crate::config::PkiConfig;
 use crate::issue::{Fresh, Issued};
 use crate::plan::{Plan, Step};
 use crate::scan::{Disk, CA_DIR, CERT_FILE, INTERMEDIATE_FILE, ROOT_FILE};
 use crate::x509::{self, show_time, CertFacts};
-use crate::{INTERMEDIATE_NAME, ROOT_NAME};
-
-/// What happened (or, in a check, would happen) to one certificate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Action {
-    /// Issued for the first time.
-    Created,
-    /// Issued again because it was about to expire.
-    Renewed,
-    /// Issued again for another reason: SANs changed, a new CA, a broken chain, a changed owner…
-    Reissued,
-    /// Left exactly as it was.
-    Unchanged,
-    /// Its directory was deleted: the name is no longer configured.
-    Removed,
-    /// A CA certificate written back, byte for byte, from the keystore (`ca_keys: keystore`) because
-    /// `pki.dir` had lost it — typically a tmpfs after a reboot.
-    Restored,
-}
-
-impl Action {
-    /// Whether this action writes something.
-    pub fn changes(self) -> bool {
-        self != Action::Unchanged
-    }
-
-    fn word(self, applied: bool) -> &'static str {
-        match (self, applied) {
-            (Action::Created, true) => "created",
-            (Action::Renewed, true) => "renewed",
-            (Action::Reissued, true) => "reissued",
-            (Action::Removed, true) => "removed",
-            (Action::Restored, true) => "restored",
-            (Action::Restored, false) => "would restore",
-            (Action::Created, false) => "would create",
-            (Action::Renewed, false) => "would renew",
-            (Action::Reissued, false) => "would reissue",
-            (Action::Removed, false) => "would remove",
-            (Action::Unchanged, _) => "unchanged",
-        }
-    }
-}
 
 /// Which certificate of the PKI an entry is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -87,6 +46,11 @@ impl fmt::Display for ChainStatus {
         }
     }
 }
+
+/// Report name of the root CA.
+pub const ROOT_NAME: &str = "root CA";
+/// Report name of the intermediate CA.
+pub const INTERMEDIATE_NAME: &str = "intermediate CA";
 
 /// A certificate as it is on disk (after a run: as the run left it).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,9 +11,35 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILURE: u8 = 1;
 /// Bad usage or configuration (EX_USAGE).
 pub const EXIT_USAGE: u8 = 64;
+/// `token`, `health`, `gate`: the token server or the store behind it is unavailable: nothing
+/// listens on the socket, the connection failed, or it answered 503 (EX_UNAVAILABLE).
+pub const EXIT_UNAVAILABLE: u8 = 69;
+/// `token`, `health`, `gate`: try again later, the server rate-limited the caller (429) or timed
+/// out reading the request (408) (EX_TEMPFAIL).
+pub const EXIT_TEMPFAIL: u8 = 75;
+/// `token`, `health`, `gate`: the server did not understand the request (400, 404, 405, 413): another
+/// edgeseal version, or `--socket` is not edgeseal's token server (EX_PROTOCOL).
+pub const EXIT_PROTOCOL: u8 = 76;
+/// `token`, `gate`: the server denied the caller (403): not a configured service (EX_NOPERM).
+pub const EXIT_NOPERM: u8 = 77;
+
+/// The exit codes of the clients of the token socket (`token`, `health`, `gate`), for their `--help`
+/// (a macro so that `concat!` can put it in front of each command's example). One mapping for all
+/// three: `commands::token::exit_code_for`.
+macro_rules! socket_exit_codes {
+    () => {
+        "Exit codes: 0 success, 77 denied (403: the caller is not a configured service), 69 unavailable
+(no server on the socket, or the store is sealed or down: 503), 75 try again later (429
+rate-limited, 408), 76 the server did not understand the request (400/404/405/413: another
+edgeseal version, or --socket is not the token server), 64 bad usage, 1 other failures.
+
+"
+    };
+}
 
 const AFTER_HELP: &str = "\
-Exit codes: 0 success, 1 runtime failure, 64 bad usage or configuration.
+Exit codes: 0 success, 1 runtime failure, 64 bad usage or configuration; token, health and gate also
+use 69 unavailable, 75 try again later, 76 protocol mismatch and 77 denied (see their --help).
 
 Examples:
   security-bootstrap kdf check --plugin /usr/libexec/edgeseal/edgeseal-kdf-hwfp
@@ -88,23 +114,31 @@ pub enum Command {
     TokenServer(ConfigArg),
     /// Fetch this process's token from the token server and print it (JSON).
     ///
-    /// Exit codes: 0 token printed, 77 denied (the caller is not a configured service), 69 the store
-    /// or the server is unavailable, 1 other failures.
-    #[command(
-        after_help = "Example:\n  security-bootstrap token --socket /run/edgeseal/token.sock | jq -r .auth.client_token"
-    )]
+    /// Exit 0 when the token (or, with --whoami, what the server sees) is printed; see below for the
+    /// others.
+    #[command(after_help = concat!(
+        socket_exit_codes!(),
+        "Example:\n  security-bootstrap token --socket /run/edgeseal/token.sock | jq -r .auth.client_token"
+    ))]
     Token(TokenArgs),
     /// Ask the token server whether it can issue tokens (OpenBao unsealed, issuing token valid).
     ///
-    /// Exit 0 healthy, 69 not (the reason on stderr). For container healthchecks and monitoring.
-    #[command(after_help = "Example:\n  security-bootstrap health --socket /run/edgeseal/token.sock")]
+    /// Exit 0 healthy, 69 not (store sealed or down, or no server; the reason on stderr). For container
+    /// healthchecks and monitoring.
+    #[command(after_help = concat!(
+        socket_exit_codes!(),
+        "Example:\n  security-bootstrap health --socket /run/edgeseal/token.sock"
+    ))]
     Health(SocketArg),
     /// A service container's entrypoint: wait for the socket, fetch the token, exec the service.
     ///
-    /// Exit codes (when it cannot exec): 77 denied, 69 unavailable after --wait, 64 usage.
-    #[command(
-        after_help = "Example:\n  security-bootstrap gate --service core-data --token-file /tmp/token -- /core-data --config x"
-    )]
+    /// While the server is unavailable (69) or rate-limits (75) it asks again every 250 ms until
+    /// --wait has passed; any other answer is final. When it cannot exec the service it exits with the
+    /// codes below.
+    #[command(after_help = concat!(
+        socket_exit_codes!(),
+        "Example:\n  security-bootstrap gate --service core-data --token-file /tmp/token -- /core-data --config x"
+    ))]
     Gate(GateArgs),
 }
 
@@ -125,7 +159,7 @@ pub struct GateArgs {
     /// The token server's socket.
     #[arg(long, value_name = "PATH", default_value = token_server::config::DEFAULT_SOCKET)]
     pub socket: PathBuf,
-    /// How long to wait for the token server to come up.
+    /// How long to keep asking while the token server is unavailable or rate-limits.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
     pub wait: std::time::Duration,
     /// Write the token to this file (mode 0600; use a tmpfs).

@@ -49,9 +49,10 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
     }
 }
 
-/// The exit code for an error: 64 for usage and configuration errors, 1 for everything else.
+/// The exit code for an error: a token-socket client's own code (69, 75, 76, 77: see
+/// [`commands::token::exit_code_for`]), 64 for usage and configuration errors, 1 for everything else.
 pub fn exit_code(error: &anyhow::Error) -> u8 {
-    if let Some(failure) = error.downcast_ref::<commands::token::TokenFailure>() {
+    if let Some(failure) = error.chain().find_map(|e| e.downcast_ref::<commands::token::TokenFailure>()) {
         return failure.code;
     }
     let usage = error.chain().any(|e| {

@@ -392,3 +392,104 @@ fn commands_accept_a_config_file_instead_of_flags() {
     let out = bootstrap(&[&"kdf", &"check", &"--config", &config]);
     assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
 }
+
+/// Stands in for the token server on a Unix socket so the clients' exit codes can be checked for
+/// every status the real server sends (the real server's 403/503 paths are covered end to end in
+/// `tests/tests/token_server.rs`): answers every request with `status` and a JSON error body.
+fn answering(d: &Device, status: u16) -> PathBuf {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::os::unix::net::UnixListener;
+
+    let socket = d.path(&format!("token-{status}.sock"));
+    let listener = UnixListener::bind(&socket).unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let mut reader = BufReader::new(stream);
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some((name, value)) = line.split_once(':') {
+                    if name.eq_ignore_ascii_case("content-length") {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                }
+            }
+            let mut body = vec![0u8; length];
+            let _ = reader.read_exact(&mut body);
+            let answer = if status == 200 {
+                r#"{"service":"svc","auth":{"client_token":"s.test"}}"#.to_string()
+            } else {
+                format!(r#"{{"error":"answered {status} on purpose"}}"#)
+            };
+            let mut stream = reader.into_inner();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+        }
+    });
+    socket
+}
+
+#[test]
+fn token_socket_clients_share_one_exit_code_per_answer() {
+    let d = Device::new();
+    // status → exit code of `token`, `token --whoami`, `health` and `gate` (EX_* from sysexits.h).
+    let cases: &[(u16, i32)] =
+        &[(200, 0), (403, 77), (429, 75), (408, 75), (503, 69), (400, 76), (404, 76), (405, 76), (413, 76), (500, 1)];
+    for &(status, want) in cases {
+        let socket = answering(&d, status);
+        let token = bootstrap(&[&"token", &"--socket", &socket]);
+        let whoami = bootstrap(&[&"token", &"--whoami", &"--socket", &socket]);
+        let health = bootstrap(&[&"health", &"--socket", &socket]);
+        let gate = bootstrap(&[
+            &"gate",
+            &"--service",
+            &"svc",
+            &"--socket",
+            &socket,
+            &"--wait",
+            &"0s",
+            &"--token-env",
+            &"T",
+            &"--",
+            &"/bin/true",
+        ]);
+        for (command, out) in [("token", &token), ("token --whoami", &whoami), ("health", &health), ("gate", &gate)] {
+            let (_, stderr) = text(out);
+            assert_eq!(out.status.code(), Some(want), "{command} on {status}: {stderr}");
+            if status != 200 {
+                assert!(stderr.contains(&format!("answered {status} on purpose")), "{command} on {status}: {stderr}");
+                assert_eq!(stderr.lines().count(), 1, "{command} on {status}: one line: {stderr}");
+            }
+        }
+    }
+
+    // Nothing listening: unavailable, for every client.
+    let missing = d.path("missing.sock");
+    for args in [
+        vec!["token", "--socket"],
+        vec!["health", "--socket"],
+        vec!["gate", "--service", "svc", "--wait", "0s", "--token-env", "T", "--socket"],
+    ] {
+        let mut argv: Vec<&dyn AsRef<std::ffi::OsStr>> =
+            args.iter().map(|a| a as &dyn AsRef<std::ffi::OsStr>).collect();
+        argv.push(&missing);
+        if args[0] == "gate" {
+            argv.extend([&"--" as &dyn AsRef<std::ffi::OsStr>, &"/bin/true"]);
+        }
+        let out = bootstrap(&argv);
+        assert_eq!(out.status.code(), Some(69), "{args:?}: {:?}", text(&out));
+    }
+
+    let out = bootstrap(&[&"token", &"--help"]);
+    let help = text(&out).0;
+    for code in ["69", "75", "76", "77"] {
+        assert!(help.contains(code), "token --help documents exit code {code}: {help}");
+    }
+}

@@ -34,16 +34,23 @@
 //! Layout:
 //! - [`params`]: the TCTI, persistent handles, timeouts (pure).
 //! - [`cli`]: the plug-in's command line (pure).
-//! - [`error`]: [`Tpm2Error`], and reading a failed tool's stderr (pure).
-//! - `public`: reading `tpm2_readpublic` output (pure).
-//! - `tool`: locating and running one tpm2-tools executable; the private working directory.
+//! - [`error`]: [`Tpm2Error`], one line per failure saying what to do.
+//! - `rc`: the TPM response codes the plug-in acts on (pure).
+//! - [`diagnose`]: reading a failed tool's stderr into a cause (pure).
+//! - `explain`: the cause, for the step that hit it, as a [`Tpm2Error`] (pure).
+//! - [`public`]: reading `tpm2_readpublic` output (pure).
+//! - `tool`: locating tpm2-tools and running one through the crate's bounded child runner; the
+//!   private working directory.
 //! - `session`: a conversation with the TPM, its deadline, and the always-run flush.
 //! - this module: the derivation and provisioning steps.
 
 pub mod cli;
+pub mod diagnose;
 pub mod error;
+mod explain;
 pub mod params;
-mod public;
+pub mod public;
+mod rc;
 mod session;
 mod tool;
 
@@ -58,7 +65,8 @@ use crate::secret::Ikm;
 pub use error::Tpm2Error;
 pub use params::{KeySource, PersistentHandle, Tcti, DEFAULT_TCTI, DEFAULT_TIMEOUT};
 
-use session::{Session, Subject};
+use explain::Subject;
+use session::Session;
 use tool::Tool;
 
 /// The HMAC input. Versioned: changing it changes every device's IKM, hence its KEK.
@@ -190,14 +198,14 @@ fn derive_once(s: &mut Session, key: KeySource) -> Result<Ikm, Tpm2Error> {
             s.step(Tool::Hmac, Subject::Key(key), &args!["-c", handle, "-g", "sha256", "--hex"], Some(LABEL))?
         }
     };
-    parse_hmac_hex(&output.stdout)
+    parse_hmac_hex(output.stdout())
 }
 
 /// What is stored at `handle` (`HandleMissing` if nothing).
 fn read_public(s: &mut Session, handle: PersistentHandle) -> Result<public::PublicArea, Tpm2Error> {
     let subject = Subject::Key(KeySource::Persistent(handle));
     let output = s.step(Tool::ReadPublic, subject, &args!["-c", handle.to_string()], None)?;
-    let text = String::from_utf8_lossy(&output.stdout);
+    let text = String::from_utf8_lossy(output.stdout());
     public::parse_readpublic(&text)
         .ok_or(Tpm2Error::BadAnswer { tool: Tool::ReadPublic.name(), what: "no object type or attributes" })
 }
@@ -233,8 +241,9 @@ fn provision_once(s: &mut Session, handle: PersistentHandle) -> Result<Provision
     Ok(Provisioned::Created)
 }
 
-/// `tpm2_hmac --hex` prints the 32-byte HMAC as 64 hex digits (no newline).
-fn parse_hmac_hex(stdout: &[u8]) -> Result<Ikm, Tpm2Error> {
+/// Reads what `tpm2_hmac --hex` prints: the 32-byte HMAC as 64 hex digits (no newline; surrounding
+/// whitespace is tolerated). Anything else is [`Tpm2Error::BadAnswer`], which never quotes the output.
+pub fn parse_hmac_hex(stdout: &[u8]) -> Result<Ikm, Tpm2Error> {
     let bad = || Tpm2Error::BadAnswer { tool: Tool::Hmac.name(), what: "not 64 hex digits" };
     let digits = stdout.trim_ascii();
     if digits.len() != 64 {

@@ -11,22 +11,22 @@ const ATTR_RESTRICTED: u32 = 0x0001_0000;
 
 /// The parts of a public area the plug-in looks at.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct PublicArea {
+pub struct PublicArea {
     /// `keyedhash`, `rsa`, `ecc`, `symcipher`.
-    pub(crate) object_type: String,
+    pub object_type: String,
     /// The TPMA_OBJECT bits.
-    pub(crate) attributes: u32,
+    pub attributes: u32,
     /// The attributes as tpm2-tools names them (`fixedtpm|…|sign`).
-    pub(crate) attribute_names: String,
+    pub attribute_names: String,
     /// For a keyedhash object: its scheme (`hmac`, `xor`, `null`).
-    pub(crate) scheme: Option<String>,
+    pub scheme: Option<String>,
     /// For a keyedhash object: the scheme's hash.
-    pub(crate) scheme_hash: Option<String>,
+    pub scheme_hash: Option<String>,
 }
 
 impl PublicArea {
     /// Whether `tpm2_hmac -g sha256` can use it: a keyedhash HMAC-SHA256 key that may sign.
-    pub(crate) fn is_hmac_sha256_key(&self) -> bool {
+    pub fn is_hmac_sha256_key(&self) -> bool {
         self.object_type == "keyedhash"
             && self.scheme.as_deref() == Some("hmac")
             && self.scheme_hash.as_deref() == Some("sha256")
@@ -36,7 +36,7 @@ impl PublicArea {
     }
 
     /// A short description for error messages (never key material: the public area holds none).
-    pub(crate) fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         let article = if self.object_type.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
         match (self.object_type.as_str(), &self.scheme, &self.scheme_hash) {
             ("keyedhash", Some(scheme), Some(hash)) => {
@@ -48,7 +48,7 @@ impl PublicArea {
 }
 
 /// Parses `tpm2_readpublic -c HANDLE` output; `None` when the type or attributes are missing.
-pub(crate) fn parse_readpublic(text: &str) -> Option<PublicArea> {
+pub fn parse_readpublic(text: &str) -> Option<PublicArea> {
     // Top-level keys start at column 0 ("type:"); their fields are indented ("  value: keyedhash").
     let mut fields: HashMap<&str, (Option<&str>, Option<&str>)> = HashMap::new();
     let mut section: Option<&str> = None;

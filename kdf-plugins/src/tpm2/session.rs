@@ -5,30 +5,16 @@
 use std::ffi::OsStr;
 use std::time::{Duration, Instant};
 
-use super::error::{diagnose, quote, rc, Diagnosis, ResponseCode, Tpm2Error};
-use super::params::{KeySource, PersistentHandle, Tcti};
-use super::tool::{Tool, ToolFailure, ToolOutput, Toolbox, WorkDir};
+use super::error::Tpm2Error;
+use super::explain::{explain, Subject};
+use super::params::Tcti;
+use super::tool::{Tool, ToolOutput, Toolbox, WorkDir};
 use super::Options;
 
 /// The longest any single tool may run; a healthy TPM answers each step in milliseconds.
 const STEP_LIMIT: Duration = Duration::from_secs(10);
 /// The longest the final flush may take (it must not push the plug-in past edgeseal's timeout).
 const CLEANUP_LIMIT: Duration = Duration::from_secs(2);
-
-/// Which key a step uses, for naming it in errors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Subject {
-    /// The owner hierarchy (creating primaries, persisting).
-    Owner,
-    /// A key the plug-in derives from.
-    Key(KeySource),
-    /// A transient parent created during provisioning.
-    Parent,
-    /// Making a key persistent at this handle.
-    Persist(PersistentHandle),
-    /// Nothing needing authorization (flush, readpublic).
-    None,
-}
 
 /// An open session. Dropping it flushes transient objects (if the TPM was reached) and removes the
 /// working directory.
@@ -93,7 +79,12 @@ impl Session {
                 self.reached = true;
                 Ok(output)
             }
-            Err(failure) => Err(self.explain(tool, subject, failure)),
+            Err(failure) => {
+                let (error, reached) = explain(tool, subject, self.tcti(), failure);
+                // A tool that got an answer, or hung, may have loaded something: the cleanup flushes.
+                self.reached |= reached;
+                Err(error)
+            }
         }
     }
 
@@ -102,40 +93,6 @@ impl Session {
         let args: &[&OsStr] =
             if sessions { &[OsStr::new("-t"), OsStr::new("-l"), OsStr::new("-s")] } else { &[OsStr::new("-t")] };
         self.step(Tool::FlushContext, Subject::None, args, None).map(drop)
-    }
-
-    /// Maps a tool failure to an error, remembering whether the TPM was reached.
-    fn explain(&mut self, tool: Tool, subject: Subject, failure: ToolFailure) -> Tpm2Error {
-        let tcti = self.tcti().clone();
-        let (status, stderr) = match failure {
-            ToolFailure::Spawn(source) => return Tpm2Error::Spawn { tool: tool.name(), source },
-            ToolFailure::TimedOut(limit) => {
-                // It may have loaded something before hanging; the cleanup will try (briefly).
-                self.reached = true;
-                return Tpm2Error::Timeout { tool: tool.name(), tcti, limit: whole_millis(limit) };
-            }
-            ToolFailure::Failed { status, stderr } => (status, stderr),
-        };
-        match diagnose(&stderr) {
-            Diagnosis::Unreachable(reason) => {
-                Tpm2Error::Unreachable { hint: unreachable_hint(&tcti, &reason), tcti, reason }
-            }
-            Diagnosis::TctiNotFound => Tpm2Error::TctiNotFound { name: tcti.name().to_owned(), tcti },
-            Diagnosis::TctiConfig(detail) => Tpm2Error::TctiConfig { tcti, detail },
-            Diagnosis::Code { code, line } => {
-                self.reached = true;
-                from_response_code(tool, subject, code, line)
-            }
-            Diagnosis::Other(line) => {
-                self.reached = true;
-                let detail = match (line.is_empty(), status.and_then(|s| s.code())) {
-                    (false, _) => line,
-                    (true, Some(code)) => format!("exit status {code}, no error message"),
-                    (true, None) => "killed by a signal, no error message".to_owned(),
-                };
-                Tpm2Error::Tool { tool: tool.name(), detail }
-            }
-        }
     }
 }
 
@@ -148,103 +105,5 @@ impl Drop for Session {
         if !limit.is_zero() {
             let _ = self.tools.run(Tool::FlushContext, &[OsStr::new("-t")], None, self.dir.path(), limit);
         }
-    }
-}
-
-/// `limit` rounded to the millisecond, for messages (`1s 500ms`, not `1s 499ms 858us 628ns`).
-fn whole_millis(limit: Duration) -> Duration {
-    Duration::from_millis(u64::try_from(limit.as_micros().saturating_add(500) / 1000).unwrap_or(u64::MAX))
-}
-
-/// What to check when nothing answers.
-fn unreachable_hint(tcti: &Tcti, reason: &str) -> &'static str {
-    let reason = reason.to_lowercase();
-    if reason.contains("permission denied") {
-        "run the plug-in as root or as a member of the group that owns the TPM device (usually tss)"
-    } else if tcti.name() == "device" {
-        "check that this machine has a TPM 2.0 (ls /dev/tpm*; the tpm_crb or tpm_tis driver) or pass --tcti"
-    } else {
-        "check that the TPM or simulator is running there and that --tcti is right"
-    }
-}
-
-/// Turns a TPM response code into the error for the step that got it.
-fn from_response_code(tool: Tool, subject: Subject, code: u32, line: String) -> Tpm2Error {
-    let response = ResponseCode(code);
-    match (rc::base(code), subject) {
-        (Some(rc::LOCKOUT), Subject::Key(key)) => Tpm2Error::DaLockout { key },
-        (Some(rc::LOCKOUT), _) => Tpm2Error::Tool {
-            tool: tool.name(),
-            detail: format!("{line} (clear it with `tpm2_dictionarylockout --clear-lockout`)"),
-        },
-        (Some(rc::HANDLE), Subject::Key(KeySource::Persistent(handle))) => Tpm2Error::HandleMissing { handle },
-        (Some(rc::NV_DEFINED), Subject::Persist(handle)) => Tpm2Error::HandleTaken {
-            handle,
-            found: "an object persisted there by another client a moment ago".to_owned(),
-        },
-        (Some(rc::OBJECT_MEMORY | rc::SESSION_MEMORY | rc::MEMORY | rc::OBJECT_HANDLES | rc::SESSION_HANDLES), _) => {
-            Tpm2Error::OutOfMemory { code: response }
-        }
-        (Some(rc::RETRY | rc::YIELDED | rc::CANCELED | rc::TESTING | rc::NV_RATE | rc::NV_UNAVAILABLE), _) => {
-            Tpm2Error::Busy { code: response, text: quote(line.split_once(" - ").map_or(&line, |(_, t)| t)) }
-        }
-        (Some(base @ (rc::AUTH_FAIL | rc::BAD_AUTH)), subject) => Tpm2Error::AuthFailed {
-            what: match subject {
-                Subject::Key(key) => key.to_string(),
-                Subject::Owner | Subject::Persist(_) => "the owner hierarchy".to_owned(),
-                Subject::Parent => "the provisioning parent key".to_owned(),
-                Subject::None => "an object".to_owned(),
-            },
-            code: response,
-            counts_for_da: base == rc::AUTH_FAIL,
-        },
-        _ => Tpm2Error::Tool { tool: tool.name(), detail: line },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn response_codes_become_the_error_for_the_step() {
-        let handle: PersistentHandle = "0x81000101".parse().unwrap();
-        let key = Subject::Key(KeySource::Persistent(handle));
-        let primary = Subject::Key(KeySource::Primary);
-        let line = || "Esys_X(0x1) - text".to_owned();
-        let map = |tool, subject, code| from_response_code(tool, subject, code, line());
-        assert!(matches!(map(Tool::Hmac, key, 0x921), Tpm2Error::DaLockout { key: KeySource::Persistent(_) }));
-        assert!(matches!(map(Tool::ReadPublic, key, 0x18B), Tpm2Error::HandleMissing { .. }));
-        assert!(matches!(map(Tool::Hmac, primary, 0x18B), Tpm2Error::Tool { .. }));
-        assert!(matches!(map(Tool::Hmac, primary, 0x902), Tpm2Error::OutOfMemory { code: ResponseCode(0x902) }));
-        assert!(matches!(map(Tool::Load, Subject::Parent, 0x903), Tpm2Error::OutOfMemory { .. }));
-        assert!(matches!(map(Tool::Hmac, key, 0x922), Tpm2Error::Busy { .. }));
-        match map(Tool::Hmac, key, 0x98E) {
-            Tpm2Error::AuthFailed { what, counts_for_da: true, .. } => assert!(what.contains("0x81000101")),
-            other => panic!("{other:?}"),
-        }
-        match map(Tool::CreatePrimary, Subject::Owner, 0x9A2) {
-            e @ Tpm2Error::AuthFailed { counts_for_da: false, .. } => {
-                assert!(e.to_string().contains("the owner hierarchy (0x9a2)"), "{e}");
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(matches!(map(Tool::EvictControl, Subject::Persist(handle), 0x14C), Tpm2Error::HandleTaken { .. }));
-        assert!(matches!(map(Tool::Hmac, key, 0x2C3), Tpm2Error::Tool { tool: "tpm2_hmac", .. }));
-    }
-
-    #[test]
-    fn time_limits_are_shown_to_the_millisecond() {
-        assert_eq!(whole_millis(Duration::from_nanos(1_499_858_628)), Duration::from_millis(1500));
-        assert_eq!(whole_millis(Duration::from_micros(2_000_400)), Duration::from_secs(2));
-    }
-
-    #[test]
-    fn hints_fit_the_tcti() {
-        let device: Tcti = "device:/dev/tpmrm0".parse().unwrap();
-        let swtpm: Tcti = "swtpm:port=1".parse().unwrap();
-        assert!(unreachable_hint(&device, "cannot open /dev/tpmrm0: no such file").contains("ls /dev/tpm*"));
-        assert!(unreachable_hint(&device, "cannot open /dev/tpmrm0: permission denied").contains("tss"));
-        assert!(unreachable_hint(&swtpm, "cannot connect to 127.0.0.1:1").contains("simulator is running"));
     }
 }

@@ -1,29 +1,28 @@
-//! Running one tpm2-tools executable: found in `PATH` up front, started with a cleared environment
-//! (only `PATH` and `TPM2TOOLS_TCTI`), stdin from a pipe or `/dev/null`, its own process group, and a hard
-//! time limit after which the group is killed. Stdout is captured into a buffer that is wiped on drop
-//! (`tpm2_hmac` prints the IKM there); stderr is kept for [`super::error::diagnose`].
+//! Running one tpm2-tools executable: found in `PATH` up front, then run by the crate's bounded child
+//! runner (`crate::child`) with a cleared environment (only `PATH` and `TPM2TOOLS_TCTI`), the private
+//! working directory as cwd, stdin from `/dev/null` (or the label, for `tpm2_hmac`), its own process
+//! group, and a hard time limit after which the group is killed. Stdout is read into a pre-sized buffer
+//! that is wiped on drop (`tpm2_hmac` prints the IKM there); stderr is kept for
+//! [`super::diagnose::diagnose`].
 
 use std::ffi::{OsStr, OsString};
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::ExitStatus;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::{geteuid, Pid};
-use zeroize::Zeroizing;
+use nix::unistd::geteuid;
 
 use super::error::Tpm2Error;
 use super::params::Tcti;
+use crate::child::{self, Ended, Job, RunError, Stdout};
 
 /// The search path when the plug-in runs without `PATH` (edgeseal always passes this one).
 pub(crate) const DEFAULT_PATH: &str = "/usr/bin:/bin";
 
-/// The most a tool may print on stdout or stderr; more is cut off.
+/// The most a tool may print on stdout; more and it is killed and the step fails.
 const OUTPUT_CAP: usize = 64 * 1024;
 
 /// The tpm2-tools the plug-in uses.
@@ -67,14 +66,16 @@ impl Tool {
     }
 }
 
-/// What a tool printed. Stdout is wiped when this is dropped.
+/// What a tool printed on stdout, in a buffer wiped when this is dropped. Never printed.
+#[derive(Debug)]
 pub(crate) struct ToolOutput {
-    pub(crate) stdout: Zeroizing<Vec<u8>>,
+    stdout: Stdout,
 }
 
-impl std::fmt::Debug for ToolOutput {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ToolOutput([REDACTED; {} bytes])", self.stdout.len())
+impl ToolOutput {
+    /// The bytes printed.
+    pub(crate) fn stdout(&self) -> &[u8] {
+        self.stdout.bytes()
     }
 }
 
@@ -85,7 +86,7 @@ pub(crate) enum ToolFailure {
     Spawn(io::Error),
     /// It ran past its limit and was killed.
     TimedOut(Duration),
-    /// It exited non-zero (or printed more than [`OUTPUT_CAP`]).
+    /// It exited non-zero, printed more than [`OUTPUT_CAP`] (`status` is `None`), or its pipes failed.
     Failed { status: Option<ExitStatus>, stderr: String },
 }
 
@@ -127,75 +128,27 @@ impl Toolbox {
         limit: Duration,
     ) -> Result<ToolOutput, ToolFailure> {
         let exe = self.exes.get(tool.index()).ok_or_else(|| ToolFailure::Spawn(io::ErrorKind::NotFound.into()))?;
-        let mut child = Command::new(exe)
-            .args(args)
-            .env_clear()
-            .env("PATH", &self.path_env)
-            .env("TPM2TOOLS_TCTI", self.tcti.as_str())
-            .current_dir(cwd)
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .map_err(ToolFailure::Spawn)?;
-        let started = Instant::now();
-        let stdout = child.stdout.take().map(|pipe| thread::spawn(move || read_capped(pipe)));
-        let stderr = child.stderr.take().map(|pipe| thread::spawn(move || read_capped(pipe)));
-        if let (Some(mut pipe), Some(bytes)) = (child.stdin.take(), stdin) {
-            // Small (a label); a tool that exits without reading it makes this fail harmlessly.
-            let _ = pipe.write_all(bytes);
-        }
-        let status = wait_until(&mut child, started + limit);
-        let stdout = stdout.and_then(|t| t.join().ok()).unwrap_or_default();
-        let stderr = stderr.and_then(|t| t.join().ok()).unwrap_or_default();
-        match status {
-            None => Err(ToolFailure::TimedOut(limit)),
-            Some(status) if status.success() && stdout.len() < OUTPUT_CAP => Ok(ToolOutput { stdout }),
-            status => Err(ToolFailure::Failed { status: status.filter(|s| !s.success()), stderr: lossy(&stderr) }),
+        let job = Job {
+            program: exe,
+            args,
+            path_env: &self.path_env,
+            env: &[("TPM2TOOLS_TCTI", self.tcti.as_str())],
+            cwd,
+            stdin,
+            stdout_cap: OUTPUT_CAP,
+            limit,
+        };
+        match child::run(&job) {
+            Err(RunError::Spawn(source)) => Err(ToolFailure::Spawn(source)),
+            Err(RunError::Io(source)) => Err(ToolFailure::Failed { status: None, stderr: source.to_string() }),
+            Ok(Ended::TimedOut { .. }) => Err(ToolFailure::TimedOut(limit)),
+            Ok(Ended::StdoutOverflow { stderr }) => Err(ToolFailure::Failed { status: None, stderr: stderr.lossy() }),
+            Ok(Ended::Exited { status, stdout, .. }) if status.success() => Ok(ToolOutput { stdout }),
+            Ok(Ended::Exited { status, stderr, .. }) => {
+                Err(ToolFailure::Failed { status: Some(status), stderr: stderr.lossy() })
+            }
         }
     }
-}
-
-/// Waits for the child until `deadline`; past it, kills its process group. `None` means it was killed.
-fn wait_until(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
-    let mut pause = Duration::from_micros(500);
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Some(status),
-            Ok(None) => {}
-            Err(_) => break,
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            break;
-        }
-        thread::sleep(pause.min(deadline - now));
-        pause = (pause * 2).min(Duration::from_millis(10));
-    }
-    if let Ok(pid) = i32::try_from(child.id()) {
-        // The child leads its own group (process_group(0)) and is not reaped yet, so the id is still ours.
-        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    None
-}
-
-/// Reads a pipe to its end, keeping at most [`OUTPUT_CAP`] bytes in a buffer that never reallocates
-/// (so no unwiped copy of the IKM is left behind in freed memory).
-fn read_capped(pipe: impl Read) -> Zeroizing<Vec<u8>> {
-    let mut buf = Zeroizing::new(Vec::with_capacity(OUTPUT_CAP));
-    let cap = u64::try_from(OUTPUT_CAP).unwrap_or(u64::MAX);
-    let mut pipe = pipe;
-    let _ = pipe.by_ref().take(cap).read_to_end(&mut buf);
-    // Drain the rest so the tool never blocks on a full pipe.
-    let _ = io::copy(&mut pipe, &mut io::sink());
-    buf
-}
-
-fn lossy(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// The first `dir/name` that is an executable regular file, for absolute `dir`s of `path` in order.
@@ -216,7 +169,8 @@ impl WorkDir {
     /// Creates a fresh directory under the system temp dir. `mkdir` fails if the name exists, so a
     /// directory planted by someone else is never used.
     pub(crate) fn create() -> Result<Self, Tpm2Error> {
-        let parent = std::env::temp_dir();
+        // Absolute, so that tool arguments naming files in it do not depend on the tools' cwd.
+        let parent = Some(std::env::temp_dir()).filter(|dir| dir.is_absolute()).unwrap_or_else(|| "/tmp".into());
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
         let mut last_error = io::Error::from(io::ErrorKind::AlreadyExists);
         for attempt in 0..32u32 {
@@ -262,6 +216,8 @@ impl Drop for WorkDir {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
 
     #[test]
@@ -308,13 +264,13 @@ mod tests {
         let limit = Duration::from_secs(5);
 
         let env = tools.run(Tool::Hmac, &[], None, work.path(), limit).unwrap();
-        let env = String::from_utf8(env.stdout.to_vec()).unwrap();
+        let env = String::from_utf8(env.stdout().to_vec()).unwrap();
         let names: Vec<&str> = env.lines().filter_map(|l| l.split_once('=').map(|(k, _)| k)).collect();
         assert!(names.iter().all(|k| ["PATH", "TPM2TOOLS_TCTI", "PWD", "SHLVL", "_"].contains(k)), "{env}");
         assert!(env.contains("TPM2TOOLS_TCTI=swtpm:port=1\n"), "{env}");
 
         let echoed = tools.run(Tool::Create, &[], Some(b"label"), work.path(), limit).unwrap();
-        assert_eq!(&echoed.stdout[..], b"label");
+        assert_eq!(echoed.stdout(), b"label");
 
         match tools.run(Tool::ReadPublic, &[], None, work.path(), limit) {
             Err(ToolFailure::Failed { status: Some(s), stderr }) => {
@@ -331,6 +287,30 @@ mod tests {
             Err(ToolFailure::TimedOut(l)) if l == limit
         ));
         assert!(started.elapsed() < Duration::from_secs(2), "killed, not waited for");
+    }
+
+    #[test]
+    fn a_tool_that_leaves_a_child_holding_stdout_is_killed_at_its_limit() {
+        // tpm2_hmac exits 0 at once but its grandchild keeps stdout open: the step must end at its
+        // limit (group killed), not wait for the grandchild and then report success.
+        let dir = tempfile::tempdir().unwrap();
+        for tool in Tool::ALL {
+            let body = match tool {
+                Tool::Hmac => "#!/bin/sh\nsleep 5 &\necho partial\nexit 0\n",
+                _ => "#!/bin/sh\nexit 0\n",
+            };
+            let exe = dir.path().join(tool.name());
+            fs::write(&exe, body).unwrap();
+            fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let path = OsString::from(format!("{}:/usr/bin:/bin", dir.path().display()));
+        let tools = Toolbox::locate(Some(&path), Tcti::default()).unwrap();
+        let work = WorkDir::create().unwrap();
+        let limit = Duration::from_millis(300);
+        match tools.run(Tool::Hmac, &[], None, work.path(), limit) {
+            Err(ToolFailure::TimedOut(l)) => assert_eq!(l, limit),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

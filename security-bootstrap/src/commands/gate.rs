@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use hyper::{Method, StatusCode};
+use hyper::Method;
 
-use super::token::{request, TokenFailure, EXIT_DENIED, EXIT_UNAVAILABLE};
+use super::token::{exit_code_for, may_succeed_later, request, Answer, TokenFailure};
 use crate::UsageError;
 
 /// Where the token goes.
@@ -43,28 +43,28 @@ pub fn run(socket: &Path, service: &str, wait: Duration, sink: Sink, command: &[
     bail!("cannot start {}: {error}", program.to_string_lossy())
 }
 
-/// Polls the socket until the server answers (bounded by `wait`), then fetches the token.
+/// Asks for the token until the answer is final: while the server is unavailable (69) or
+/// rate-limits (75) it asks again every 250 ms, until `wait` has passed. The exit codes are
+/// [`exit_code_for`]'s.
 async fn fetch(socket: &Path, service: &str, wait: Duration) -> anyhow::Result<zeroize::Zeroizing<String>> {
     let deadline = Instant::now() + wait;
     let body = serde_json::json!({ "service": service }).to_string();
     loop {
         let answer = request(socket, Method::POST, "/v1/token", Some(body.clone())).await;
-        let retry = match &answer {
-            Err(e) => e.downcast_ref::<TokenFailure>().is_some_and(|f| f.code == EXIT_UNAVAILABLE),
-            Ok((status, _)) => *status == StatusCode::SERVICE_UNAVAILABLE,
+        let code = match &answer {
+            Err(failure) => failure.code,
+            Ok((status, _)) => exit_code_for(Answer::Status(*status)),
         };
-        if !retry || Instant::now() >= deadline {
+        if !may_succeed_later(code) || Instant::now() >= deadline {
             let (status, bytes) = answer?;
-            let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-            if status.is_success() {
-                let Some(token) = json["auth"]["client_token"].as_str().filter(|t| !t.is_empty()) else {
-                    bail!("the token server answered 200 without auth.client_token");
-                };
-                return Ok(zeroize::Zeroizing::new(token.to_string()));
+            if !status.is_success() {
+                return Err(TokenFailure::answered("token server answered", status, &bytes).into());
             }
-            let message = json["error"].as_str().unwrap_or("no error message").to_string();
-            let code = if status == StatusCode::FORBIDDEN { EXIT_DENIED } else { EXIT_UNAVAILABLE };
-            return Err(TokenFailure { message: format!("token server answered {status}: {message}"), code }.into());
+            let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            let Some(token) = json["auth"]["client_token"].as_str().filter(|t| !t.is_empty()) else {
+                bail!("the token server answered 200 without auth.client_token");
+            };
+            return Ok(zeroize::Zeroizing::new(token.to_string()));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
