@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use openbao_client::Token;
-use secretstore_setup::keystore::derive_file_kek;
 use secretstore_setup::setup::{Setup, ITEM_ISSUER};
 use secretstore_setup::KeystoreDir;
 use token_server::attest::Attestor;
@@ -28,9 +27,8 @@ pub struct TestServer {
 /// The issuing token `setup` stored in the device's keystore.
 pub fn issuer_token(keystore_dir: &Path) -> Token {
     let store = KeystoreDir::new(keystore_dir);
-    let file = store.read().unwrap().expect("setup must run before the token server");
     let ikm = kdf_plugins::Ikm::new(hex::decode(DEVICE_IKM).unwrap());
-    let keystore = store.open(&derive_file_kek(&file, &ikm).unwrap()).unwrap();
+    let (keystore, _) = store.open_with_ikm(&ikm).expect("setup must run before the token server");
     Token::new(std::str::from_utf8(keystore.item(ITEM_ISSUER).expect("issuer item").expose()).unwrap())
 }
 

@@ -7,7 +7,6 @@ use std::path::Path;
 use anyhow::Context;
 use kdf_plugins::{Ikm, KdfConfig};
 use pki_init::{CaKeyStore, KeyStoreError, PkiConfig, Report, SecretPem};
-use secretstore_setup::keystore::derive_file_kek;
 use secretstore_setup::{Keystore, KeystoreDir, KeystoreError, SecretBytes};
 
 use crate::config::Config;
@@ -32,10 +31,11 @@ impl KeystoreCaStore {
     }
 
     fn open(&self) -> Result<Option<(Keystore, kdf_plugins::Kek)>, KeystoreError> {
-        let Some(file) = self.store.read()? else { return Ok(None) };
-        let kek = derive_file_kek(&file, &self.ikm)
-            .map_err(|reason| KeystoreError::Corrupt { path: self.store.path().to_path_buf(), reason })?;
-        Ok(Some((self.store.open(&kek)?, kek)))
+        match self.store.open_with_ikm(&self.ikm) {
+            Ok(opened) => Ok(Some(opened)),
+            Err(KeystoreError::Missing(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 }
 

@@ -20,12 +20,7 @@ pub async fn server(config: &Config, setup: &Setup) -> anyhow::Result<Server> {
 async fn issuing_token(setup: &Setup) -> anyhow::Result<Token> {
     let ikm = setup.ikm().await?;
     let store = setup.keystore_dir();
-    let file = store.read()?.ok_or_else(|| {
-        anyhow::anyhow!("no keystore at {}: run `security-bootstrap setup` first", store.path().display())
-    })?;
-    let kek = secretstore_setup::keystore::derive_file_kek(&file, &ikm)
-        .map_err(|reason| secretstore_setup::KeystoreError::Corrupt { path: store.path().to_path_buf(), reason })?;
-    let keystore = store.open(&kek)?;
+    let (keystore, _) = store.open_with_ikm(&ikm)?;
     let Some(issuer) = keystore.item(ITEM_ISSUER) else {
         bail!("keystore {} holds no token-issuing token: run `security-bootstrap setup` first", store.path().display());
     };
