@@ -23,6 +23,7 @@
 //!
 //! Layout:
 //! - [`config`]: the `pki:` section ([`PkiConfig`]).
+//! - [`covers`]: which leaves a TLS client would accept for a host (pure).
 //! - `scan`: reading and checking the directory; anything foreign or corrupted is an error.
 //! - `plan`: deciding, as a pure function, what to issue and why.
 //! - `issue`: building certificates with rcgen, in memory.
@@ -34,6 +35,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod covers;
 mod error;
 mod issue;
 pub mod keystore;
@@ -48,6 +50,7 @@ mod x509;
 use time::{OffsetDateTime, UtcOffset};
 
 pub use config::{CaKeys, CertConfig, CertName, KeyAlgorithm, Owner, PkiConfig, PkiConfigError, San, Usage};
+pub use covers::{leaves_covering, san_covers};
 pub use error::PkiError;
 pub use keystore::{CaKeyStore, KeyStoreError, MemoryKeyStore, INTERMEDIATE_CA_ITEM, ROOT_CA_ITEM};
 pub use report::{Action, CertKind, CertReport, CertSummary, ChainStatus, Report};

@@ -47,6 +47,7 @@ pub struct OpenBao {
     listen: SocketAddr,
     config: PathBuf,
     ca: PathBuf,
+    cert: PathBuf,
     child: Option<ChildGuard>,
     starts: u32,
 }
@@ -66,11 +67,15 @@ impl OpenBao {
             tls_cert: pki.cert("openbao"),
             tls_key: pki.key("openbao"),
             audit_log: Some(dir.path().join("audit.log")),
+            // An external store whose operator allowed recovery through the unauthenticated endpoint
+            // (the crash tests need it when the bootstrap credential was never stored).
             unauthed_generate_root: true,
+            api_socket: None,
+            tcp_client_ca: None,
         };
         let config = dir.path().join("config.hcl");
         fs::write(&config, server.render()).unwrap_or_else(|e| panic!("writing {}: {e}", config.display()));
-        let mut bao = Self { dir, listen, config, ca: pki.ca(), child: None, starts: 0 };
+        let mut bao = Self { dir, listen, config, ca: pki.ca(), cert: pki.cert("openbao"), child: None, starts: 0 };
         bao.spawn();
         bao
     }
@@ -80,9 +85,24 @@ impl OpenBao {
         format!("https://{}", self.listen)
     }
 
+    /// The API listener's socket address.
+    pub fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+
     /// The CA file a client must trust.
     pub fn ca(&self) -> &Path {
         &self.ca
+    }
+
+    /// OpenBao's certificate (leaf first): the one clients pin.
+    pub fn server_cert(&self) -> &Path {
+        &self.cert
+    }
+
+    /// The identity pin for clients of this server.
+    pub fn pin(&self) -> openbao_client::Pin {
+        openbao_client::Pin::ServerCert(self.cert.clone())
     }
 
     /// The server's working directory (data, logs, config).

@@ -47,7 +47,9 @@ impl TestServer {
         tune: impl FnOnce(&mut Attestor),
     ) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let client = openbao_client::Client::new(&setup.store.address, &setup.ca_cert, config.store_timeout).unwrap();
+        let client =
+            openbao_client::Client::new(&setup.store.address, &setup.ca_cert, &setup.server_pin, config.store_timeout)
+                .unwrap();
         let issuer = Issuer::new(client, issuer_token(&setup.keystore.dir));
         let docker = docker.map(|socket| runtime.block_on(DockerFacts::connect(socket)).unwrap());
         let hash = rules.iter().any(|r| r.selectors.unix.as_ref().is_some_and(|u| u.sha256.is_some()));

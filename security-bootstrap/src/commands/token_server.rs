@@ -32,7 +32,12 @@ pub async fn state(config: &Config, setup: &Setup) -> anyhow::Result<State> {
     let issuer = Token::new(
         std::str::from_utf8(issuer.expose()).context("the token-issuing token in the keystore is not text")?,
     );
-    let client = Client::new(&config.secret_store.address, &config.ca_cert(), config.token_server.store_timeout)?;
+    let client = Client::new(
+        &config.secret_store.address,
+        &config.ca_cert(),
+        &config.server_pin()?,
+        config.token_server.store_timeout,
+    )?;
     let rules = config.service_rules();
     let docker = match &config.token_server.docker_socket {
         Some(socket) if rules.iter().any(|r| r.selectors.docker.is_some()) => {

@@ -1,0 +1,58 @@
+//! OpenBao's identity is pinned (SPEC §11): edgeseal sends unseal shares and `sys/init` only to the
+//! OpenBao whose certificate it expects. An impostor holding another leaf of the same device CA, on
+//! the store's address while OpenBao is down, receives nothing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use edgeseal_tests::device::Device;
+use edgeseal_tests::impostor::Impostor;
+use edgeseal_tests::openbao::OpenBao;
+use edgeseal_tests::pki::TestPki;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// A device PKI with a service leaf that also covers 127.0.0.1 (pki-init's config check refuses
+/// this in edgeseal.yaml; an attacker may have such a leaf from an older config or another tool).
+fn pki_with_a_rogue_leaf() -> TestPki {
+    TestPki::with_leaves(&[("rogue", &["127.0.0.1"])])
+}
+
+#[test]
+fn the_watchdog_hands_no_share_to_an_impostor_on_the_store_address() {
+    let pki = pki_with_a_rogue_leaf();
+    let mut bao = OpenBao::start(&pki);
+    let device = Device::new();
+    let setup = device.setup(&bao, vec![]);
+    let rt = rt();
+    rt.block_on(setup.run()).unwrap();
+    let client = setup.client().unwrap();
+
+    bao.stop();
+    let impostor = Impostor::start(bao.listen(), &pki.cert("rogue"), &pki.key("rogue"), true);
+    let outcome = rt.block_on(secretstore_setup::watchdog::check(&setup, &client));
+    let requests = impostor.requests();
+    assert!(impostor.connections() > 0, "the watchdog did reach the impostor");
+    assert!(requests.iter().all(|r| !r.path.contains("unseal")), "the impostor received unseal requests: {requests:?}");
+    assert!(requests.is_empty(), "nothing at all goes to a server that is not the pinned OpenBao: {requests:?}");
+    let err = outcome.expect_err("an impostor is an error the watchdog reports");
+    assert!(err.to_string().contains("identity does not match"), "{err}");
+}
+
+#[test]
+fn first_boot_sends_no_sys_init_to_an_impostor() {
+    let pki = pki_with_a_rogue_leaf();
+    let mut bao = OpenBao::start(&pki);
+    bao.stop();
+    let device = Device::new();
+    let mut setup = device.setup(&bao, vec![]);
+    setup.store.wait_timeout = std::time::Duration::from_secs(5);
+    let impostor = Impostor::start(bao.listen(), &pki.cert("rogue"), &pki.key("rogue"), false);
+    let err = rt().block_on(setup.run()).unwrap_err();
+    let requests = impostor.requests();
+    assert!(requests.iter().all(|r| !r.path.contains("sys/init")), "the impostor received sys/init: {requests:?}");
+    assert!(requests.is_empty(), "{requests:?}");
+    assert!(err.to_string().contains("identity does not match"), "{err}");
+    assert!(!device.keystore_dir().join("keystore.json").exists(), "nothing stored");
+}
