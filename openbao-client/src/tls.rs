@@ -68,26 +68,27 @@ impl std::error::Error for IdentityMismatch {}
 
 /// Whether a transport error was caused by a server certificate that failed the pin.
 pub(crate) fn is_identity_mismatch(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut next = Some(error);
-    while let Some(e) = next {
-        // io::Error hides the error it wraps from `source()`: look inside it explicitly.
-        let inner = e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .map(|i| i as &(dyn std::error::Error + 'static));
-        for candidate in [Some(e), inner].into_iter().flatten() {
-            if let Some(rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(other)))) =
-                candidate.downcast_ref::<rustls::Error>()
-            {
-                if other.downcast_ref::<IdentityMismatch>().is_some() {
-                    return true;
-                }
-            }
-            if candidate.downcast_ref::<IdentityMismatch>().is_some() {
+    let mut pending: Vec<&(dyn std::error::Error + 'static)> = vec![error];
+    // Bounded: a chain is short; never loop on a pathological one.
+    for _ in 0..32 {
+        let Some(e) = pending.pop() else { return false };
+        if e.downcast_ref::<IdentityMismatch>().is_some() {
+            return true;
+        }
+        if let Some(rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(other)))) =
+            e.downcast_ref::<rustls::Error>()
+        {
+            if other.downcast_ref::<IdentityMismatch>().is_some() {
                 return true;
             }
         }
-        next = e.source();
+        // io::Error hides the error it wraps from `source()`: look inside it explicitly.
+        if let Some(inner) = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            pending.push(inner);
+        }
+        if let Some(source) = e.source() {
+            pending.push(source);
+        }
     }
     false
 }
@@ -219,6 +220,9 @@ mod tests {
             rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(IdentityMismatch))));
         let io = std::io::Error::new(std::io::ErrorKind::InvalidData, rustls_err);
         assert!(is_identity_mismatch(&io));
+        // hyper-rustls wraps tokio-rustls's io::Error in another one.
+        let nested = std::io::Error::other(io);
+        assert!(is_identity_mismatch(&nested));
         let other = std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),

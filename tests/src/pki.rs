@@ -9,6 +9,7 @@ use pki_init::{CertConfig, CertName, PkiConfig, San};
 #[derive(Debug)]
 pub struct TestPki {
     dir: tempfile::TempDir,
+    config: PkiConfig,
 }
 
 impl TestPki {
@@ -29,7 +30,14 @@ impl TestPki {
             config.certs.insert(name.parse::<CertName>().unwrap(), CertConfig::new(sans));
         }
         pki_init::run(&config, None, time::OffsetDateTime::now_utc()).unwrap_or_else(|e| panic!("pki-init: {e}"));
-        Self { dir }
+        Self { dir, config }
+    }
+
+    /// Runs pki-init again after removing OpenBao's key: it issues a new leaf with a new key (and,
+    /// since the CA keys were destroyed, a new CA), as a renewal on a later boot does.
+    pub fn reissue_openbao(&self) {
+        std::fs::remove_file(self.key("openbao")).unwrap_or_else(|e| panic!("removing openbao/key.pem: {e}"));
+        pki_init::run(&self.config, None, time::OffsetDateTime::now_utc()).unwrap_or_else(|e| panic!("pki-init: {e}"));
     }
 
     /// The PKI directory.

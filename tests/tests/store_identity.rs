@@ -56,3 +56,55 @@ fn first_boot_sends_no_sys_init_to_an_impostor() {
     assert!(err.to_string().contains("identity does not match"), "{err}");
     assert!(!device.keystore_dir().join("keystore.json").exists(), "nothing stored");
 }
+
+#[test]
+fn a_reissued_openbao_leaf_is_pinned_on_the_next_boot() {
+    let pki = TestPki::new();
+    let mut bao = OpenBao::start(&pki);
+    let device = Device::new();
+    let setup = device.setup(&bao, vec![]);
+    let rt = rt();
+    rt.block_on(setup.run()).unwrap();
+    let old_client = setup.client().unwrap();
+
+    // A later boot: pki-init renews OpenBao's leaf (new key), OpenBao starts on it, setup runs again.
+    bao.stop();
+    pki.reissue_openbao();
+    bao.restart();
+    // (With `ca_keys: destroy` the CA is new as well, so the old client fails on the chain already.)
+    let err = rt.block_on(old_client.health()).unwrap_err();
+    assert!(err.to_string().contains("certificate"), "a client built before the renewal refuses the new one: {err}");
+    let report = rt.block_on(setup.run()).expect("a client built after pki-init pins the new key");
+    assert!(report.unsealed, "{report:?}");
+}
+
+/// `security-bootstrap` refuses, at config load with exit 64, a leaf for another name whose SANs
+/// cover the store's address — and an external store with no pin.
+#[test]
+fn the_config_refuses_a_service_leaf_covering_the_store_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "secret_store:\n  address: https://127.0.0.1:8200\npki:\n  dir: /tmp/x/pki\n  certs:\n    openbao: { sans: [127.0.0.1] }\n    mqtt: { sans: [mqtt, 127.0.0.1] }\n",
+            "pki-init",
+            "pki.certs.mqtt: SANs cover 127.0.0.1, the host of secret_store.address (https://127.0.0.1:8200)",
+        ),
+        (
+            "secret_store:\n  address: https://bao.example:8200\n  ca_cert: /etc/bao/ca.pem\n",
+            "setup",
+            "secret_store.server_cert is required",
+        ),
+    ];
+    for (i, (yaml, command, want)) in cases.into_iter().enumerate() {
+        let config = dir.path().join(format!("edgeseal-{i}.yaml"));
+        std::fs::write(&config, yaml).unwrap();
+        let out = std::process::Command::new(edgeseal_tests::workspace_binary("security-bootstrap"))
+            .args([command, "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{command}: {stderr}");
+        assert!(stderr.contains(want), "{command}: {stderr}");
+    }
+}

@@ -99,10 +99,12 @@ async fn generate(setup: &Setup, client: &Client, keystore: &Keystore) -> (Resul
                         client.generate_root(GenerateRoot::Authenticated(&auth.client_token), shares()).await;
                     match generated {
                         Ok(token) => return (Ok(Root { token, approle_ok: true }), false),
-                        Err(e) => {
-                            disturbed |= is_disturbance(&e);
-                            tried.push(format!("with the bootstrap credential: {e}"));
+                        // Someone cancelled or fed our generation: start over with the credential
+                        // (falling back would re-issue a credential that works).
+                        Err(e) if is_disturbance(&e) => {
+                            return (Err(format!("with the bootstrap credential: {e}")), true)
                         }
+                        Err(e) => tried.push(format!("with the bootstrap credential: {e}")),
                     }
                 }
                 Err(e) => tried.push(format!("bootstrap credential login: {e}")),
