@@ -24,28 +24,56 @@ fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
 
-/// A local process with no token: resets the unseal attempt, feeds it a share of its own, cancels
-/// any root generation, over and over, until told to stop. Returns how many rounds it made.
-fn attacker(address: String, ca: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<usize> {
-    std::thread::spawn(move || {
+/// What a local process with no token did to our attempts.
+#[derive(Debug, Default)]
+struct Disturbed {
+    unseal: usize,
+    root_generation: usize,
+}
+
+/// A local process with no token that watches OpenBao and disturbs our work `budget` times each: it
+/// feeds its own share into an unseal attempt in progress, and cancels a root generation in
+/// progress — through the endpoints OpenBao leaves unauthenticated. Then it resets unseal attempts
+/// for good measure until told to stop.
+fn attacker(address: String, ca: PathBuf, budget: usize, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Disturbed> {
+    let ready = Arc::new(AtomicBool::new(false));
+    let watching = ready.clone();
+    let thread = std::thread::spawn(move || {
         let rt = rt();
         let client = Client::new(&address, &ca, &Pin::CaOnly, Duration::from_secs(5)).unwrap();
-        let mut rounds = 0;
+        let mut done = Disturbed::default();
         rt.block_on(async {
             while !stop.load(Ordering::SeqCst) {
-                let _ = client.unseal_reset().await;
-                let _ = client.unseal(&[0x42; 33]).await;
-                for path in ["sys/generate-root/attempt", "sys/generate-root-token/attempt"] {
-                    let _ = client.call_empty(hyper::Method::DELETE, path, None, None::<&()>, Retry::Once).await;
+                let sealed = match client.seal_status().await {
+                    Ok(status) => {
+                        ready.store(true, Ordering::SeqCst);
+                        if status.sealed && status.progress > 0 && done.unseal < budget {
+                            let _ = client.unseal(&[0x42; 33]).await;
+                            done.unseal += 1;
+                        }
+                        status.sealed
+                    }
+                    Err(_) => true,
+                };
+                if sealed {
+                    continue;
                 }
-                rounds += 1;
-                // Paced so that some attempts get through: the point is that setup starts over
-                // when disturbed, not that it wins a race against a tight loop.
-                tokio::time::sleep(Duration::from_millis(15)).await;
+                let generation: Result<serde_json::Value, _> =
+                    client.call(hyper::Method::GET, "sys/generate-root/attempt", None, None::<&()>, Retry::Once).await;
+                if generation.is_ok_and(|g| g["started"] == true) && done.root_generation < budget {
+                    let path = "sys/generate-root/attempt";
+                    let _ = client.call_empty(hyper::Method::DELETE, path, None, None::<&()>, Retry::Once).await;
+                    done.root_generation += 1;
+                }
             }
         });
-        rounds
-    })
+        done
+    });
+    // It watches before we start: polled, not slept on.
+    while !watching.load(Ordering::SeqCst) && !thread.is_finished() {
+        std::thread::yield_now();
+    }
+    thread
 }
 
 #[test]
@@ -59,16 +87,22 @@ fn setup_converges_while_a_local_process_resets_feeds_and_cancels() {
     bao.restart();
 
     let stop = Arc::new(AtomicBool::new(false));
-    let attack = attacker(bao.address(), bao.ca().to_path_buf(), stop.clone());
+    let attack = attacker(bao.address(), bao.ca().to_path_buf(), 3, stop.clone());
     let outcome = rt.block_on(setup.run());
-    // The watchdog's path too, after a reseal.
+    stop.store(true, Ordering::SeqCst);
+    let disturbed = attack.join().unwrap();
+    let report = outcome.unwrap_or_else(|e| panic!("setup must converge despite {disturbed:?}: {e}"));
+    assert!(disturbed.unseal > 0 && disturbed.root_generation > 0, "the attacker got in: {disturbed:?}");
+    assert!(report.unsealed && report.changes.is_empty(), "{report:?}");
+
+    // The watchdog's path too, after OpenBao restarts sealed.
     bao.restart();
+    let stop = Arc::new(AtomicBool::new(false));
+    let attack = attacker(bao.address(), bao.ca().to_path_buf(), 3, stop.clone());
     let watchdog = rt.block_on(secretstore_setup::watchdog::check(&setup, &setup.client().unwrap()));
     stop.store(true, Ordering::SeqCst);
-    let rounds = attack.join().unwrap();
-    assert!(rounds > 0, "the attacker ran");
-    let report = outcome.expect("setup converges despite the disturbance");
-    assert!(report.unsealed && report.changes.is_empty(), "{report:?}");
+    let disturbed = attack.join().unwrap();
+    assert!(disturbed.unseal > 0, "the attacker got in: {disturbed:?}");
     assert_eq!(watchdog.unwrap(), secretstore_setup::watchdog::Seen::Healthy);
 }
 

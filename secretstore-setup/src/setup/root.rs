@@ -89,7 +89,6 @@ pub async fn obtain(
 async fn generate(setup: &Setup, client: &Client, keystore: &Keystore) -> (Result<Root, String>, bool) {
     let shares = || keystore.shares().iter().map(|s| s.expose());
     let mut tried = Vec::new();
-    let mut disturbed = false;
     match keystore.item(ITEM_APPROLE).map(|item| serde_json::from_slice::<ApproleCredential>(item.expose())) {
         Some(Ok(credential)) => {
             match client.approle_login(APPROLE_MOUNT, &credential.role_id, &credential.secret_id).await {
@@ -127,7 +126,7 @@ async fn generate(setup: &Setup, client: &Client, keystore: &Keystore) -> (Resul
             } else {
                 "enable it on the OpenBao listener edgeseal uses with disable_unauthed_generate_root_endpoints = false, ideally on a listener no other local user reaches"
             };
-            disturbed |= e.status() != Some(405) && is_disturbance(&e);
+            let disturbed = e.status() != Some(405) && is_disturbance(&e);
             tried.push(format!("unauthenticated sys/generate-root: {e} ({how})"));
             (Err(tried.join("; ")), disturbed)
         }
