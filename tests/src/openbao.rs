@@ -53,8 +53,14 @@ pub struct OpenBao {
 }
 
 impl OpenBao {
-    /// Starts a fresh, uninitialized OpenBao with TLS from `pki` (its `openbao` leaf).
+    /// Starts a fresh, uninitialized OpenBao with TLS from `pki` (its `openbao` leaf), whose operator
+    /// allowed the unauthenticated `sys/generate-root` (the crash tests recover through it).
     pub fn start(pki: &TestPki) -> Self {
+        Self::start_with(pki, true)
+    }
+
+    /// The same, choosing whether the unauthenticated `sys/generate-root` is enabled on the listener.
+    pub fn start_with(pki: &TestPki, unauthed_generate_root: bool) -> Self {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let data = dir.path().join("data");
         fs::create_dir_all(&data).unwrap_or_else(|e| panic!("creating {}: {e}", data.display()));
@@ -67,9 +73,7 @@ impl OpenBao {
             tls_cert: pki.cert("openbao"),
             tls_key: pki.key("openbao"),
             audit_log: Some(dir.path().join("audit.log")),
-            // An external store whose operator allowed recovery through the unauthenticated endpoint
-            // (the crash tests need it when the bootstrap credential was never stored).
-            unauthed_generate_root: true,
+            unauthed_generate_root,
             api_socket: None,
             tcp_client_ca: None,
         };

@@ -222,3 +222,34 @@ fn on_a_supervised_first_boot_a_sys_init_racer_gets_nothing_and_the_store_is_our
     assert!(!hcl.contains("disable_unauthed_generate_root_endpoints = false"), "off by default: {hcl}");
     run.signal(nix::sys::signal::Signal::SIGTERM);
 }
+
+/// The recovery that needs the unauthenticated `sys/generate-root` (the bootstrap credential was never
+/// stored: killed right after the first root token was made) fails, when the endpoint is off, with an
+/// error that says how to turn it on.
+#[test]
+fn root_recovery_without_the_unauthenticated_endpoint_says_how_to_enable_it() {
+    let pki = TestPki::new();
+    let bao = OpenBao::start_with(&pki, false);
+    let device = Device::new();
+    let setup = device.setup(&bao, vec![]);
+    let config = device.write_config(&setup);
+    let cli = |crash: Option<&str>| {
+        let mut command = Command::new(workspace_binary("security-bootstrap"));
+        command.args(["setup", "--config"]).arg(&config).env_remove(secretstore_setup::crash::CRASH_ENV);
+        if let Some(point) = crash {
+            command.env(secretstore_setup::crash::CRASH_ENV, point);
+        }
+        command.output().unwrap()
+    };
+    let crashed = cli(Some("after-root"));
+    assert!(!crashed.status.success());
+    let refused = cli(None);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot obtain a root token")
+            && stderr.contains("disable_unauthed_generate_root_endpoints = false"),
+        "{stderr}"
+    );
+    drop(bao);
+}
