@@ -38,6 +38,17 @@ impl Impostor {
     /// Listens on `listen` with the certificate chain `cert` and key `key`; answers as an OpenBao that
     /// is `initialized` (then sealed) or not.
     pub fn start(listen: SocketAddr, cert: &Path, key: &Path, initialized: bool) -> Self {
+        Self::start_with_threshold(listen, cert, key, initialized, THRESHOLD)
+    }
+
+    /// The same, claiming that `threshold` shares are needed to unseal (a lie, to lure more shares).
+    pub fn start_with_threshold(
+        listen: SocketAddr,
+        cert: &Path,
+        key: &Path,
+        initialized: bool,
+        threshold: usize,
+    ) -> Self {
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
             .unwrap_or_else(|e| panic!("reading {}: {e}", cert.display()))
             .collect::<Result<_, _>>()
@@ -72,7 +83,7 @@ impl Impostor {
                         let Ok(tls) = acceptor.accept(tcp).await else { return };
                         let service = hyper::service::service_fn(move |request| {
                             let recorded = recorded.clone();
-                            async move { Ok::<_, hyper::Error>(answer(request, &recorded, initialized).await) }
+                            async move { Ok::<_, hyper::Error>(answer(request, &recorded, initialized, threshold).await) }
                         });
                         let _ = hyper::server::conn::http1::Builder::new()
                             .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
@@ -106,25 +117,45 @@ impl Drop for Impostor {
     }
 }
 
+/// Shares the impostor asks for by default, like a store made with `threshold: 3`.
+pub const THRESHOLD: usize = 3;
+
 async fn answer(
     request: Request<hyper::body::Incoming>,
     recorded: &Mutex<Vec<Recorded>>,
     initialized: bool,
+    threshold: usize,
 ) -> Response<Full<Bytes>> {
     let method = request.method().to_string();
     let path = request.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
     let body = request.into_body().collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
+    // Unseal progress as OpenBao keeps it: shares since the last reset or failed combination. The
+    // impostor never unseals: with threshold shares it answers 400 as for shares of another store.
     let progress = {
         let mut recorded = recorded.lock().unwrap();
         recorded.push(Recorded { method, path: path.clone(), body });
-        recorded.iter().filter(|r| r.path.starts_with("/v1/sys/unseal")).count()
+        let mut progress = 0;
+        for r in recorded.iter().filter(|r| r.path.starts_with("/v1/sys/unseal")) {
+            let reset = String::from_utf8_lossy(&r.body).contains("\"reset\"");
+            progress = if reset || progress == threshold { 0 } else { progress + 1 };
+        }
+        progress
+    };
+    let sealed = |progress: usize| {
+        serde_json::json!({"type": "shamir", "initialized": initialized, "sealed": true, "t": threshold, "n": 5,
+            "progress": progress})
     };
     let json = if path.starts_with("/v1/sys/health") {
         serde_json::json!({"initialized": initialized, "sealed": true, "standby": false, "version": "2.7.2"})
-    } else if path.starts_with("/v1/sys/seal-status") || path.starts_with("/v1/sys/unseal") {
-        // Always one short of the threshold: a client that does not stop would hand over every share.
-        serde_json::json!({"type": "shamir", "initialized": initialized, "sealed": true, "t": 9, "n": 9,
-            "progress": progress % 9})
+    } else if path.starts_with("/v1/sys/seal-status") {
+        let current = if progress == threshold { 0 } else { progress };
+        sealed(current)
+    } else if path.starts_with("/v1/sys/unseal") && progress == threshold {
+        let mut response = Response::new(Full::new(Bytes::from(r#"{"errors":["invalid key"]}"#)));
+        *response.status_mut() = hyper::StatusCode::BAD_REQUEST;
+        return response;
+    } else if path.starts_with("/v1/sys/unseal") {
+        sealed(progress)
     } else if path.starts_with("/v1/sys/init") {
         serde_json::json!({"keys_base64": ["AAAA"], "root_token": "s.impostor"})
     } else {

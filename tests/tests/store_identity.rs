@@ -108,3 +108,43 @@ fn the_config_refuses_a_service_leaf_covering_the_store_address() {
         assert!(stderr.contains(want), "{command}: {stderr}");
     }
 }
+
+/// Even where the pin is given up (`server_cert: ca-only`) and a wrong server answers, no more than
+/// the threshold of distinct shares ever leaves the device: each attempt gives at most `t` shares,
+/// always the same ones, and a few failed attempts end the unseal.
+#[test]
+fn at_most_the_threshold_of_shares_is_ever_sent() {
+    let pki = pki_with_a_rogue_leaf();
+    let mut bao = OpenBao::start(&pki);
+    let device = Device::new();
+    let mut setup = device.setup(&bao, vec![]);
+    let rt = rt();
+    rt.block_on(setup.run()).unwrap();
+    assert!(setup.store.shares > edgeseal_tests::impostor::THRESHOLD as u64);
+
+    bao.stop();
+    setup.server_pin = openbao_client::Pin::CaOnly;
+    let impostor = Impostor::start(bao.listen(), &pki.cert("rogue"), &pki.key("rogue"), true);
+    let err = rt.block_on(setup.run()).unwrap_err();
+    let shares: std::collections::BTreeSet<Vec<u8>> = impostor
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.starts_with("/v1/sys/unseal") && !String::from_utf8_lossy(&r.body).contains("reset"))
+        .map(|r| r.body)
+        .collect();
+    assert!(!shares.is_empty(), "the unseal was attempted: {err}");
+    assert!(
+        shares.len() <= edgeseal_tests::impostor::THRESHOLD,
+        "{} distinct shares left the device, more than the threshold",
+        shares.len()
+    );
+    assert!(err.to_string().contains("do not unseal"), "{err}");
+    drop(impostor);
+
+    // A server that claims more shares are needed than a threshold's worth gets none at all.
+    let liar = Impostor::start_with_threshold(bao.listen(), &pki.cert("rogue"), &pki.key("rogue"), true, 9);
+    let err = rt.block_on(setup.run()).unwrap_err();
+    let sent = liar.requests().into_iter().filter(|r| r.path.starts_with("/v1/sys/unseal")).count();
+    assert_eq!(sent, 0, "no share for a server asking for 9 of 5: {err}");
+    assert!(err.to_string().contains("needs 9 shares"), "{err}");
+}
