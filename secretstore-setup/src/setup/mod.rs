@@ -11,6 +11,12 @@
 //! 6. Revoke the root token.
 //!
 //! Every step can be interrupted by a crash; the next run picks up from what is on disk and in OpenBao.
+//!
+//! Every call goes to OpenBao only: over HTTPS pinned to OpenBao's own key ([`Setup::server_pin`]), or,
+//! for an OpenBao edgeseal supervises, over its private Unix socket ([`Setup::client`]). Steps that
+//! another local client can disturb through OpenBao's unauthenticated endpoints (an unseal attempt, a
+//! root generation) are started over with backoff until `wait_timeout`, then reported; see
+//! [`unseal`] for what stays exposed with an external store.
 
 pub mod configure;
 pub mod file_tokens;
