@@ -15,7 +15,7 @@ listener "tcp" {
   tls_cert_file = "/etc/edgeseal/pki/openbao/cert.pem"
   tls_key_file = "/etc/edgeseal/pki/openbao/key.pem"
   tls_min_version = "tls12"
-  disable_unauthed_generate_root_endpoints = false
+  disable_unauthed_generate_root_endpoints = true
 }
 
 api_addr = "https://127.0.0.1:8200"

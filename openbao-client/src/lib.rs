@@ -1,15 +1,22 @@
 //! A small, typed OpenBao client for edgeseal: HTTP/1.1 over hyper + rustls, TLS verified against the
-//! device CA only, bounded retries for idempotent calls, errors that carry OpenBao's own message.
+//! device CA and OpenBao's pinned key, bounded retries for idempotent calls, errors that carry
+//! OpenBao's own message.
+//!
+//! Two transports: HTTPS to `secret_store.address` ([`Client::new`]), and plain HTTP over the Unix
+//! socket of an OpenBao edgeseal supervises ([`Client::unix`]), whose 0700 directory only edgeseal's
+//! user can enter — the private path for `sys/init`, `sys/unseal` and root generation.
 //!
 //! Layout:
-//! - [`Client`] (this file): transport, retries, error mapping.
-//! - [`tls`]: the rustls configuration that trusts exactly one CA file.
+//! - [`Client`] (this file): transports, retries, error mapping.
+//! - [`tls`]: the rustls configuration: one CA file, and the pin on OpenBao's own key ([`Pin`]).
+//! - [`retry`]: the one backoff helper ([`retry::Backoff`], [`retry::retry`]) used here and by setup.
 //! - [`token`]: [`Token`] and [`SecretString`], which never print themselves.
 //! - [`api`]: typed requests and responses, one module per area (`sys`, `auth`, `kv`).
 
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod retry;
 pub mod tls;
 pub mod token;
 
@@ -25,7 +32,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+pub use tls::Pin;
 pub use token::{SecretString, Token};
+
+use retry::{Attempt, Backoff};
 
 /// Largest response body accepted from OpenBao.
 const MAX_RESPONSE: usize = 4 * 1024 * 1024;
@@ -44,6 +54,22 @@ pub enum Error {
     #[error("cannot use CA certificate {path} for OpenBao TLS: {reason}")]
     Tls {
         /// The CA file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The server's certificate chains to the CA but is not OpenBao's: nothing was sent to it.
+    #[error("the server at {addr} is not the OpenBao edgeseal expects: its certificate chains to the device CA but its key is not the one in {pinned} — the server's identity does not match, so nothing was sent to it. Another process may be listening on the store's address while OpenBao is down; find it (ss -ltnp). If OpenBao's certificate was reissued, restart OpenBao so that it serves the current {pinned}")]
+    Identity {
+        /// The base address.
+        addr: String,
+        /// The certificate file whose key is pinned.
+        pinned: PathBuf,
+    },
+    /// The pinned certificate file could not be used.
+    #[error("cannot read OpenBao's certificate {path} (secret_store.server_cert) to pin its key: {reason}")]
+    Pin {
+        /// The certificate file.
         path: PathBuf,
         /// Why.
         reason: String,
@@ -107,6 +133,12 @@ impl Error {
     pub fn is_unreachable(&self) -> bool {
         matches!(self, Error::Unreachable { .. } | Error::Timeout { .. })
     }
+
+    /// Whether a server answered with a certificate that failed the pin (an impostor, or an OpenBao
+    /// still serving a certificate pki-init has since replaced).
+    pub fn is_identity_mismatch(&self) -> bool {
+        matches!(self, Error::Identity { .. })
+    }
 }
 
 /// How a call may be retried.
@@ -119,11 +151,20 @@ pub enum Retry {
 }
 
 type HttpsClient = hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+type UnixClient = hyper_util::client::legacy::Client<hyperlocal::UnixConnector, Full<Bytes>>;
+
+#[derive(Clone)]
+enum Transport {
+    /// HTTPS, verified against the CA; `pinned` names the certificate file whose key is required.
+    Tls { http: HttpsClient, pinned: Option<PathBuf> },
+    /// HTTP over a Unix socket in a directory only edgeseal's user may enter.
+    Unix { http: UnixClient, socket: PathBuf },
+}
 
 /// A connection pool to one OpenBao server.
 #[derive(Clone)]
 pub struct Client {
-    http: HttpsClient,
+    transport: Transport,
     base: String,
     timeout: Duration,
 }
@@ -140,15 +181,24 @@ struct ErrorBody {
     errors: Vec<String>,
 }
 
+/// The host part of an OpenBao address (`https://HOST:PORT`): a DNS name, or an IP address without
+/// brackets. This is the name OpenBao's certificate is checked against.
+pub fn address_host(address: &str) -> Result<String, Error> {
+    let base = address.trim_end_matches('/');
+    let uri: hyper::Uri = base.parse().map_err(|_| Error::Address(address.to_string()))?;
+    match (uri.scheme_str(), uri.host(), uri.path()) {
+        (Some("https"), Some(host), "/") => Ok(host.trim_start_matches('[').trim_end_matches(']').to_string()),
+        _ => Err(Error::Address(address.to_string())),
+    }
+}
+
 impl Client {
-    /// A client for `address` (`https://host:port`) trusting only the CA certificates in `ca_pem`.
-    pub fn new(address: &str, ca_pem: &Path, timeout: Duration) -> Result<Self, Error> {
+    /// A client for `address` (`https://host:port`) trusting only the CA certificates in `ca_pem`, and
+    /// among the certificates they issue only the one `pin` names.
+    pub fn new(address: &str, ca_pem: &Path, pin: &Pin, timeout: Duration) -> Result<Self, Error> {
+        address_host(address)?;
         let base = address.trim_end_matches('/').to_string();
-        let uri: hyper::Uri = base.parse().map_err(|_| Error::Address(address.to_string()))?;
-        if uri.scheme_str() != Some("https") || uri.host().is_none() || uri.path() != "/" {
-            return Err(Error::Address(address.to_string()));
-        }
-        let tls = tls::client_config(ca_pem)?;
+        let tls = tls::client_config(ca_pem, pin)?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config((*tls).clone())
             .https_only()
@@ -157,7 +207,24 @@ impl Client {
         let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
-        Ok(Self { http, base, timeout })
+        let pinned = match pin {
+            Pin::ServerCert(path) => Some(path.clone()),
+            Pin::CaOnly => None,
+        };
+        Ok(Self { transport: Transport::Tls { http, pinned }, base, timeout })
+    }
+
+    /// A client for the OpenBao listening on the Unix socket `socket` (plain HTTP). The socket's
+    /// directory must be one only edgeseal's user can enter: that, not TLS, makes it OpenBao.
+    pub fn unix(socket: &Path, timeout: Duration) -> Self {
+        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(hyperlocal::UnixConnector);
+        Self {
+            transport: Transport::Unix { http, socket: socket.to_path_buf() },
+            base: format!("unix:{}", socket.display()),
+            timeout,
+        }
     }
 
     /// The base address.
@@ -235,20 +302,14 @@ impl Client {
             None => Bytes::new(),
         };
         let attempts = if retry == Retry::Idempotent { ATTEMPTS } else { 1 };
-        let mut backoff = BACKOFF;
-        let mut last = None;
-        for attempt in 0..attempts {
-            if attempt > 0 {
-                tokio::time::sleep(backoff).await;
-                backoff *= 2;
-            }
+        retry::retry(Backoff::attempts(attempts, BACKOFF), || async {
             match self.send_once(method, path, token, payload.clone()).await {
-                Ok(answer) => return Ok(answer),
-                Err(e) if e.is_unreachable() => last = Some(e),
-                Err(e) => return Err(e),
+                Ok(answer) => Attempt::Done(answer),
+                Err(e) if e.is_unreachable() => Attempt::Retry(e),
+                Err(e) => Attempt::Fail(e),
             }
-        }
-        Err(last.unwrap_or_else(|| Error::Address(self.base.clone())))
+        })
+        .await
     }
 
     async fn send_once(
@@ -258,8 +319,14 @@ impl Client {
         token: Option<&Token>,
         payload: Bytes,
     ) -> Result<(StatusCode, Bytes), Error> {
-        let uri = format!("{}/v1/{}", self.base, path.trim_start_matches('/'));
-        let mut request = Request::builder().method(method.clone()).uri(&uri);
+        let api_path = format!("/v1/{}", path.trim_start_matches('/'));
+        let uri: hyper::Uri = match &self.transport {
+            Transport::Tls { .. } => {
+                format!("{}{api_path}", self.base).parse().map_err(|_| Error::Address(self.base.clone()))?
+            }
+            Transport::Unix { socket, .. } => hyperlocal::Uri::new(socket, &api_path).into(),
+        };
+        let mut request = Request::builder().method(method.clone()).uri(uri);
         if let Some(token) = token {
             request = request.header("X-Vault-Token", token.expose());
         }
@@ -272,12 +339,11 @@ impl Client {
             reason: format!("cannot build the request: {e}"),
         })?;
         let exchange = async {
-            let response = self.http.request(request).await.map_err(|e| Error::Unreachable {
-                addr: self.base.clone(),
-                method: method.to_string(),
-                path: path.to_string(),
-                reason: error_chain(&e),
-            })?;
+            let sent = match &self.transport {
+                Transport::Tls { http, .. } => http.request(request).await,
+                Transport::Unix { http, .. } => http.request(request).await,
+            };
+            let response = sent.map_err(|e| self.transport_error(method, path, &e))?;
             let status = response.status();
             let body =
                 Limited::new(response.into_body(), MAX_RESPONSE).collect().await.map_err(|e| Error::Unreachable {
@@ -291,6 +357,23 @@ impl Client {
         tokio::time::timeout(self.timeout, exchange).await.unwrap_or_else(|_| {
             Err(Error::Timeout { method: method.to_string(), path: path.to_string(), timeout: self.timeout })
         })
+    }
+}
+
+impl Client {
+    /// A failed exchange: an impostor (the pin refused its certificate), or OpenBao unreachable.
+    fn transport_error(&self, method: &Method, path: &str, error: &hyper_util::client::legacy::Error) -> Error {
+        if let Transport::Tls { pinned: Some(pinned), .. } = &self.transport {
+            if tls::is_identity_mismatch(error) {
+                return Error::Identity { addr: self.base.clone(), pinned: pinned.clone() };
+            }
+        }
+        Error::Unreachable {
+            addr: self.base.clone(),
+            method: method.to_string(),
+            path: path.to_string(),
+            reason: error_chain(error),
+        }
     }
 }
 

@@ -27,6 +27,7 @@
 //! - [`pem`], `x509`, [`keystore`]: strict PEM, certificate facts, the [`CaKeyStore`] interface and
 //!   [`MemoryKeyStore`].
 //! - `error`: [`PkiError`].
+//! - [`covers`]: which leaves a TLS client would accept for a host (pure).
 //! - `scan`: reading and checking the directory; anything foreign or corrupted is an error.
 //! - `plan`: deciding, as a pure function, what to issue and why.
 //! - `ca_keys`: loading the CAs from the keystore and saving new ones.
@@ -39,6 +40,7 @@
 mod action;
 mod ca_keys;
 pub mod config;
+pub mod covers;
 mod error;
 mod issue;
 pub mod keystore;
@@ -53,6 +55,7 @@ mod x509;
 use time::{OffsetDateTime, UtcOffset};
 
 pub use config::{CaKeys, CertConfig, CertName, KeyAlgorithm, Owner, PkiConfig, PkiConfigError, San, Usage};
+pub use covers::{leaves_covering, san_covers};
 pub use error::PkiError;
 pub use keystore::{CaKeyStore, KeyStoreError, MemoryKeyStore, INTERMEDIATE_CA_ITEM, ROOT_CA_ITEM};
 pub use report::{Action, CertKind, CertReport, CertSummary, ChainStatus, Report, INTERMEDIATE_NAME, ROOT_NAME};

@@ -41,6 +41,13 @@ pub struct SecretStoreConfig {
     /// CA certificate to verify OpenBao's TLS certificate; default: the CA pki-init made.
     #[serde(default)]
     pub ca_cert: Option<PathBuf>,
+    /// OpenBao's own certificate (PEM, leaf first), whose public key is pinned: among the certificates
+    /// `ca_cert` issues, only a server with this key is OpenBao. Default: `pki.dir/openbao/cert.pem`
+    /// when `pki.certs.openbao` exists; without that leaf (an external store) it must be given, or set
+    /// to `ca-only` to trust any certificate `ca_cert` issues — only for a store whose CA issues
+    /// nothing else. A supervised OpenBao is always pinned to `pki.certs.openbao`.
+    #[serde(default)]
+    pub server_cert: Option<openbao_client::Pin>,
     /// Shamir shares made at initialization.
     #[serde(default = "default_shares")]
     pub shares: u64,
@@ -97,6 +104,7 @@ impl Default for SecretStoreConfig {
         Self {
             address: default_address(),
             ca_cert: None,
+            server_cert: None,
             shares: default_shares(),
             threshold: default_threshold(),
             kv_mount: default_kv_mount(),

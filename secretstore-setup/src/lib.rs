@@ -7,7 +7,8 @@
 //! - [`secret`]: [`UnsealShare`] and [`SecretBytes`], which wipe themselves and never print.
 //! - [`config`]: the `keystore:` section of `edgeseal.yaml`.
 //! - [`setup`]: initialize, unseal and configure OpenBao, converging on every run (SPEC §6, §8).
-//! - [`supervise`]: run a local OpenBao as a child, restarted when it dies.
+//! - [`supervise`]: run a local OpenBao as a child, restarted when it dies, with a private Unix
+//!   listener for setup and a TCP listener locked until the first boot stored the shares.
 //! - [`watchdog`]: re-unseal an OpenBao that comes back sealed.
 //! - [`crash`]: named crash points for the crash-safety tests (cargo feature `crash-points`, off by
 //!   default: without it a crash point is nothing).

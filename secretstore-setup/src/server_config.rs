@@ -1,6 +1,13 @@
 //! OpenBao server configuration that edgeseal writes for an OpenBao it starts itself (tests, the
 //! supervised mode): raft storage tuned for a single node, a TLS listener with the device PKI, and a
 //! declarative file audit device (OpenBao 2.x refuses to enable audit devices through the API).
+//!
+//! In supervised mode OpenBao also listens on a Unix socket in a 0700 directory: edgeseal's private
+//! path for `sys/init`, `sys/unseal` and root generation. Until the keystore holds the unseal shares
+//! (first boot) the TCP listener is *locked*: it requires a TLS client certificate issued by a key
+//! only OpenBao holds (its own leaf serves as the client CA), so no local process can race
+//! `sys/init` on it. The TCP listener cannot simply be left out: raft needs its cluster address to
+//! unseal, and a Unix listener has none (OpenBao 2.7 answers "cluster addresses not found").
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -22,8 +29,14 @@ pub struct ServerConfig {
     /// File audit device, when set.
     pub audit_log: Option<PathBuf>,
     /// Allow the classic unauthenticated `sys/generate-root/*`, which needs the unseal shares and
-    /// nothing else. edgeseal uses it only to recover when its stored credential is gone.
+    /// nothing else. edgeseal uses it only to recover when its stored credential is gone. With
+    /// `api_socket` it is enabled on the Unix listener only, never on TCP.
     pub unauthed_generate_root: bool,
+    /// A Unix listener (plain HTTP) at this path, in a directory only edgeseal's user may enter.
+    pub api_socket: Option<PathBuf>,
+    /// Lock the TCP listener: TLS client certificates issued by the certificate in this file are
+    /// required (OpenBao's own leaf: nobody else holds its key), so the TCP API answers nobody.
+    pub tcp_client_ca: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -42,8 +55,21 @@ impl ServerConfig {
         let _ = writeln!(hcl, "  tls_cert_file = {}", quote(&self.tls_cert.display().to_string()));
         let _ = writeln!(hcl, "  tls_key_file = {}", quote(&self.tls_key.display().to_string()));
         let _ = writeln!(hcl, "  tls_min_version = \"tls12\"");
-        let _ = writeln!(hcl, "  disable_unauthed_generate_root_endpoints = {}", !self.unauthed_generate_root);
+        let tcp_generate_root = self.unauthed_generate_root && self.api_socket.is_none();
+        let _ = writeln!(hcl, "  disable_unauthed_generate_root_endpoints = {}", !tcp_generate_root);
+        if let Some(client_ca) = &self.tcp_client_ca {
+            let _ =
+                writeln!(hcl, "  # locked until the keystore holds the unseal shares: nobody has a client certificate");
+            let _ = writeln!(hcl, "  tls_require_and_verify_client_cert = true");
+            let _ = writeln!(hcl, "  tls_client_ca_file = {}", quote(&client_ca.display().to_string()));
+        }
         let _ = writeln!(hcl, "}}\n");
+        if let Some(socket) = &self.api_socket {
+            let _ = writeln!(hcl, "listener \"unix\" {{");
+            let _ = writeln!(hcl, "  address = {}", quote(&socket.display().to_string()));
+            let _ = writeln!(hcl, "  disable_unauthed_generate_root_endpoints = {}", !self.unauthed_generate_root);
+            let _ = writeln!(hcl, "}}\n");
+        }
         let _ = writeln!(hcl, "api_addr = \"https://{}\"", self.listen);
         let _ = writeln!(hcl, "cluster_addr = \"https://{}\"", self.cluster);
         if let Some(audit) = &self.audit_log {
@@ -89,6 +115,8 @@ mod tests {
             tls_key: "/run/edgeseal/pki/openbao/key.pem".into(),
             audit_log: Some("/var/log/openbao/audit.log".into()),
             unauthed_generate_root: true,
+            api_socket: None,
+            tcp_client_ca: None,
         };
         let hcl = config.render();
         assert!(hcl.contains("path = \"/var/lib/openbao/da\\\"ta\""), "{hcl}");
@@ -97,5 +125,41 @@ mod tests {
         assert!(hcl.contains("disable_unauthed_generate_root_endpoints = false"));
         assert!(hcl.contains("audit \"file\" \"file\""));
         assert!(hcl.contains("api_addr = \"https://127.0.0.1:8200\""));
+        assert!(!hcl.contains("listener \"unix\"") && !hcl.contains("tls_require_and_verify_client_cert"));
+    }
+
+    #[test]
+    fn supervised_listeners_keep_generate_root_and_first_boot_off_the_tcp_listener() {
+        let base = ServerConfig {
+            data_dir: "/d/raft".into(),
+            listen: "127.0.0.1:8200".parse().unwrap(),
+            cluster: "127.0.0.1:8201".parse().unwrap(),
+            tls_cert: "/p/openbao/cert.pem".into(),
+            tls_key: "/p/openbao/key.pem".into(),
+            audit_log: None,
+            unauthed_generate_root: false,
+            api_socket: Some("/d/api/openbao.sock".into()),
+            tcp_client_ca: None,
+        };
+        // (unauthed_generate_root, locked) -> (TCP disables it, unix disables it, TCP locked)
+        let cases = [
+            ((false, false), (true, true, false)),
+            ((true, false), (true, false, false)),
+            ((true, true), (true, false, true)),
+        ];
+        for ((unauthed, locked), (tcp_off, unix_off, tcp_locked)) in cases {
+            let config = ServerConfig {
+                unauthed_generate_root: unauthed,
+                tcp_client_ca: locked.then(|| "/d/locked-client-ca.pem".into()),
+                ..base.clone()
+            };
+            let hcl = config.render();
+            let (tcp, unix) = hcl.split_at(hcl.find("listener \"unix\"").unwrap());
+            assert!(tcp.contains(&format!("disable_unauthed_generate_root_endpoints = {tcp_off}")), "{hcl}");
+            assert!(unix.contains(&format!("disable_unauthed_generate_root_endpoints = {unix_off}")), "{hcl}");
+            assert!(unix.contains("address = \"/d/api/openbao.sock\""), "{hcl}");
+            assert_eq!(tcp.contains("tls_require_and_verify_client_cert = true"), tcp_locked, "{hcl}");
+            assert_eq!(tcp.contains("tls_client_ca_file = \"/d/locked-client-ca.pem\""), tcp_locked, "{hcl}");
+        }
     }
 }

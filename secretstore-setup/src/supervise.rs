@@ -1,9 +1,21 @@
 //! Supervising a local OpenBao: edgeseal starts `bao server` with a configuration it writes from its
 //! own PKI (raft with `performance_multiplier = 1`, TLS, a declarative file audit device), restarts it
 //! when it dies, and stops it cleanly on shutdown. A device or a laptop then needs no compose file.
+//!
+//! The supervised OpenBao also listens on a Unix socket, `data_dir/api/openbao.sock`, in a directory
+//! of mode 0700 owned by edgeseal's user: setup and the watchdog talk to it there, so `sys/init`,
+//! `sys/unseal` and root generation are out of reach of other local users' processes. On first boot
+//! (the keystore holds no shares yet) the TCP listener starts *locked* (see
+//! [`crate::server_config`]); once setup has stored the shares and converged, `run` rewrites the
+//! configuration with the TCP listener open and restarts OpenBao ([`Supervisor::restart`]), then
+//! unseals it again over the socket.
+//!
+//! What stays exposed on the TCP listener every user reaches: `sys/unseal` (anyone can reset or feed
+//! an attempt — a nuisance setup and the watchdog retry through, never a disclosure), `sys/health`
+//! and `sys/seal-status`. Unauthenticated root generation is disabled there in every case.
 
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -12,6 +24,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::process::{Child, Command};
 use tokio::sync::{watch, Mutex};
+
+use openbao_client::retry::Backoff;
 
 use crate::server_config::ServerConfig;
 
@@ -23,67 +37,145 @@ pub struct SuperviseConfig {
     pub binary: PathBuf,
     /// Persistent directory for raft data, the generated config and OpenBao's logs.
     pub data_dir: PathBuf,
+    /// Enable OpenBao's unauthenticated `sys/generate-root/*` on the private Unix listener (never on
+    /// TCP). Off by default; setup needs it only to recover a root token when the bootstrap
+    /// credential in the keystore is lost (a crash on first boot before it was stored).
+    #[serde(default)]
+    pub unauthed_generate_root: bool,
 }
+
+impl SuperviseConfig {
+    /// The private Unix socket: `data_dir/api/openbao.sock`.
+    pub fn api_socket(&self) -> PathBuf {
+        self.data_dir.join("api").join("openbao.sock")
+    }
+
+    /// The client CA of the locked TCP listener (OpenBao's own leaf certificate, alone).
+    pub fn locked_client_ca(&self) -> PathBuf {
+        self.data_dir.join("locked-client-ca.pem")
+    }
+}
+
+/// Whether OpenBao must start with its TCP listener locked: the keystore in `keystore_dir` does not
+/// hold unseal shares yet (first boot, or a first boot that was interrupted), or cannot be read.
+pub fn tcp_stays_locked(keystore_dir: &Path) -> bool {
+    !matches!(crate::KeystoreDir::new(keystore_dir).read(), Ok(Some(file)) if file.secret_shares > 0)
+}
+
+/// Longest path a Unix socket address can hold (sun_path, with its NUL).
+const MAX_SOCKET_PATH: usize = 107;
 
 /// A supervised OpenBao process.
 #[derive(Debug)]
 pub struct Supervisor {
     stop: watch::Sender<bool>,
+    restart: watch::Sender<u64>,
+    spawned: watch::Receiver<u64>,
     task: tokio::task::JoinHandle<()>,
     pid: Arc<Mutex<Option<u32>>>,
     restarts: watch::Receiver<u64>,
 }
 
-/// Writes the OpenBao configuration and prepares directories; returns the config file's path.
+/// Writes the OpenBao configuration and prepares directories (the socket's directory 0700, owned by
+/// us — refused otherwise); returns the config file's path.
 pub fn prepare(config: &SuperviseConfig, server: &ServerConfig) -> std::io::Result<PathBuf> {
     fs::DirBuilder::new().recursive(true).mode(0o700).create(&config.data_dir)?;
     fs::DirBuilder::new().recursive(true).mode(0o700).create(&server.data_dir)?;
+    if let Some(socket) = &server.api_socket {
+        private_socket_dir(socket)?;
+    }
+    if let Some(client_ca) = &server.tcp_client_ca {
+        let chain = fs::read_to_string(&server.tls_cert)?;
+        let end = "-----END CERTIFICATE-----";
+        let leaf = chain.find(end).map(|at| &chain[..at + end.len()]).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{} holds no PEM certificate", server.tls_cert.display()),
+            )
+        })?;
+        fs::write(client_ca, format!("{}\n", leaf.trim_start()))?;
+        fs::set_permissions(client_ca, fs::Permissions::from_mode(0o600))?;
+    }
     let path = config.data_dir.join("openbao.hcl");
     fs::write(&path, server.render())?;
     fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
     Ok(path)
 }
 
+/// Creates (or checks) the socket's directory: mode 0700, owned by our effective uid; a stale socket
+/// file is OpenBao's to replace.
+fn private_socket_dir(socket: &Path) -> std::io::Result<()> {
+    let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, what);
+    if socket.as_os_str().len() > MAX_SOCKET_PATH {
+        return Err(invalid(format!(
+            "OpenBao's socket path {} is longer than {MAX_SOCKET_PATH} bytes: choose a shorter secret_store.supervise.data_dir",
+            socket.display()
+        )));
+    }
+    let dir = socket.parent().ok_or_else(|| invalid(format!("{} has no directory", socket.display())))?;
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let meta = fs::symlink_metadata(dir)?;
+    if !meta.is_dir() || meta.uid() != nix::unistd::geteuid().as_raw() {
+        return Err(invalid(format!(
+            "{} must be a directory owned by edgeseal's user (uid {}): it guards OpenBao's private socket",
+            dir.display(),
+            nix::unistd::geteuid()
+        )));
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+}
+
 impl Supervisor {
     /// Starts OpenBao and keeps it running until [`Supervisor::stop`].
     pub fn start(config: &SuperviseConfig, config_file: &Path) -> Self {
         let (stop, mut stopped) = watch::channel(false);
+        let (restart, mut restart_asked) = watch::channel(0u64);
+        let (spawned_tx, spawned) = watch::channel(0u64);
         let (restart_tx, restarts) = watch::channel(0u64);
         let pid = Arc::new(Mutex::new(None));
         let (binary, config_file, log_dir) =
             (config.binary.clone(), config_file.to_path_buf(), config.data_dir.clone());
         let pid_slot = pid.clone();
         let task = tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(200);
+            let mut backoff = Backoff::forever(Duration::from_millis(200), Duration::from_secs(10));
             let mut starts = 0u64;
+            let mut asked = false;
             loop {
                 let mut child = match spawn(&binary, &config_file, &log_dir) {
                     Ok(child) => child,
                     Err(e) => {
                         tracing::error!(binary = %binary.display(), error = %e, "cannot start OpenBao");
+                        let pause = backoff.next_pause().unwrap_or(Duration::from_secs(10));
                         tokio::select! {
                             _ = stopped.changed() => return,
-                            _ = tokio::time::sleep(backoff) => {}
+                            _ = tokio::time::sleep(pause) => {}
                         }
-                        backoff = (backoff * 2).min(Duration::from_secs(10));
                         continue;
                     }
                 };
                 starts += 1;
                 *pid_slot.lock().await = child.id();
-                if starts > 1 {
+                if starts > 1 && !asked {
                     let _ = restart_tx.send(starts - 1);
                 }
+                asked = false;
+                let _ = spawned_tx.send(starts);
                 tracing::info!(pid = child.id(), "OpenBao started");
                 tokio::select! {
                     status = child.wait() => {
                         tracing::warn!(status = ?status.ok(), "OpenBao exited; restarting it");
                         *pid_slot.lock().await = None;
+                        let pause = backoff.next_pause().unwrap_or(Duration::from_secs(10));
                         tokio::select! {
                             _ = stopped.changed() => return,
-                            _ = tokio::time::sleep(backoff) => {}
+                            _ = tokio::time::sleep(pause) => {}
                         }
-                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                    }
+                    _ = restart_asked.changed() => {
+                        // Asked for (a new configuration): stop it cleanly, start again at once.
+                        terminate(&mut child).await;
+                        *pid_slot.lock().await = None;
+                        asked = true;
                     }
                     _ = stopped.changed() => {
                         terminate(&mut child).await;
@@ -93,7 +185,15 @@ impl Supervisor {
                 }
             }
         });
-        Self { stop, task, pid, restarts }
+        Self { stop, restart, spawned, task, pid, restarts }
+    }
+
+    /// Stops OpenBao cleanly and starts it again (it re-reads its configuration file, and comes back
+    /// sealed); returns once the new process is started.
+    pub async fn restart(&mut self) {
+        let before = *self.spawned.borrow_and_update();
+        self.restart.send_modify(|generation| *generation += 1);
+        let _ = self.spawned.wait_for(|spawned| *spawned > before).await;
     }
 
     /// The current OpenBao pid, if running.

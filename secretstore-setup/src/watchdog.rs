@@ -3,12 +3,16 @@
 //!
 //! The shares are not kept in memory between events: each re-unseal runs the KDF plug-in and
 //! decrypts the keystore again.
+//!
+//! The watchdog never gives up and never stops `run`: a server on the store's address that is not
+//! the pinned OpenBao, an unseal attempt disturbed by another client, a missing keystore — each is
+//! logged once when the state changes, and the next tick tries again.
 
 use std::future::Future;
 
 use openbao_client::Client;
 
-use crate::setup::{unseal, Setup, SetupError};
+use crate::setup::{Setup, SetupError};
 
 /// What the watchdog last saw, so each change is logged once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,20 +63,15 @@ pub async fn run(setup: &Setup, client: &Client, shutdown: impl Future<Output = 
 /// One check: unseals if sealed. `Ok(Healthy)` after a successful re-unseal.
 pub async fn check(setup: &Setup, client: &Client) -> Result<Seen, SetupError> {
     match client.health().await {
+        Err(e) if e.is_identity_mismatch() => {
+            Err(SetupError::OpenBao { doing: "checking OpenBao's identity".into(), source: e })
+        }
         Err(_) => Ok(Seen::Unreachable),
         Ok(h) if !h.initialized => Ok(Seen::Unreachable),
         Ok(h) if !h.sealed => Ok(Seen::Healthy),
         Ok(_) => {
             tracing::warn!(address = client.address(), "watchdog: OpenBao is sealed; unsealing from the keystore");
-            let ikm = setup.ikm().await?;
-            let store = setup.keystore_dir();
-            let file = store.read()?.ok_or_else(|| SetupError::KeystoreMissing {
-                address: setup.store.address.clone(),
-                path: store.path().to_path_buf(),
-            })?;
-            let kek = crate::setup::file_kek(&store, &file, &ikm)?;
-            let keystore = store.open(&kek)?;
-            unseal::unseal(client, &keystore, setup.store.wait_timeout).await?;
+            setup.unseal_from_keystore(client).await?;
             Ok(Seen::Healthy)
         }
     }

@@ -189,7 +189,62 @@ impl Config {
             (location, e.to_string())
         })?;
         config.check_selectors().map_err(|message| (None, message))?;
+        config.check_store_address_leaves().map_err(|message| (None, message))?;
         Ok(config)
+    }
+
+    /// Only OpenBao's own leaf may cover the host of `secret_store.address`: any other leaf the device
+    /// CA issues for it would let its holder answer in OpenBao's place while OpenBao is down.
+    fn check_store_address_leaves(&self) -> Result<(), String> {
+        let address = &self.secret_store.address;
+        let host = openbao_client::address_host(address).map_err(|e| format!("secret_store.address: {e}"))?;
+        let pinned_leaf = |name: &str| match &self.secret_store.server_cert {
+            Some(openbao_client::Pin::ServerCert(path)) => *path == self.pki.dir.join(name).join("cert.pem"),
+            _ => false,
+        };
+        let others: Vec<String> = pki_init::leaves_covering(&self.pki, &host)
+            .into_iter()
+            .map(|name| name.as_str())
+            .filter(|name| *name != crate::commands::run::OPENBAO_CERT && !pinned_leaf(name))
+            .map(|name| format!("pki.certs.{name}"))
+            .collect();
+        if others.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "{}: SANs cover {host}, the host of secret_store.address ({address}); whoever holds such a leaf could pose as OpenBao. Remove {host} from their sans: only pki.certs.{} may cover the store's address",
+            others.join(", "),
+            crate::commands::run::OPENBAO_CERT
+        ))
+    }
+
+    /// Which OpenBao certificate is pinned: `secret_store.server_cert`, else OpenBao's leaf from
+    /// pki-init (`pki.dir/openbao/cert.pem`). A store without either is refused: the device CA alone
+    /// does not tell OpenBao from any other holder of one of its leaves (`ca-only` says it does).
+    pub fn server_pin(&self) -> Result<openbao_client::Pin, crate::UsageError> {
+        use openbao_client::Pin;
+        let name = crate::commands::run::OPENBAO_CERT;
+        let leaf = self.pki.certs.contains_key(name).then(|| Pin::ServerCert(self.pki.dir.join(name).join("cert.pem")));
+        match (&self.secret_store.server_cert, leaf, &self.secret_store.supervise) {
+            (Some(pin), Some(leaf), Some(_)) if *pin != leaf => Err(crate::UsageError(format!(
+                "secret_store.server_cert: a supervised OpenBao serves pki.certs.{name}, and is pinned to it; remove server_cert"
+            ))),
+            (Some(pin), _, _) => {
+                if *pin == Pin::CaOnly {
+                    tracing::warn!(
+                        "secret_store.server_cert is ca-only: any certificate {} issues for {} is taken for OpenBao",
+                        self.ca_cert().display(),
+                        self.secret_store.address
+                    );
+                }
+                Ok(pin.clone())
+            }
+            (None, Some(leaf), _) => Ok(leaf),
+            (None, None, _) => Err(crate::UsageError(format!(
+                "secret_store.server_cert is required when pki.certs.{name} does not exist: give the path of OpenBao's certificate (PEM) so that only OpenBao receives unseal shares, or `ca-only` if {} is a CA that issues no certificate but OpenBao's",
+                self.ca_cert().display()
+            ))),
+        }
     }
 
     /// The selector rules of [`token_server::config::check_selectors`]: a `unix` selector says who
@@ -287,6 +342,66 @@ mod tests {
         std::fs::write(&path, cases[0].0).unwrap();
         let error = Config::load(&path).unwrap_err();
         assert!(matches!(error, ConfigError::Invalid { .. }), "a config error, exit 64: {error}");
+    }
+
+    #[test]
+    fn a_leaf_covering_the_store_address_other_than_openbaos_is_refused() {
+        let yaml = |address: &str, certs: &str| {
+            format!("secret_store:\n  address: {address}\npki:\n  certs:\n    openbao: {{ sans: [127.0.0.1, localhost] }}\n{certs}")
+        };
+        let cases = [
+            (
+                "https://127.0.0.1:8200",
+                "    rogue: { sans: [127.0.0.1] }\n",
+                Some("pki.certs.rogue: SANs cover 127.0.0.1"),
+            ),
+            ("https://localhost:8200", "    web: { sans: [LOCALHOST] }\n", Some("pki.certs.web: SANs cover localhost")),
+            ("https://bao.edge.local:8200", "    any: { sans: [\"*.edge.local\"] }\n", Some("pki.certs.any")),
+            ("https://127.0.0.1:8200", "    client: { sans: [127.0.0.1], usages: [client] }\n", None),
+            ("https://127.0.0.1:8200", "    svc: { sans: [svc, 10.0.0.5] }\n", None),
+            (
+                "https://10.0.0.5:8200",
+                "    svc: { sans: [svc, 10.0.0.5] }\n",
+                Some("host of secret_store.address (https://10.0.0.5:8200)"),
+            ),
+        ];
+        for (address, certs, want) in cases {
+            let parsed = Config::parse(&yaml(address, certs));
+            match want {
+                Some(want) => {
+                    let (_, message) = parsed.unwrap_err();
+                    assert!(
+                        message.contains(want) && message.contains("pose as OpenBao"),
+                        "{address} {certs}: {message}"
+                    );
+                }
+                None => {
+                    parsed.unwrap();
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_pin_is_openbaos_leaf_or_explicit() {
+        use openbao_client::Pin;
+        let with_leaf = Config::parse("pki:\n  dir: /p\n  certs:\n    openbao: { sans: [127.0.0.1] }\n").unwrap();
+        assert_eq!(with_leaf.server_pin().unwrap(), Pin::ServerCert("/p/openbao/cert.pem".into()));
+        let external = Config::parse("secret_store:\n  address: https://bao.example:8200\n").unwrap();
+        let err = external.server_pin().unwrap_err().to_string();
+        assert!(err.contains("secret_store.server_cert is required") && err.contains("ca-only"), "{err}");
+        let ca_only = Config::parse("secret_store:\n  server_cert: ca-only\n").unwrap();
+        assert_eq!(ca_only.server_pin().unwrap(), Pin::CaOnly);
+        let explicit = Config::parse("secret_store:\n  server_cert: /etc/bao/cert.pem\n").unwrap();
+        assert_eq!(explicit.server_pin().unwrap(), Pin::ServerCert("/etc/bao/cert.pem".into()));
+        let supervised_elsewhere = Config::parse(
+            "pki:\n  certs:\n    openbao: { sans: [127.0.0.1] }\nsecret_store:\n  server_cert: ca-only\n  supervise: { binary: /b, data_dir: /d }\n",
+        )
+        .unwrap();
+        let err = supervised_elsewhere.server_pin().unwrap_err().to_string();
+        assert!(err.contains("a supervised OpenBao serves pki.certs.openbao"), "{err}");
+        let (_, err) = Config::parse("secret_store:\n  server_cert: relative/cert.pem\n").unwrap_err();
+        assert!(err.contains("neither an absolute path"), "{err}");
     }
 
     #[test]

@@ -331,7 +331,7 @@ impl ScriptSide {
 
 /// Both sides must end in the same state, or the comparison means nothing.
 async fn check_state(who: &str, bao: &OpenBao, tokens: &Path) {
-    let client = Client::new(&bao.address(), bao.ca(), Duration::from_secs(10)).unwrap();
+    let client = Client::new(&bao.address(), bao.ca(), &bao.pin(), Duration::from_secs(10)).unwrap();
     let file = fs::read(tokens.join("svc-01/secrets-token.json")).unwrap_or_else(|e| panic!("{who}: token file: {e}"));
     let file: Value = serde_json::from_slice(&file).unwrap();
     let token =
@@ -357,7 +357,7 @@ async fn check_state(who: &str, bao: &OpenBao, tokens: &Path) {
 /// token files written), on the script's OpenBao (same configuration) with the script's issuing token,
 /// which it keeps in a plaintext file, so no product code changes. Returns (one by one, at once) samples.
 async fn file_tokens_what_if(side: &ScriptSide) -> (Vec<Duration>, Vec<Duration>) {
-    let client = Client::new(&side.bao.address(), side.bao.ca(), Duration::from_secs(10)).unwrap();
+    let client = Client::new(&side.bao.address(), side.bao.ca(), &side.bao.pin(), Duration::from_secs(10)).unwrap();
     let issuer = fs::read_to_string(side.dir.path().join("state/issuer-token")).unwrap();
     let issuer = Token::new(issuer.trim());
     let meta = serde_json::Map::from_iter([("service".to_string(), Value::String("bench".into()))]);

@@ -79,6 +79,7 @@ impl Device {
                 ..SecretStoreConfig::default()
             },
             ca_cert: bao.ca().to_path_buf(),
+            server_pin: bao.pin(),
             keystore: KeystoreConfig { dir: self.keystore_dir() },
             kdf: KdfConfig { plugin: self.plugin(), timeout: Duration::from_secs(10), ..KdfConfig::default() },
             services,
@@ -89,10 +90,14 @@ impl Device {
     /// The same setup as an `edgeseal.yaml` for the `security-bootstrap` binary; returns its path.
     pub fn write_config(&self, setup: &Setup) -> PathBuf {
         let mut yaml = format!(
-            "secret_store:\n  address: {}\n  ca_cert: {}\n  shares: {}\n  threshold: {}\n  wait_timeout: {}\n\
+            "secret_store:\n  address: {}\n  ca_cert: {}\n  server_cert: {}\n  shares: {}\n  threshold: {}\n  wait_timeout: {}\n\
              keystore:\n  dir: {}\nkdf:\n  plugin: {}\n  timeout: 10s\nfile_tokens:\n  dir: {}\nservices:\n",
             setup.store.address,
             setup.ca_cert.display(),
+            match &setup.server_pin {
+                openbao_client::Pin::ServerCert(path) => path.display().to_string(),
+                openbao_client::Pin::CaOnly => openbao_client::tls::CA_ONLY.to_string(),
+            },
             setup.store.shares,
             setup.store.threshold,
             humantime::format_duration(setup.store.wait_timeout),

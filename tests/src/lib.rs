@@ -8,6 +8,7 @@
 //! - [`compose`]: the docker-compose deployment in `docker/`, built and run offline.
 //! - [`device`]: a simulated device (KDF plug-in, keystore, file tokens) and its edgeseal config.
 //! - [`docker`]: a Docker daemon (the system one, or a private `dockerd`), offline images, containers.
+//! - [`impostor`]: an HTTPS server posing as OpenBao with another leaf, recording what it receives.
 //! - [`openbao`]: a real OpenBao (raft, TLS, file audit) on a free loopback port.
 //! - [`pki`]: a device PKI for the OpenBao listener.
 //! - [`ports`]: free loopback ports.
@@ -23,6 +24,7 @@ pub mod bench;
 pub mod compose;
 pub mod device;
 pub mod docker;
+pub mod impostor;
 pub mod openbao;
 pub mod pki;
 pub mod ports;

@@ -47,13 +47,20 @@ pub struct OpenBao {
     listen: SocketAddr,
     config: PathBuf,
     ca: PathBuf,
+    cert: PathBuf,
     child: Option<ChildGuard>,
     starts: u32,
 }
 
 impl OpenBao {
-    /// Starts a fresh, uninitialized OpenBao with TLS from `pki` (its `openbao` leaf).
+    /// Starts a fresh, uninitialized OpenBao with TLS from `pki` (its `openbao` leaf), whose operator
+    /// allowed the unauthenticated `sys/generate-root` (the crash tests recover through it).
     pub fn start(pki: &TestPki) -> Self {
+        Self::start_with(pki, true)
+    }
+
+    /// The same, choosing whether the unauthenticated `sys/generate-root` is enabled on the listener.
+    pub fn start_with(pki: &TestPki, unauthed_generate_root: bool) -> Self {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let data = dir.path().join("data");
         fs::create_dir_all(&data).unwrap_or_else(|e| panic!("creating {}: {e}", data.display()));
@@ -66,11 +73,13 @@ impl OpenBao {
             tls_cert: pki.cert("openbao"),
             tls_key: pki.key("openbao"),
             audit_log: Some(dir.path().join("audit.log")),
-            unauthed_generate_root: true,
+            unauthed_generate_root,
+            api_socket: None,
+            tcp_client_ca: None,
         };
         let config = dir.path().join("config.hcl");
         fs::write(&config, server.render()).unwrap_or_else(|e| panic!("writing {}: {e}", config.display()));
-        let mut bao = Self { dir, listen, config, ca: pki.ca(), child: None, starts: 0 };
+        let mut bao = Self { dir, listen, config, ca: pki.ca(), cert: pki.cert("openbao"), child: None, starts: 0 };
         bao.spawn();
         bao
     }
@@ -80,9 +89,24 @@ impl OpenBao {
         format!("https://{}", self.listen)
     }
 
+    /// The API listener's socket address.
+    pub fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+
     /// The CA file a client must trust.
     pub fn ca(&self) -> &Path {
         &self.ca
+    }
+
+    /// OpenBao's certificate (leaf first): the one clients pin.
+    pub fn server_cert(&self) -> &Path {
+        &self.cert
+    }
+
+    /// The identity pin for clients of this server.
+    pub fn pin(&self) -> openbao_client::Pin {
+        openbao_client::Pin::ServerCert(self.cert.clone())
     }
 
     /// The server's working directory (data, logs, config).

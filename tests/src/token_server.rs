@@ -45,7 +45,9 @@ impl TestServer {
         tune: impl FnOnce(&mut Attestor),
     ) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let client = openbao_client::Client::new(&setup.store.address, &setup.ca_cert, config.store_timeout).unwrap();
+        let client =
+            openbao_client::Client::new(&setup.store.address, &setup.ca_cert, &setup.server_pin, config.store_timeout)
+                .unwrap();
         if let Some(docker) = docker {
             config.docker_socket = Some(docker.to_path_buf());
         }

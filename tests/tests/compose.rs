@@ -282,7 +282,8 @@ fn compose_up_serves_own_secrets_refuses_others_and_restarts_without_reinit() {
 
 /// docker/openbao.hcl is what `security-bootstrap run` writes for an OpenBao it supervises, with the
 /// openbao container's paths: raft with performance_multiplier = 1, TLS from pki-init, unauthenticated
-/// generate-root allowed (recovery with the shares), the declarative file audit device.
+/// generate-root disabled (every container on the network reaches this listener), the declarative file
+/// audit device. (A supervised OpenBao also gets a private Unix listener, which compose cannot share.)
 #[test]
 fn the_compose_openbao_config_is_what_a_supervised_openbao_gets() {
     let supervised = ServerConfig {
@@ -292,7 +293,9 @@ fn the_compose_openbao_config_is_what_a_supervised_openbao_gets() {
         tls_cert: "/etc/edgeseal/pki/openbao/cert.pem".into(),
         tls_key: "/etc/edgeseal/pki/openbao/key.pem".into(),
         audit_log: Some("/openbao/logs/audit.log".into()),
-        unauthed_generate_root: true,
+        unauthed_generate_root: false,
+        api_socket: None,
+        tcp_client_ca: None,
     }
     .render();
     let significant = |text: &str| -> Vec<String> {

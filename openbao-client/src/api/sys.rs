@@ -88,6 +88,8 @@ struct GenerateRootStatus {
     #[serde(default)]
     nonce: String,
     #[serde(default)]
+    required: u64,
+    #[serde(default)]
     otp: String,
     #[serde(default)]
     complete: bool,
@@ -146,7 +148,11 @@ impl Client {
     }
 
     /// Generates a root token from unseal shares: cancels any attempt in progress, starts one, feeds
-    /// shares until complete, and decodes the token with the one-time password.
+    /// at most as many shares as the attempt requires (never all of them), and decodes the token with
+    /// the one-time password.
+    ///
+    /// Not retried here: on the unauthenticated endpoint anyone who reaches the listener can cancel or
+    /// feed the attempt (the nonce is public), so the caller decides whether to start over.
     pub async fn generate_root<'s>(
         &self,
         mode: GenerateRoot<'_>,
@@ -162,7 +168,15 @@ impl Client {
             unwrap_data(self.call(Method::PUT, &attempt, token, Some(&json!({})), Retry::Once).await?, &attempt)?;
         let otp = Zeroizing::new(started.otp.clone());
         let update = format!("{base}/update");
-        for share in shares {
+        let required = usize::try_from(started.required).unwrap_or(usize::MAX);
+        if required == 0 {
+            return Err(Error::Decode {
+                method: "PUT".into(),
+                path: attempt,
+                reason: "the root generation attempt does not say how many shares it requires".into(),
+            });
+        }
+        for share in shares.into_iter().take(required) {
             let body = json!({"key": STANDARD.encode(share), "nonce": started.nonce});
             let status: GenerateRootStatus =
                 unwrap_data(self.call(Method::PUT, &update, token, Some(&body), Retry::Once).await?, &update)?;
@@ -180,7 +194,7 @@ impl Client {
         Err(Error::Decode {
             method: "PUT".into(),
             path: update,
-            reason: "all shares were given but root generation did not complete (too few valid shares)".into(),
+            reason: "the required number of shares was given but root generation did not complete (a share is not valid, or someone else fed or cancelled the attempt)".into(),
         })
     }
 

@@ -11,6 +11,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use kdf_plugins::{Ikm, Kek};
+use openbao_client::retry::{retry, Attempt, Backoff};
 use openbao_client::{Client, Token};
 
 use super::{file_kek, Doing, Setup, SetupError};
@@ -63,17 +64,23 @@ pub async fn initialize(
     let shares: Vec<UnsealShare> = init.shares.iter().map(|s| UnsealShare::new(s.to_vec())).collect();
     // From here on the shares exist only in this process: a failed write is retried (the disk may be
     // full for a moment, another writer may have raced us), never given up quickly.
-    let deadline = std::time::Instant::now() + SHARE_WRITE_PATIENCE;
-    let (keystore, kek) = loop {
-        match store_shares(setup, store, ikm, keystore.clone(), &kek, &shares) {
-            Ok(stored) => break stored,
-            Err(e) if std::time::Instant::now() < deadline => {
-                tracing::error!(error = %e, "cannot store the unseal shares yet; retrying (do not stop edgeseal now)");
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let backoff =
+        Backoff::within(SHARE_WRITE_PATIENCE, std::time::Duration::from_secs(1), std::time::Duration::from_secs(1));
+    let (keystore, kek) = retry(backoff, || {
+        let fresh = keystore.clone();
+        let kek = &kek;
+        let shares = &shares;
+        async move {
+            match store_shares(setup, store, ikm, fresh, kek, shares) {
+                Ok(stored) => Attempt::Done(stored),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot store the unseal shares yet; retrying (do not stop edgeseal now)");
+                    Attempt::Retry(e)
+                }
             }
-            Err(e) => return Err(e),
         }
-    };
+    })
+    .await?;
     crash::point("after-keystore");
     remove_durably(&marker)?;
     tracing::info!(keystore = %store.path().display(), shares = setup.store.shares, "initialized OpenBao; unseal shares stored encrypted");

@@ -11,6 +11,12 @@
 //! 6. Revoke the root token.
 //!
 //! Every step can be interrupted by a crash; the next run picks up from what is on disk and in OpenBao.
+//!
+//! Every call goes to OpenBao only: over HTTPS pinned to OpenBao's own key ([`Setup::server_pin`]), or,
+//! for an OpenBao edgeseal supervises, over its private Unix socket ([`Setup::client`]). Steps that
+//! another local client can disturb through OpenBao's unauthenticated endpoints (an unseal attempt, a
+//! root generation) are started over with backoff until `wait_timeout`, then reported; see
+//! [`unseal`] for what stays exposed with an external store.
 
 pub mod configure;
 pub mod file_tokens;
@@ -23,7 +29,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use kdf_plugins::{run_plugin, Ikm, KdfConfig, Kek, PluginError};
-use openbao_client::Client;
+use openbao_client::{Client, Pin};
 use thiserror::Error;
 
 use crate::config::{FileTokensConfig, KeystoreConfig, SecretStoreConfig, ServiceSetup};
@@ -72,6 +78,34 @@ pub enum SetupError {
         path: PathBuf,
         /// OpenBao's address.
         address: String,
+    },
+    /// Another client kept resetting or feeding the unseal attempt until `wait_timeout` ran out.
+    #[error("unsealing OpenBao at {address}: another client kept disturbing the unseal attempt for {} (last: {seen}); sys/unseal needs no token, so any local process reaching OpenBao's listener can reset it. No share was disclosed. Find the process calling sys/unseal; edgeseal retries on its next run and the watchdog keeps trying", humantime::format_duration(*.waited))]
+    UnsealDisturbed {
+        /// OpenBao's address.
+        address: String,
+        /// How long we kept trying.
+        waited: Duration,
+        /// What the last attempt saw.
+        seen: String,
+    },
+    /// Clean unseal attempts with the keystore's shares did not open the store.
+    #[error("the keystore's shares do not unseal OpenBao at {address} ({seen}): the keystore belongs to another store. Point edgeseal at the OpenBao this keystore was made for")]
+    ForeignShares {
+        /// OpenBao's address.
+        address: String,
+        /// What the last attempt saw.
+        seen: String,
+    },
+    /// OpenBao asks for more shares than the keystore holds.
+    #[error("OpenBao at {address} needs {store} shares to unseal but the keystore holds {shares}: the keystore belongs to another store")]
+    ThresholdMismatch {
+        /// OpenBao's address.
+        address: String,
+        /// The threshold OpenBao states.
+        store: u64,
+        /// Shares in the keystore.
+        shares: usize,
     },
     /// Neither the bootstrap credential nor the unauthenticated endpoint gives a root token.
     #[error("cannot obtain a root token from the unseal shares: {0}")]
@@ -136,6 +170,9 @@ pub struct Setup {
     pub store: SecretStoreConfig,
     /// The CA file OpenBao's certificate must chain to.
     pub ca_cert: PathBuf,
+    /// Which certificate under that CA is OpenBao's (`secret_store.server_cert`, resolved): only a
+    /// server with its key gets shares, `sys/init` or anything else.
+    pub server_pin: Pin,
     /// `keystore:`.
     pub keystore: KeystoreConfig,
     /// `kdf:`.
@@ -163,10 +200,39 @@ pub struct Report {
 }
 
 impl Setup {
-    /// An OpenBao client for this configuration.
+    /// The OpenBao client setup and the watchdog use. For a supervised OpenBao: its private Unix
+    /// socket (a directory only edgeseal's user may enter), so `sys/init`, `sys/unseal` and root
+    /// generation never travel over the TCP listener other local users reach. Otherwise: HTTPS to
+    /// `secret_store.address`, pinned to OpenBao's certificate.
     pub fn client(&self) -> Result<Client, SetupError> {
-        Client::new(&self.store.address, &self.ca_cert, self.store.request_timeout)
+        if let Some(supervise) = &self.store.supervise {
+            return Ok(Client::unix(&supervise.api_socket(), self.store.request_timeout));
+        }
+        self.tcp_client()
+    }
+
+    /// HTTPS to `secret_store.address`, pinned to OpenBao's certificate (what services and the token
+    /// server use).
+    pub fn tcp_client(&self) -> Result<Client, SetupError> {
+        Client::new(&self.store.address, &self.ca_cert, &self.server_pin, self.store.request_timeout)
             .doing(|| format!("connecting to OpenBao at {}", self.store.address))
+    }
+
+    /// Unseals OpenBao from the keystore (the plug-in runs again; the shares live only for this
+    /// call), and waits until it is active. What the watchdog does on "sealed", and `run` after it
+    /// restarted a supervised OpenBao. Returns whether it was sealed.
+    pub async fn unseal_from_keystore(&self, client: &Client) -> Result<bool, SetupError> {
+        unseal::wait_for_openbao(client, self.store.wait_timeout).await?;
+        let ikm = self.ikm().await?;
+        let store = self.keystore_dir();
+        let file = store.read()?.ok_or_else(|| SetupError::KeystoreMissing {
+            address: self.store.address.clone(),
+            path: store.path().to_path_buf(),
+        })?;
+        let kek = file_kek(&store, &file, &ikm)?;
+        drop(ikm);
+        let keystore = store.open(&kek)?;
+        unseal::unseal(client, &keystore, self.store.wait_timeout).await
     }
 
     /// Runs the KDF plug-in (on a blocking thread) and returns the IKM.
@@ -209,7 +275,7 @@ impl Setup {
 
         let root = match init_root {
             Some(token) => root::remember(&client, &store, root::Root { token, approle_ok: false }).await?,
-            None => root::obtain(&client, &store, &keystore).await?,
+            None => root::obtain(self, &client, &store, &keystore).await?,
         };
         crash::point("after-root");
 

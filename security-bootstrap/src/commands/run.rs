@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use secretstore_setup::server_config::ServerConfig as BaoConfig;
-use secretstore_setup::supervise::{self, Supervisor};
+use secretstore_setup::supervise::{self, SuperviseConfig, Supervisor};
 use tokio::sync::watch;
 
 use super::token_server;
@@ -15,8 +15,11 @@ use crate::config::Config;
 /// The leaf pki-init makes for OpenBao's TLS listener.
 pub const OPENBAO_CERT: &str = "openbao";
 
-/// The OpenBao configuration for a supervised server, from the PKI and `secret_store`.
-pub fn supervised_openbao(config: &Config, data_dir: &Path) -> anyhow::Result<BaoConfig> {
+/// The OpenBao configuration for a supervised server, from the PKI and `secret_store`: the TCP
+/// listener on `secret_store.address` (`locked` on first boot, see `secretstore_setup::server_config`)
+/// and the private Unix listener setup and the watchdog use.
+pub fn supervised_openbao(config: &Config, supervise: &SuperviseConfig, locked: bool) -> anyhow::Result<BaoConfig> {
+    let data_dir = &supervise.data_dir;
     let address = config.secret_store.address.trim_end_matches('/');
     let authority = address.strip_prefix("https://").context("secret_store.address must start with https://")?;
     let listen: SocketAddr = authority.parse().with_context(|| {
@@ -35,8 +38,33 @@ pub fn supervised_openbao(config: &Config, data_dir: &Path) -> anyhow::Result<Ba
         tls_cert: leaf.join("cert.pem"),
         tls_key: leaf.join("key.pem"),
         audit_log: Some(data_dir.join("audit.log")),
-        unauthed_generate_root: true,
+        unauthed_generate_root: supervise.unauthed_generate_root,
+        api_socket: Some(supervise.api_socket()),
+        tcp_client_ca: locked.then(|| supervise.locked_client_ca()),
     })
+}
+
+/// A supervised OpenBao, and whether its TCP listener is still locked (first boot).
+struct Supervised {
+    supervisor: Supervisor,
+    locked: bool,
+}
+
+/// First boot, once setup has stored the shares and converged: rewrite OpenBao's configuration with
+/// the TCP listener open, restart it, and unseal it again over the private socket.
+async fn open_tcp_listener(
+    config: &Config,
+    setup: &secretstore_setup::setup::Setup,
+    supervised: &mut Supervised,
+) -> anyhow::Result<()> {
+    let Some(supervise) = &config.secret_store.supervise else { return Ok(()) };
+    let bao = supervised_openbao(config, supervise, false)?;
+    supervise::prepare(supervise, &bao).with_context(|| format!("preparing {}", supervise.data_dir.display()))?;
+    supervised.supervisor.restart().await;
+    setup.unseal_from_keystore(&setup.client()?).await?;
+    supervised.locked = false;
+    tracing::info!(address = %config.secret_store.address, "the unseal shares are in the keystore: OpenBao's TCP listener is open");
+    Ok(())
 }
 
 /// Runs the command until a signal arrives.
@@ -68,18 +96,19 @@ async fn boot(
     let report = tokio::task::spawn_blocking(move || super::pki::converge(&pki, &kdf, &keystore)).await??;
     tracing::info!(dir = %report.dir.display(), changed = report.changed(), "pki-init done");
 
-    let supervisor = match &config.secret_store.supervise {
+    let mut supervised = match &config.secret_store.supervise {
         Some(supervise) => {
-            let bao = supervised_openbao(&config, &supervise.data_dir)?;
+            let locked = supervise::tcp_stays_locked(&config.keystore.dir);
+            let bao = supervised_openbao(&config, supervise, locked)?;
             let file = supervise::prepare(supervise, &bao)
                 .with_context(|| format!("preparing {}", supervise.data_dir.display()))?;
-            Some(Supervisor::start(supervise, &file))
+            Some(Supervised { supervisor: Supervisor::start(supervise, &file), locked })
         }
         None => None,
     };
-    let outcome = serve(&config, &setup, ready_file.as_deref(), stop_rx.clone(), stopped).await;
-    if let Some(supervisor) = supervisor {
-        supervisor.stop().await;
+    let outcome = serve(&config, &setup, supervised.as_mut(), ready_file.as_deref(), stop_rx.clone(), stopped).await;
+    if let Some(supervised) = supervised {
+        supervised.supervisor.stop().await;
     }
     if let Some(ready) = &ready_file {
         let _ = std::fs::remove_file(ready);
@@ -90,6 +119,7 @@ async fn boot(
 async fn serve<F: std::future::Future<Output = ()> + Send + 'static>(
     config: &Config,
     setup: &secretstore_setup::setup::Setup,
+    supervised: Option<&mut Supervised>,
     ready_file: Option<&Path>,
     stop_rx: watch::Receiver<bool>,
     stopped: impl Fn(watch::Receiver<bool>) -> F,
@@ -104,6 +134,12 @@ async fn serve<F: std::future::Future<Output = ()> + Send + 'static>(
         changes = report.changes.len(),
         "setup done"
     );
+    if let Some(supervised) = supervised.filter(|s| s.locked) {
+        tokio::select! {
+            opened = open_tcp_listener(config, setup, supervised) => opened?,
+            _ = stopped(stop_rx.clone()) => return Ok(()),
+        }
+    }
     let server = token_server::server(config, setup).await?;
     // Bound before readiness is announced: from here on clients can connect (they queue in the kernel).
     let listener = server.bind()?;

@@ -13,6 +13,7 @@ pub fn from_config(path: &Path) -> anyhow::Result<Setup> {
     let config = Config::load(path)?;
     Ok(Setup {
         ca_cert: config.ca_cert(),
+        server_pin: config.server_pin()?,
         services: config.service_setups(),
         store: config.secret_store,
         keystore: config.keystore,

@@ -12,7 +12,12 @@ use crate::config::Config;
 /// The token server for `config`, issuing with the token `setup` stored in the keystore.
 pub async fn server(config: &Config, setup: &Setup) -> anyhow::Result<Server> {
     let issuing_token = issuing_token(setup).await?;
-    let client = Client::new(&config.secret_store.address, &config.ca_cert(), config.token_server.store_timeout)?;
+    let client = Client::new(
+        &config.secret_store.address,
+        &config.ca_cert(),
+        &config.server_pin()?,
+        config.token_server.store_timeout,
+    )?;
     Ok(Server::new(config.token_server.clone(), config.service_rules(), client, issuing_token).await)
 }
 

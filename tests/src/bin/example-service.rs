@@ -133,7 +133,9 @@ async fn checks(args: &Args) -> Result<(), String> {
     let name = &args.service;
     let (token, origin) = read_token(&args.token)?;
     println!("example-service {name}: token from {origin}");
-    let client = Client::new(&args.address, &args.ca, Duration::from_secs(10)).map_err(|e| e.to_string())?;
+    // A service checks OpenBao's certificate against the device CA, as EdgeX services do.
+    let client = Client::new(&args.address, &args.ca, &openbao_client::Pin::CaOnly, Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
     let path = |service: &str| format!("{}/{service}/{}", args.prefix, args.secret);
     let shown = |service: &str| format!("{}/data/{}", args.mount, path(service));
 

@@ -1,0 +1,255 @@
+//! The unauthenticated OpenBao endpoints (SPEC §11: one local user cannot stop the others): a local
+//! process that resets or feeds unseal attempts and cancels root generations does not stop setup; on
+//! a supervised first boot a `sys/init` racer on the TCP listener gets nothing and the store is ours.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use edgeseal_tests::device::{service, Device};
+use edgeseal_tests::openbao::{bao_binary, OpenBao};
+use edgeseal_tests::pki::TestPki;
+use edgeseal_tests::ports::free_port_pair;
+use edgeseal_tests::process::ChildGuard;
+use edgeseal_tests::workspace_binary;
+use openbao_client::{Client, Pin, Retry};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// What a local process with no token did to our attempts.
+#[derive(Debug, Default)]
+struct Disturbed {
+    unseal: usize,
+    root_generation: usize,
+}
+
+/// A local process with no token that watches OpenBao and disturbs our work `budget` times each: it
+/// feeds its own share into an unseal attempt in progress, and cancels a root generation in
+/// progress — through the endpoints OpenBao leaves unauthenticated. Then it resets unseal attempts
+/// for good measure until told to stop.
+fn attacker(address: String, ca: PathBuf, budget: usize, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Disturbed> {
+    let ready = Arc::new(AtomicBool::new(false));
+    let watching = ready.clone();
+    let thread = std::thread::spawn(move || {
+        let rt = rt();
+        let client = Client::new(&address, &ca, &Pin::CaOnly, Duration::from_secs(5)).unwrap();
+        let mut done = Disturbed::default();
+        rt.block_on(async {
+            while !stop.load(Ordering::SeqCst) {
+                let sealed = match client.seal_status().await {
+                    Ok(status) => {
+                        ready.store(true, Ordering::SeqCst);
+                        if status.sealed && status.progress > 0 && done.unseal < budget {
+                            let _ = client.unseal(&[0x42; 33]).await;
+                            done.unseal += 1;
+                        }
+                        status.sealed
+                    }
+                    Err(_) => true,
+                };
+                if sealed {
+                    continue;
+                }
+                let generation: Result<serde_json::Value, _> =
+                    client.call(hyper::Method::GET, "sys/generate-root/attempt", None, None::<&()>, Retry::Once).await;
+                if generation.is_ok_and(|g| g["started"] == true) && done.root_generation < budget {
+                    let path = "sys/generate-root/attempt";
+                    let _ = client.call_empty(hyper::Method::DELETE, path, None, None::<&()>, Retry::Once).await;
+                    done.root_generation += 1;
+                }
+            }
+        });
+        done
+    });
+    // It watches before we start: polled, not slept on.
+    while !watching.load(Ordering::SeqCst) && !thread.is_finished() {
+        std::thread::yield_now();
+    }
+    thread
+}
+
+#[test]
+fn setup_converges_while_a_local_process_resets_feeds_and_cancels() {
+    let pki = TestPki::new();
+    let mut bao = OpenBao::start(&pki);
+    let device = Device::new();
+    let setup = device.setup(&bao, vec![service("alpha", &["db-password"], None)]);
+    let rt = rt();
+    rt.block_on(setup.run()).unwrap();
+    bao.restart();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let attack = attacker(bao.address(), bao.ca().to_path_buf(), 3, stop.clone());
+    let outcome = rt.block_on(setup.run());
+    stop.store(true, Ordering::SeqCst);
+    let disturbed = attack.join().unwrap();
+    let report = outcome.unwrap_or_else(|e| panic!("setup must converge despite {disturbed:?}: {e}"));
+    assert!(disturbed.unseal > 0 && disturbed.root_generation > 0, "the attacker got in: {disturbed:?}");
+    assert!(report.unsealed && report.changes.is_empty(), "{report:?}");
+
+    // The watchdog's path too, after OpenBao restarts sealed.
+    bao.restart();
+    let stop = Arc::new(AtomicBool::new(false));
+    let attack = attacker(bao.address(), bao.ca().to_path_buf(), 3, stop.clone());
+    let watchdog = rt.block_on(secretstore_setup::watchdog::check(&setup, &setup.client().unwrap()));
+    stop.store(true, Ordering::SeqCst);
+    let disturbed = attack.join().unwrap();
+    assert!(disturbed.unseal > 0, "the attacker got in: {disturbed:?}");
+    assert_eq!(watchdog.unwrap(), secretstore_setup::watchdog::Seen::Healthy);
+}
+
+struct Boot {
+    device: Device,
+    port: u16,
+}
+
+impl Boot {
+    fn config(&self) -> PathBuf {
+        let d = self.device.path();
+        let yaml = format!(
+            "pki:\n  dir: {pki}\n  certs:\n    openbao: {{ sans: [127.0.0.1] }}\n\
+             keystore:\n  dir: {ks}\nkdf:\n  plugin: {plugin}\n\
+             secret_store:\n  address: https://127.0.0.1:{port}\n  watchdog_interval: 200ms\n  wait_timeout: 60s\n  supervise:\n    binary: {bao}\n    data_dir: {data}\n\
+             file_tokens:\n  dir: {tokens}\ntoken_server:\n  socket: {socket}\n  docker_socket: null\n\
+             services:\n  demo:\n    selectors:\n      unix: {{ uid: 0 }}\n    secrets: [greeting]\n",
+            pki = d.join("pki").display(),
+            ks = self.device.keystore_dir().display(),
+            plugin = self.device.plugin().display(),
+            port = self.port,
+            bao = bao_binary().display(),
+            data = d.join("bao").display(),
+            tokens = self.device.file_tokens_dir().display(),
+            socket = d.join("token.sock").display(),
+        );
+        let path = d.join("edgeseal.yaml");
+        fs::write(&path, yaml).unwrap();
+        path
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.device.path().join("run.log")).unwrap_or_default()
+    }
+}
+
+/// One `PUT sys/init` over TCP, as any local user could send it: `(HTTP status or 0 when no HTTP
+/// answer came, body)`.
+fn race_init(port: u16) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-sk", "--max-time", "5", "-o", "-", "-w", "\n%{http_code}", "-X", "PUT", "-d"])
+        .arg(r#"{"secret_shares":1,"secret_threshold":1}"#)
+        .arg(format!("https://127.0.0.1:{port}/v1/sys/init"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn on_a_supervised_first_boot_a_sys_init_racer_gets_nothing_and_the_store_is_ours() {
+    let boot = Boot { device: Device::new(), port: free_port_pair() };
+    let config = boot.config();
+    let answers = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let tries = Arc::new(AtomicUsize::new(0));
+    let racer = {
+        let (answers, stop, tries, port) = (answers.clone(), stop.clone(), tries.clone(), boot.port);
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let (code, body) = race_init(port);
+                tries.fetch_add(1, Ordering::SeqCst);
+                if code != 0 {
+                    answers.lock().unwrap().push((code, body));
+                }
+            }
+        })
+    };
+
+    let ready = boot.device.path().join("ready");
+    let log = fs::File::create(boot.device.path().join("run.log")).unwrap();
+    let child = Command::new(workspace_binary("security-bootstrap"))
+        .args(["--log-format", "json", "run", "--config"])
+        .arg(&config)
+        .arg("--ready-file")
+        .arg(&ready)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut run = ChildGuard::new("security-bootstrap run", child);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let outcome = loop {
+        if ready.exists() {
+            break Ok(());
+        }
+        if let Some(status) = run.exited() {
+            break Err(format!("run exited ({status})"));
+        }
+        if Instant::now() > deadline {
+            break Err("not ready after 120 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Keep racing a little after the TCP listener opened: the store is initialized by then.
+    let after = tries.load(Ordering::SeqCst);
+    while tries.load(Ordering::SeqCst) < after + 3 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, Ordering::SeqCst);
+    racer.join().unwrap();
+    let answers = answers.lock().unwrap().clone();
+
+    assert!(tries.load(Ordering::SeqCst) > 3, "the racer ran");
+    for (code, body) in &answers {
+        assert!(!body.contains("keys") && !body.contains("root_token"), "the racer initialized the store: {body}");
+        assert_eq!(*code, 400, "only 'already initialized' reaches the racer: {code} {body}");
+    }
+    outcome.unwrap_or_else(|e| panic!("{e}:\n{}", boot.log()));
+    assert!(boot.log().contains("\"initialized\":true"), "edgeseal initialized its store:\n{}", boot.log());
+    assert!(boot.log().contains("TCP listener is open"), "{}", boot.log());
+    let api_dir = boot.device.path().join("bao/api");
+    assert_eq!(fs::metadata(&api_dir).unwrap().permissions().mode() & 0o777, 0o700);
+    let hcl = fs::read_to_string(boot.device.path().join("bao/openbao.hcl")).unwrap();
+    assert!(hcl.contains("listener \"unix\""), "{hcl}");
+    assert!(!hcl.contains("disable_unauthed_generate_root_endpoints = false"), "off by default: {hcl}");
+    run.signal(nix::sys::signal::Signal::SIGTERM);
+}
+
+/// The recovery that needs the unauthenticated `sys/generate-root` (the bootstrap credential was never
+/// stored: killed right after the first root token was made) fails, when the endpoint is off, with an
+/// error that says how to turn it on.
+#[test]
+fn root_recovery_without_the_unauthenticated_endpoint_says_how_to_enable_it() {
+    let pki = TestPki::new();
+    let bao = OpenBao::start_with(&pki, false);
+    let device = Device::new();
+    let setup = device.setup(&bao, vec![]);
+    let config = device.write_config(&setup);
+    let cli = |crash: Option<&str>| {
+        let mut command = Command::new(workspace_binary("security-bootstrap"));
+        command.args(["setup", "--config"]).arg(&config).env_remove(secretstore_setup::crash::CRASH_ENV);
+        if let Some(point) = crash {
+            command.env(secretstore_setup::crash::CRASH_ENV, point);
+        }
+        command.output().unwrap()
+    };
+    let crashed = cli(Some("after-root"));
+    assert!(!crashed.status.success());
+    let refused = cli(None);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot obtain a root token")
+            && stderr.contains("disable_unauthed_generate_root_endpoints = false"),
+        "{stderr}"
+    );
+    drop(bao);
+}
