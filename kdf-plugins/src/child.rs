@@ -95,28 +95,11 @@ pub(crate) enum RunError {
     Io(io::Error),
 }
 
-/// A child's stdout, in a buffer sized once up front and wiped on drop. Never printed.
-pub(crate) struct Stdout {
-    buf: Zeroizing<Vec<u8>>,
-    len: usize,
-}
-
-impl Stdout {
-    /// An empty buffer of exactly `cap` bytes.
-    fn with_capacity(cap: usize) -> Self {
-        Self { buf: Zeroizing::new(vec![0u8; cap]), len: 0 }
-    }
-
-    /// What was printed.
-    pub(crate) fn bytes(&self) -> &[u8] {
-        self.buf.get(..self.len).unwrap_or_default()
-    }
-}
-
-impl fmt::Debug for Stdout {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Stdout([REDACTED; {} bytes])", self.len)
-    }
+secret_types::secret_bytes! {
+    /// A child's stdout (the IKM travels here), read into a buffer allocated once at the run's stdout
+    /// cap ([`fill_capped`]) and moved in without a copy; the whole allocation is wiped on drop. Never
+    /// printed.
+    pub(crate) struct Stdout;
 }
 
 /// A child's stderr, kept up to [`STDERR_KEEP`] bytes.
@@ -279,7 +262,7 @@ impl Running {
                 return Ok(Ended::StdoutOverflow { stderr: self.drain_stderr() });
             }
             if let (Some(status), Some(_), Some(_)) = (self.status, &self.stdout, &self.stderr) {
-                let stdout = self.stdout.take().unwrap_or_else(|| Stdout::with_capacity(0));
+                let stdout = self.stdout.take().unwrap_or_else(|| Stdout::new(Vec::new()));
                 let stderr = self.stderr.take().unwrap_or_default();
                 return Ok(Ended::Exited { status, stdout, stderr });
             }
@@ -338,21 +321,29 @@ impl Drop for Running {
 
 /// Reads stdout into a buffer of exactly `cap` bytes until EOF; `true` as soon as one more byte comes.
 fn read_stdout(mut pipe: ChildStdout, cap: usize) -> io::Result<(Stdout, bool)> {
-    let mut out = Stdout::with_capacity(cap);
-    loop {
-        let Some(room) = out.buf.get_mut(out.len..).filter(|room| !room.is_empty()) else {
+    let (buf, overflowed) = fill_capped(&mut pipe, cap)?;
+    Ok((Stdout::from_zeroizing(buf), overflowed))
+}
+
+/// Reads `pipe` until EOF into a wiped buffer allocated once at exactly `cap` bytes and never
+/// reallocated (so no copy of what was read is left in freed memory), then shortened to what was
+/// read (the capacity, and its wiping on drop, stay). `true` as soon as one byte more than `cap` comes.
+fn fill_capped(pipe: &mut impl Read, cap: usize) -> io::Result<(Zeroizing<Vec<u8>>, bool)> {
+    let mut buf = Zeroizing::new(vec![0u8; cap]);
+    let mut len = 0;
+    let overflowed = loop {
+        let Some(room) = buf.get_mut(len..).filter(|room| !room.is_empty()) else {
             // Full: anything more is an overflow. One byte is enough to tell; it is wiped.
             let mut probe = Zeroizing::new([0u8; 1]);
-            return match read_retrying(&mut pipe, &mut probe[..])? {
-                0 => Ok((out, false)),
-                _ => Ok((out, true)),
-            };
+            break read_retrying(pipe, &mut probe[..])? != 0;
         };
-        match read_retrying(&mut pipe, room)? {
-            0 => return Ok((out, false)),
-            n => out.len += n,
+        match read_retrying(pipe, room)? {
+            0 => break false,
+            n => len += n,
         }
-    }
+    };
+    buf.truncate(len);
+    Ok((buf, overflowed))
 }
 
 /// Reads stderr to EOF so the child never blocks on it, keeping the first [`STDERR_KEEP`] bytes.
@@ -416,7 +407,7 @@ mod tests {
             Ended::Exited { status, stdout, stderr } => {
                 assert!(status.success());
                 assert_eq!(stderr, Stderr::default());
-                let text = String::from_utf8(stdout.bytes().to_vec()).unwrap();
+                let text = String::from_utf8(stdout.expose().to_vec()).unwrap();
                 let names: Vec<&str> = text.lines().filter_map(|l| l.split_once('=').map(|(k, _)| k)).collect();
                 assert!(names.iter().all(|k| ["PATH", "EXTRA", "PWD", "SHLVL", "_"].contains(k)), "{text}");
                 assert!(text.contains("PATH=/usr/bin:/bin\n") && text.contains("EXTRA=yes\n"), "{text}");
@@ -426,8 +417,25 @@ mod tests {
         }
         let exe = script(&dir, "cat; echo done");
         match run(&job(&exe, None, 4096, Duration::from_secs(10))).unwrap() {
-            Ended::Exited { stdout, .. } => assert_eq!(stdout.bytes(), b"done\n", "stdin is /dev/null"),
+            Ended::Exited { stdout, .. } => assert_eq!(stdout.expose(), b"done\n", "stdin is /dev/null"),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn fill_capped_allocates_once_at_the_cap_and_detects_one_byte_more() {
+        // (input, cap, what is kept, overflowed)
+        let cases: &[(&[u8], usize, &[u8], bool)] = &[
+            (b"", 10, b"", false),
+            (b"0123", 10, b"0123", false),
+            (b"0123456789", 10, b"0123456789", false),
+            (b"0123456789A", 10, b"0123456789", true),
+            (b"x", 0, b"", true),
+        ];
+        for &(input, cap, kept, overflow) in cases {
+            let (buf, overflowed) = fill_capped(&mut &input[..], cap).unwrap();
+            assert_eq!((&buf[..], overflowed), (kept, overflow), "{input:?} cap {cap}");
+            assert_eq!(buf.capacity(), cap, "allocated once at the cap: {input:?}");
         }
     }
 
@@ -437,8 +445,7 @@ mod tests {
         let exe = script(&dir, "printf 0123456789");
         match run(&job(&exe, None, 10, Duration::from_secs(10))).unwrap() {
             Ended::Exited { stdout, .. } => {
-                assert_eq!(stdout.bytes(), b"0123456789");
-                assert_eq!(stdout.buf.capacity(), 10, "allocated once at the cap");
+                assert_eq!(stdout.expose(), b"0123456789");
                 assert_eq!(format!("{stdout:?}"), "Stdout([REDACTED; 10 bytes])");
             }
             other => panic!("{other:?}"),

@@ -111,7 +111,7 @@ fn decode_checked(line: &[u8]) -> Result<Ikm, OutputError> {
     let mut bytes = Zeroizing::new(vec![0u8; len]);
     // Cannot fail: the digits and the length were checked above.
     hex::decode_to_slice(line, &mut bytes).map_err(|_| OutputError::NotHex { position: 0 })?;
-    Ok(Ikm::new(std::mem::take(&mut *bytes)))
+    Ok(Ikm::from_zeroizing(bytes))
 }
 
 #[cfg(test)]

@@ -124,7 +124,7 @@ pub fn run_plugin(config: &KdfConfig) -> Result<Ikm, PluginError> {
         Ended::Exited { status, stderr, .. } if !status.success() => {
             Err(PluginError::Failed { path: exe, status, stderr: stderr.quote() })
         }
-        Ended::Exited { stdout, stderr, .. } => parse_output(config.protocol, stdout.bytes())
+        Ended::Exited { stdout, stderr, .. } => parse_output(config.protocol, stdout.expose())
             .map_err(|reason| PluginError::BadOutput { path: exe, reason, stderr: stderr.quote() }),
     }
 }

@@ -10,7 +10,8 @@
 //! - [`Client`] (this file): transports, retries, error mapping.
 //! - [`tls`]: the rustls configuration: one CA file, and the pin on OpenBao's own key ([`Pin`]).
 //! - [`retry`]: the one backoff helper ([`retry::Backoff`], [`retry::retry`]) used here and by setup.
-//! - [`token`]: [`Token`] and [`SecretString`], which never print themselves.
+//! - [`token`]: [`Token`], [`SecretString`] and [`UnsealKey`] ([`secret_types`]), which never print
+//!   themselves.
 //! - [`api`]: typed requests and responses, one module per area (`sys`, `auth`, `kv`).
 
 #![forbid(unsafe_code)]
@@ -33,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use tls::Pin;
-pub use token::{SecretString, Token};
+pub use token::{SecretString, Token, UnsealKey};
 
 use retry::{Attempt, Backoff};
 

@@ -1,59 +1,20 @@
-//! OpenBao tokens and other credentials: wiped on drop, never printed.
+//! OpenBao tokens and other credentials, as [`secret_types`] types: wiped on drop, never printed,
+//! (de)serialized as the plain strings or bytes OpenBao's API carries.
 
-use std::fmt;
-
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use zeroize::Zeroizing;
-
-/// Defines a string newtype that zeroizes on drop, prints as `Name([REDACTED])`, and (de)serializes
-/// as a plain JSON string.
-macro_rules! secret_string {
-    ($(#[$doc:meta])* $name:ident) => {
-        $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq)]
-        pub struct $name(Zeroizing<String>);
-
-        impl $name {
-            /// Wraps the secret.
-            pub fn new(value: impl Into<String>) -> Self {
-                Self(Zeroizing::new(value.into()))
-            }
-
-            /// The secret itself, for the one place that must send or store it.
-            pub fn expose(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(concat!(stringify!($name), "([REDACTED])"))
-            }
-        }
-
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                String::deserialize(d).map($name::new)
-            }
-        }
-
-        impl Serialize for $name {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(&self.0)
-            }
-        }
-    };
+secret_types::secret_string! {
+    /// An OpenBao token (`s.…`/`hvs.…`), for the `X-Vault-Token` header or a token file.
+    pub struct Token;
 }
 
-secret_string!(
-    /// An OpenBao token (`s.…`/`hvs.…`), for the `X-Vault-Token` header or a token file.
-    Token
-);
-
-secret_string!(
+secret_types::secret_string! {
     /// Any other secret string from or for OpenBao (an AppRole secret-id, a KV value).
-    SecretString
-);
+    pub struct SecretString;
+}
+
+secret_types::secret_bytes! {
+    /// One unseal key as `sys/init` returns it (`keys_base64`, decoded), before the caller stores it.
+    pub struct UnsealKey;
+}
 
 #[cfg(test)]
 mod tests {
@@ -63,5 +24,16 @@ mod tests {
     fn debug_is_redacted() {
         let shown = format!("{:?} {:?}", Token::new("s.supersecret"), SecretString::new("hunter2"));
         assert!(!shown.contains("supersecret") && !shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn every_secret_type_prints_redacted() {
+        let shown = format!(
+            "{:?} {:?} {:?}",
+            Token::new("s.supersecret"),
+            SecretString::new("hunter2"),
+            UnsealKey::new(b"share".to_vec())
+        );
+        assert_eq!(shown, "Token([REDACTED]) SecretString([REDACTED]) UnsealKey([REDACTED; 5 bytes])");
     }
 }

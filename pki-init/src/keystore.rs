@@ -98,7 +98,7 @@ mod tests {
     fn memory_store_saves_and_loads() {
         let mut store = MemoryKeyStore::new();
         assert!(store.load(ROOT_CA_ITEM).unwrap().is_none());
-        let key = SecretPem::new("k".into());
+        let key = SecretPem::new("k");
         store.save(&[(ROOT_CA_ITEM, &key)]).unwrap();
         assert_eq!(store.load(ROOT_CA_ITEM).unwrap().unwrap().expose(), "k");
         assert_eq!(store.saves(), 1);

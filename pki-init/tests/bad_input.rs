@@ -145,7 +145,7 @@ fn an_unusable_keystore_item_is_refused_untouched() {
     let mut store = MemoryKeyStore::new();
     pki_init::run(&config, Some(&mut store), t0()).unwrap();
     let before = snapshot(&dir);
-    store.insert(ROOT_CA_ITEM, SecretPem::new("not a key".into()));
+    store.insert(ROOT_CA_ITEM, SecretPem::new("not a key"));
     let err = pki_init::run(&config, Some(&mut store), t0()).unwrap_err();
     assert_eq!(
         err.to_string(),

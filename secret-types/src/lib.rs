@@ -47,6 +47,12 @@ impl SecretBuf {
         Self(Zeroizing::new(bytes))
     }
 
+    /// Takes ownership of a buffer that is already wiped on drop, without copying it: the heap
+    /// allocation moves in as it is (capacity included, all of which is wiped on drop).
+    pub fn from_zeroizing(bytes: Zeroizing<Vec<u8>>) -> Self {
+        Self(bytes)
+    }
+
     /// The secret bytes.
     pub fn expose(&self) -> &[u8] {
         &self.0
@@ -99,8 +105,10 @@ impl std::fmt::Debug for SecretText {
 
 /// Declares a variable-length byte secret: `secret_bytes! { /// doc \n pub struct Ikm; }`.
 ///
-/// The type gets `new(Vec<u8>)`, `expose() -> &[u8]`, `len()`, `is_empty()`, `Clone`, constant-time
-/// `PartialEq`/`Eq`, and a redacting `Debug`.
+/// The type gets `new(Vec<u8>)`, `from_zeroizing(Zeroizing<Vec<u8>>)` (for a buffer filled in place,
+/// e.g. a child's stdout read into a pre-sized wiped buffer: it moves in without a copy),
+/// `expose() -> &[u8]`, `len()`, `is_empty()`, `Clone`, constant-time `PartialEq`/`Eq`, and a
+/// redacting `Debug`.
 #[macro_export]
 macro_rules! secret_bytes {
     ($(#[$meta:meta])* $vis:vis struct $name:ident;) => {
@@ -113,6 +121,11 @@ macro_rules! secret_bytes {
             /// Takes ownership of the bytes; they are wiped when the value is dropped.
             pub fn new(bytes: ::std::vec::Vec<u8>) -> Self {
                 Self($crate::SecretBuf::new(bytes))
+            }
+
+            /// Takes ownership of a buffer that is already wiped on drop, without copying it.
+            pub fn from_zeroizing(bytes: $crate::__private::zeroize::Zeroizing<::std::vec::Vec<u8>>) -> Self {
+                Self($crate::SecretBuf::from_zeroizing(bytes))
             }
 
             /// The secret bytes. Every use of a secret goes through here.
@@ -274,6 +287,17 @@ mod tests {
         assert!(Key::from_bytes([1; 32]) == Key::from_bytes([1; 32]));
         assert!(Key::from_bytes([1; 32]) != Key::from_bytes([2; 32]));
         assert!(Tok::new("a") != Tok::new("b"));
+    }
+
+    #[test]
+    fn from_zeroizing_moves_the_buffer_without_copying() {
+        let mut buf = Zeroizing::new(Vec::with_capacity(64));
+        buf.extend_from_slice(b"ikm bytes");
+        let heap = buf.as_ptr();
+        let share = Share::from_zeroizing(buf);
+        assert_eq!(share.expose(), b"ikm bytes");
+        assert_eq!(share.expose().as_ptr(), heap, "the same allocation, not a copy");
+        assert_eq!(format!("{share:?}"), "Share([REDACTED; 9 bytes])");
     }
 
     #[test]

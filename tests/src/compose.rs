@@ -18,6 +18,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::docker::Docker;
+use crate::poll_until;
+use crate::process::wait_within;
 
 const INSTALL_HINT: &str = "run `make test` (scripts/ensure-deps.sh docker installs docker.io and docker-compose) \
      or apt-get install docker-compose, or set EDGESEAL_COMPOSE to a compose executable";
@@ -209,11 +211,10 @@ impl Project {
     /// Polls the newest container of `service` until `done(log)` holds; panics after `timeout`, or at
     /// once when the container exited with a non-zero status. Returns the log.
     pub fn wait_for_log(&self, service: &str, timeout: Duration, done: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
+        let found = poll_until(timeout, || {
             let log = self.logs(service);
             if done(&log) {
-                return log;
+                return Some(log);
             }
             let exited = self.containers(Some(service)).first().and_then(|id| {
                 let state = self.docker.inspect(id)?.get("State")?.clone();
@@ -224,13 +225,11 @@ impl Project {
             if let Some(code) = exited {
                 panic!("{service} exited with status {code}; its log:\n{log}\n{}", self.all_logs());
             }
-            assert!(
-                Instant::now() < deadline,
-                "{service}: not done after {timeout:?}; its log:\n{log}\n{}",
-                self.all_logs()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+            None
+        });
+        found.unwrap_or_else(|| {
+            panic!("{service}: not done after {timeout:?}; its log:\n{}\n{}", self.logs(service), self.all_logs())
+        })
     }
 }
 
@@ -273,17 +272,10 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> Output {
     cmd.stderr(stderr.try_clone().unwrap_or_else(|e| panic!("{e}")));
     let what = format!("{:?}", cmd.get_program());
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("running {what}: {e}: {INSTALL_HINT}"));
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            _ => {
-                let _ = child.kill();
-                break child.wait().unwrap_or_else(|e| panic!("waiting for {what}: {e}"));
-            }
-        }
-    };
+    let status = wait_within(&mut child, timeout).unwrap_or_else(|| {
+        let _ = child.kill();
+        child.wait().unwrap_or_else(|e| panic!("waiting for {what}: {e}"))
+    });
     let mut out = Output { status, stdout: read_all(&mut stdout), stderr: read_all(&mut stderr) };
     if out.status.code().is_none() {
         out.stderr.push_str(&format!("\n({what} killed after {timeout:?})"));

@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::process::ChildGuard;
+use crate::poll_until;
+use crate::process::{wait_within, ChildGuard};
 
 const INSTALL_HINT: &str = "run `make test` (scripts/ensure-deps.sh docker installs docker.io and docker-compose) \
      or apt-get install docker.io docker-compose";
@@ -511,21 +512,21 @@ impl Daemon {
             images: Mutex::default(),
         };
         let Some(own) = daemon.own.as_mut() else { unreachable!() };
-        loop {
+        let answered = poll_until(START_TIMEOUT.saturating_sub(started.elapsed()), || {
             if ping(&daemon.socket) {
-                break;
+                return Some(());
             }
             if let Some(status) = own.child.exited() {
                 panic!("dockerd exited during start-up ({status}); its log ends:\n{}", log_tail(&log_path, 40));
             }
-            assert!(
-                started.elapsed() < START_TIMEOUT,
-                "dockerd did not answer on {} within {START_TIMEOUT:?}; its log ends:\n{}",
-                daemon.socket.display(),
-                log_tail(&log_path, 40)
-            );
-            std::thread::sleep(Duration::from_millis(25));
-        }
+            None
+        });
+        assert!(
+            answered.is_some(),
+            "dockerd did not answer on {} within {START_TIMEOUT:?}; its log ends:\n{}",
+            daemon.socket.display(),
+            log_tail(&log_path, 40)
+        );
         own.started_in = started.elapsed();
         eprintln!(
             "edgeseal-tests: started dockerd (pid {}) on unix://{} in {:.2} s",
@@ -710,21 +711,10 @@ fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Output {
 /// Spawns `cmd`, waits up to `timeout`, then kills it; returns its status.
 fn wait_with_timeout(cmd: &mut Command, timeout: Duration, what: &str) -> ExitStatus {
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("running {what}: {e}"));
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(2);
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return status,
-            Ok(None) if Instant::now() < deadline => {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(50));
-            }
-            _ => {
-                let _ = child.kill();
-                return child.wait().unwrap_or_else(|e| panic!("waiting for {what}: {e}"));
-            }
-        }
-    }
+    wait_within(&mut child, timeout).unwrap_or_else(|| {
+        let _ = child.kill();
+        child.wait().unwrap_or_else(|e| panic!("waiting for {what}: {e}"))
+    })
 }
 
 fn read_all(file: &mut fs::File) -> String {
@@ -763,10 +753,7 @@ fn kill_all(pids: &[i32], signal: Signal) {
     for pid in pids {
         let _ = kill(Pid::from_raw(*pid), signal);
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline && pids.iter().any(|pid| alive(*pid)) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    poll_until(Duration::from_secs(5), || (!pids.iter().any(|pid| alive(*pid))).then_some(()));
     for pid in pids {
         let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
     }

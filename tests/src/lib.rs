@@ -11,6 +11,7 @@
 //! - [`impostor`]: an HTTPS server posing as OpenBao with another leaf, recording what it receives.
 //! - [`openbao`]: a real OpenBao (raft, TLS, file audit) on a free loopback port.
 //! - [`pki`]: a device PKI for the OpenBao listener.
+//! - [`poll`]: waiting for a condition ([`wait_until`], [`poll_until`]) instead of sleeping.
 //! - [`ports`]: free loopback ports.
 //! - [`process`]: a child process killed and reaped on drop.
 //! - [`token_server`]: the token server running in-process against a real OpenBao.
@@ -27,10 +28,13 @@ pub mod docker;
 pub mod impostor;
 pub mod openbao;
 pub mod pki;
+pub mod poll;
 pub mod ports;
 pub mod process;
 pub mod swtpm;
 pub mod token_server;
+
+pub use poll::{poll_until, poll_until_async, wait_until};
 
 /// A binary of this workspace (`target/<profile>/<name>`), built by `cargo test --workspace`.
 /// Panics, saying how to build it, when it is missing.

@@ -6,12 +6,13 @@ use std::fs;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use secretstore_setup::server_config::ServerConfig;
 
 use crate::pki::TestPki;
+use crate::poll_until;
 use crate::ports::free_port;
 use crate::process::ChildGuard;
 
@@ -172,21 +173,15 @@ impl OpenBao {
     }
 
     fn wait_listening(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
+        let listening = poll_until(Duration::from_secs(30), || {
             if TcpStream::connect_timeout(&self.listen, Duration::from_millis(200)).is_ok() {
-                return;
+                return Some(());
             }
             if let Some(status) = self.child.as_mut().and_then(ChildGuard::exited) {
                 panic!("OpenBao exited during start-up ({status}):\n{}", self.server_log());
             }
-            assert!(
-                Instant::now() < deadline,
-                "OpenBao did not listen on {} within 30 s:\n{}",
-                self.listen,
-                self.server_log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            None
+        });
+        assert!(listening.is_some(), "OpenBao did not listen on {} within 30 s:\n{}", self.listen, self.server_log());
     }
 }

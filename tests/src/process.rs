@@ -1,10 +1,18 @@
 //! A child process that is killed and reaped when the guard is dropped.
 
 use std::process::{Child, ExitStatus};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+
+use crate::poll_until;
+
+/// Waits up to `limit` for `child` to exit, reaping it; `None` if it is still running then (the
+/// caller decides what to do: kill it, report it).
+pub fn wait_within(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    poll_until(limit, || child.try_wait().ok().flatten())
+}
 
 /// Owns a spawned server process; `Drop` sends SIGTERM, waits briefly, then SIGKILL, and reaps it.
 #[derive(Debug)]
@@ -29,6 +37,11 @@ impl ChildGuard {
         self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
 
+    /// Waits up to `limit` for it to exit (reaping it); `None` if it still runs then.
+    pub fn exited_within(&mut self, limit: Duration) -> Option<ExitStatus> {
+        poll_until(limit, || self.exited())
+    }
+
     /// Sends `signal` to the process.
     pub fn signal(&self, signal: Signal) {
         if let Ok(pid) = i32::try_from(self.pid()) {
@@ -45,12 +58,8 @@ impl ChildGuard {
         if let Ok(pid) = i32::try_from(child.id()) {
             let _ = kill(Pid::from_raw(pid), signal);
         }
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        if let Some(status) = wait_within(&mut child, grace) {
+            return Some(status);
         }
         let _ = child.kill();
         child.wait().ok()

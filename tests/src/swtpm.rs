@@ -21,13 +21,13 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
+use crate::poll_until;
 use crate::ports::free_port_pair;
-use crate::process::ChildGuard;
+use crate::process::{wait_within, ChildGuard};
 
 /// The message when swtpm or its tools are missing.
 pub const INSTALL_HINT: &str = "swtpm not found: run `make test` (it installs swtpm, swtpm-tools and tpm2-tools) or apt-get install swtpm swtpm-tools tpm2-tools";
@@ -150,12 +150,8 @@ impl Swtpm {
             Command::new("swtpm_ioctl").args(["--tcp", &ctrl, "-s"]).env_clear().env("PATH", TOOL_PATH),
             TOOL_TIMEOUT,
         );
-        let deadline = Instant::now() + EXIT_TIMEOUT;
-        while Instant::now() < deadline {
-            if guard.exited().is_some() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(10));
+        if guard.exited_within(EXIT_TIMEOUT).is_some() {
+            return;
         }
         // Not gone: fall back to SIGTERM/SIGKILL so the state dir is released, and say why.
         guard.stop(Signal::SIGTERM, Duration::from_secs(5));
@@ -201,13 +197,9 @@ impl Swtpm {
     /// Starts the process again on the current port, so [`Swtpm::tcti`] stays the same. If another
     /// process took the port while the simulator was down (rare), moves to a new free port pair.
     fn spawn_same_port(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(3);
-        loop {
-            match self.spawn() {
-                Ok(()) => return,
-                Err(Busy) if Instant::now() < deadline => thread::sleep(Duration::from_millis(100)),
-                Err(Busy) => break,
-            }
+        // The port is busy until the old process's socket is fully closed: try again until it is free.
+        if poll_until(Duration::from_secs(3), || self.spawn().ok()).is_some() {
+            return;
         }
         for _ in 0..5 {
             self.port = free_port_pair();
@@ -244,21 +236,23 @@ impl Swtpm {
             .spawn()
             .unwrap_or_else(|e| panic!("{INSTALL_HINT} (starting swtpm: {e})"));
         let mut guard = ChildGuard::new(format!("swtpm:{}", self.port), child);
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
+        let started = poll_until(START_TIMEOUT, || {
             if let Some(status) = guard.exited() {
                 let log = self.log_tail();
                 if log.contains("Address already in use") {
-                    return Err(Busy);
+                    return Some(Err(Busy));
                 }
                 panic!("swtpm exited at start ({status}); output: {log}");
             }
-            let probe = self.probe();
-            if probe {
+            self.probe().then_some(Ok(()))
+        });
+        match started {
+            Some(Ok(())) => {
                 self.child = Some(guard);
-                return Ok(());
+                Ok(())
             }
-            if Instant::now() >= deadline {
+            Some(Err(Busy)) => Err(Busy),
+            None => {
                 drop(guard);
                 panic!(
                     "swtpm did not answer tpm2_getrandom on port {} within {START_TIMEOUT:?}; output: {}",
@@ -266,7 +260,6 @@ impl Swtpm {
                     self.log_tail()
                 );
             }
-            thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -316,14 +309,10 @@ fn find_tool(name: &str) -> Option<PathBuf> {
 /// Runs a command with stdin from /dev/null, killing it after `limit`.
 fn run_within(command: &mut Command, limit: Duration) -> io::Result<Output> {
     let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
-    let deadline = Instant::now() + limit;
-    while child.try_wait()?.is_none() {
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(io::Error::new(io::ErrorKind::TimedOut, format!("no answer within {limit:?}")));
-        }
-        thread::sleep(Duration::from_millis(2));
+    if wait_within(&mut child, limit).is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(io::Error::new(io::ErrorKind::TimedOut, format!("no answer within {limit:?}")));
     }
     child.wait_with_output()
 }

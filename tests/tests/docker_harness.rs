@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use edgeseal_tests::docker::{Docker, RunSpec};
-use edgeseal_tests::workspace_binary;
+use edgeseal_tests::{wait_until, workspace_binary};
 
 const PLUGIN: &str = "edgeseal-kdf-test";
 const IMAGE: &str = "edgeseal-test/kdf-test:harness";
@@ -65,13 +65,9 @@ fn processes_naming(needle: &str) -> Vec<(u32, String)> {
         .collect()
 }
 
-/// Polls `gone` for up to 10 s.
-fn eventually(what: &str, mut gone: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !gone() {
-        assert!(Instant::now() < deadline, "{what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Waits up to 10 s until `holds` does; panics saying `what` was awaited.
+fn eventually(what: &str, mut holds: impl FnMut() -> bool) {
+    wait_until(what, Duration::from_secs(10), || holds().then_some(()));
 }
 
 fn cgroup_of(pid: u32) -> String {
@@ -170,7 +166,7 @@ fn labels_mounts_and_user_arrive_and_the_host_sees_the_container_id_in_the_cgrou
     drop(container);
     assert!(!docker.containers().contains(&id), "container {id} is still listed after drop");
     assert!(docker.inspect(&id).is_none(), "container {id} can still be inspected after drop");
-    eventually(&format!("process {pid} of container {id} still runs after drop"), || !cgroup_of(pid).contains(&id));
+    eventually(&format!("process {pid} of container {id} no longer runs after drop"), || !cgroup_of(pid).contains(&id));
 }
 
 #[test]
@@ -226,7 +222,7 @@ fn a_private_daemon_leaves_nothing_behind() {
     eprintln!("private dockerd stopped and cleaned up in {:.2} s", stopping.elapsed().as_secs_f64());
     assert!(!Path::new(&format!("/proc/{daemon_pid}")).exists(), "dockerd {daemon_pid} still runs");
     assert_eq!(processes_naming(&dir.to_string_lossy()), []);
-    eventually(&format!("container process {pid} still runs"), || !cgroup_of(pid).contains(&id));
+    eventually(&format!("container process {pid} no longer runs"), || !cgroup_of(pid).contains(&id));
     assert!(!dir.exists(), "{} was not removed", dir.display());
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mountinfo.contains(&*dir.to_string_lossy()), "still mounted below {}:\n{mountinfo}", dir.display());
@@ -246,13 +242,15 @@ fn a_crashed_private_daemon_is_still_cleaned_up() {
     // dockerd dies without cleaning up: its containerd, the shim and the container stay behind.
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(i32::try_from(daemon_pid).unwrap()), nix::sys::signal::SIGKILL)
         .unwrap();
-    eventually("dockerd survived SIGKILL", || docker.cli().arg("version").output().unwrap().status.code() != Some(0));
+    eventually("dockerd is gone after SIGKILL", || {
+        docker.cli().arg("version").output().unwrap().status.code() != Some(0)
+    });
     eprintln!("after SIGKILL of dockerd: {:?}", processes_naming(&format!("{}/", dir.display())));
     assert!(cgroup_of(pid).contains(&id), "the container died with dockerd; this test needs it to outlive it");
 
     drop(docker);
     assert_eq!(processes_naming(&format!("{}/", dir.display())), []);
-    eventually(&format!("container process {pid} still runs"), || !cgroup_of(pid).contains(&id));
+    eventually(&format!("container process {pid} no longer runs"), || !cgroup_of(pid).contains(&id));
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mountinfo.contains(&*dir.to_string_lossy()), "still mounted below {}:\n{mountinfo}", dir.display());
     assert!(!dir.exists(), "{} was not removed", dir.display());

@@ -9,13 +9,13 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use edgeseal_tests::device::Device;
 use edgeseal_tests::openbao::bao_binary;
 use edgeseal_tests::ports::free_port_pair;
 use edgeseal_tests::process::ChildGuard;
-use edgeseal_tests::workspace_binary;
+use edgeseal_tests::{poll_until, wait_until, workspace_binary};
 use nix::sys::signal::Signal;
 
 struct Boot {
@@ -81,12 +81,11 @@ impl Boot {
             .spawn()
             .unwrap();
         let mut guard = ChildGuard::new("security-bootstrap run", child);
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while !ready.exists() {
+        let became_ready = poll_until(Duration::from_secs(120), || {
             assert!(guard.exited().is_none(), "run exited early:\n{}", self.log());
-            assert!(Instant::now() < deadline, "not ready after 120 s:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            ready.exists().then_some(())
+        });
+        assert!(became_ready.is_some(), "not ready after 120 s:\n{}", self.log());
         (guard, ready)
     }
 
@@ -113,21 +112,20 @@ impl Boot {
     }
 
     fn token_until_ok(&self, within: Duration) -> String {
-        let deadline = Instant::now() + within;
-        loop {
+        let mut last = None;
+        let token = poll_until(within, || {
             let out = self.fetch();
             if out.status.success() {
                 let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-                return json["auth"]["client_token"].as_str().unwrap().to_string();
+                return Some(json["auth"]["client_token"].as_str().unwrap().to_string());
             }
-            assert!(
-                Instant::now() < deadline,
-                "no token within {within:?}: {}\n{}",
-                String::from_utf8_lossy(&out.stderr),
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            last = Some(out);
+            None
+        });
+        token.unwrap_or_else(|| {
+            let stderr = last.map(|out| String::from_utf8_lossy(&out.stderr).into_owned()).unwrap_or_default();
+            panic!("no token within {within:?}: {stderr}\n{}", self.log())
+        })
     }
 }
 
@@ -158,7 +156,10 @@ fn the_whole_boot_serves_tokens_survives_an_openbao_crash_and_restarts_without_r
     // OpenBao dies: the supervisor restarts it, the watchdog unseals it, tokens flow again.
     let bao = openbao_child(run.pid()).expect("a supervised OpenBao child");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(bao as i32), Signal::SIGKILL).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // Only a new OpenBao child can answer now (the killed one may still be dying): wait for it.
+    wait_until("the supervisor has started a new OpenBao child", Duration::from_secs(60), || {
+        openbao_child(run.pid()).filter(|&child| child != bao)
+    });
     let token = boot.token_until_ok(Duration::from_secs(60));
     assert_eq!(boot.secret(&token), value);
     let restarted = openbao_child(run.pid()).expect("restarted");
@@ -167,14 +168,9 @@ fn the_whole_boot_serves_tokens_survives_an_openbao_crash_and_restarts_without_r
 
     // SIGTERM: everything stops, OpenBao included; the ready file goes away.
     run.signal(Signal::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = run.exited() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "run did not stop on SIGTERM:\n{}", boot.log());
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = run
+        .exited_within(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("run did not stop on SIGTERM:\n{}", boot.log()));
     assert!(status.success(), "{status}\n{}", boot.log());
     assert!(!Path::new(&format!("/proc/{restarted}")).exists(), "the OpenBao child is gone");
     assert!(!ready.exists());

@@ -173,15 +173,11 @@ fn after_an_openbao_restart_the_watchdog_unseals_it_again() {
             })
             .await;
         });
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-        let mut unsealed = false;
-        while tokio::time::Instant::now() < deadline {
-            if client.health().await.is_ok_and(|h| !h.sealed) {
-                unsealed = true;
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+        let unsealed = edgeseal_tests::poll_until_async(std::time::Duration::from_secs(20), || async {
+            client.health().await.is_ok_and(|h| !h.sealed).then_some(())
+        })
+        .await
+        .is_some();
         let _ = stop.send(());
         let _ = watchdog.await;
         unsealed

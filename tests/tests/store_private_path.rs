@@ -10,14 +10,14 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use edgeseal_tests::device::{service, Device};
 use edgeseal_tests::openbao::{bao_binary, OpenBao};
 use edgeseal_tests::pki::TestPki;
 use edgeseal_tests::ports::free_port_pair;
 use edgeseal_tests::process::ChildGuard;
-use edgeseal_tests::workspace_binary;
+use edgeseal_tests::{poll_until, wait_until, workspace_binary};
 use openbao_client::{Client, Pin, Retry};
 
 fn rt() -> tokio::runtime::Runtime {
@@ -185,24 +185,18 @@ fn on_a_supervised_first_boot_a_sys_init_racer_gets_nothing_and_the_store_is_our
         .spawn()
         .unwrap();
     let mut run = ChildGuard::new("security-bootstrap run", child);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let outcome = loop {
+    let outcome = poll_until(Duration::from_secs(120), || {
         if ready.exists() {
-            break Ok(());
+            return Some(Ok(()));
         }
-        if let Some(status) = run.exited() {
-            break Err(format!("run exited ({status})"));
-        }
-        if Instant::now() > deadline {
-            break Err("not ready after 120 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+        run.exited().map(|status| Err(format!("run exited ({status})")))
+    })
+    .unwrap_or_else(|| Err("not ready after 120 s".into()));
     // Keep racing a little after the TCP listener opened: the store is initialized by then.
     let after = tries.load(Ordering::SeqCst);
-    while tries.load(Ordering::SeqCst) < after + 3 {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("the racer has tried sys/init three more times", Duration::from_secs(60), || {
+        (tries.load(Ordering::SeqCst) >= after + 3).then_some(())
+    });
     stop.store(true, Ordering::SeqCst);
     racer.join().unwrap();
     let answers = answers.lock().unwrap().clone();

@@ -159,6 +159,8 @@ if os.fork() == 0:
     sys.exit(0)
 os.close(w)
 os.read(r, 4)
+# Deliberate: the parent, whose credentials the socket carries, stays alive this long after its
+# child sent the request, so the server sees it alive or gone at a chosen moment.
 time.sleep(float(sys.argv[2]))
 os._exit(0)
 "#;
@@ -169,8 +171,8 @@ os._exit(0)
         .arg(parent_lingers.as_secs_f64().to_string())
         .output()
         .unwrap();
-    // The parent exits first; its child (which owns stdout too) prints the answer before exiting.
-    std::thread::sleep(Duration::from_millis(50));
+    // The parent exits first; its child prints the answer before exiting. `output()` reads stdout to
+    // its end, which comes only once the child (which shares it) has exited too: nothing to wait for.
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::fs;
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use edgeseal_tests::docker::{Docker, RunSpec};
 use edgeseal_tests::openbao::OpenBao;
 use edgeseal_tests::pki::TestPki;
 use edgeseal_tests::token_server::TestServer;
-use edgeseal_tests::workspace_binary;
+use edgeseal_tests::{wait_until, workspace_binary};
 use openbao_client::Token;
 use token_server::config::{DockerSelector, Selectors, ServerConfig, ServiceRule};
 
@@ -122,13 +123,15 @@ fn containers_get_their_own_service_token_and_strangers_are_denied() {
     let sleeper_image = docker.image_from_binaries("edgeseal-test/sleeper:tokens", &[&hang], &[hang.to_str().unwrap()]);
     let alpha_sleeper =
         docker.run(RunSpec::new(&sleeper_image).label("com.docker.compose.service", "alpha").args(["ikm-v1", "hang"]));
-    let impostor = std::process::Command::new("/bin/sh")
+    // The impostor waits (on its stdin) until it has been moved into alpha's cgroup, then asks.
+    let mut impostor = std::process::Command::new("/bin/sh")
         .arg("-c")
         .arg(format!(
-            "sleep 1; exec {} token --socket {}",
+            "read moved; exec {} token --socket {}",
             client.display(),
             run_dir.path().join("token.sock").display()
         ))
+        .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -143,6 +146,7 @@ fn containers_get_their_own_service_token_and_strangers_are_denied() {
     assert!(moved > 0, "could not move the impostor into the container's cgroup");
     let cgroup = fs::read_to_string(format!("/proc/{}/cgroup", impostor.id())).unwrap();
     assert!(cgroup.contains(alpha_sleeper.id()), "the impostor's cgroup names alpha's container: {cgroup}");
+    impostor.stdin.take().unwrap().write_all(b"moved\n").unwrap();
     let out = impostor.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(77), "{stderr}");
@@ -156,9 +160,7 @@ fn containers_get_their_own_service_token_and_strangers_are_denied() {
     assert!(facts.running && facts.id == sleeper.id());
     assert_eq!(cache.cached_len(), 1, "a running container's facts are cached");
     drop(sleeper);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while cache.cached_len() > 0 && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(cache.cached_len(), 0, "die/destroy events empty the cache");
+    wait_until("die/destroy events have emptied the cache", Duration::from_secs(20), || {
+        (cache.cached_len() == 0).then_some(())
+    });
 }

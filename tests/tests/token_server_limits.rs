@@ -22,6 +22,7 @@ use edgeseal_tests::openbao::OpenBao;
 use edgeseal_tests::pki::TestPki;
 use edgeseal_tests::process::ChildGuard;
 use edgeseal_tests::token_server::{raw_request, TestServer};
+use edgeseal_tests::{poll_until, wait_until};
 use secretstore_setup::setup::Setup;
 use token_server::config::{DockerSelector, Selectors, ServerConfig, ServiceRule, UnixSelector};
 
@@ -122,13 +123,11 @@ impl World {
             .spawn()
             .unwrap();
         let mut guard = ChildGuard::new("token-server", child);
-        loop {
+        wait_until("the token server answers /v1/health with 200", Duration::from_secs(120), || {
             assert!(guard.exited().is_none(), "the token server exited:\n{}", self.server_log());
-            if self.socket().exists() && raw_request(&self.socket(), HEALTH).0 == 200 {
-                return guard;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            (self.socket().exists() && raw_request(&self.socket(), HEALTH).0 == 200).then_some(())
+        });
+        guard
     }
 
     fn server_log(&self) -> String {
@@ -204,8 +203,8 @@ fn a_flood_of_idle_connections_from_one_uid_does_not_stop_another_uid() {
     // the victim was served while the flood held everything it was allowed to hold.
     let mut answers: Vec<Option<String>> = vec![None; flood.len()];
     let mut buffers: Vec<Vec<u8>> = vec![Vec::new(); flood.len()];
-    let started = Instant::now();
-    while answers.iter().filter(|a| a.is_some()).count() < flood.len() - PER_PEER {
+    let over_the_cap = flood.len() - PER_PEER;
+    let all_shed = poll_until(Duration::from_secs(120), || {
         for (i, stream) in flood.iter_mut().enumerate() {
             if answers[i].is_none() {
                 answers[i] = answer_if_closed(stream, &mut buffers[i]);
@@ -226,15 +225,15 @@ fn a_flood_of_idle_connections_from_one_uid_does_not_stop_another_uid() {
                 }
             }
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "connections over the per-peer cap were not shed: {} of {} answered\n{}",
-            answers.iter().filter(|a| a.is_some()).count(),
-            flood.len(),
-            w.server_log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        (answers.iter().filter(|a| a.is_some()).count() >= over_the_cap).then_some(())
+    });
+    assert!(
+        all_shed.is_some(),
+        "connections over the per-peer cap were not shed: {} of {} answered\n{}",
+        answers.iter().filter(|a| a.is_some()).count(),
+        flood.len(),
+        w.server_log()
+    );
     let held: Vec<&mut UnixStream> =
         flood.iter_mut().zip(&answers).filter(|(_, a)| a.is_none()).map(|(s, _)| s).collect();
     assert_eq!(held.len(), PER_PEER);
@@ -248,12 +247,9 @@ fn a_flood_of_idle_connections_from_one_uid_does_not_stop_another_uid() {
     assert!(log.contains("before=1024") && log.contains(&format!("now={hard}")), "the raise is logged:\n{log}");
     // A shed connection frees nothing the flood could hold: closing the held ones lets uid 0 in again.
     drop(flood);
-    let mut waited = 0;
-    while raw_request(&w.socket(), HEALTH).0 != 200 {
-        waited += 1;
-        assert!(waited < 6000, "uid 0 is served again once its connections are closed");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("uid 0 is served again once its connections are closed", Duration::from_secs(120), || {
+        (raw_request(&w.socket(), HEALTH).0 == 200).then_some(())
+    });
 }
 
 /// (c) the global cap: a connection over `max_connections` is answered 503 at once (it does not wait
@@ -272,12 +268,9 @@ fn a_connection_over_the_global_cap_is_answered_503_at_once() {
     assert!(answer.contains("holds its most connections (3); retry shortly"), "{answer}");
     assert!(idle.iter_mut().all(held_open), "the three connections within the cap are still held open");
     drop(idle);
-    let mut waited = 0;
-    while raw_request(server.socket(), HEALTH).0 != 200 {
-        waited += 1;
-        assert!(waited < 6000, "a slot frees when a connection closes");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("a slot frees when a connection closes", Duration::from_secs(120), || {
+        (raw_request(server.socket(), HEALTH).0 == 200).then_some(())
+    });
 }
 
 /// (b) 100 health requests in a row make at most one OpenBao probe per second (default
@@ -360,17 +353,16 @@ fn a_flood_from_one_container_does_not_stop_another_container() {
                 .args([load.to_str().unwrap(), "--socket", "/run/edgeseal/token.sock", "--hold", "150"]),
         );
     let metrics = &server.state.metrics;
-    let started = Instant::now();
-    while metrics.shed.load(Ordering::Relaxed) < 150 - PER_PEER as u64 {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "the container's connections over its cap were not shed ({} shed, {} open); its logs:\n{}",
-            metrics.shed.load(Ordering::Relaxed),
-            server.state.connections.open(),
-            flood.logs()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let shed = poll_until(Duration::from_secs(120), || {
+        (metrics.shed.load(Ordering::Relaxed) >= 150 - PER_PEER as u64).then_some(())
+    });
+    assert!(
+        shed.is_some(),
+        "the container's connections over its cap were not shed ({} shed, {} open); its logs:\n{}",
+        metrics.shed.load(Ordering::Relaxed),
+        server.state.connections.open(),
+        flood.logs()
+    );
     assert_eq!(server.state.connections.open(), PER_PEER, "the flooding container holds its cap and no more");
 
     let victim =

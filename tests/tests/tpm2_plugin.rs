@@ -15,6 +15,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use edgeseal_tests::ports::free_port_pair;
+use edgeseal_tests::process::wait_within;
 use edgeseal_tests::swtpm::Swtpm;
 use kdf_plugins::run::PluginError;
 use kdf_plugins::{run_plugin, KdfConfig, Protocol};
@@ -60,13 +61,9 @@ fn run_with_path(args: &[&str], path: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("{PLUGIN} {args:?} ran for more than 60s");
-        }
-        std::thread::sleep(Duration::from_millis(2));
+    if wait_within(&mut child, Duration::from_secs(60)).is_none() {
+        child.kill().unwrap();
+        panic!("{PLUGIN} {args:?} ran for more than 60s");
     }
     child.wait_with_output().unwrap()
 }

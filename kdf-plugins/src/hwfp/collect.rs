@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
 use super::parse;
-use super::{Entry, Fingerprint, Outcome, Skip, Source, SourceReport};
+use super::{Entry, Fingerprint, Identifier, Outcome, Skip, Source, SourceReport};
 
 /// Largest sysfs attribute or `/etc` file read; longer ones are malformed (sysfs caps at a page).
 const SMALL_FILE_MAX: usize = 4096;
@@ -61,7 +61,7 @@ impl Fingerprint {
     fn record(&mut self, source: Source, location: String, value: Result<String, Skip>) {
         let outcome = match value {
             Ok(value) => {
-                self.entries.push(Entry { source, value: Zeroizing::new(value) });
+                self.entries.push(Entry { source, value: Identifier::new(value) });
                 Outcome::Used
             }
             Err(why) => Outcome::Skipped(why),

@@ -181,14 +181,21 @@ pub enum HwfpError {
     },
 }
 
-/// One identifier's value; wiped on drop, never printed.
+secret_types::secret_string! {
+    /// One identifier's normalized value (an input of the IKM); wiped on drop, never printed.
+    struct Identifier;
+}
+
+/// One identifier found, and where it came from.
+#[derive(Debug)]
 struct Entry {
     source: Source,
-    value: Zeroizing<String>,
+    value: Identifier,
 }
 
 /// The identifiers found under a root, and a report on every source looked at. Build it with
-/// [`collect`]. `Debug` shows the reports, never the values.
+/// [`collect`]. `Debug` shows the sources and reports, never the values.
+#[derive(Debug)]
 pub struct Fingerprint {
     root: PathBuf,
     entries: Vec<Entry>,
@@ -270,20 +277,10 @@ impl Fingerprint {
     }
 }
 
-impl fmt::Debug for Fingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Fingerprint")
-            .field("root", &self.root)
-            .field("values", &format_args!("[REDACTED; {}]", self.entries.len()))
-            .field("reports", &self.reports)
-            .finish()
-    }
-}
-
 /// The canonical list (format `v1`): the domain line, then `label=value` lines sorted by label and
 /// value. Built in one allocation so that no unwiped copy is left behind.
 fn canonical_list(entries: &[Entry]) -> Zeroizing<Vec<u8>> {
-    let mut lines: Vec<(&str, &str)> = entries.iter().map(|e| (e.source.label(), e.value.as_str())).collect();
+    let mut lines: Vec<(&str, &str)> = entries.iter().map(|e| (e.source.label(), e.value.expose())).collect();
     lines.sort_unstable();
     let len = DOMAIN.len() + 1 + lines.iter().map(|(l, v)| l.len() + v.len() + 2).sum::<usize>();
     let mut out = Zeroizing::new(Vec::with_capacity(len));

@@ -478,6 +478,7 @@ fn explain_and_debug_list_names_never_values() {
     assert!(!explain.contains(&ikm), "{explain}");
     let debug = format!("{fp:?}");
     assert_no_value(&debug);
+    assert!(debug.contains("value: Identifier([REDACTED])"), "{debug}");
     assert!(!debug.contains(&ikm), "{debug}");
     assert_no_value(&format!("{:?}", parse::parse_cpuinfo(&x86_cpuinfo(CPU_MODEL))));
 }

@@ -251,7 +251,7 @@ pub fn parse_hmac_hex(stdout: &[u8]) -> Result<Ikm, Tpm2Error> {
     }
     let mut bytes = Zeroizing::new(vec![0u8; 32]);
     hex::decode_to_slice(digits, &mut bytes).map_err(|_| bad())?;
-    Ok(Ikm::new(std::mem::take(&mut *bytes)))
+    Ok(Ikm::from_zeroizing(bytes))
 }
 
 #[cfg(test)]

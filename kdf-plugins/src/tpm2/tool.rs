@@ -75,7 +75,7 @@ pub(crate) struct ToolOutput {
 impl ToolOutput {
     /// The bytes printed.
     pub(crate) fn stdout(&self) -> &[u8] {
-        self.stdout.bytes()
+        self.stdout.expose()
     }
 }
 

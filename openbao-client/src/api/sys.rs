@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
 use super::{segment, Data, Keys};
-use crate::{Client, Error, Retry, Token};
+use crate::{Client, Error, Retry, SecretString, Token, UnsealKey};
 
 /// `GET sys/health`, with every state mapped to a 200 so the body is always read.
 #[derive(Debug, Clone, Deserialize)]
@@ -45,31 +45,21 @@ pub struct SealStatus {
     pub initialized: bool,
 }
 
-/// `sys/init` answer: the unseal shares and the initial root token.
+/// `sys/init` answer: the unseal shares and the initial root token. `Debug` shows neither (they are
+/// secret types).
+#[derive(Debug)]
 pub struct InitResponse {
     /// The raw unseal shares.
-    pub shares: Vec<Zeroizing<Vec<u8>>>,
+    pub shares: Vec<UnsealKey>,
     /// The initial root token.
     pub root_token: Token,
 }
 
-impl std::fmt::Debug for InitResponse {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "InitResponse {{ shares: [REDACTED; {}], root_token: [REDACTED] }}", self.shares.len())
-    }
-}
-
+/// `sys/init` as it comes over the wire; every string is wiped on drop.
 #[derive(Deserialize)]
 struct RawInit {
-    keys_base64: Vec<String>,
+    keys_base64: Vec<SecretString>,
     root_token: Token,
-}
-
-impl Drop for RawInit {
-    fn drop(&mut self) {
-        use zeroize::Zeroize;
-        self.keys_base64.zeroize();
-    }
 }
 
 /// A mounted secrets engine or auth method.
@@ -122,13 +112,13 @@ impl Client {
         let raw: RawInit = self.call(Method::PUT, "sys/init", None, Some(&body), Retry::Once).await?;
         let mut decoded = Vec::with_capacity(raw.keys_base64.len());
         for key in &raw.keys_base64 {
-            decoded.push(Zeroizing::new(STANDARD.decode(key).map_err(|_| Error::Decode {
+            decoded.push(UnsealKey::new(STANDARD.decode(key.expose()).map_err(|_| Error::Decode {
                 method: "PUT".into(),
                 path: "sys/init".into(),
                 reason: "keys_base64 holds something that is not base64".into(),
             })?));
         }
-        Ok(InitResponse { shares: decoded, root_token: raw.root_token.clone() })
+        Ok(InitResponse { shares: decoded, root_token: raw.root_token })
     }
 
     /// `GET sys/seal-status`.
@@ -294,5 +284,20 @@ mod tests {
         assert_eq!(decode_root_token(&encoded, otp).unwrap().expose(), token);
         assert!(decode_root_token(&encoded, "short").is_none());
         assert!(decode_root_token("***", otp).is_none());
+    }
+
+    #[test]
+    fn init_answer_never_prints_its_shares_or_token() {
+        let raw: RawInit =
+            serde_json::from_str(r#"{"keys_base64":["c2hhcmVzZWNyZXQ="],"root_token":"s.rootsecret"}"#).unwrap();
+        let init = InitResponse {
+            shares: raw.keys_base64.iter().map(|k| UnsealKey::new(STANDARD.decode(k.expose()).unwrap())).collect(),
+            root_token: raw.root_token,
+        };
+        assert_eq!(init.shares[0].expose(), b"sharesecret");
+        assert_eq!(
+            format!("{init:?}"),
+            "InitResponse { shares: [UnsealKey([REDACTED; 11 bytes])], root_token: Token([REDACTED]) }"
+        );
     }
 }

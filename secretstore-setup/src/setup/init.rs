@@ -61,7 +61,7 @@ pub async fn initialize(
         .doing(|| format!("initializing OpenBao at {}", setup.store.address))?;
     crash::point("after-init");
 
-    let shares: Vec<UnsealShare> = init.shares.iter().map(|s| UnsealShare::new(s.to_vec())).collect();
+    let shares: Vec<UnsealShare> = init.shares.iter().map(|s| UnsealShare::new(s.expose().to_vec())).collect();
     // From here on the shares exist only in this process: a failed write is retried (the disk may be
     // full for a moment, another writer may have raced us), never given up quickly.
     let backoff =
