@@ -26,6 +26,7 @@
 //!   certificate, the `pki:` section ([`PkiConfig`]).
 //! - [`pem`], `x509`, [`keystore`]: strict PEM, certificate facts, the [`CaKeyStore`] interface and
 //!   [`MemoryKeyStore`].
+//! - [`layout`]: where each file lives under `pki.dir` (for pki-init and its users).
 //! - `error`: [`PkiError`].
 //! - [`covers`]: which leaves a TLS client would accept for a host (pure).
 //! - `scan`: reading and checking the directory; anything foreign or corrupted is an error.
@@ -44,6 +45,7 @@ pub mod covers;
 mod error;
 mod issue;
 pub mod keystore;
+pub mod layout;
 pub mod pem;
 mod plan;
 pub mod report;

@@ -68,6 +68,7 @@ impl World {
     fn rule(&self) -> ServiceRule {
         ServiceRule {
             name: "hostsvc".into(),
+            role: secretstore_setup::setup::policy::service_role_name("hostsvc"),
             selectors: Selectors {
                 unix: Some(UnixSelector { uid: Some(VICTIM_UID), path: Some(self.client()), ..Default::default() }),
                 docker: None,
@@ -340,6 +341,7 @@ fn a_flood_from_one_container_does_not_stop_another_container() {
     };
     let rule = |name: &str| ServiceRule {
         name: name.into(),
+        role: secretstore_setup::setup::policy::service_role_name(name),
         selectors: Selectors {
             unix: None,
             docker: Some(DockerSelector { compose_service: Some(name.into()), ..Default::default() }),
