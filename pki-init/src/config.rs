@@ -302,9 +302,9 @@ fn valid_dns_name(name: &str) -> bool {
 struct PkiFields {
     #[serde(default = "default_dir", deserialize_with = "pki_dir")]
     dir: PathBuf,
-    #[serde(default = "default_ca_validity", deserialize_with = "validity")]
+    #[serde(default = "default_ca_validity", deserialize_with = "ca_validity")]
     ca_validity: Duration,
-    #[serde(default = "default_leaf_validity", deserialize_with = "validity")]
+    #[serde(default = "default_leaf_validity", deserialize_with = "leaf_validity")]
     leaf_validity: Duration,
     #[serde(default = "default_renew_before", deserialize_with = "renew_window")]
     renew_before: Duration,
@@ -342,9 +342,17 @@ fn pki_dir<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
     Ok(dir)
 }
 
-fn validity<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+fn ca_validity<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    validity(d, "ca_validity")
+}
+
+fn leaf_validity<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    validity(d, "leaf_validity")
+}
+
+fn validity<'de, D: Deserializer<'de>>(d: D, key: &'static str) -> Result<Duration, D::Error> {
     let v: Duration = humantime_serde::deserialize(d)?;
-    check_validity(v).map_err(de::Error::custom)?;
+    check_validity(key, v).map_err(de::Error::custom)?;
     Ok(v)
 }
 
@@ -417,9 +425,9 @@ fn check_dir(dir: &Path) -> Result<(), PkiConfigError> {
     Ok(())
 }
 
-fn check_validity(v: Duration) -> Result<(), PkiConfigError> {
+fn check_validity(key: &'static str, v: Duration) -> Result<(), PkiConfigError> {
     if v.as_secs() == 0 || v > MAX_VALIDITY {
-        return Err(PkiConfigError::Validity(v));
+        return Err(PkiConfigError::Validity { key, value: v });
     }
     Ok(())
 }
@@ -486,8 +494,8 @@ impl PkiConfig {
     /// Checks everything deserialization checks; for a configuration built in code.
     pub fn validate(&self) -> Result<(), PkiConfigError> {
         check_dir(&self.dir)?;
-        check_validity(self.ca_validity)?;
-        check_validity(self.leaf_validity)?;
+        check_validity("ca_validity", self.ca_validity)?;
+        check_validity("leaf_validity", self.leaf_validity)?;
         if self.renew_before > MAX_VALIDITY {
             return Err(PkiConfigError::RenewBeforeTooLong(self.renew_before));
         }
@@ -542,8 +550,13 @@ pub enum PkiConfigError {
     #[error("pki.dir must be an absolute directory below / without `..`, got {0:?}")]
     Dir(PathBuf),
     /// A validity of zero, under a second, or over the maximum.
-    #[error("a validity must be between 1s and 36500d, got {}", show(*.0))]
-    Validity(Duration),
+    #[error("pki.{key} must be between 1s and 36500d, got {}", show(*.value))]
+    Validity {
+        /// `ca_validity` or `leaf_validity`.
+        key: &'static str,
+        /// The value given.
+        value: Duration,
+    },
     /// `pki.renew_before` above the maximum.
     #[error("pki.renew_before must be at most 36500d, got {}", show(*.0))]
     RenewBeforeTooLong(Duration),

@@ -47,7 +47,7 @@ pub struct SecretStoreConfig {
     /// when `pki.certs.openbao` exists; without that leaf (an external store) it must be given, or set
     /// to `ca-only` to trust any certificate `ca_cert` issues — only for a store whose CA issues
     /// nothing else. A supervised OpenBao is always pinned to `pki.certs.openbao`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "server_cert", skip_serializing_if = "Option::is_none")]
     pub server_cert: Option<openbao_client::Pin>,
     /// Shamir shares made at initialization.
     #[serde(default = "default_shares")]
@@ -56,10 +56,10 @@ pub struct SecretStoreConfig {
     #[serde(default = "default_threshold")]
     pub threshold: u64,
     /// Path of the KV version 2 mount holding service secrets.
-    #[serde(default = "default_kv_mount", deserialize_with = "mount_name")]
+    #[serde(default = "default_kv_mount", deserialize_with = "kv_mount")]
     pub kv_mount: String,
     /// Services' secrets live under `<kv_mount>/<service_prefix>/<service>/`; `edgex` gives EdgeX's layout.
-    #[serde(default = "default_service_prefix", deserialize_with = "mount_name")]
+    #[serde(default = "default_service_prefix", deserialize_with = "service_prefix")]
     pub service_prefix: String,
     /// How long to wait for OpenBao to answer before giving up.
     #[serde(default = "default_wait", with = "humantime_serde")]
@@ -203,14 +203,28 @@ pub fn valid_segment(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
-fn mount_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+/// Field-level checks name their key: serde places them at the start of `secret_store:`.
+fn kv_mount<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    segment(d, "secret_store.kv_mount")
+}
+
+fn service_prefix<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    segment(d, "secret_store.service_prefix")
+}
+
+fn segment<'de, D: serde::Deserializer<'de>>(d: D, key: &str) -> Result<String, D::Error> {
     let name = String::deserialize(d)?;
     if !valid_segment(&name) {
         return Err(serde::de::Error::custom(format!(
-            "{name:?} is not a valid name: use 1-64 of [a-z0-9_-], starting with a letter or digit"
+            "{key}: {name:?} is not a valid name: use 1-64 of [a-z0-9_-], starting with a letter or digit"
         )));
     }
     Ok(name)
+}
+
+fn server_cert<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<openbao_client::Pin>, D::Error> {
+    Option::<openbao_client::Pin>::deserialize(d)
+        .map_err(|e| serde::de::Error::custom(format!("secret_store.server_cert: {e}")))
 }
 
 /// The `file_tokens:` section.

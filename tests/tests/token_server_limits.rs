@@ -23,6 +23,7 @@ use edgeseal_tests::pki::TestPki;
 use edgeseal_tests::process::ChildGuard;
 use edgeseal_tests::token_server::{raw_request, TestServer};
 use secretstore_setup::setup::Setup;
+use security_bootstrap::config::ServiceName;
 use token_server::config::{DockerSelector, Selectors, ServerConfig, ServiceRule, UnixSelector};
 
 /// The victim's uid: another local user whose service must keep getting tokens.
@@ -96,20 +97,13 @@ impl World {
 
     /// The real token server, started with a soft open-file limit of 1024 (the hard limit as this
     /// test has it), as many systems start services; returns once `/v1/health` answers 200.
-    fn start_real_server(&self, extra_yaml: &str) -> ChildGuard {
-        let path = self.device.write_config(&self.setup);
-        let mut yaml = fs::read_to_string(&path).unwrap();
-        let head = "  hostsvc:\n";
-        assert!(yaml.contains(head), "{yaml}");
-        yaml = yaml.replace(
-            head,
-            &format!("{head}    selectors: {{ unix: {{ uid: {VICTIM_UID}, path: {} }} }}\n", self.client().display()),
-        );
-        yaml.push_str(&format!(
-            "token_server:\n  socket: {}\n  docker_socket: null\n{extra_yaml}",
-            self.socket().display()
-        ));
-        fs::write(&path, yaml).unwrap();
+    fn start_real_server(&self, tweak: impl FnOnce(&mut ServerConfig)) -> ChildGuard {
+        let mut config = self.device.config(&self.setup);
+        config.token_server = ServerConfig { socket: self.socket(), docker_socket: None, ..ServerConfig::default() };
+        tweak(&mut config.token_server);
+        let service = config.services.get_mut(&ServiceName("hostsvc".into()));
+        service.expect("the setup has the service hostsvc").selectors = self.rule().selectors;
+        let path = self.device.write_yaml(&config);
         let log = fs::File::create(self.device.path().join("token-server.log")).unwrap();
         let child = Command::new("prlimit")
             .arg(format!("--nofile=1024:{}", nofile(std::process::id()).1))
@@ -189,7 +183,7 @@ fn answer_if_closed(stream: &mut UnixStream, buf: &mut Vec<u8>) -> Option<String
 fn a_flood_of_idle_connections_from_one_uid_does_not_stop_another_uid() {
     let w = world();
     // Idle connections would otherwise be dropped after 5 s; here they stay for their whole lifetime.
-    let server = w.start_real_server("  header_timeout: 1h\n");
+    let server = w.start_real_server(|c| c.header_timeout = Duration::from_secs(3600));
 
     let mut flood: Vec<UnixStream> = (0..400).map(|_| UnixStream::connect(w.socket()).unwrap()).collect();
 

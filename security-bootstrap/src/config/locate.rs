@@ -61,7 +61,7 @@ pub fn locate(text: &str, key_path: &str) -> Option<Location> {
                 continue;
             }
         }
-        let Some(at) = found else { return None };
+        let at = found?;
         match flow_key(lines[at.line - 1], at.column - 1, key) {
             Some(column) => {
                 found = Some(Location { line: at.line, column: column + 1 });
@@ -110,13 +110,6 @@ fn key_of(line: &str) -> Option<&str> {
     };
     let after = rest.trim_start().strip_prefix(':')?;
     (after.is_empty() || after.starts_with([' ', '\t'])).then_some(key)
-}
-
-/// The key written at `at` in `text` (a block-mapping key starting at that column), if any.
-pub fn key_at(text: &str, at: Location) -> Option<&str> {
-    let line = lines(text).into_iter().nth(at.line.checked_sub(1)?)?;
-    let start = line.char_indices().nth(at.column.checked_sub(1)?).map(|(i, _)| i)?;
-    key_of(&line[start..])
 }
 
 /// The byte column of `key` written as a flow-mapping key on `line` after byte `from`.

@@ -138,7 +138,7 @@ pub enum ConfigError {
         /// The file.
         path: PathBuf,
         /// What is wrong, where.
-        error: ParseError,
+        error: Box<ParseError>,
     },
 }
 
@@ -205,28 +205,34 @@ fn schema_error(text: &str, error: &serde_yaml_ng::Error) -> ParseError {
     }
     let is_path =
         |path: &str| !path.is_empty() && path.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-[]".contains(&b));
-    let parent = message.split_once(": ").map(|(path, _)| path).filter(|path| is_path(path));
-    let written = locate::key_at(text, location);
-    let mut key = match (parent, written) {
-        (Some(parent), Some(written)) if !parent.ends_with(&format!(".{written}")) && parent != written => {
-            Some(format!("{parent}.{written}"))
-        }
-        (Some(parent), _) => Some(parent.to_string()),
-        (None, written) => written.map(str::to_string),
+    // serde_yaml_ng places a value a section refused at the start of the enclosing mapping, and
+    // names that mapping; the message names the key itself.
+    let (parent, rest) = match message.split_once(": ") {
+        Some((path, rest)) if is_path(path) => (Some(path), rest),
+        _ => (None, message.as_str()),
     };
-    // A rule over a whole section (`kdf.args cannot be used with protocol edgex`) is reported at the
-    // section: the message names the key inside it; point at that.
-    let named = message
+    let join = |field: &str| parent.map_or_else(|| field.to_string(), |parent| format!("{parent}.{field}"));
+    let field = ["unknown field `", "missing field `"]
+        .iter()
+        .find_map(|prefix| rest.strip_prefix(prefix)?.split('`').next())
+        .map(join);
+    let named = rest
         .split(|c: char| c.is_whitespace() || matches!(c, ':' | ',' | '(' | ')'))
-        .find(|word| word.contains('.') && is_path(word) && !word.ends_with('.'));
-    if let Some(named) = named {
-        if key.as_deref().is_none_or(|key| named.starts_with(&format!("{key}."))) {
-            if let Some(at) = locate::locate(text, named) {
-                location = at;
-            }
-            key = Some(named.to_string());
+        .find(|word| word.contains('.') && is_path(word) && !word.ends_with('.'))
+        .filter(|word| parent.is_none_or(|parent| word.starts_with(&format!("{parent}."))));
+    let key = match (field, named) {
+        // An unknown field is placed at the key itself.
+        (Some(field), _) if rest.starts_with("unknown") => Some(field),
+        (Some(key), _) => {
+            location = locate::locate(text, &key).unwrap_or(location);
+            Some(key)
         }
-    }
+        (None, Some(key)) => {
+            location = locate::locate(text, key).unwrap_or(location);
+            Some(key.to_string())
+        }
+        (None, None) => parent.map(str::to_string),
+    };
     ParseError { location, key, problem: Problem::Schema(message) }
 }
 
@@ -280,7 +286,7 @@ impl Config {
             return Err(ConfigError::TooLarge { path: path.to_path_buf() });
         }
         let text = std::fs::read_to_string(path).map_err(read_err)?;
-        Self::parse(&text).map_err(|error| ConfigError::Invalid { path: path.to_path_buf(), error })
+        Self::parse(&text).map_err(|error| ConfigError::Invalid { path: path.to_path_buf(), error: Box::new(error) })
     }
 
     /// Parses and checks YAML text; an empty document means all defaults. Checks, in order: the
