@@ -65,6 +65,5 @@ mod tests {
         for (got, want) in cases {
             assert_eq!(got, Path::new(want));
         }
-        assert_eq!(CA_DIR, crate::config::RESERVED_NAME);
     }
 }

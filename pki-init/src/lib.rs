@@ -22,11 +22,11 @@
 //! same CA, and restore `ca/*.pem` from there when `pki.dir` is a tmpfs that a reboot emptied.
 //!
 //! Layout, in dependency order (each module imports only those above it; no cycles):
+//! - [`layout`]: where each file lives under `pki.dir` (for pki-init and its users).
 //! - `secret`, `action`, [`config`]: key types that wipe themselves, the [`Action`] decided per
 //!   certificate, the `pki:` section ([`PkiConfig`]).
 //! - [`pem`], `x509`, [`keystore`]: strict PEM, certificate facts, the [`CaKeyStore`] interface and
 //!   [`MemoryKeyStore`].
-//! - [`layout`]: where each file lives under `pki.dir` (for pki-init and its users).
 //! - `error`: [`PkiError`].
 //! - [`covers`]: which leaves a TLS client would accept for a host (pure).
 //! - `scan`: reading and checking the directory; anything foreign or corrupted is an error.
