@@ -197,12 +197,7 @@ fn schema_error(text: &str, error: &serde_yaml_ng::Error) -> ParseError {
         .location()
         .map(|l| locate::clamp(text, Location { line: l.line(), column: l.column() }))
         .unwrap_or(Location::START);
-    let mut message = error.to_string();
-    if let Some(at) = message.rfind(" at line ") {
-        if message[at + 9..].split(" column ").all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) {
-            message.truncate(at);
-        }
-    }
+    let message = without_positions(&error.to_string());
     let is_path =
         |path: &str| !path.is_empty() && path.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-[]".contains(&b));
     // serde_yaml_ng places a value a section refused at the start of the enclosing mapping, and
@@ -234,6 +229,34 @@ fn schema_error(text: &str, error: &serde_yaml_ng::Error) -> ParseError {
         (None, None) => parent.map(str::to_string),
     };
     ParseError { location, key, problem: Problem::Schema(message) }
+}
+
+/// The parser's message without its "at line N column M" parts: the (clamped) location is printed
+/// first, and the parser's own can lie one line past the end of the file.
+fn without_positions(message: &str) -> String {
+    const AT: &str = " at line ";
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(i) = rest.find(AT) {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + AT.len()..];
+        let digits = |s: &str| s.bytes().take_while(u8::is_ascii_digit).count();
+        let line = digits(after);
+        let position = (line > 0)
+            .then(|| after[line..].strip_prefix(" column "))
+            .flatten()
+            .map(|tail| (digits(tail), tail))
+            .filter(|(column, _)| *column > 0);
+        match position {
+            Some((column, tail)) => rest = &tail[column..],
+            None => {
+                out.push_str(AT);
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Which top-level sections the text writes (to tell a written `secret_store:` from its defaults).

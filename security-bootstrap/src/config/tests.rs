@@ -202,6 +202,23 @@ fn a_file_without_a_final_line_break_gets_a_location_on_its_last_line() {
         let error = parse_err(text);
         let lines = locate::clamp(text, Location { line: usize::MAX, column: 1 }).line;
         assert!(error.location.line <= lines, "{text:?}: line {} of {lines}: {error}", error.location);
+        assert!(!error.to_string().contains(" at line "), "{text:?}: one location, first: {error}");
+    }
+    let error = parse_err("kdf: {plugin: /x");
+    assert_eq!((error.location.line, error.location.column), (1, 17), "{error}");
+}
+
+#[test]
+fn parser_positions_are_taken_out_of_messages() {
+    let cases = [
+        ("x at line 2 column 1, while parsing a flow mapping at line 1 column 6", "x, while parsing a flow mapping"),
+        ("kdf: unknown field `a` at line 3 column 3", "kdf: unknown field `a`"),
+        ("the value at line seven", "the value at line seven"),
+        ("at line 3 column", "at line 3 column"),
+        ("plain", "plain"),
+    ];
+    for (message, want) in cases {
+        assert_eq!(without_positions(message), want, "{message}");
     }
 }
 
