@@ -2,11 +2,11 @@
 //! parser, every section's `Deserialize` and validation, and the cross-section checks.
 //!
 //! Properties besides "no panic":
-//! - an error's line:column, when given, lies inside the text (line 1..=breaks+1 counting line breaks
-//!   as YAML does: CR LF, LF, a lone CR, and one implied at the end; column >= 1), so the operator is
-//!   sent to a real place;
+//! - an error's line:column lies inside the text: line 1..=the last line (counting line breaks as
+//!   YAML does: CR LF, LF and a lone CR; a text without a final break still ends on its last line),
+//!   column >= 1, so the operator is sent to a real place;
 //! - an accepted configuration can be turned into what the commands use (token-server rules, setup's
-//!   service plans, the CA path) without panicking.
+//!   service plans, the CA path) without panicking, and serializes to YAML that parses to it again.
 
 #![no_main]
 
@@ -20,17 +20,17 @@ fuzz_target!(|data: &[u8]| {
             let _ = config.service_rules();
             let _ = config.service_setups();
             let _ = config.ca_cert();
+            if let Ok(yaml) = serde_yaml_ng::to_string(&config) {
+                assert_eq!(Config::parse(&yaml).ok().as_ref(), Some(&config), "{yaml}");
+            }
         }
-        Err((Some((line, column)), message)) => {
-            // YAML counts CR LF, LF and a lone CR as line breaks (YAML 1.2 §5.4), and the scanner reads
-            // a text that does not end with one as if it did: the end of the text is on the line after
-            // the last (possibly implied) break.
+        Err(error) => {
+            let (line, column) = (error.location.line, error.location.column);
             let breaks = text.replace("\r\n", "\n").chars().filter(|c| matches!(c, '\n' | '\r')).count();
-            let implied = usize::from(!text.is_empty() && !text.ends_with(['\n', '\r']));
-            let lines = breaks + implied + 1;
-            assert!((1..=lines).contains(&line), "line {line} of {lines}: {message}");
-            assert!(column >= 1, "column {column}: {message}");
+            let last = breaks + usize::from(!text.ends_with(['\n', '\r'])).max(usize::from(breaks == 0));
+            assert!((1..=last.max(1)).contains(&line), "line {line} of {last}: {error}");
+            assert!(column >= 1, "column {column}: {error}");
+            assert!(!error.to_string().is_empty(), "an error without a message");
         }
-        Err((None, message)) => assert!(!message.is_empty(), "an error without a message"),
     }
 });

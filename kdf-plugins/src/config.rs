@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// Where the shipped hardware-fingerprint plug-in is installed.
@@ -13,7 +13,7 @@ pub const DEFAULT_PLUGIN: &str = "/usr/libexec/edgeseal/edgeseal-kdf-hwfp";
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// How edgeseal talks to a KDF plug-in.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 pub enum Protocol {
     /// `PLUGIN ikm-v1 [ARGS…]`: edgeseal's versioned protocol.
     #[default]
@@ -43,8 +43,9 @@ impl std::fmt::Display for Protocol {
     }
 }
 
-/// Which plug-in to run and how. Deserializing validates it (see [`KdfConfig::validate`]).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// Which plug-in to run and how. Deserializing validates it (see [`KdfConfig::validate`]); it
+/// serializes to the same keys.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(try_from = "KdfFields")]
 pub struct KdfConfig {
     /// Absolute path of the plug-in executable; never looked up in `$PATH`.
@@ -54,6 +55,7 @@ pub struct KdfConfig {
     /// `ikm-v1` (default) or `edgex`.
     pub protocol: Protocol,
     /// Hard limit on the plug-in's run time; it is killed after that.
+    #[serde(serialize_with = "humantime_serde::serialize")]
     pub timeout: Duration,
 }
 

@@ -20,7 +20,7 @@ use rustls::pki_types::{ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, OtherError, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::Error;
 
@@ -50,6 +50,16 @@ impl<'de> Deserialize<'de> for Pin {
             )));
         }
         Ok(Pin::ServerCert(path))
+    }
+}
+
+/// The inverse of [`Pin`]'s `Deserialize`: a path, or `ca-only`.
+impl Serialize for Pin {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Pin::ServerCert(path) => path.serialize(s),
+            Pin::CaOnly => s.serialize_str(CA_ONLY),
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::de::{self, Deserializer};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
 use thiserror::Error;
 
 /// Where the PKI is written unless `pki.dir` says otherwise (a tmpfs on most devices).
@@ -24,12 +24,12 @@ pub const MAX_CERTS: usize = 1024;
 /// The most SANs one certificate may carry.
 pub const MAX_SANS: usize = 100;
 /// The one name a certificate cannot have: `dir/ca/` holds the CA certificates.
-pub const RESERVED_NAME: &str = "ca";
+pub const RESERVED_NAME: &str = crate::layout::CA_DIR;
 
 const DAY: u64 = 86_400;
 
 /// The `pki:` section: where the device PKI lives, how long its certificates last, and which leaves exist.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(try_from = "PkiFields")]
 pub struct PkiConfig {
     /// `dir` (default `/run/edgeseal/pki`): the PKI directory. pki-init owns it: `ca/ca.pem` (root),
@@ -39,12 +39,15 @@ pub struct PkiConfig {
     /// `ca_validity` (default `3650d`): lifetime of the root and intermediate CA certificates.
     /// The CA is regenerated (and every leaf reissued) once less than `leaf_validity + renew_before`
     /// of it remains, so that no leaf ever outlives its CA.
+    #[serde(serialize_with = "humantime_serde::serialize")]
     pub ca_validity: Duration,
     /// `leaf_validity` (default `90d`): lifetime of each leaf certificate. Must be shorter than
     /// `ca_validity - renew_before`.
+    #[serde(serialize_with = "humantime_serde::serialize")]
     pub leaf_validity: Duration,
     /// `renew_before` (default `30d`): a leaf is renewed on the first run less than this long before it
     /// expires. Shorter than `leaf_validity`; `0s` renews only expired leaves.
+    #[serde(serialize_with = "humantime_serde::serialize")]
     pub renew_before: Duration,
     /// `key_algorithm` (default `p256`): `p256` (ECDSA P-256 with SHA-256) or `p384` (ECDSA P-384 with
     /// SHA-384), for the CAs and every leaf. Changing it regenerates the whole PKI.
@@ -57,7 +60,7 @@ pub struct PkiConfig {
 }
 
 /// One entry of `pki.certs`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CertConfig {
     /// `sans` (required): subject alternative names, each a DNS name (`localhost`, `openbao`,
@@ -71,12 +74,12 @@ pub struct CertConfig {
     pub usages: BTreeSet<Usage>,
     /// `owner` (optional): `{uid, gid}` given `<name>/`, `cert.pem` and `key.pem`, so that a service
     /// running as that user can read its key. Without it they belong to the user running pki-init.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<Owner>,
 }
 
 /// The user and group a leaf's directory and files are given.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Owner {
     /// Numeric user id.
@@ -88,7 +91,7 @@ pub struct Owner {
 }
 
 /// The key type of every certificate in the PKI.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyAlgorithm {
     /// ECDSA on NIST P-256, signatures with SHA-256.
@@ -118,7 +121,7 @@ impl fmt::Display for KeyAlgorithm {
 }
 
 /// What becomes of the CA private keys once the run has issued what it needed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CaKeys {
     /// Wiped from memory at the end of the run (EdgeX's choice). Issuing anything later — a new name, a
@@ -141,7 +144,7 @@ impl fmt::Display for CaKeys {
 }
 
 /// An extended key usage of a leaf.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Usage {
     /// TLS server authentication (serverAuth, 1.3.6.1.5.5.7.3.1).
@@ -204,6 +207,12 @@ impl fmt::Display for CertName {
     }
 }
 
+impl Serialize for CertName {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
 impl<'de> Deserialize<'de> for CertName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
@@ -253,6 +262,13 @@ impl fmt::Display for San {
     }
 }
 
+/// As written in the configuration: the name, or the address.
+impl Serialize for San {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl<'de> Deserialize<'de> for San {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
@@ -286,9 +302,9 @@ fn valid_dns_name(name: &str) -> bool {
 struct PkiFields {
     #[serde(default = "default_dir", deserialize_with = "pki_dir")]
     dir: PathBuf,
-    #[serde(default = "default_ca_validity", deserialize_with = "validity")]
+    #[serde(default = "default_ca_validity", deserialize_with = "ca_validity")]
     ca_validity: Duration,
-    #[serde(default = "default_leaf_validity", deserialize_with = "validity")]
+    #[serde(default = "default_leaf_validity", deserialize_with = "leaf_validity")]
     leaf_validity: Duration,
     #[serde(default = "default_renew_before", deserialize_with = "renew_window")]
     renew_before: Duration,
@@ -326,9 +342,17 @@ fn pki_dir<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
     Ok(dir)
 }
 
-fn validity<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+fn ca_validity<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    validity(d, "ca_validity")
+}
+
+fn leaf_validity<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    validity(d, "leaf_validity")
+}
+
+fn validity<'de, D: Deserializer<'de>>(d: D, key: &'static str) -> Result<Duration, D::Error> {
     let v: Duration = humantime_serde::deserialize(d)?;
-    check_validity(v).map_err(de::Error::custom)?;
+    check_validity(key, v).map_err(de::Error::custom)?;
     Ok(v)
 }
 
@@ -401,9 +425,9 @@ fn check_dir(dir: &Path) -> Result<(), PkiConfigError> {
     Ok(())
 }
 
-fn check_validity(v: Duration) -> Result<(), PkiConfigError> {
+fn check_validity(key: &'static str, v: Duration) -> Result<(), PkiConfigError> {
     if v.as_secs() == 0 || v > MAX_VALIDITY {
-        return Err(PkiConfigError::Validity(v));
+        return Err(PkiConfigError::Validity { key, value: v });
     }
     Ok(())
 }
@@ -470,8 +494,8 @@ impl PkiConfig {
     /// Checks everything deserialization checks; for a configuration built in code.
     pub fn validate(&self) -> Result<(), PkiConfigError> {
         check_dir(&self.dir)?;
-        check_validity(self.ca_validity)?;
-        check_validity(self.leaf_validity)?;
+        check_validity("ca_validity", self.ca_validity)?;
+        check_validity("leaf_validity", self.leaf_validity)?;
         if self.renew_before > MAX_VALIDITY {
             return Err(PkiConfigError::RenewBeforeTooLong(self.renew_before));
         }
@@ -526,8 +550,13 @@ pub enum PkiConfigError {
     #[error("pki.dir must be an absolute directory below / without `..`, got {0:?}")]
     Dir(PathBuf),
     /// A validity of zero, under a second, or over the maximum.
-    #[error("a validity must be between 1s and 36500d, got {}", show(*.0))]
-    Validity(Duration),
+    #[error("pki.{key} must be between 1s and 36500d, got {}", show(*.value))]
+    Validity {
+        /// `ca_validity` or `leaf_validity`.
+        key: &'static str,
+        /// The value given.
+        value: Duration,
+    },
     /// `pki.renew_before` above the maximum.
     #[error("pki.renew_before must be at most 36500d, got {}", show(*.0))]
     RenewBeforeTooLong(Duration),

@@ -22,6 +22,7 @@
 //! same CA, and restore `ca/*.pem` from there when `pki.dir` is a tmpfs that a reboot emptied.
 //!
 //! Layout, in dependency order (each module imports only those above it; no cycles):
+//! - [`layout`]: where each file lives under `pki.dir` (for pki-init and its users).
 //! - `secret`, `action`, [`config`]: key types that wipe themselves, the [`Action`] decided per
 //!   certificate, the `pki:` section ([`PkiConfig`]).
 //! - [`pem`], `x509`, [`keystore`]: strict PEM, certificate facts, the [`CaKeyStore`] interface and
@@ -44,6 +45,7 @@ pub mod covers;
 mod error;
 mod issue;
 pub mod keystore;
+pub mod layout;
 pub mod pem;
 mod plan;
 pub mod report;

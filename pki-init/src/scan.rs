@@ -19,16 +19,7 @@ use crate::pem::{self, CERTIFICATE, PRIVATE_KEY};
 use crate::secret::PrivateKey;
 use crate::x509::{self, CertFacts};
 
-/// The CA directory inside `pki.dir`.
-pub(crate) const CA_DIR: &str = "ca";
-/// The root certificate inside [`CA_DIR`].
-pub(crate) const ROOT_FILE: &str = "ca.pem";
-/// The intermediate certificate inside [`CA_DIR`].
-pub(crate) const INTERMEDIATE_FILE: &str = "intermediate.pem";
-/// A leaf's certificate chain inside `<name>/`.
-pub(crate) const CERT_FILE: &str = "cert.pem";
-/// A leaf's private key inside `<name>/`.
-pub(crate) const KEY_FILE: &str = "key.pem";
+pub(crate) use crate::layout::{CA_DIR, CERT_FILE, INTERMEDIATE_FILE, KEY_FILE, ROOT_FILE};
 /// Temp files pki-init writes before renaming them into place: `.pki-init-<file>.<random>.tmp`.
 pub(crate) const TEMP_PREFIX: &str = ".pki-init-";
 pub(crate) const TEMP_SUFFIX: &str = ".tmp";

@@ -110,7 +110,7 @@ fn bad_configurations_are_refused_untouched() {
     let relative_dir = |c: &mut PkiConfig| c.dir = "pki".into();
     let cases: Vec<(&str, Edit<'_>, &str)> = vec![
         ("bad SAN", &bad_san, "pki.certs.openbao: \"not a name\" is not a DNS name or an IP address"),
-        ("zero validity", &zero_validity, "a validity must be between 1s and 36500d, got 0s"),
+        ("zero validity", &zero_validity, "pki.leaf_validity must be between 1s and 36500d, got 0s"),
         (
             "leaf outlives CA",
             &leaf_outlives_ca,

@@ -4,13 +4,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
 
 /// Default keystore directory: persistent, root-only.
 pub const DEFAULT_DIR: &str = "/var/lib/edgeseal";
 
 /// Where the keystore lives.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeystoreConfig {
     /// Directory holding `keystore.json`; created 0700. Must survive reboots.
@@ -32,21 +33,21 @@ impl Default for KeystoreConfig {
 pub const DEFAULT_ADDRESS: &str = "https://127.0.0.1:8200";
 
 /// The `secret_store:` section: which OpenBao, and how to set it up.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretStoreConfig {
     /// OpenBao's API address, `https://HOST:PORT`.
     #[serde(default = "default_address")]
     pub address: String,
     /// CA certificate to verify OpenBao's TLS certificate; default: the CA pki-init made.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_cert: Option<PathBuf>,
     /// OpenBao's own certificate (PEM, leaf first), whose public key is pinned: among the certificates
     /// `ca_cert` issues, only a server with this key is OpenBao. Default: `pki.dir/openbao/cert.pem`
     /// when `pki.certs.openbao` exists; without that leaf (an external store) it must be given, or set
     /// to `ca-only` to trust any certificate `ca_cert` issues — only for a store whose CA issues
     /// nothing else. A supervised OpenBao is always pinned to `pki.certs.openbao`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "server_cert", skip_serializing_if = "Option::is_none")]
     pub server_cert: Option<openbao_client::Pin>,
     /// Shamir shares made at initialization.
     #[serde(default = "default_shares")]
@@ -55,10 +56,10 @@ pub struct SecretStoreConfig {
     #[serde(default = "default_threshold")]
     pub threshold: u64,
     /// Path of the KV version 2 mount holding service secrets.
-    #[serde(default = "default_kv_mount", deserialize_with = "mount_name")]
+    #[serde(default = "default_kv_mount", deserialize_with = "kv_mount")]
     pub kv_mount: String,
     /// Services' secrets live under `<kv_mount>/<service_prefix>/<service>/`; `edgex` gives EdgeX's layout.
-    #[serde(default = "default_service_prefix", deserialize_with = "mount_name")]
+    #[serde(default = "default_service_prefix", deserialize_with = "service_prefix")]
     pub service_prefix: String,
     /// How long to wait for OpenBao to answer before giving up.
     #[serde(default = "default_wait", with = "humantime_serde")]
@@ -70,7 +71,7 @@ pub struct SecretStoreConfig {
     #[serde(default = "default_request_timeout", with = "humantime_serde")]
     pub request_timeout: Duration,
     /// Start and supervise a local OpenBao (`security-bootstrap run`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub supervise: Option<crate::supervise::SuperviseConfig>,
 }
 
@@ -118,18 +119,80 @@ impl Default for SecretStoreConfig {
 }
 
 impl SecretStoreConfig {
-    /// Checks what serde cannot: share counts.
-    pub fn validate(&self) -> Result<(), String> {
-        if !(1..=255).contains(&self.shares) || !(1..=self.shares).contains(&self.threshold) {
-            return Err(format!(
-                "secret_store: need 1 <= threshold ({}) <= shares ({}) <= 255",
-                self.threshold, self.shares
-            ));
+    /// The socket address a supervised OpenBao listens on: `address` as `https://IP:PORT`, with a
+    /// port below 65535 (the next one is its cluster port).
+    pub fn supervised_listen(&self) -> Option<std::net::SocketAddr> {
+        let address = self.address.trim_end_matches('/');
+        let listen: std::net::SocketAddr = address.strip_prefix("https://")?.parse().ok()?;
+        (listen.port() < u16::MAX).then_some(listen)
+    }
+}
+
+/// Most Shamir shares OpenBao makes.
+pub const MAX_SHARES: u64 = 255;
+
+impl SecretStoreConfig {
+    /// Checks what serde cannot: a usable address, share counts, positive timeouts. `edgeseal.yaml`
+    /// runs this when it is loaded; call it for a configuration built in code.
+    pub fn validate(&self) -> Result<(), SecretStoreConfigError> {
+        openbao_client::address_host(&self.address)
+            .map_err(|_| SecretStoreConfigError::Address(self.address.clone()))?;
+        if self.supervise.is_some() && self.supervised_listen().is_none() {
+            return Err(SecretStoreConfigError::SupervisedAddress(self.address.clone()));
         }
-        if self.wait_timeout.is_zero() || self.watchdog_interval.is_zero() || self.request_timeout.is_zero() {
-            return Err("secret_store: wait_timeout, watchdog_interval and request_timeout must be positive".into());
+        if !(1..=MAX_SHARES).contains(&self.shares) {
+            return Err(SecretStoreConfigError::Shares(self.shares));
+        }
+        if !(1..=self.shares).contains(&self.threshold) {
+            return Err(SecretStoreConfigError::Threshold { threshold: self.threshold, shares: self.shares });
+        }
+        let durations = [
+            ("wait_timeout", self.wait_timeout),
+            ("watchdog_interval", self.watchdog_interval),
+            ("request_timeout", self.request_timeout),
+        ];
+        if let Some((key, _)) = durations.into_iter().find(|(_, d)| d.is_zero()) {
+            return Err(SecretStoreConfigError::ZeroDuration(key));
         }
         Ok(())
+    }
+}
+
+/// A `secret_store:` section that parsed but cannot be used. A config error (exit 64).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SecretStoreConfigError {
+    /// `address` is not `https://HOST[:PORT]` without a path.
+    #[error("secret_store.address must be https://HOST:PORT with no path, got {0:?}")]
+    Address(String),
+    /// A supervised OpenBao listens on `address`, which must then name an IP address and a port.
+    #[error("a supervised OpenBao listens on secret_store.address, which must be https://IP:PORT (port below 65535), got {0:?}")]
+    SupervisedAddress(String),
+    /// `shares` is 0 or above [`MAX_SHARES`].
+    #[error("secret_store.shares must be between 1 and {MAX_SHARES}, got {0}")]
+    Shares(u64),
+    /// `threshold` is 0 or above `shares`.
+    #[error("secret_store.threshold must be between 1 and shares ({shares}), got {threshold}")]
+    Threshold {
+        /// `threshold`.
+        threshold: u64,
+        /// `shares`.
+        shares: u64,
+    },
+    /// A timeout or interval of zero.
+    #[error("secret_store.{0} must be longer than 0s")]
+    ZeroDuration(&'static str),
+}
+
+impl SecretStoreConfigError {
+    /// The key the error is about, e.g. `secret_store.threshold`.
+    pub fn key(&self) -> String {
+        let field = match self {
+            Self::Address(_) | Self::SupervisedAddress(_) => "address",
+            Self::Shares(_) => "shares",
+            Self::Threshold { .. } => "threshold",
+            Self::ZeroDuration(field) => field,
+        };
+        format!("secret_store.{field}")
     }
 }
 
@@ -140,18 +203,32 @@ pub fn valid_segment(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
-fn mount_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+/// Field-level checks name their key: serde places them at the start of `secret_store:`.
+fn kv_mount<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    segment(d, "secret_store.kv_mount")
+}
+
+fn service_prefix<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    segment(d, "secret_store.service_prefix")
+}
+
+fn segment<'de, D: serde::Deserializer<'de>>(d: D, key: &str) -> Result<String, D::Error> {
     let name = String::deserialize(d)?;
     if !valid_segment(&name) {
         return Err(serde::de::Error::custom(format!(
-            "{name:?} is not a valid name: use 1-64 of [a-z0-9_-], starting with a letter or digit"
+            "{key}: {name:?} is not a valid name: use 1-64 of [a-z0-9_-], starting with a letter or digit"
         )));
     }
     Ok(name)
 }
 
+fn server_cert<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<openbao_client::Pin>, D::Error> {
+    Option::<openbao_client::Pin>::deserialize(d)
+        .map_err(|e| serde::de::Error::custom(format!("secret_store.server_cert: {e}")))
+}
+
 /// The `file_tokens:` section.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileTokensConfig {
     /// Directory holding `<service>/secrets-token.json`.
@@ -170,14 +247,14 @@ impl Default for FileTokensConfig {
 }
 
 /// A service's `token:` settings.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenSettings {
     /// Initial TTL of the service's tokens.
     #[serde(default = "default_token_ttl", with = "humantime_serde")]
     pub ttl: Duration,
     /// When set, tokens are periodic: renewable forever, each renewal for this long.
-    #[serde(default, with = "humantime_serde::option")]
+    #[serde(default, with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
     pub period: Option<Duration>,
 }
 
@@ -192,7 +269,7 @@ impl Default for TokenSettings {
 }
 
 /// Owner of a service's token file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileTokenOwner {
     /// Owner uid.

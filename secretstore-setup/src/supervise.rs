@@ -21,7 +21,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
 use tokio::sync::{watch, Mutex};
 
@@ -30,7 +30,7 @@ use openbao_client::retry::Backoff;
 use crate::server_config::ServerConfig;
 
 /// `secret_store.supervise:` — run OpenBao as a child of edgeseal.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SuperviseConfig {
     /// Absolute path of the `bao` binary.

@@ -6,7 +6,7 @@
 //!
 //! Layout:
 //! - [`cli`]: clap definitions and exit codes.
-//! - [`config`]: `edgeseal.yaml`, with line:column errors.
+//! - [`config`]: `edgeseal.yaml`, checked in one place when loaded, with file:line:column errors.
 //! - [`commands`]: one module per command.
 
 #![forbid(unsafe_code)]
@@ -58,6 +58,7 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
     let usage = error.chain().any(|e| {
         e.is::<UsageError>()
             || e.is::<config::ConfigError>()
+            || e.is::<config::StoreIdentityError>()
             || e.is::<kdf_plugins::config::KdfConfigError>()
             || e.is::<pki_init::PkiConfigError>()
     });

@@ -198,6 +198,59 @@ fn usage_and_config_errors_exit_64_naming_file_line_and_key() {
     assert!(text(&out).0.contains("Exit codes: 0 success, 1 runtime failure, 64 bad usage"));
 }
 
+/// Every kind of configuration error — the schema, a section's own rule, a rule across sections —
+/// is found when the file is loaded, by any command (here `kdf check`, which uses none of these
+/// sections), and exits 64 with the file, line, column and key.
+#[test]
+fn every_kind_of_config_error_exits_64_at_load_with_file_line_and_column() {
+    let d = Device::new();
+    let plugin = d.plugin("kdf", EDGESEAL_IKM);
+    let head = format!("kdf:\n  plugin: {}\n", plugin.display());
+    let cases = [
+        ("schema", "keystore:\n  dri: /x\n", "4:3", "keystore: unknown field `dri`"),
+        ("kdf", "kdf:\n  plugin: /x\n  timeout: 0s\n", "5:3", "kdf.timeout must be between"),
+        ("pki", "pki:\n  leaf_validity: 0s\n", "4:3", "pki.leaf_validity must be between"),
+        (
+            "secret_store",
+            "secret_store:\n  server_cert: ca-only\n  threshold: 9\n",
+            "5:3",
+            "secret_store.threshold must be between 1 and shares (5), got 9",
+        ),
+        ("token_server", "token_server:\n  rate_burst: 0\n", "4:3", "token_server.rate_burst must be at least 1"),
+        ("token_server", "token_server:\n  health_cache: 1h\n", "4:3", "token_server.health_cache must be at most 1m"),
+        (
+            "selectors",
+            "services:\n  a:\n    selectors:\n      unix: { path: /usr/bin/a }\n",
+            "6:7",
+            "services.a.selectors.unix: give uid",
+        ),
+        (
+            "store identity",
+            "pki:\n  certs:\n    openbao: { sans: [127.0.0.1] }\n    web: { sans: [127.0.0.1] }\n",
+            "6:12",
+            "pki.certs.web: SANs cover 127.0.0.1",
+        ),
+        (
+            "server pin",
+            "secret_store:\n  address: https://bao.example:8200\n",
+            "3:1",
+            "secret_store.server_cert is required",
+        ),
+    ];
+    for (kind, section, at, want) in cases {
+        let config = d.path("edgeseal.yaml");
+        // The plug-in line comes first, except where the case is about kdf.
+        let yaml = if kind == "kdf" { section.replace("kdf:\n", "\n\nkdf:\n") } else { format!("{head}{section}") };
+        fs::write(&config, &yaml).unwrap();
+        let out = bootstrap(&[&"kdf", &"check", &"--config", &config]);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(64), "{kind}: {stdout}{stderr}");
+        assert!(stderr.contains(&format!("config {}:{at}: ", config.display())), "{kind}: want {at}: {stderr}");
+        assert!(stderr.contains(want), "{kind}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{kind}: one line: {stderr}");
+    }
+}
+
 fn import(d: &Device, resp_init: &str, extra: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
     let plugin = d.plugin("kdf", EDGESEAL_IKM);
     let keystore = d.path("keystore");

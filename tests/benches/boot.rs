@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use edgeseal_tests::device::Device;
 use edgeseal_tests::openbao::bao_binary;
 use edgeseal_tests::ports::free_port_pair;
+use security_bootstrap::config::{ServiceEntry, ServiceName};
+use token_server::config::{DockerSelector, Selectors};
 
 const WARM_RUNS: usize = 7;
 
@@ -55,24 +57,24 @@ fn main() {
     let device = Device::new();
     let port = free_port_pair();
     let dir = device.path();
-    let config = dir.join("edgeseal.yaml");
-    let services: String = (0..20).map(|i| format!("  svc{i:02}:\n    selectors: {{ docker: {{ compose_service: svc{i:02} }} }}\n    secrets: [password]\n")).collect();
-    fs::write(
-        &config,
-        format!(
-            "pki:\n  dir: {pki}\n  ca_keys: keystore\n  certs:\n    openbao: {{ sans: [127.0.0.1] }}\nkeystore:\n  dir: {ks}\nkdf:\n  plugin: {plugin}\n\
-             secret_store:\n  address: https://127.0.0.1:{port}\n  supervise:\n    binary: {bao}\n    data_dir: {data}\n\
-             file_tokens:\n  dir: {tokens}\ntoken_server:\n  socket: {socket}\n  docker_socket: null\nservices:\n{services}",
-            pki = dir.join("pki").display(),
-            ks = device.keystore_dir().display(),
-            plugin = device.plugin().display(),
-            bao = bao_binary().display(),
-            data = dir.join("openbao").display(),
-            tokens = device.file_tokens_dir().display(),
-            socket = dir.join("token.sock").display(),
-        ),
-    )
-    .unwrap();
+    let mut yaml = device.supervised_config(port, "openbao");
+    yaml.pki.ca_keys = pki_init::CaKeys::Keystore;
+    yaml.pki.certs.values_mut().for_each(|cert| cert.sans.retain(|san| san.to_string() == "127.0.0.1"));
+    let defaults = secretstore_setup::config::SecretStoreConfig::default();
+    yaml.secret_store.watchdog_interval = defaults.watchdog_interval;
+    yaml.secret_store.wait_timeout = defaults.wait_timeout;
+    yaml.token_server.socket = dir.join("token.sock");
+    for i in 0..20 {
+        let name = format!("svc{i:02}");
+        let docker = DockerSelector { compose_service: Some(name.clone()), ..Default::default() };
+        let entry = ServiceEntry {
+            selectors: Selectors { unix: None, docker: Some(docker) },
+            secrets: vec!["password".into()],
+            ..Default::default()
+        };
+        yaml.services.insert(ServiceName(name), entry);
+    }
+    let config = device.write_yaml(&yaml);
     let ready = dir.join("ready");
     let boot = || {
         let _ = fs::remove_file(&ready);

@@ -51,7 +51,9 @@ use openbao_client::api::sys::GenerateRoot;
 use openbao_client::{Client, SecretString, Token};
 use secretstore_setup::keystore::{derive_file_kek, open};
 use secretstore_setup::KeystoreDir;
+use security_bootstrap::config::ServiceName;
 use serde_json::{json, Map, Value};
+use token_server::config::{DockerSelector, ServerConfig};
 
 const BUILD_HINT: &str = "cargo build --release --locked -p security-bootstrap";
 /// (a) p50 at most this many times (d) p50.
@@ -622,23 +624,21 @@ fn write_server_config(
     socket: &Path,
     docker: &Path,
 ) -> PathBuf {
-    let path = device.write_config(setup);
-    let mut yaml = fs::read_to_string(&path).unwrap();
+    let mut config = device.config(setup);
     for (name, label, reuse) in [("fresh", "bench-fresh", false), ("shared", "bench-shared", true)] {
-        let head = format!("  {name}:\n");
-        assert!(yaml.contains(&head), "the base config has no service {name}:\n{yaml}");
-        yaml = yaml.replace(
-            &head,
-            &format!("{head}    selectors: {{ docker: {{ compose_service: {label} }} }}\n    reuse: {reuse}\n"),
-        );
+        let service = config.services.get_mut(&ServiceName(name.into()));
+        let service = service.unwrap_or_else(|| panic!("the base config has no service {name}"));
+        service.selectors.docker = Some(DockerSelector { compose_service: Some(label.into()), ..Default::default() });
+        service.reuse = reuse;
     }
-    yaml.push_str(&format!(
-        "token_server:\n  socket: {}\n  docker_socket: {}\n  rate_per_second: 1000000\n  rate_burst: 1000000\n",
-        socket.display(),
-        docker.display()
-    ));
-    fs::write(&path, yaml).unwrap();
-    path
+    config.token_server = ServerConfig {
+        socket: socket.to_path_buf(),
+        docker_socket: Some(docker.to_path_buf()),
+        rate_per_second: 1_000_000,
+        rate_burst: 1_000_000,
+        ..ServerConfig::default()
+    };
+    device.write_yaml(&config)
 }
 
 /// Starts `security-bootstrap token-server` and waits until `GET /v1/health` answers 200.

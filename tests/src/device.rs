@@ -6,10 +6,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kdf_plugins::KdfConfig;
+use pki_init::{CertConfig, CertName, PkiConfig, San};
 use secretstore_setup::config::{
     FileTokenOwner, FileTokensConfig, KeystoreConfig, SecretStoreConfig, ServiceSetup, TokenSettings,
 };
 use secretstore_setup::setup::Setup;
+use secretstore_setup::supervise::SuperviseConfig;
+use security_bootstrap::config::{Config, ServiceEntry, ServiceName};
+use token_server::config::ServerConfig;
 
 use crate::openbao::OpenBao;
 
@@ -87,41 +91,78 @@ impl Device {
         }
     }
 
-    /// The same setup as an `edgeseal.yaml` for the `security-bootstrap` binary; returns its path.
-    pub fn write_config(&self, setup: &Setup) -> PathBuf {
-        let mut yaml = format!(
-            "secret_store:\n  address: {}\n  ca_cert: {}\n  server_cert: {}\n  shares: {}\n  threshold: {}\n  wait_timeout: {}\n\
-             keystore:\n  dir: {}\nkdf:\n  plugin: {}\n  timeout: 10s\nfile_tokens:\n  dir: {}\nservices:\n",
-            setup.store.address,
-            setup.ca_cert.display(),
-            match &setup.server_pin {
-                openbao_client::Pin::ServerCert(path) => path.display().to_string(),
-                openbao_client::Pin::CaOnly => openbao_client::tls::CA_ONLY.to_string(),
+    /// The same setup as the `security-bootstrap` binary's configuration: the store pinned as `setup`
+    /// pins it, the services with their secrets, token settings and file tokens (no selectors).
+    pub fn config(&self, setup: &Setup) -> Config {
+        let secret_store = SecretStoreConfig {
+            ca_cert: Some(setup.ca_cert.clone()),
+            server_cert: Some(setup.server_pin.clone()),
+            ..setup.store.clone()
+        };
+        let services = setup
+            .services
+            .iter()
+            .map(|service| {
+                let entry = ServiceEntry {
+                    secrets: service.secrets.clone(),
+                    token: service.token.clone(),
+                    file_token: service.file_token,
+                    ..ServiceEntry::default()
+                };
+                (ServiceName(service.name.clone()), entry)
+            })
+            .collect();
+        Config {
+            keystore: setup.keystore.clone(),
+            kdf: setup.kdf.clone(),
+            secret_store,
+            file_tokens: setup.file_tokens.clone(),
+            services,
+            ..Config::default()
+        }
+    }
+
+    /// A device booted by `security-bootstrap run`: its own PKI (with OpenBao's leaf for 127.0.0.1
+    /// and localhost), and an OpenBao it supervises on `127.0.0.1:port` with its data in `data_dir`
+    /// under the device directory. No services; the token server at the defaults but without Docker.
+    pub fn supervised_config(&self, port: u16, data_dir: &str) -> Config {
+        let sans = ["127.0.0.1", "localhost"].map(|s| San::parse(s).unwrap_or_else(|e| panic!("{s}: {e}")));
+        let openbao: CertName = pki_init::layout::OPENBAO.parse().unwrap_or_else(|e| panic!("openbao: {e}"));
+        let mut pki = PkiConfig { dir: self.path().join("pki"), ..PkiConfig::default() };
+        pki.certs.insert(openbao, CertConfig::new(sans.to_vec()));
+        Config {
+            pki,
+            keystore: KeystoreConfig { dir: self.keystore_dir() },
+            kdf: KdfConfig { plugin: self.plugin(), ..KdfConfig::default() },
+            secret_store: SecretStoreConfig {
+                address: format!("https://127.0.0.1:{port}"),
+                watchdog_interval: Duration::from_millis(200),
+                wait_timeout: Duration::from_secs(60),
+                supervise: Some(SuperviseConfig {
+                    binary: crate::openbao::bao_binary(),
+                    data_dir: self.path().join(data_dir),
+                    unauthed_generate_root: false,
+                }),
+                ..SecretStoreConfig::default()
             },
-            setup.store.shares,
-            setup.store.threshold,
-            humantime::format_duration(setup.store.wait_timeout),
-            setup.keystore.dir.display(),
-            setup.kdf.plugin.display(),
-            setup.file_tokens.dir.display(),
-        );
-        if setup.services.is_empty() {
-            yaml.push_str("  {}\n");
+            file_tokens: FileTokensConfig { dir: self.file_tokens_dir() },
+            token_server: ServerConfig { docker_socket: None, ..ServerConfig::default() },
+            ..Config::default()
         }
-        for service in &setup.services {
-            yaml.push_str(&format!(
-                "  {}:\n    secrets: [{}]\n    token: {{ ttl: {}s }}\n",
-                service.name,
-                service.secrets.join(", "),
-                service.token.ttl.as_secs()
-            ));
-            if let Some(owner) = service.file_token {
-                yaml.push_str(&format!("    file_token: {{ uid: {}, gid: {} }}\n", owner.uid, owner.gid));
-            }
-        }
+    }
+
+    /// Writes `config` as the device's `edgeseal.yaml` (serialized, as the binary reads it); returns
+    /// its path.
+    pub fn write_yaml(&self, config: &Config) -> PathBuf {
+        let yaml = serde_yaml_ng::to_string(config).unwrap_or_else(|e| panic!("serializing the config: {e}"));
         let path = self.dir.path().join("edgeseal.yaml");
         fs::write(&path, yaml).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
         path
+    }
+
+    /// [`Device::config`] of `setup`, written as the device's `edgeseal.yaml`; returns its path.
+    pub fn write_config(&self, setup: &Setup) -> PathBuf {
+        self.write_yaml(&self.config(setup))
     }
 }
 

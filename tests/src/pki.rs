@@ -47,17 +47,17 @@ impl TestPki {
 
     /// The root CA certificate.
     pub fn ca(&self) -> PathBuf {
-        self.dir().join("ca/ca.pem")
+        pki_init::layout::ca_cert(&self.dir())
     }
 
     /// `<name>/cert.pem` (leaf + intermediate).
     pub fn cert(&self, name: &str) -> PathBuf {
-        self.dir().join(name).join("cert.pem")
+        pki_init::layout::leaf_cert(&self.dir(), name)
     }
 
     /// `<name>/key.pem`.
     pub fn key(&self, name: &str) -> PathBuf {
-        self.dir().join(name).join("key.pem")
+        pki_init::layout::leaf_key(&self.dir(), name)
     }
 
     /// The temp dir holding the PKI.

@@ -82,6 +82,7 @@ impl World {
 fn unix_rule(name: &str, unix: UnixSelector) -> ServiceRule {
     ServiceRule {
         name: name.into(),
+        role: secretstore_setup::setup::policy::service_role_name(name),
         selectors: Selectors { unix: Some(unix), docker: None },
         ttl: Some(Duration::from_secs(600)),
         reuse: false,

@@ -12,11 +12,13 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use edgeseal_tests::device::Device;
-use edgeseal_tests::openbao::bao_binary;
 use edgeseal_tests::ports::free_port_pair;
 use edgeseal_tests::process::ChildGuard;
 use edgeseal_tests::{poll_until, wait_until, workspace_binary};
 use nix::sys::signal::Signal;
+use pki_init::CaKeys;
+use security_bootstrap::config::{ServiceEntry, ServiceName};
+use token_server::config::{Selectors, UnixSelector};
 
 struct Boot {
     device: Device,
@@ -45,26 +47,19 @@ impl Boot {
     }
 
     fn config(&self) -> PathBuf {
-        let d = self.device.path();
-        let yaml = format!(
-            "pki:\n  dir: {pki}\n  ca_keys: keystore\n  certs:\n    openbao: {{ sans: [127.0.0.1, localhost] }}\n\
-             keystore:\n  dir: {ks}\nkdf:\n  plugin: {plugin}\n\
-             secret_store:\n  address: https://127.0.0.1:{port}\n  watchdog_interval: 200ms\n  wait_timeout: 60s\n  supervise:\n    binary: {bao}\n    data_dir: {data}\n\
-             file_tokens:\n  dir: {tokens}\ntoken_server:\n  socket: {socket}\n  docker_socket: null\n\
-             services:\n  demo:\n    selectors:\n      unix: {{ uid: 0, path: {client} }}\n    secrets: [greeting]\n",
-            pki = d.join("pki").display(),
-            ks = self.device.keystore_dir().display(),
-            plugin = self.device.plugin().display(),
-            port = self.port,
-            bao = bao_binary().display(),
-            data = d.join("openbao").display(),
-            tokens = self.device.file_tokens_dir().display(),
-            socket = self.socket().display(),
-            client = self.client().display(),
-        );
-        let path = d.join("edgeseal.yaml");
-        fs::write(&path, yaml).unwrap();
-        path
+        let mut config = self.device.supervised_config(self.port, "openbao");
+        config.pki.ca_keys = CaKeys::Keystore;
+        config.token_server.socket = self.socket();
+        let demo = ServiceEntry {
+            selectors: Selectors {
+                unix: Some(UnixSelector { uid: Some(0), path: Some(self.client()), ..Default::default() }),
+                docker: None,
+            },
+            secrets: vec!["greeting".into()],
+            ..Default::default()
+        };
+        config.services.insert(ServiceName("demo".into()), demo);
+        self.device.write_yaml(&config)
     }
 
     fn start(&self) -> (ChildGuard, PathBuf) {

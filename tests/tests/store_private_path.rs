@@ -13,12 +13,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use edgeseal_tests::device::{service, Device};
-use edgeseal_tests::openbao::{bao_binary, OpenBao};
+use edgeseal_tests::openbao::OpenBao;
 use edgeseal_tests::pki::TestPki;
 use edgeseal_tests::ports::free_port_pair;
 use edgeseal_tests::process::ChildGuard;
 use edgeseal_tests::{poll_until, wait_until, workspace_binary};
 use openbao_client::{Client, Pin, Retry};
+use security_bootstrap::config::{ServiceEntry, ServiceName};
+use token_server::config::{Selectors, UnixSelector};
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
@@ -113,25 +115,16 @@ struct Boot {
 
 impl Boot {
     fn config(&self) -> PathBuf {
-        let d = self.device.path();
-        let yaml = format!(
-            "pki:\n  dir: {pki}\n  certs:\n    openbao: {{ sans: [127.0.0.1] }}\n\
-             keystore:\n  dir: {ks}\nkdf:\n  plugin: {plugin}\n\
-             secret_store:\n  address: https://127.0.0.1:{port}\n  watchdog_interval: 200ms\n  wait_timeout: 60s\n  supervise:\n    binary: {bao}\n    data_dir: {data}\n\
-             file_tokens:\n  dir: {tokens}\ntoken_server:\n  socket: {socket}\n  docker_socket: null\n\
-             services:\n  demo:\n    selectors:\n      unix: {{ uid: 0 }}\n    secrets: [greeting]\n",
-            pki = d.join("pki").display(),
-            ks = self.device.keystore_dir().display(),
-            plugin = self.device.plugin().display(),
-            port = self.port,
-            bao = bao_binary().display(),
-            data = d.join("bao").display(),
-            tokens = self.device.file_tokens_dir().display(),
-            socket = d.join("token.sock").display(),
-        );
-        let path = d.join("edgeseal.yaml");
-        fs::write(&path, yaml).unwrap();
-        path
+        let mut config = self.device.supervised_config(self.port, "bao");
+        config.pki.certs.values_mut().for_each(|cert| cert.sans.retain(|san| san.to_string() == "127.0.0.1"));
+        config.token_server.socket = self.device.path().join("token.sock");
+        let demo = ServiceEntry {
+            selectors: Selectors { unix: Some(UnixSelector { uid: Some(0), ..Default::default() }), docker: None },
+            secrets: vec!["greeting".into()],
+            ..Default::default()
+        };
+        config.services.insert(ServiceName("demo".into()), demo);
+        self.device.write_yaml(&config)
     }
 
     fn log(&self) -> String {

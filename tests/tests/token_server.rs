@@ -56,6 +56,7 @@ impl World {
     fn rule(&self, name: &str, uid: u32) -> ServiceRule {
         ServiceRule {
             name: name.into(),
+            role: secretstore_setup::setup::policy::service_role_name(name),
             selectors: Selectors {
                 unix: Some(UnixSelector { uid: Some(uid), path: Some(self.client()), ..Default::default() }),
                 docker: None,

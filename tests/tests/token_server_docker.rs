@@ -23,6 +23,7 @@ const WAIT: Duration = Duration::from_secs(60);
 fn compose_rule(name: &str, compose_service: &str) -> ServiceRule {
     ServiceRule {
         name: name.into(),
+        role: secretstore_setup::setup::policy::service_role_name(name),
         selectors: Selectors {
             unix: None,
             docker: Some(DockerSelector { compose_service: Some(compose_service.into()), ..Default::default() }),

@@ -24,6 +24,7 @@ use edgeseal_tests::process::ChildGuard;
 use edgeseal_tests::token_server::{raw_request, TestServer};
 use edgeseal_tests::{poll_until, wait_until};
 use secretstore_setup::setup::Setup;
+use security_bootstrap::config::ServiceName;
 use token_server::config::{DockerSelector, Selectors, ServerConfig, ServiceRule, UnixSelector};
 
 /// The victim's uid: another local user whose service must keep getting tokens.
@@ -69,6 +70,7 @@ impl World {
     fn rule(&self) -> ServiceRule {
         ServiceRule {
             name: "hostsvc".into(),
+            role: secretstore_setup::setup::policy::service_role_name("hostsvc"),
             selectors: Selectors {
                 unix: Some(UnixSelector { uid: Some(VICTIM_UID), path: Some(self.client()), ..Default::default() }),
                 docker: None,
@@ -96,20 +98,13 @@ impl World {
 
     /// The real token server, started with a soft open-file limit of 1024 (the hard limit as this
     /// test has it), as many systems start services; returns once `/v1/health` answers 200.
-    fn start_real_server(&self, extra_yaml: &str) -> ChildGuard {
-        let path = self.device.write_config(&self.setup);
-        let mut yaml = fs::read_to_string(&path).unwrap();
-        let head = "  hostsvc:\n";
-        assert!(yaml.contains(head), "{yaml}");
-        yaml = yaml.replace(
-            head,
-            &format!("{head}    selectors: {{ unix: {{ uid: {VICTIM_UID}, path: {} }} }}\n", self.client().display()),
-        );
-        yaml.push_str(&format!(
-            "token_server:\n  socket: {}\n  docker_socket: null\n{extra_yaml}",
-            self.socket().display()
-        ));
-        fs::write(&path, yaml).unwrap();
+    fn start_real_server(&self, tweak: impl FnOnce(&mut ServerConfig)) -> ChildGuard {
+        let mut config = self.device.config(&self.setup);
+        config.token_server = ServerConfig { socket: self.socket(), docker_socket: None, ..ServerConfig::default() };
+        tweak(&mut config.token_server);
+        let service = config.services.get_mut(&ServiceName("hostsvc".into()));
+        service.expect("the setup has the service hostsvc").selectors = self.rule().selectors;
+        let path = self.device.write_yaml(&config);
         let log = fs::File::create(self.device.path().join("token-server.log")).unwrap();
         let child = Command::new("prlimit")
             .arg(format!("--nofile=1024:{}", nofile(std::process::id()).1))
@@ -187,7 +182,7 @@ fn answer_if_closed(stream: &mut UnixStream, buf: &mut Vec<u8>) -> Option<String
 fn a_flood_of_idle_connections_from_one_uid_does_not_stop_another_uid() {
     let w = world();
     // Idle connections would otherwise be dropped after 5 s; here they stay for their whole lifetime.
-    let server = w.start_real_server("  header_timeout: 1h\n");
+    let server = w.start_real_server(|c| c.header_timeout = Duration::from_secs(3600));
 
     let mut flood: Vec<UnixStream> = (0..400).map(|_| UnixStream::connect(w.socket()).unwrap()).collect();
 
@@ -333,6 +328,7 @@ fn a_flood_from_one_container_does_not_stop_another_container() {
     };
     let rule = |name: &str| ServiceRule {
         name: name.into(),
+        role: secretstore_setup::setup::policy::service_role_name(name),
         selectors: Selectors {
             unix: None,
             docker: Some(DockerSelector { compose_service: Some(name.into()), ..Default::default() }),

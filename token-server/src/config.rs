@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// Default socket path.
@@ -14,7 +14,7 @@ pub const DEFAULT_SOCKET: &str = "/run/edgeseal/token.sock";
 pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
 
 /// How the token server listens and protects itself.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// The Unix socket services connect to (mode 0666: attestation, not file modes, is the guard).
@@ -115,67 +115,150 @@ impl Default for ServerConfig {
     }
 }
 
+/// The longest `health_cache` accepted: a cached "healthy" hides a store that was sealed since.
+pub const MAX_HEALTH_CACHE: Duration = Duration::from_secs(60);
+
+impl ServerConfig {
+    /// Checks what serde cannot: absolute socket paths, limits of at least 1 (0 would refuse every
+    /// client), a per-peer cap within the per-uid one, positive timeouts, a short health cache.
+    /// `edgeseal.yaml` runs this when it is loaded; call it for a configuration built in code.
+    pub fn validate(&self) -> Result<(), TokenServerConfigError> {
+        use TokenServerConfigError as E;
+        if !self.socket.is_absolute() {
+            return Err(E::RelativePath { key: "socket", path: self.socket.clone() });
+        }
+        if let Some(docker) = self.docker_socket.as_ref().filter(|p| !p.is_absolute()) {
+            return Err(E::RelativePath { key: "docker_socket", path: docker.clone() });
+        }
+        let limits = [
+            ("max_connections", self.max_connections as u64),
+            ("max_connections_per_peer", self.max_connections_per_peer as u64),
+            ("max_connections_per_uid", self.max_connections_per_uid as u64),
+            ("rate_burst", u64::from(self.rate_burst)),
+        ];
+        if let Some((key, _)) = limits.into_iter().find(|(_, v)| *v == 0) {
+            return Err(E::Zero(key));
+        }
+        if self.max_connections_per_peer > self.max_connections_per_uid {
+            return Err(E::PeerAboveUid { peer: self.max_connections_per_peer, uid: self.max_connections_per_uid });
+        }
+        let timeouts = [("header_timeout", self.header_timeout), ("store_timeout", self.store_timeout)];
+        if let Some((key, _)) = timeouts.into_iter().find(|(_, d)| d.is_zero()) {
+            return Err(E::ZeroTimeout(key));
+        }
+        if self.health_cache > MAX_HEALTH_CACHE {
+            return Err(E::HealthCache(self.health_cache));
+        }
+        Ok(())
+    }
+}
+
+/// A `token_server:` section that parsed but cannot be used. A config error (exit 64).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum TokenServerConfigError {
+    /// A socket path that is not absolute.
+    #[error("token_server.{key} must be an absolute path, got {path:?}")]
+    RelativePath {
+        /// `socket` or `docker_socket`.
+        key: &'static str,
+        /// The path given.
+        path: PathBuf,
+    },
+    /// A connection limit or the burst set to 0, which would refuse every client.
+    #[error("token_server.{0} must be at least 1: 0 would refuse every client")]
+    Zero(&'static str),
+    /// A per-peer cap above the per-uid one, which would never apply.
+    #[error("token_server.max_connections_per_peer ({peer}) must not exceed max_connections_per_uid ({uid}): a peer is one uid or one of its containers")]
+    PeerAboveUid {
+        /// `max_connections_per_peer`.
+        peer: usize,
+        /// `max_connections_per_uid`.
+        uid: usize,
+    },
+    /// A timeout of zero.
+    #[error("token_server.{0} must be longer than 0s")]
+    ZeroTimeout(&'static str),
+    /// `health_cache` above [`MAX_HEALTH_CACHE`].
+    #[error("token_server.health_cache must be at most {}, got {}: a cached answer would hide a sealed store that long", humantime_serde::re::humantime::format_duration(MAX_HEALTH_CACHE), humantime_serde::re::humantime::format_duration(*.0))]
+    HealthCache(Duration),
+}
+
+impl TokenServerConfigError {
+    /// The key the error is about, e.g. `token_server.rate_burst`.
+    pub fn key(&self) -> String {
+        let field = match self {
+            Self::RelativePath { key, .. } | Self::Zero(key) | Self::ZeroTimeout(key) => key,
+            Self::PeerAboveUid { .. } => "max_connections_per_peer",
+            Self::HealthCache(_) => "health_cache",
+        };
+        format!("token_server.{field}")
+    }
+}
+
 /// How a caller is recognised as a service. Every selector given must match. A service with neither
 /// is never served on the socket (its token comes from `file_token`, or from outside edgeseal).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Selectors {
     /// Facts from the kernel. Without `docker`, only host processes can match: no container in their
     /// cgroup, and the pid and mount namespaces of the host (pid 1's).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unix: Option<UnixSelector>,
     /// Facts from the Docker daemon about the caller's container.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker: Option<DockerSelector>,
 }
 
 /// Kernel facts about the calling process.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UnixSelector {
     /// Effective uid (from SO_PEERCRED).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<u32>,
     /// Effective gid.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gid: Option<u32>,
     /// `/proc/<pid>/exe`, as seen from the host.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
     /// SHA-256 of the executable, lowercase hex.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
     /// The systemd unit the process runs in (from its cgroup).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub systemd_unit: Option<String>,
 }
 
 /// Docker facts about the calling process's container.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DockerSelector {
     /// Label `com.docker.compose.service`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compose_service: Option<String>,
     /// Label `com.docker.compose.project`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compose_project: Option<String>,
     /// Container name (without the leading `/`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Image reference the container was created from (`Config.Image`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     /// Labels that must all be present with these values.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
 }
 
 /// What the token server needs to know about one service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceRule {
-    /// Service name; its token role is `edgeseal-svc-<name>`.
+    /// Service name (audit logs, token metadata, `?service=`).
     pub name: String,
+    /// The OpenBao token role its tokens are created against. Whoever creates the roles says what
+    /// it is (secretstore-setup's `policy::service_role_name`); the token server never builds it.
+    pub role: String,
     /// How callers are recognised.
     pub selectors: Selectors,
     /// TTL requested for its tokens (`None` for periodic tokens: the role's period applies).
@@ -209,6 +292,18 @@ pub enum SelectorsError {
         /// Which uid(s) both could match, e.g. `uid 998` or `any uid`.
         uid: String,
     },
+}
+
+impl SelectorsError {
+    /// The key the error is about, e.g. `services.a.selectors.unix` (for two services sharing a
+    /// caller: the second one's selectors).
+    pub fn key(&self) -> String {
+        match self {
+            Self::UnixWithoutWho { service } => format!("services.{service}.selectors.unix"),
+            Self::EmptyDocker { service } => format!("services.{service}.selectors.docker"),
+            Self::SharedCaller { second, .. } => format!("services.{second}.selectors"),
+        }
+    }
 }
 
 /// Checks every service's selectors and every pair of services:

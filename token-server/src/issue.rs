@@ -14,9 +14,6 @@ use tokio::sync::{Mutex, RwLock};
 use crate::attest::facts::Facts;
 use crate::config::ServiceRule;
 
-/// Prefix of the service token roles (see secretstore-setup's policy module).
-pub const ROLE_PREFIX: &str = "edgeseal-svc-";
-
 /// OpenBao could not issue a token.
 #[derive(Debug, Error)]
 #[error("the secret store cannot issue tokens right now: {0}")]
@@ -71,9 +68,8 @@ impl Issuer {
 
     async fn create(&self, rule: &ServiceRule, meta: Map<String, Value>) -> Result<Auth, Unavailable> {
         let token = self.token.read().await.clone();
-        let role = format!("{ROLE_PREFIX}{}", rule.name);
         self.client
-            .create_token(&token, &role, &meta, rule.ttl.map(|t| t.as_secs()))
+            .create_token(&token, &rule.role, &meta, rule.ttl.map(|t| t.as_secs()))
             .await
             .map_err(|e| Unavailable(e.to_string()))
     }

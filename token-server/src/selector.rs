@@ -194,7 +194,13 @@ mod tests {
     const ID: &str = "0a324bb8a3156d3b099482d165c49338ce9a005d967db33880d933f1a9b266c2";
 
     fn rule(name: &str, unix: Option<UnixSelector>, docker: Option<DockerSelector>) -> ServiceRule {
-        ServiceRule { name: name.into(), selectors: Selectors { unix, docker }, ttl: None, reuse: false }
+        ServiceRule {
+            name: name.into(),
+            role: format!("role-{name}"),
+            selectors: Selectors { unix, docker },
+            ttl: None,
+            reuse: false,
+        }
     }
 
     fn compose(service: &str) -> DockerSelector {

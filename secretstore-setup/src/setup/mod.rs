@@ -288,7 +288,7 @@ impl Setup {
     }
 
     fn validate(&self) -> Result<(), SetupError> {
-        self.store.validate().map_err(SetupError::Config)?;
+        self.store.validate().map_err(|e| SetupError::Config(e.to_string()))?;
         self.kdf.validate().map_err(|e| SetupError::Config(e.to_string()))
     }
 

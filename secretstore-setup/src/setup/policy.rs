@@ -4,7 +4,9 @@ use serde_json::{json, Value};
 
 use crate::config::ServiceSetup;
 
-/// Prefix of every per-service policy and token role.
+/// Prefix of every per-service policy and token role. secretstore-setup owns this contract: it
+/// creates the roles, and the token server is told each service's role ([`service_role_name`])
+/// rather than rebuilding the name.
 pub const SERVICE_PREFIX: &str = "edgeseal-svc-";
 /// Policy of the token-issuing token.
 pub const ISSUER_POLICY: &str = "edgeseal-token-issuer";
@@ -22,6 +24,12 @@ pub const ISSUER_PERIOD_SECS: u64 = 24 * 3600;
 /// `edgeseal-svc-<service>`: the name of a service's policy and token role.
 pub fn service_policy_name(service: &str) -> String {
     format!("{SERVICE_PREFIX}{service}")
+}
+
+/// `edgeseal-svc-<service>`: the token role a service's tokens are created against (the same name as
+/// its policy). The token server receives it in `ServiceRule::role`.
+pub fn service_role_name(service: &str) -> String {
+    service_policy_name(service)
 }
 
 /// Service S may create/read/update/delete/list its own secrets and nothing else.

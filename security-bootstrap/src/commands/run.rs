@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use pki_init::layout::{self, OPENBAO as OPENBAO_CERT};
 use secretstore_setup::server_config::ServerConfig as BaoConfig;
 use secretstore_setup::supervise::{self, SuperviseConfig, Supervisor};
 use tokio::sync::watch;
@@ -12,31 +13,30 @@ use tokio::sync::watch;
 use super::token_server;
 use crate::config::Config;
 
-/// The leaf pki-init makes for OpenBao's TLS listener.
-pub const OPENBAO_CERT: &str = "openbao";
-
 /// The OpenBao configuration for a supervised server, from the PKI and `secret_store`: the TCP
 /// listener on `secret_store.address` (`locked` on first boot, see `secretstore_setup::server_config`)
 /// and the private Unix listener setup and the watchdog use.
 pub fn supervised_openbao(config: &Config, supervise: &SuperviseConfig, locked: bool) -> anyhow::Result<BaoConfig> {
     let data_dir = &supervise.data_dir;
-    let address = config.secret_store.address.trim_end_matches('/');
-    let authority = address.strip_prefix("https://").context("secret_store.address must start with https://")?;
-    let listen: SocketAddr = authority.parse().with_context(|| {
-        format!("a supervised OpenBao listens on secret_store.address, which must be https://IP:PORT, got {address}")
+    // Both checked when edgeseal.yaml is loaded; repeated for a configuration built in code.
+    let listen = config.secret_store.supervised_listen().with_context(|| {
+        format!(
+            "a supervised OpenBao listens on secret_store.address, which must be https://IP:PORT, got {}",
+            config.secret_store.address
+        )
     })?;
     let cluster =
         SocketAddr::new(listen.ip(), listen.port().checked_add(1).context("port 65535 leaves no cluster port")?);
-    let leaf = config.pki.dir.join(OPENBAO_CERT);
-    if !config.pki.certs.keys().any(|name| name.to_string() == OPENBAO_CERT) {
+    let pki_dir = &config.pki.dir;
+    if !config.pki.certs.contains_key(OPENBAO_CERT) {
         bail!("a supervised OpenBao needs a TLS certificate: add pki.certs.{OPENBAO_CERT} with sans [{}]", listen.ip());
     }
     Ok(BaoConfig {
         data_dir: data_dir.join("raft"),
         listen,
         cluster,
-        tls_cert: leaf.join("cert.pem"),
-        tls_key: leaf.join("key.pem"),
+        tls_cert: layout::leaf_cert(pki_dir, OPENBAO_CERT),
+        tls_key: layout::leaf_key(pki_dir, OPENBAO_CERT),
         audit_log: Some(data_dir.join("audit.log")),
         unauthed_generate_root: supervise.unauthed_generate_root,
         api_socket: Some(supervise.api_socket()),
