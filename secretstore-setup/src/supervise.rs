@@ -153,6 +153,10 @@ impl Supervisor {
                         continue;
                     }
                 };
+                // A restart asked while OpenBao was down (spawn failed, or the backoff pause) is
+                // answered by this spawn, which read the new configuration: marking it seen keeps
+                // it from terminating the process `restart()` returns for (and `run` unseals).
+                restart_asked.borrow_and_update();
                 starts += 1;
                 *pid_slot.lock().await = child.id();
                 if starts > 1 && !asked {
@@ -237,4 +241,48 @@ async fn terminate(child: &mut Child) {
         let _ = child.kill().await;
     }
     tracing::info!("OpenBao stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    /// A restart asked while the binary cannot be started is answered by the next spawn, and that
+    /// process is kept: it is not terminated by the (already answered) request.
+    #[tokio::test]
+    async fn a_restart_asked_while_down_is_answered_by_the_next_spawn_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let binary = dir.path().join("bao");
+        let pids = dir.path().join("pids");
+        let config = SuperviseConfig {
+            binary: binary.clone(),
+            data_dir: dir.path().to_path_buf(),
+            unauthed_generate_root: false,
+        };
+        let mut supervisor = Supervisor::start(&config, &dir.path().join("openbao.hcl"));
+        let spawned = supervisor.spawned.clone();
+        let install = async {
+            // The first spawn opened its log and failed: OpenBao is down when the restart is asked.
+            while !dir.path().join("openbao.log").exists() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let script = format!("#!/bin/sh\necho $$ >> {}\nexec sleep 600\n", pids.display());
+            let staged = dir.path().join("bao.new");
+            fs::write(&staged, script).unwrap();
+            fs::set_permissions(&staged, fs::Permissions::from_mode(0o755)).unwrap();
+            fs::rename(&staged, &binary).unwrap();
+        };
+        // `restart` asks at once; the binary appears only after a spawn failed.
+        tokio::join!(supervisor.restart(), install);
+        let mut tries = 0;
+        while fs::read_to_string(&pids).unwrap_or_default().lines().count() < 1 && tries < 1000 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            tries += 1;
+        }
+        assert_eq!(fs::read_to_string(&pids).unwrap().lines().count(), 1, "the started process ran");
+        supervisor.stop().await;
+        assert_eq!(*spawned.borrow(), 1, "the process restart() returned for was not terminated and replaced");
+    }
 }
