@@ -6,7 +6,7 @@
 //!
 //! Every write is a read-modify-write under an exclusive `flock` on the directory itself, so two
 //! writers (setup and `pki`, two setups) take turns instead of losing one's update: a second writer
-//! waits up to [`LOCK_WAIT`] (off the async runtime's workers, see [`without_stalling_the_runtime`]), then
+//! waits up to [`LOCK_WAIT`] (off the async runtime's workers, see `without_stalling_the_runtime`), then
 //! fails with [`KeystoreError::Locked`]. Readers take no lock: they
 //! always see a whole file, the old one or the new one.
 
@@ -359,7 +359,7 @@ mod lock_tests {
     #[test]
     fn waiting_for_the_lock_does_not_stall_the_runtime() {
         let tmp = tempfile::tempdir().unwrap();
-        let store = KeystoreDir::new(&tmp.path().join("ks"));
+        let store = KeystoreDir::new(tmp.path().join("ks"));
         let kek = Kek::from_bytes([7; 32]);
         let shares = (1..=3u8).map(|i| UnsealShare::new(vec![i; 33])).collect();
         store.create(&Keystore::new(shares, 2).unwrap().seal(&kek).unwrap()).unwrap();

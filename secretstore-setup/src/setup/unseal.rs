@@ -74,7 +74,7 @@ pub enum Outcome {
     /// throughout, the progress exactly our count, and the refusal came on our last share. Only
     /// these count towards [`SetupError::ForeignShares`]. (A client that resets and refeeds in the
     /// instant before our last share is not visible in the answers; it has to win that race
-    /// [`UNDISTURBED_REFUSALS`] times in a row.)
+    /// `UNDISTURBED_REFUSALS` times in a row.)
     Refused {
         /// What OpenBao answered.
         seen: String,
@@ -133,7 +133,7 @@ pub fn judge(given: u64, threshold: u64, nonce: Option<&str>, answer: Answer) ->
 ///
 /// Disturbed attempts are retried (with backoff) until `timeout`, then reported as
 /// [`SetupError::UnsealDisturbed`]; [`SetupError::ForeignShares`] is reported only after
-/// [`UNDISTURBED_REFUSALS`] consecutive attempts that showed no sign of another client.
+/// `UNDISTURBED_REFUSALS` consecutive attempts that showed no sign of another client.
 pub async fn unseal(client: &Client, keystore: &Keystore, timeout: Duration) -> Result<bool, SetupError> {
     let status = client.seal_status().await.doing(|| "reading OpenBao's seal status".into())?;
     if !status.sealed {
