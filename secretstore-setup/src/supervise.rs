@@ -3,7 +3,8 @@
 //! when it dies, and stops it cleanly on shutdown. A device or a laptop then needs no compose file.
 //!
 //! The supervised OpenBao also listens on a Unix socket, `data_dir/api/openbao.sock`, in a directory
-//! of mode 0700 owned by edgeseal's user: setup and the watchdog talk to it there, so `sys/init`,
+//! of mode 0700 owned by edgeseal's user (and `data_dir` with every directory above it must be owned by
+//! root or that user and not writable by others, see [`check_data_dir`]): setup and the watchdog talk to it there, so `sys/init`,
 //! `sys/unseal` and root generation are out of reach of other local users' processes. On first boot
 //! (the keystore holds no shares yet) the TCP listener starts *locked* (see
 //! [`crate::server_config`]); once setup has stored the shares and converged, `run` rewrites the
@@ -80,6 +81,7 @@ pub struct Supervisor {
 /// us — refused otherwise); returns the config file's path.
 pub fn prepare(config: &SuperviseConfig, server: &ServerConfig) -> std::io::Result<PathBuf> {
     fs::DirBuilder::new().recursive(true).mode(0o700).create(&config.data_dir)?;
+    check_data_dir(&config.data_dir)?;
     fs::DirBuilder::new().recursive(true).mode(0o700).create(&server.data_dir)?;
     if let Some(socket) = &server.api_socket {
         private_socket_dir(socket)?;
@@ -100,6 +102,40 @@ pub fn prepare(config: &SuperviseConfig, server: &ServerConfig) -> std::io::Resu
     fs::write(&path, server.render())?;
     fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
     Ok(path)
+}
+
+/// Checks `data_dir` and every directory above it (as configured, and after resolving symlinks): each
+/// must be owned by root or edgeseal's user and not writable by group or others (a root-owned sticky
+/// directory like `/tmp` is fine) — the rule of `kdf_plugins::trust` for plug-ins. Otherwise another
+/// user could swap `api/` (or the whole directory) and sit between edgeseal and OpenBao, receiving
+/// the unseal shares.
+pub fn check_data_dir(data_dir: &Path) -> std::io::Result<()> {
+    use kdf_plugins::trust::{judge, Kind, Verdict};
+    let euid = nix::unistd::geteuid().as_raw();
+    let resolved = fs::canonicalize(data_dir)?;
+    let mut dirs: Vec<&Path> = data_dir.ancestors().filter(|d| !d.as_os_str().is_empty()).collect();
+    dirs.extend(resolved.ancestors());
+    dirs.dedup();
+    for dir in dirs {
+        let meta = fs::metadata(dir)?;
+        let mode = meta.permissions().mode() & 0o7777;
+        let why = match judge(Kind::Directory, meta.uid(), mode, euid) {
+            Verdict::Trusted => continue,
+            Verdict::ForeignOwner => {
+                format!("is owned by uid {}, neither root nor edgeseal's user (uid {euid})", meta.uid())
+            }
+            Verdict::Writable | Verdict::NotExecutable => format!("has mode {mode:o}: group or others can write to it"),
+        };
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "{} {why}; it holds (or is above) secret_store.supervise.data_dir {}, where OpenBao's private socket lives, so another user could swap it and receive the unseal shares. Fix the ownership/permissions (chown root or edgeseal's user, chmod go-w) or choose another data_dir",
+                dir.display(),
+                data_dir.display()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Creates (or checks) the socket's directory: mode 0700, owned by our effective uid; a stale socket
@@ -153,6 +189,10 @@ impl Supervisor {
                         continue;
                     }
                 };
+                // A restart asked while OpenBao was down (spawn failed, or the backoff pause) is
+                // answered by this spawn, which read the new configuration: marking it seen keeps
+                // it from terminating the process `restart()` returns for (and `run` unseals).
+                restart_asked.borrow_and_update();
                 starts += 1;
                 *pid_slot.lock().await = child.id();
                 if starts > 1 && !asked {
@@ -237,4 +277,105 @@ async fn terminate(child: &mut Child) {
         let _ = child.kill().await;
     }
     tracing::info!("OpenBao stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_data_dir_below_a_directory_others_can_write_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        // (mode of the directory above data_dir, refused?)
+        // Sticky counts only when root owns the directory (as for /tmp).
+        let root = nix::unistd::geteuid().is_root();
+        for (mode, refused) in [(0o700, false), (0o755, false), (0o775, true), (0o777, true), (0o1777, !root)] {
+            let above = tmp.path().join(format!("above-{mode:o}"));
+            let data = above.join("data");
+            fs::DirBuilder::new().recursive(true).mode(0o700).create(&data).unwrap();
+            fs::set_permissions(&above, fs::Permissions::from_mode(mode)).unwrap();
+            let outcome = check_data_dir(&data);
+            assert_eq!(outcome.is_err(), refused, "mode {mode:o}: {outcome:?}");
+            if let Err(e) = outcome {
+                assert!(e.to_string().contains(&above.display().to_string()), "{e}");
+            }
+            // The data dir itself, loosened.
+            fs::set_permissions(&above, fs::Permissions::from_mode(0o700)).unwrap();
+            fs::set_permissions(&data, fs::Permissions::from_mode(mode)).unwrap();
+            assert_eq!(check_data_dir(&data).is_err(), refused, "data_dir itself with mode {mode:o}");
+        }
+        if root {
+            // Owned by another user, even with a tight mode.
+            let above = tmp.path().join("above-foreign");
+            let data = above.join("data");
+            fs::DirBuilder::new().recursive(true).mode(0o700).create(&data).unwrap();
+            std::os::unix::fs::chown(&above, Some(12345), None).unwrap();
+            let e = check_data_dir(&data).unwrap_err();
+            assert!(e.to_string().contains("owned by uid 12345"), "{e}");
+        }
+    }
+
+    #[test]
+    fn prepare_refuses_a_data_dir_others_could_swap() {
+        let tmp = tempfile::tempdir().unwrap();
+        let above = tmp.path().join("shared");
+        fs::DirBuilder::new().mode(0o700).create(&above).unwrap();
+        fs::set_permissions(&above, fs::Permissions::from_mode(0o777)).unwrap();
+        let data_dir = above.join("bao");
+        let config =
+            SuperviseConfig { binary: "/bin/false".into(), data_dir: data_dir.clone(), unauthed_generate_root: false };
+        let server = ServerConfig {
+            data_dir: data_dir.join("raft"),
+            listen: "127.0.0.1:8200".parse().unwrap(),
+            cluster: "127.0.0.1:8201".parse().unwrap(),
+            tls_cert: tmp.path().join("cert.pem"),
+            tls_key: tmp.path().join("key.pem"),
+            audit_log: None,
+            unauthed_generate_root: false,
+            api_socket: Some(config.api_socket()),
+            tcp_client_ca: None,
+        };
+        let e = prepare(&config, &server).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
+        assert!(!data_dir.join("openbao.hcl").exists(), "nothing written into a data_dir others could swap");
+    }
+
+    /// A restart asked while the binary cannot be started is answered by the next spawn, and that
+    /// process is kept: it is not terminated by the (already answered) request.
+    #[tokio::test]
+    async fn a_restart_asked_while_down_is_answered_by_the_next_spawn_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let binary = dir.path().join("bao");
+        let pids = dir.path().join("pids");
+        let config = SuperviseConfig {
+            binary: binary.clone(),
+            data_dir: dir.path().to_path_buf(),
+            unauthed_generate_root: false,
+        };
+        let mut supervisor = Supervisor::start(&config, &dir.path().join("openbao.hcl"));
+        let spawned = supervisor.spawned.clone();
+        let install = async {
+            // The first spawn opened its log and failed: OpenBao is down when the restart is asked.
+            while !dir.path().join("openbao.log").exists() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let script = format!("#!/bin/sh\necho $$ >> {}\nexec sleep 600\n", pids.display());
+            let staged = dir.path().join("bao.new");
+            fs::write(&staged, script).unwrap();
+            fs::set_permissions(&staged, fs::Permissions::from_mode(0o755)).unwrap();
+            fs::rename(&staged, &binary).unwrap();
+        };
+        // `restart` asks at once; the binary appears only after a spawn failed.
+        tokio::join!(supervisor.restart(), install);
+        let mut tries = 0;
+        while fs::read_to_string(&pids).unwrap_or_default().lines().count() < 1 && tries < 1000 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            tries += 1;
+        }
+        assert_eq!(fs::read_to_string(&pids).unwrap().lines().count(), 1, "the started process ran");
+        supervisor.stop().await;
+        assert_eq!(*spawned.borrow(), 1, "the process restart() returned for was not terminated and replaced");
+    }
 }

@@ -137,7 +137,14 @@ async fn answer(
         let mut progress = 0;
         for r in recorded.iter().filter(|r| r.path.starts_with("/v1/sys/unseal")) {
             let reset = String::from_utf8_lossy(&r.body).contains("\"reset\"");
-            progress = if reset || progress == threshold { 0 } else { progress + 1 };
+            // After a failed combination the next share starts a new attempt (progress 1).
+            progress = if reset {
+                0
+            } else if progress == threshold {
+                1
+            } else {
+                progress + 1
+            };
         }
         progress
     };

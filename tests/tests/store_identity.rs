@@ -111,7 +111,8 @@ fn the_config_refuses_a_service_leaf_covering_the_store_address() {
 
 /// Even where the pin is given up (`server_cert: ca-only`) and a wrong server answers, no more than
 /// the threshold of distinct shares ever leaves the device: each attempt gives at most `t` shares,
-/// always the same ones, and a few failed attempts end the unseal.
+/// always the same ones, and a few failed attempts end the unseal. The threshold is the keystore's:
+/// a server that states another one gets no share at all.
 #[test]
 fn at_most_the_threshold_of_shares_is_ever_sent() {
     let pki = pki_with_a_rogue_leaf();
@@ -146,5 +147,14 @@ fn at_most_the_threshold_of_shares_is_ever_sent() {
     let err = rt.block_on(setup.run()).unwrap_err();
     let sent = liar.requests().into_iter().filter(|r| r.path.starts_with("/v1/sys/unseal")).count();
     assert_eq!(sent, 0, "no share for a server asking for 9 of 5: {err}");
-    assert!(err.to_string().contains("needs 9 shares"), "{err}");
+    assert!(err.to_string().contains("asks for 9 shares"), "{err}");
+    drop(liar);
+
+    // Nor does one that claims fewer than the keystore's threshold (it would get them all and could
+    // combine them); the keystore's own threshold decides, and a server stating another gets none.
+    let liar = Impostor::start_with_threshold(bao.listen(), &pki.cert("rogue"), &pki.key("rogue"), true, 2);
+    let err = rt.block_on(setup.run()).unwrap_err();
+    let sent = liar.requests().into_iter().filter(|r| r.path.starts_with("/v1/sys/unseal")).count();
+    assert_eq!(sent, 0, "no share for a server asking for 2 of a 3-of-5 keystore: {err}");
+    assert!(err.to_string().contains("asks for 2 shares") && err.to_string().contains("threshold is 3"), "{err}");
 }

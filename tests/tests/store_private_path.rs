@@ -49,7 +49,13 @@ fn attacker(address: String, ca: PathBuf, budget: usize, stop: Arc<AtomicBool>) 
                 let sealed = match client.seal_status().await {
                     Ok(status) => {
                         ready.store(true, Ordering::SeqCst);
+                        // Between two of our shares: one fake, or a reset and one fake (the progress
+                        // then looks right; only the nonce tells). The budget is above the refusals
+                        // that make setup give up on the keystore: none of these may count as one.
                         if status.sealed && status.progress > 0 && done.unseal < budget {
+                            if done.unseal % 2 == 1 {
+                                let _ = client.unseal_reset().await;
+                            }
                             let _ = client.unseal(&[0x42; 33]).await;
                             done.unseal += 1;
                         }
@@ -89,7 +95,7 @@ fn setup_converges_while_a_local_process_resets_feeds_and_cancels() {
     bao.restart();
 
     let stop = Arc::new(AtomicBool::new(false));
-    let attack = attacker(bao.address(), bao.ca().to_path_buf(), 3, stop.clone());
+    let attack = attacker(bao.address(), bao.ca().to_path_buf(), 8, stop.clone());
     let outcome = rt.block_on(setup.run());
     stop.store(true, Ordering::SeqCst);
     let disturbed = attack.join().unwrap();
@@ -100,12 +106,56 @@ fn setup_converges_while_a_local_process_resets_feeds_and_cancels() {
     // The watchdog's path too, after OpenBao restarts sealed.
     bao.restart();
     let stop = Arc::new(AtomicBool::new(false));
-    let attack = attacker(bao.address(), bao.ca().to_path_buf(), 3, stop.clone());
+    let attack = attacker(bao.address(), bao.ca().to_path_buf(), 8, stop.clone());
     let watchdog = rt.block_on(secretstore_setup::watchdog::check(&setup, &setup.client().unwrap()));
     stop.store(true, Ordering::SeqCst);
     let disturbed = attack.join().unwrap();
     assert!(disturbed.unseal > 0, "the attacker got in: {disturbed:?}");
     assert_eq!(watchdog.unwrap(), secretstore_setup::watchdog::Seen::Healthy);
+}
+
+/// Another client's hand between our shares, played deterministically against real OpenBao: a fake
+/// share after our first (our second then completes the combination and gets the 400), or a reset
+/// and a fake (the progress matches our count, the nonce does not). Neither may count as "the
+/// keystore's shares are refused" — that verdict is fatal and points the operator at the keystore.
+#[test]
+fn a_fake_share_between_ours_is_a_disturbance_never_a_verdict_on_the_keystore() {
+    use secretstore_setup::setup::unseal::{attempt, attempt_interleaved, Between, Outcome};
+    let pki = TestPki::new();
+    let mut bao = OpenBao::start(&pki);
+    let device = Device::new();
+    let setup = device.setup(&bao, vec![]);
+    let rt = rt();
+    rt.block_on(setup.run()).unwrap();
+    bao.restart();
+    let ikm = rt.block_on(setup.ikm()).unwrap();
+    let (keystore, _) = setup.keystore_dir().open_with_ikm(&ikm).unwrap();
+    let ours = setup.client().unwrap();
+    let other = Client::new(&bao.address(), bao.ca(), &Pin::CaOnly, Duration::from_secs(5)).unwrap();
+    rt.block_on(secretstore_setup::setup::unseal::wait_for_openbao(&ours, Duration::from_secs(30))).unwrap();
+
+    for reset_first in [false, true] {
+        let other = other.clone();
+        let outcome = rt
+            .block_on(attempt_interleaved(&ours, &keystore, move |given| -> Between {
+                let other = other.clone();
+                Box::pin(async move {
+                    if given == 1 {
+                        if reset_first {
+                            other.unseal_reset().await.unwrap();
+                        }
+                        let fed = other.unseal(&[0x42; 33]).await.unwrap();
+                        assert!(fed.sealed, "{fed:?}");
+                    }
+                })
+            }))
+            .unwrap();
+        assert!(
+            matches!(outcome, Outcome::Disturbed { .. }),
+            "reset first: {reset_first}: a fake share between ours must read as a disturbance: {outcome:?}"
+        );
+    }
+    assert_eq!(rt.block_on(attempt(&ours, &keystore)).unwrap(), Outcome::Unsealed);
 }
 
 struct Boot {

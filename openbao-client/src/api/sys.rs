@@ -43,6 +43,10 @@ pub struct SealStatus {
     /// Whether the store is initialized.
     #[serde(default)]
     pub initialized: bool,
+    /// The current unseal attempt's nonce (empty when none is in progress). A reset, or a failed
+    /// combination, ends the attempt; the next share starts one with a new nonce.
+    #[serde(default)]
+    pub nonce: String,
 }
 
 /// `sys/init` answer: the unseal shares and the initial root token. `Debug` shows neither (they are

@@ -6,7 +6,8 @@
 //!
 //! Every write is a read-modify-write under an exclusive `flock` on the directory itself, so two
 //! writers (setup and `pki`, two setups) take turns instead of losing one's update: a second writer
-//! waits up to [`LOCK_WAIT`], then fails with [`KeystoreError::Locked`]. Readers take no lock: they
+//! waits up to [`LOCK_WAIT`] (off the async runtime's workers, see `without_stalling_the_runtime`), then
+//! fails with [`KeystoreError::Locked`]. Readers take no lock: they
 //! always see a whole file, the old one or the new one.
 
 use std::fs::{self, File};
@@ -220,10 +221,24 @@ impl KeystoreDir {
     fn lock(&self) -> Result<Dir, KeystoreError> {
         self.ensure_private_dir()?;
         let dir = Dir::open(&self.dir).map_err(durable_error)?;
+        let try_lock = || rustix::fs::flock(&dir, rustix::fs::FlockOperation::NonBlockingLockExclusive);
+        match try_lock() {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK | rustix::io::Errno::INTR) => {
+                without_stalling_the_runtime(|| self.wait_for_lock(try_lock))?;
+            }
+            Err(e) => return Err(self.io("locking", &self.dir, e.into())),
+        }
+        self.remove_stale_temps();
+        Ok(dir)
+    }
+
+    /// Polls `try_lock` for up to [`LOCK_WAIT`]: another writer holds the lock.
+    fn wait_for_lock(&self, try_lock: impl Fn() -> rustix::io::Result<()>) -> Result<(), KeystoreError> {
         let started = Instant::now();
         loop {
-            match rustix::fs::flock(&dir, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-                Ok(()) => break,
+            match try_lock() {
+                Ok(()) => return Ok(()),
                 Err(rustix::io::Errno::WOULDBLOCK | rustix::io::Errno::INTR) if started.elapsed() < LOCK_WAIT => {
                     std::thread::sleep(LOCK_POLL);
                 }
@@ -233,8 +248,6 @@ impl KeystoreDir {
                 Err(e) => return Err(self.io("locking", &self.dir, e.into())),
             }
         }
-        self.remove_stale_temps();
-        Ok(dir)
     }
 
     fn write_options(&self) -> Options {
@@ -317,4 +330,57 @@ impl KeystoreDir {
 
 fn durable_error(e: durable_file::Error) -> KeystoreError {
     KeystoreError::Io { op: e.op, path: e.path, source: e.source }
+}
+
+/// Runs a blocking wait (for another writer's lock, up to [`LOCK_WAIT`]) without stalling the async
+/// runtime setup runs on: on a multi-thread tokio worker the other tasks (the token server, the
+/// watchdog, the signal handler) move to other workers meanwhile (`block_in_place`). Outside tokio, on
+/// a blocking-pool thread, or on a current-thread runtime (the one-shot `setup` command, where setup
+/// is the only task) it simply blocks this thread.
+fn without_stalling_the_runtime<T>(wait: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(wait)
+        }
+        _ => wait(),
+    }
+}
+
+#[cfg(test)]
+mod lock_tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::keystore::Keystore;
+    use crate::secret::{SecretBytes, UnsealShare};
+
+    /// While another writer holds the lock, a keystore update waiting on a runtime worker leaves the
+    /// runtime free: here the task that releases the lock needs that runtime (one worker) to run.
+    #[test]
+    fn waiting_for_the_lock_does_not_stall_the_runtime() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = KeystoreDir::new(tmp.path().join("ks"));
+        let kek = Kek::from_bytes([7; 32]);
+        let shares = (1..=3u8).map(|i| UnsealShare::new(vec![i; 33])).collect();
+        store.create(&Keystore::new(shares, 2).unwrap().seal(&kek).unwrap()).unwrap();
+        let held = File::open(store.path().parent().unwrap()).unwrap();
+        rustix::fs::flock(&held, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
+
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let updated = runtime.block_on(async move {
+            let (waiting_tx, waiting_rx) = tokio::sync::oneshot::channel::<()>();
+            let release = tokio::spawn(async move {
+                let _ = waiting_rx.await;
+                drop(held);
+            });
+            let update = tokio::spawn(async move {
+                let _ = waiting_tx.send(());
+                store.update(&kek, |k| k.set_item("probe", SecretBytes::new(b"x".to_vec())))
+            });
+            let updated = update.await.unwrap();
+            release.await.unwrap();
+            updated
+        });
+        assert!(updated.is_ok(), "the lock holder could run and release it: {updated:?}");
+    }
 }

@@ -97,13 +97,15 @@ pub enum SetupError {
         /// What the last attempt saw.
         seen: String,
     },
-    /// OpenBao asks for more shares than the keystore holds.
-    #[error("OpenBao at {address} needs {store} shares to unseal but the keystore holds {shares}: the keystore belongs to another store")]
+    /// OpenBao states another unseal threshold than the keystore's: no share was sent.
+    #[error("OpenBao at {address} asks for {store} shares to unseal but the keystore's threshold is {keystore} ({shares} shares held): no share was sent. The keystore belongs to another store, or the server is not the OpenBao it was made for (check secret_store.address and pin its certificate with server_cert)")]
     ThresholdMismatch {
         /// OpenBao's address.
         address: String,
         /// The threshold OpenBao states.
         store: u64,
+        /// The keystore's threshold.
+        keystore: u64,
         /// Shares in the keystore.
         shares: usize,
     },
@@ -150,6 +152,14 @@ where
 {
     use futures_util::stream::{self, StreamExt, TryStreamExt};
     stream::iter(futures).buffered(CONCURRENCY).try_collect().await
+}
+
+impl SetupError {
+    /// Whether another client disturbed the unseal: a denial of service while it lasts, never a
+    /// verdict on the keystore. Long-running callers (`run`, the watchdog) retry instead of giving up.
+    pub fn is_unseal_disturbed(&self) -> bool {
+        matches!(self, Self::UnsealDisturbed { .. })
+    }
 }
 
 /// Adds "what we were doing" to OpenBao client errors.

@@ -61,10 +61,35 @@ async fn open_tcp_listener(
     let bao = supervised_openbao(config, supervise, false)?;
     supervise::prepare(supervise, &bao).with_context(|| format!("preparing {}", supervise.data_dir.display()))?;
     supervised.supervisor.restart().await;
-    setup.unseal_from_keystore(&setup.client()?).await?;
+    let client = setup.client()?;
+    until_undisturbed("unsealing OpenBao after opening its TCP listener", || setup.unseal_from_keystore(&client))
+        .await?;
     supervised.locked = false;
     tracing::info!(address = %config.secret_store.address, "the unseal shares are in the keystore: OpenBao's TCP listener is open");
     Ok(())
+}
+
+/// Pause between two tries of a step whose unseal another client disturbed.
+const DISTURBED_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Runs `step` again for as long as it fails with a disturbed unseal (another local client resetting
+/// or feeding `sys/unseal`): like the watchdog, `run` logs it and keeps trying — it is a denial of
+/// service while it lasts, never a reason to stop or to doubt the keystore. Bounded only by shutdown
+/// (callers race this against the stop signal). Any other error is returned.
+async fn until_undisturbed<T, F, Fut>(what: &str, mut step: F) -> Result<T, secretstore_setup::setup::SetupError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, secretstore_setup::setup::SetupError>>,
+{
+    loop {
+        match step().await {
+            Err(e) if e.is_unseal_disturbed() => {
+                tracing::warn!(step = what, error = %e, "another client keeps disturbing the unseal; trying again");
+                tokio::time::sleep(DISTURBED_PAUSE).await;
+            }
+            outcome => return outcome,
+        }
+    }
 }
 
 /// Runs the command until a signal arrives.
@@ -125,7 +150,7 @@ async fn serve<F: std::future::Future<Output = ()> + Send + 'static>(
     stopped: impl Fn(watch::Receiver<bool>) -> F,
 ) -> anyhow::Result<()> {
     let report = tokio::select! {
-        report = setup.run() => report?,
+        report = until_undisturbed("setup", || setup.run()) => report?,
         _ = stopped(stop_rx.clone()) => return Ok(()),
     };
     tracing::info!(
