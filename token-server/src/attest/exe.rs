@@ -271,6 +271,66 @@ mod tests {
         assert!(sha256_file(&file, 100).is_some_and(|d| d.len() == 64));
     }
 
+    /// Polls `done` (the blocking thread finishes on its own time; no timing threshold).
+    fn eventually(done: impl Fn() -> bool) {
+        for _ in 0..2000 {
+            if done() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        panic!("condition never held");
+    }
+
+    #[test]
+    fn a_cancelled_hash_keeps_its_permit_until_the_thread_stops_reading() {
+        // Made first, so it is dropped last: its drop waits for the blocking thread, which ends once
+        // the writer below is dropped.
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        // A FIFO stands for a file whose read never finishes: it blocks until its writer closes.
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        rustix::fs::mknodat(rustix::fs::CWD, &fifo, rustix::fs::FileType::Fifo, Mode::from_raw_mode(0o600), 0).unwrap();
+        let writer = std::fs::OpenOptions::new().read(true).write(true).open(&fifo).unwrap();
+        let reader = File::open(&fifo).unwrap();
+        let hasher = ExeHasher::new(1024);
+        let cancelled =
+            rt.block_on(async { tokio::time::timeout(Duration::from_millis(50), hasher.sha256(reader)).await });
+        assert!(cancelled.is_err(), "the read blocks");
+        assert_eq!(hasher.busy(), 1, "the request was cancelled but its thread still reads: the permit stays taken");
+        drop(writer);
+        eventually(|| hasher.busy() == 0);
+    }
+
+    #[test]
+    fn a_stalled_open_is_denied_in_time_and_keeps_its_permit_while_stuck() {
+        let dir = tempfile::tempdir().unwrap();
+        let proc_dir = rustix::fs::openat(
+            rustix::fs::CWD,
+            format!("/proc/{}", std::process::id()),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap();
+        let (release, stalled) = std::sync::mpsc::channel::<()>();
+        let stalled = Mutex::new(stalled);
+        let mut opener = ExeOpener { timeout: Duration::from_millis(50), ..ExeOpener::default() };
+        opener.hook = Some(ExeOpenHook(Arc::new(move |path| {
+            if path.is_some_and(|p| p.ends_with("stall")) {
+                let _ = stalled.lock().unwrap().recv();
+            }
+        })));
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let stuck = rt.block_on(opener.open(proc_dir.try_clone().unwrap(), Some(dir.path().join("stall"))));
+        assert!(matches!(stuck, Err(ExeStalled(_))), "denied at the deadline");
+        assert_eq!(opener.busy(), 1, "the stuck thread holds its permit");
+        let opened = rt.block_on(opener.open(proc_dir, None)).unwrap().unwrap();
+        let own = std::fs::metadata("/proc/self/exe").unwrap();
+        assert_eq!(opened.1, (own.dev(), own.ino()), "another caller's open is not held up");
+        release.send(()).unwrap();
+        eventually(|| opener.busy() == 0);
+    }
+
     #[test]
     fn the_cache_stays_bounded() {
         let hasher = ExeHasher::new(1);
