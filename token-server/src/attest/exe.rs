@@ -150,7 +150,10 @@ pub const EXE_OPEN_TIMEOUT: Duration = Duration::from_secs(2);
 /// executable's path (from the link): a test can block in it to stand for a file system that never
 /// answers.
 #[derive(Clone)]
-pub struct ExeOpenHook(pub Arc<dyn Fn(Option<&Path>) + Send + Sync>);
+pub struct ExeOpenHook(pub Arc<ExeOpenHookFn>);
+
+/// What an [`ExeOpenHook`] runs: it gets the executable's path from the link, if readable.
+pub type ExeOpenHookFn = dyn Fn(Option<&Path>) + Send + Sync;
 
 impl std::fmt::Debug for ExeOpenHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
