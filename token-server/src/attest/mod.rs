@@ -70,11 +70,13 @@ pub enum AttestError {
     /// SO_PEERPIDFD failed for another reason than "not supported by this kernel".
     #[error("cannot pin the caller: SO_PEERPIDFD failed ({0}); the caller may have exited, connect again")]
     Pidfd(std::io::Error),
-    /// The process runs another executable than when it connected (it exec'd with the connection
-    /// open): the connection belongs to whatever it ran at connect time, not to what it runs now.
+    /// The process runs another executable than when its connection was taken in (it exec'd with
+    /// the connection open): the connection belongs to what it ran then, not to what it runs now.
+    /// "Then" is the accept (path) and the start of the connection's task (file identity), not the
+    /// client's connect(): an exec between connect() and accept is not seen (see the module doc).
     #[error("executable changed since connect (connected running {before}, now runs {now}); connect again from the process that asks")]
     ExeChanged {
-        /// What it ran when the connection was accepted.
+        /// What it ran when the connection was accepted (path) and its task started (identity).
         before: String,
         /// What it runs now.
         now: String,
