@@ -190,6 +190,8 @@ impl Attestor {
     pub async fn attest(&self, peer: &Peer) -> Result<Facts, AttestError> {
         let (exe, exe_file) = self.exe_seen(&peer.pinned, peer.opens_exe).await?;
         if !exe.same_as(&peer.exe_at_connect) {
+            // A process that exited has an unreadable executable: say that it exited, not that it exec'd.
+            peer.pinned.verify()?;
             return Err(AttestError::ExeChanged { before: peer.exe_at_connect.to_string(), now: exe.to_string() });
         }
         let host_namespaces = match &peer.container_id {
