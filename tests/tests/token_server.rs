@@ -337,3 +337,67 @@ fn rss_kib() -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
+
+/// A local user can run a binary from its own FUSE mount whose daemon never answers: opening that
+/// executable (through `/proc/<pid>/exe`) then blocks for good. The test hook stands for such a file
+/// system: opening the executable of any python caller blocks until the test releases it. The
+/// server must keep accepting and serving others, deny the stalled caller at its deadline, and keep
+/// the stuck thread's permit (so stuck threads cannot pile up).
+#[test]
+fn a_caller_whose_executable_never_opens_does_not_hold_up_anyone() {
+    use std::io::Read;
+    use std::process::Stdio;
+    use std::sync::mpsc;
+    use std::sync::{Arc, Mutex};
+    use token_server::attest::exe::ExeOpenHook;
+
+    let w = world();
+    let (entered_tx, entered) = mpsc::channel::<()>();
+    let (release, stalled) = mpsc::channel::<()>();
+    let (entered_tx, stalled) = (Mutex::new(entered_tx), Mutex::new(stalled));
+    let server = TestServer::start(&w.setup, w.config(), vec![w.rule("hostsvc", 0)], None, move |a| {
+        a.opener.timeout = Duration::from_secs(1);
+        a.opener.hook = Some(ExeOpenHook(Arc::new(move |path| {
+            let name = path.and_then(Path::file_name).map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if name.starts_with("python") {
+                let _ = entered_tx.lock().unwrap().send(());
+                let _ = stalled.lock().unwrap().recv();
+            }
+        })));
+    });
+    let script = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(b"POST /v1/token HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+data = b""
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+sys.stdout.write(data.decode(errors="replace"))
+"#;
+    let mut stalled_caller =
+        Command::new("python3").arg("-c").arg(script).arg(server.socket()).stdout(Stdio::piped()).spawn().unwrap();
+    // A generous bound against a hang, not a timing assertion.
+    entered.recv_timeout(Duration::from_secs(120)).expect("the server never tried to open the python executable");
+
+    // While that open is stuck, other callers are accepted and served.
+    for _ in 0..3 {
+        let out = w.fetch(server.socket(), None, &[]);
+        assert!(out.status.success(), "{}", text(&out));
+        token_of(&out);
+    }
+    // The stalled caller is denied at its deadline, though its open is still stuck.
+    let mut answer = String::new();
+    stalled_caller.stdout.take().unwrap().read_to_string(&mut answer).unwrap();
+    stalled_caller.wait().unwrap();
+    assert!(answer.contains("403") && answer.contains("did not open within"), "{answer}");
+    assert_eq!(server.state.attestor.opener.busy(), 1, "the stuck thread keeps its permit");
+    assert_eq!(server.state.metrics.issued.load(Ordering::Relaxed), 3);
+    release.send(()).unwrap();
+    edgeseal_tests::wait_until("the stuck open to finish", Duration::from_secs(60), || {
+        (server.state.attestor.opener.busy() == 0).then_some(())
+    });
+}

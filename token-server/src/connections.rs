@@ -18,6 +18,10 @@ use hyper::StatusCode;
 
 use crate::limits::PeerKey;
 
+/// Connections a uid may hold open from processes that could not be pinned ([`PeerKey::Unpinned`]):
+/// they can never get a token, only an answer.
+pub const UNPINNED_PER_UID: usize = 2;
+
 /// The caps, counted per live connection.
 #[derive(Debug)]
 pub struct ConnectionLimits {
@@ -119,8 +123,10 @@ impl ConnectionLimits {
         if counts.uids.get(&uid).copied().unwrap_or(0) >= self.per_uid {
             return Err(Shed::Uid { uid, limit: self.per_uid });
         }
-        if counts.peers.get(&peer).copied().unwrap_or(0) >= self.per_peer {
-            return Err(Shed::Peer { peer, limit: self.per_peer });
+        let per_peer =
+            if matches!(peer, PeerKey::Unpinned { .. }) { self.per_peer.min(UNPINNED_PER_UID) } else { self.per_peer };
+        if counts.peers.get(&peer).copied().unwrap_or(0) >= per_peer {
+            return Err(Shed::Peer { peer, limit: per_peer });
         }
         counts.total += 1;
         *counts.uids.entry(uid).or_default() += 1;
@@ -184,6 +190,27 @@ mod tests {
         // uid 0 holds 3 (its cap) across two containers: a third container is refused too.
         assert_eq!(limits.try_acquire(0, container('c')).unwrap_err(), Shed::Uid { uid: 0, limit: 3 });
         assert!(limits.try_acquire(2002, PeerKey::new(2002, Some(&"c".repeat(64)))).is_ok());
+    }
+
+    #[test]
+    fn unpinned_callers_get_a_small_share_of_their_own() {
+        let limits = Arc::new(ConnectionLimits::new(100, 10, 100));
+        let unpinned = PeerKey::Unpinned { uid: 0 };
+        let _held: Vec<_> = (0..UNPINNED_PER_UID).map(|_| limits.try_acquire(0, unpinned.clone()).unwrap()).collect();
+        assert_eq!(
+            limits.try_acquire(0, unpinned.clone()).unwrap_err(),
+            Shed::Peer { peer: unpinned, limit: UNPINNED_PER_UID }
+        );
+        assert!(limits.try_acquire(0, host(0)).is_ok(), "the host uid's own slots are untouched");
+    }
+
+    #[test]
+    fn a_cgroup_named_after_a_container_by_another_uid_does_not_use_its_slots() {
+        let limits = Arc::new(ConnectionLimits::new(100, 2, 100));
+        let id = "a".repeat(64);
+        let _squatter: Vec<_> =
+            (0..2).map(|_| limits.try_acquire(1000, PeerKey::new(1000, Some(&id))).unwrap()).collect();
+        assert!(limits.try_acquire(0, PeerKey::new(0, Some(&id))).is_ok(), "the real container (uid 0) still gets in");
     }
 
     #[test]

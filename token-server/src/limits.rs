@@ -1,8 +1,12 @@
 //! Who a limit counts against, and the per-peer request rate limit.
 //!
-//! A *peer* is a container (by id, from the caller's cgroup) or, on the host, a uid: a process that
-//! forks or reconnects is still the same peer, so neither new pids nor new connections buy a caller
-//! more requests. The rate limiter is a token bucket per peer in a map bounded to [`MAX_PEERS`]
+//! A *peer* is a container (by id, from the caller's cgroup, together with the caller's uid) or, on
+//! the host, a uid: a process that forks or reconnects is still the same peer, so neither new pids
+//! nor new connections buy a caller more requests. The container id is only a cgroup name, and a
+//! user with a delegated cgroup subtree can name a cgroup after a victim's container: keying by (id,
+//! uid) keeps such a user from spending the victim's rate and connection slots. A caller that could
+//! not be pinned is its own kind of peer ([`PeerKey::Unpinned`]), so it never spends the buckets of
+//! the host uid it happens to share. The rate limiter is a token bucket per peer in a map bounded to [`MAX_PEERS`]
 //! entries: buckets that have refilled completely are dropped first (forgetting them changes
 //! nothing), then the least recently used one.
 
@@ -24,10 +28,18 @@ pub enum PeerKey {
         /// From SO_PEERCRED.
         uid: u32,
     },
-    /// A process in a container, by container id.
+    /// A process in a container, by container id and effective uid.
     Container {
         /// The 64-hex id from `/proc/<pid>/cgroup`.
         id: String,
+        /// From SO_PEERCRED.
+        uid: u32,
+    },
+    /// A caller that could not be pinned (it exited before accept, or the kernel gives no pidfd and
+    /// that is refused): it can never get a token, so it gets its own small share, by uid.
+    Unpinned {
+        /// From SO_PEERCRED.
+        uid: u32,
     },
 }
 
@@ -35,7 +47,7 @@ impl PeerKey {
     /// The peer of a caller with `uid` in container `container_id` (if any).
     pub fn new(uid: u32, container_id: Option<&str>) -> Self {
         match container_id {
-            Some(id) => Self::Container { id: id.to_string() },
+            Some(id) => Self::Container { id: id.to_string(), uid },
             None => Self::Host { uid },
         }
     }
@@ -45,7 +57,8 @@ impl fmt::Display for PeerKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Host { uid } => write!(f, "uid {uid}"),
-            Self::Container { id } => write!(f, "container {}", short(id)),
+            Self::Container { id, uid } => write!(f, "container {} (uid {uid})", short(id)),
+            Self::Unpinned { uid } => write!(f, "unpinned callers of uid {uid}"),
         }
     }
 }
@@ -150,12 +163,15 @@ mod tests {
     }
 
     #[test]
-    fn keyed_by_uid_on_the_host_and_by_container_inside_one() {
+    fn keyed_by_uid_on_the_host_and_by_container_and_uid_inside_one() {
         let id = "a".repeat(64);
         let cases = [
             (PeerKey::new(1000, None), PeerKey::new(1000, None), true),
             (PeerKey::new(1000, None), PeerKey::new(1001, None), false),
-            (PeerKey::new(0, Some(&id)), PeerKey::new(1000, Some(&id)), true),
+            // A delegated cgroup named after a victim's container, by another uid, is another peer.
+            (PeerKey::new(0, Some(&id)), PeerKey::new(1000, Some(&id)), false),
+            (PeerKey::new(1000, Some(&id)), PeerKey::new(1000, Some(&id)), true),
+            (PeerKey::Unpinned { uid: 0 }, PeerKey::new(0, None), false),
             (PeerKey::new(0, Some(&id)), PeerKey::new(0, None), false),
             (PeerKey::new(0, Some(&id)), PeerKey::new(0, Some(&"b".repeat(64))), false),
         ];
@@ -163,7 +179,8 @@ mod tests {
             assert_eq!(a == b, same, "{a} vs {b}");
         }
         assert_eq!(PeerKey::new(7, None).to_string(), "uid 7");
-        assert_eq!(PeerKey::new(7, Some(&id)).to_string(), format!("container {}", &id[..12]));
+        assert_eq!(PeerKey::new(7, Some(&id)).to_string(), format!("container {} (uid 7)", &id[..12]));
+        assert_eq!(PeerKey::Unpinned { uid: 7 }.to_string(), "unpinned callers of uid 7");
     }
 
     #[test]

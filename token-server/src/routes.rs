@@ -51,13 +51,14 @@ async fn token(state: &State, caller: &Caller, request: Request<Incoming>) -> Re
             Err(e) => return error(StatusCode::BAD_REQUEST, &format!("malformed request body: {e}")),
         }
     };
+    // Rate first: a caller that cannot be pinned must not write an audit line per request either.
+    if let Some(limited) = over_rate(state, caller) {
+        return limited;
+    }
     let peer = match &caller.peer {
         Ok(peer) => peer,
         Err(e) => return deny(state, None, None, &e.to_string()),
     };
-    if let Some(limited) = over_rate(state, caller) {
-        return limited;
-    }
     let facts = match state.attestor.attest(peer).await {
         Ok(facts) => facts,
         Err(e) => return deny(state, Some(peer), None, &e.to_string()),
@@ -97,13 +98,13 @@ async fn token(state: &State, caller: &Caller, request: Request<Incoming>) -> Re
 }
 
 async fn whoami(state: &State, caller: &Caller) -> Response<Full<Bytes>> {
+    if let Some(limited) = over_rate(state, caller) {
+        return limited;
+    }
     let peer = match &caller.peer {
         Ok(peer) => peer,
         Err(e) => return error(StatusCode::FORBIDDEN, &e.to_string()),
     };
-    if let Some(limited) = over_rate(state, caller) {
-        return limited;
-    }
     match state.attestor.attest(peer).await {
         Ok(facts) => {
             let (service, reason) = match match_services(&facts, &state.rules) {

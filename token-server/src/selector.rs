@@ -9,6 +9,8 @@
 //! reasons, which name other services and their selectors, are for the server's log
 //! ([`Outcome::log_detail`]).
 
+use std::path::Path;
+
 use crate::attest::facts::Facts;
 use crate::attest::namespaces::HostNamespaces;
 use crate::config::{DockerSelector, ServiceRule, UnixSelector};
@@ -60,14 +62,48 @@ impl Outcome {
 }
 
 /// Whether the executable's SHA-256 is needed for a caller: some rule asks for `unix.sha256` and
-/// could match the caller by uid, gid and kind (a `unix`-only rule never matches a container).
-pub fn wants_exe_hash(rules: &[ServiceRule], uid: u32, gid: u32, in_container: bool) -> bool {
+/// could match the caller by uid, gid, kind (a `unix`-only rule never matches a container), systemd
+/// unit and executable path (all known before hashing).
+pub fn wants_exe_hash(
+    rules: &[ServiceRule],
+    uid: u32,
+    gid: u32,
+    in_container: bool,
+    systemd_unit: Option<&str>,
+    exe: Option<&Path>,
+) -> bool {
     rules.iter().any(|rule| {
         let Some(unix) = rule.selectors.unix.as_ref().filter(|u| u.sha256.is_some()) else { return false };
-        unix.uid.is_none_or(|want| want == uid)
-            && unix.gid.is_none_or(|want| want == gid)
-            && (rule.selectors.docker.is_some() || !in_container)
+        could_match(rule, unix, uid, gid, in_container)
+            && unix.systemd_unit.as_deref().is_none_or(|want| Some(want) == systemd_unit)
+            && unix.path.as_deref().is_none_or(|want| Some(want) == exe)
     })
+}
+
+/// Whether the executable file must be opened for a caller (its identity for the exec check, its
+/// contents for a hash): some rule with `unix.path` or `unix.sha256` could match the caller by uid,
+/// gid, kind and systemd unit. Opening it may block (see [`crate::attest`]), so callers no such
+/// rule could match never get it opened.
+pub fn wants_exe_file(
+    rules: &[ServiceRule],
+    uid: u32,
+    gid: u32,
+    in_container: bool,
+    systemd_unit: Option<&str>,
+) -> bool {
+    rules.iter().any(|rule| {
+        let Some(unix) = rule.selectors.unix.as_ref().filter(|u| u.sha256.is_some() || u.path.is_some()) else {
+            return false;
+        };
+        could_match(rule, unix, uid, gid, in_container)
+            && unix.systemd_unit.as_deref().is_none_or(|want| Some(want) == systemd_unit)
+    })
+}
+
+fn could_match(rule: &ServiceRule, unix: &UnixSelector, uid: u32, gid: u32, in_container: bool) -> bool {
+    unix.uid.is_none_or(|want| want == uid)
+        && unix.gid.is_none_or(|want| want == gid)
+        && (rule.selectors.docker.is_some() || !in_container)
 }
 
 /// Matches `facts` against every rule.
@@ -352,7 +388,65 @@ mod tests {
             (vec![sha(Some(5), None, true)], (5, 7, false), true),
         ];
         for (rules, (uid, gid, in_container), want) in cases {
-            assert_eq!(wants_exe_hash(&rules, uid, gid, in_container), want, "uid {uid} gid {gid} {in_container}");
+            assert_eq!(
+                wants_exe_hash(&rules, uid, gid, in_container, None, None),
+                want,
+                "uid {uid} gid {gid} {in_container}"
+            );
+        }
+    }
+
+    #[test]
+    fn hashing_is_also_filtered_by_the_rules_systemd_unit_and_path() {
+        let sha = |unit: Option<&str>, path: Option<&str>| {
+            let unix = UnixSelector {
+                sha256: Some("ab".repeat(32)),
+                systemd_unit: unit.map(str::to_string),
+                path: path.map(Into::into),
+                ..Default::default()
+            };
+            vec![rule("s", Some(unix), None)]
+        };
+        let agent = Some(Path::new("/usr/bin/agent"));
+        let cases = [
+            // A sha256 rule with only a systemd unit: callers in another unit (or none) are not hashed.
+            (sha(Some("agent.service"), None), Some("agent.service"), agent, true),
+            (sha(Some("agent.service"), None), Some("other.service"), agent, false),
+            (sha(Some("agent.service"), None), None, agent, false),
+            (sha(None, Some("/usr/bin/agent")), None, agent, true),
+            (sha(None, Some("/usr/bin/agent")), None, Some(Path::new("/tmp/agent")), false),
+            (sha(None, Some("/usr/bin/agent")), None, None, false),
+            (sha(Some("agent.service"), Some("/usr/bin/agent")), Some("agent.service"), agent, true),
+        ];
+        for (rules, unit, exe, want) in cases {
+            assert_eq!(wants_exe_hash(&rules, 5, 5, false, unit, exe), want, "{unit:?} {exe:?}");
+        }
+    }
+
+    #[test]
+    fn the_executable_is_opened_only_for_callers_a_path_or_sha256_rule_could_match() {
+        let unix = |uid: u32, path: bool, sha: bool, unit: Option<&str>| {
+            let unix = UnixSelector {
+                uid: Some(uid),
+                path: path.then(|| "/usr/bin/agent".into()),
+                sha256: sha.then(|| "ab".repeat(32)),
+                systemd_unit: unit.map(str::to_string),
+                ..Default::default()
+            };
+            vec![rule("s", Some(unix), None)]
+        };
+        let cases = [
+            (unix(5, false, false, None), (5, false, None), false),
+            (unix(5, true, false, None), (5, false, None), true),
+            (unix(5, false, true, None), (5, false, None), true),
+            (unix(5, true, true, None), (6, false, None), false),
+            (unix(5, true, false, None), (5, true, None), false),
+            (unix(5, true, false, Some("a.service")), (5, false, Some("b.service")), false),
+            (unix(5, true, false, Some("a.service")), (5, false, Some("a.service")), true),
+            (vec![rule("d", None, Some(compose("d")))], (5, true, None), false),
+        ];
+        for (rules, (uid, in_container, unit), want) in cases {
+            assert_eq!(wants_exe_file(&rules, uid, uid, in_container, unit), want, "uid {uid} {in_container} {unit:?}");
         }
     }
 

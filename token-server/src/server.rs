@@ -3,8 +3,11 @@
 //! and the issuing token; [`Server`] binds the socket and runs [`serve`] together with the
 //! issuing-token renewal and the Docker event follower. The binary and the test harness both use it.
 //!
-//! The accept loop never waits: each connection is pinned, counted against the caps of
-//! [`crate::connections`] and either served or shed at once.
+//! The accept loop never waits: each connection is pinned (SO_PEERCRED, SO_PEERPIDFD and procfs
+//! only, see [`Attestor::pin`]), counted against the caps of [`crate::connections`] and either
+//! served or shed at once. Whatever touches the caller's executable file (which may live on a file
+//! system that never answers) runs later, in the connection's own task, off the async workers and
+//! with a deadline (see [`crate::attest`]).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -22,7 +25,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 
 use crate::attest::docker::DockerFacts;
-use crate::attest::Attestor;
+use crate::attest::{AttestError, Attestor, Peer};
 use crate::config::{ServerConfig, ServiceRule};
 use crate::connections::{ConnectionLimits, Slot};
 use crate::descriptors::{connection_budget, nofile_soft_limit};
@@ -209,7 +212,7 @@ pub async fn serve(listener: UnixListener, state: Arc<State>, shutdown: impl Fut
                 }
             },
         };
-        let (caller, slot) = match admit(&state, &stream) {
+        let (peer, key, slot) = match admit(&state, &stream) {
             Ok(admitted) => admitted,
             Err((status, message)) => {
                 state.metrics.shed.fetch_add(1, Ordering::Relaxed);
@@ -222,7 +225,12 @@ pub async fn serve(listener: UnixListener, state: Arc<State>, shutdown: impl Fut
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let header_timeout = state.config.header_timeout;
-            let caller = Arc::new(caller);
+            // The executable's identity is taken here, not in the accept loop: opening it may block.
+            let peer = match peer {
+                Ok(peer) => state.attestor.identify(peer).await,
+                Err(e) => Err(e),
+            };
+            let caller = Arc::new(Caller { peer, key });
             let service = hyper::service::service_fn(move |request| {
                 let (state, caller) = (state.clone(), caller.clone());
                 async move { Ok::<_, Infallible>(handle(&state, &caller, request).await) }
@@ -240,16 +248,23 @@ pub async fn serve(listener: UnixListener, state: Arc<State>, shutdown: impl Fut
     Ok(())
 }
 
+/// A pinned caller (or why it could not be pinned), the peer it counts against, and its slot.
+type Admitted = (Result<Peer, AttestError>, PeerKey, Slot);
+
 /// Pins the caller as soon as its connection is accepted and takes a connection slot for it without
-/// waiting; otherwise the answer to shed it with.
-fn admit(state: &State, stream: &UnixStream) -> Result<(Caller, Slot), (StatusCode, String)> {
+/// waiting; otherwise the answer to shed it with. Never opens the caller's executable.
+fn admit(state: &State, stream: &UnixStream) -> Result<Admitted, (StatusCode, String)> {
     let uid = stream
         .peer_cred()
         .map_err(|e| (StatusCode::FORBIDDEN, format!("cannot read the caller's credentials: {e}")))?
         .uid();
     let peer = state.attestor.pin(stream);
-    // A caller that could not be pinned (its requests are all denied) counts against its uid.
-    let key = PeerKey::new(uid, peer.as_ref().ok().and_then(|p| p.container_id()));
+    // A caller that could not be pinned (its token requests are all denied) is its own small peer:
+    // it must not spend the slots and rate of the host uid (a container's uid 0 is not the host's).
+    let key = match &peer {
+        Ok(p) => PeerKey::new(uid, p.container_id()),
+        Err(_) => PeerKey::Unpinned { uid },
+    };
     let slot = state.connections.try_acquire(uid, key.clone()).map_err(|shed| (shed.status(), shed.to_string()))?;
-    Ok((Caller { peer, key }, slot))
+    Ok((peer, key, slot))
 }

@@ -1,7 +1,8 @@
 //! The caller's executable: its identity (which file, in which version) and its SHA-256.
 //!
 //! Hashing reads up to `exe_hash_limit` bytes, so it never runs on the async workers: it runs on
-//! tokio's blocking pool, at most [`HASH_CONCURRENCY`] at a time, and each digest is cached under the
+//! tokio's blocking pool, at most [`HASH_CONCURRENCY`] at a time (the permit is held by the blocking
+//! thread itself, so a cancelled request does not free it while the thread still reads), and each digest is cached under the
 //! file's [`ExeId`] (device, inode, size, mtime, ctime) in a bounded map. Any write to the file
 //! changes its mtime and ctime (ctime cannot be set back by anyone), so a cached digest is never
 //! served for changed contents.
@@ -9,9 +10,13 @@
 use std::collections::HashMap;
 use std::fs::{File, Metadata};
 use std::io::Read;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use rustix::fs::{Mode, OFlags};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
@@ -93,13 +98,16 @@ impl ExeHasher {
         if let Some(digest) = self.cached(&id) {
             return Some(digest);
         }
-        let _permit = self.permits.acquire().await.ok()?;
+        // Owned, and moved into the blocking closure: a cancelled request (its connection closed)
+        // drops this future, but the permit stays taken until the thread stops reading.
+        let permit = self.permits.clone().acquire_owned().await.ok()?;
         // Another caller of the same binary may have hashed it while this one waited.
         if let Some(digest) = self.cached(&id) {
             return Some(digest);
         }
         let limit = self.limit;
         let hashed = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let digest = sha256_file(&file, limit)?;
             // Written to while it was read: the digest describes no version of the file.
             let after = ExeId::of(&file.metadata().ok()?);
@@ -125,6 +133,93 @@ impl ExeHasher {
     /// Digests cached (for tests and metrics).
     pub fn cached_len(&self) -> usize {
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Hashes running now (permits taken), for tests and metrics.
+    pub fn busy(&self) -> usize {
+        HASH_CONCURRENCY - self.permits.available_permits()
+    }
+}
+
+/// Executables opened at once (see [`ExeOpener`]).
+pub const EXE_OPEN_CONCURRENCY: usize = 8;
+/// How long opening and fstat-ing a caller's executable may take before the caller is denied.
+pub const EXE_OPEN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Test hook run on the blocking thread right before `/proc/<pid>/exe` is opened, with the
+/// executable's path (from the link): a test can block in it to stand for a file system that never
+/// answers.
+#[derive(Clone)]
+pub struct ExeOpenHook(pub Arc<ExeOpenHookFn>);
+
+/// What an [`ExeOpenHook`] runs: it gets the executable's path from the link, if readable.
+pub type ExeOpenHookFn = dyn Fn(Option<&Path>) + Send + Sync;
+
+impl std::fmt::Debug for ExeOpenHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ExeOpenHook")
+    }
+}
+
+/// Opening the caller's executable did not finish in time.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the caller's executable did not open within {0:?} (its file system does not answer); connect again once it does"
+)]
+pub struct ExeStalled(pub Duration);
+
+/// Opens callers' executables (through `/proc/<pid>/exe`) off the async workers, bounded and with a
+/// deadline.
+///
+/// Opening and fstat-ing the file goes to the file system it lives on: a caller may run a binary from
+/// its own FUSE mount whose daemon never answers, and the thread doing it then blocks for good. So
+/// it runs on tokio's blocking pool under [`EXE_OPEN_TIMEOUT`] (the caller is denied when it passes,
+/// the thread may stay stuck), and at most [`EXE_OPEN_CONCURRENCY`] run at once: the permit is moved
+/// into the blocking closure, so a stuck thread keeps its permit and stuck threads cannot pile up.
+#[derive(Debug, Clone)]
+pub struct ExeOpener {
+    permits: Arc<Semaphore>,
+    /// The deadline for one open (including the wait for a permit).
+    pub timeout: Duration,
+    /// Test hook, see [`ExeOpenHook`].
+    pub hook: Option<ExeOpenHook>,
+}
+
+impl Default for ExeOpener {
+    fn default() -> Self {
+        Self { permits: Arc::new(Semaphore::new(EXE_OPEN_CONCURRENCY)), timeout: EXE_OPEN_TIMEOUT, hook: None }
+    }
+}
+
+impl ExeOpener {
+    /// Opens `exe` under the `/proc/<pid>` directory `dir` (a duplicate of the pinned one; `path` is
+    /// the link's target, for the hook) and returns the file with its (device, inode); `Ok(None)` when
+    /// it cannot be opened (an unreadable executable), [`ExeStalled`] when it did not finish in time.
+    pub async fn open(&self, dir: OwnedFd, path: Option<PathBuf>) -> Result<Option<(File, (u64, u64))>, ExeStalled> {
+        let permits = self.permits.clone();
+        let hook = self.hook.clone();
+        let opened = async move {
+            let permit = permits.acquire_owned().await.ok()?;
+            tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                if let Some(hook) = &hook {
+                    (hook.0)(path.as_deref());
+                }
+                let fd = rustix::fs::openat(&dir, "exe", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()?;
+                let file = File::from(fd);
+                let meta = file.metadata().ok()?;
+                Some((file, (meta.dev(), meta.ino())))
+            })
+            .await
+            .ok()
+            .flatten()
+        };
+        tokio::time::timeout(self.timeout, opened).await.map_err(|_| ExeStalled(self.timeout))
+    }
+
+    /// Opens running now (permits taken, stuck threads included), for tests and metrics.
+    pub fn busy(&self) -> usize {
+        EXE_OPEN_CONCURRENCY - self.permits.available_permits()
     }
 }
 
@@ -177,6 +272,66 @@ mod tests {
         let mut file = File::open(&path).unwrap();
         file.seek(std::io::SeekFrom::Start(0)).unwrap();
         assert!(sha256_file(&file, 100).is_some_and(|d| d.len() == 64));
+    }
+
+    /// Polls `done` (the blocking thread finishes on its own time; no timing threshold).
+    fn eventually(done: impl Fn() -> bool) {
+        for _ in 0..2000 {
+            if done() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        panic!("condition never held");
+    }
+
+    #[test]
+    fn a_cancelled_hash_keeps_its_permit_until_the_thread_stops_reading() {
+        // Made first, so it is dropped last: its drop waits for the blocking thread, which ends once
+        // the writer below is dropped.
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        // A FIFO stands for a file whose read never finishes: it blocks until its writer closes.
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        rustix::fs::mknodat(rustix::fs::CWD, &fifo, rustix::fs::FileType::Fifo, Mode::from_raw_mode(0o600), 0).unwrap();
+        let writer = std::fs::OpenOptions::new().read(true).write(true).open(&fifo).unwrap();
+        let reader = File::open(&fifo).unwrap();
+        let hasher = ExeHasher::new(1024);
+        let cancelled =
+            rt.block_on(async { tokio::time::timeout(Duration::from_millis(50), hasher.sha256(reader)).await });
+        assert!(cancelled.is_err(), "the read blocks");
+        assert_eq!(hasher.busy(), 1, "the request was cancelled but its thread still reads: the permit stays taken");
+        drop(writer);
+        eventually(|| hasher.busy() == 0);
+    }
+
+    #[test]
+    fn a_stalled_open_is_denied_in_time_and_keeps_its_permit_while_stuck() {
+        let dir = tempfile::tempdir().unwrap();
+        let proc_dir = rustix::fs::openat(
+            rustix::fs::CWD,
+            format!("/proc/{}", std::process::id()),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap();
+        let (release, stalled) = std::sync::mpsc::channel::<()>();
+        let stalled = Mutex::new(stalled);
+        let mut opener = ExeOpener { timeout: Duration::from_millis(50), ..ExeOpener::default() };
+        opener.hook = Some(ExeOpenHook(Arc::new(move |path| {
+            if path.is_some_and(|p| p.ends_with("stall")) {
+                let _ = stalled.lock().unwrap().recv();
+            }
+        })));
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let stuck = rt.block_on(opener.open(proc_dir.try_clone().unwrap(), Some(dir.path().join("stall"))));
+        assert!(matches!(stuck, Err(ExeStalled(_))), "denied at the deadline");
+        assert_eq!(opener.busy(), 1, "the stuck thread holds its permit");
+        let opened = rt.block_on(opener.open(proc_dir, None)).unwrap().unwrap();
+        let own = std::fs::metadata("/proc/self/exe").unwrap();
+        assert_eq!(opened.1, (own.dev(), own.ino()), "another caller's open is not held up");
+        release.send(()).unwrap();
+        eventually(|| opener.busy() == 0);
     }
 
     #[test]

@@ -70,7 +70,8 @@ impl Pinned {
         Ok(text)
     }
 
-    /// The executable's path, as the host sees it.
+    /// The executable's path, as the host sees it. Reading the link does not open the file (the
+    /// kernel prints the path it holds), so this never waits on the executable's file system.
     pub fn exe(&self) -> Option<PathBuf> {
         let target = readlinkat(&self.dir, "exe", Vec::new()).ok()?;
         Some(PathBuf::from(target.to_string_lossy().into_owned()))
@@ -88,8 +89,16 @@ impl Pinned {
         Ok(target.to_string_lossy().into_owned())
     }
 
+    /// A duplicate of the held `/proc/<pid>` directory descriptor (for work moved to another thread,
+    /// such as opening the executable: see [`super::exe::ExeOpener`]). Touches no file system.
+    pub fn dir(&self) -> io::Result<OwnedFd> {
+        self.dir.try_clone()
+    }
+
     /// The executable the process runs, opened through `/proc/<pid>/exe`: the very file mapped, even
-    /// if its path was replaced since.
+    /// if its path was replaced since. Blocking, and it goes to the file system the executable lives
+    /// on (which may be the caller's own FUSE mount that never answers): the attestor never calls it
+    /// on an async worker, it uses [`super::exe::ExeOpener`].
     pub fn open_exe(&self) -> io::Result<std::fs::File> {
         let fd = openat(&self.dir, "exe", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
         Ok(std::fs::File::from(fd))

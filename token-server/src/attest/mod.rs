@@ -3,11 +3,24 @@
 //! a final check that the same process is still there.
 //!
 //! How a caller is identified: its uid/gid from SO_PEERCRED; the process pinned by SO_PEERPIDFD (or,
-//! where allowed, by `/proc` alone); at accept time, the executable it runs (path and file identity);
-//! per request, the executable again (a caller whose executable changed since it connected is
-//! denied), whether it shares the host's pid and mount namespaces (`unix`-only selectors require it),
+//! where allowed, by `/proc` alone); when the connection is accepted, its cgroup (container id,
+//! systemd unit) and the path of the executable it runs (read from the `/proc/<pid>/exe` link, which
+//! does not open the file); when its connection task starts, the executable's file identity (device,
+//! inode), but only for callers a `unix` rule with `path` or `sha256` could match by uid/gid; per
+//! request, the executable again (a caller whose executable changed since then is denied), whether it shares the host's pid and mount namespaces (`unix`-only selectors require it),
 //! its cgroup's container and the Docker daemon's facts about it, and the executable's SHA-256 when a
-//! rule that could match the caller's uid/gid asks for one.
+//! rule that could match the caller's uid/gid, systemd unit and executable path asks for one.
+//!
+//! Nothing that opens the executable runs in the accept loop or on an async worker: opening
+//! `/proc/<pid>/exe` goes to the file system the binary lives on, which may be the caller's own FUSE
+//! mount whose daemon never answers. [`Attestor::pin`] (in the accept loop) reads only procfs and
+//! SO_PEERCRED/SO_PEERPIDFD; the open and fstat run through [`exe::ExeOpener`] (blocking pool,
+//! bounded, with a deadline; the caller is denied when it passes).
+//!
+//! What the exec check sees: the executable when the connection task starts (shortly after
+//! accept), not when the client called connect(). A process that exec'd between its connect() and
+//! the accept is judged by what it runs after the exec; this cannot make one service pass for
+//! another because the config refuses services told apart only by executable path.
 //!
 //! - [`kernel`]: the pinned process and what `/proc` says about it.
 //! - [`pidfd`]: SO_PEERPIDFD (the one unsafe function) and which of its errors deny.
@@ -33,7 +46,7 @@ use thiserror::Error;
 use tokio::net::UnixStream;
 
 use self::docker::DockerFacts;
-use self::exe::{ExeHasher, ExeId};
+use self::exe::{ExeHasher, ExeOpener, ExeStalled};
 use self::facts::Facts;
 use self::kernel::{Pinned, Vanished};
 use self::namespaces::HostNamespaces;
@@ -48,17 +61,22 @@ pub enum AttestError {
     /// The process exited or was replaced while being inspected.
     #[error(transparent)]
     Vanished(#[from] Vanished),
+    /// Opening the caller's executable did not finish in time (see [`exe::ExeOpener`]).
+    #[error(transparent)]
+    ExeStalled(#[from] ExeStalled),
     /// Its cgroup file could not be read or names several containers.
     #[error("cannot tell the caller's container: {0}")]
     Cgroup(String),
     /// SO_PEERPIDFD failed for another reason than "not supported by this kernel".
     #[error("cannot pin the caller: SO_PEERPIDFD failed ({0}); the caller may have exited, connect again")]
     Pidfd(std::io::Error),
-    /// The process runs another executable than when it connected (it exec'd with the connection
-    /// open): the connection belongs to whatever it ran at connect time, not to what it runs now.
+    /// The process runs another executable than when its connection was taken in (it exec'd with
+    /// the connection open): the connection belongs to what it ran then, not to what it runs now.
+    /// "Then" is the accept (path) and the start of the connection's task (file identity), not the
+    /// client's connect(): an exec between connect() and accept is not seen (see the module doc).
     #[error("executable changed since connect (connected running {before}, now runs {now}); connect again from the process that asks")]
     ExeChanged {
-        /// What it ran when the connection was accepted.
+        /// What it ran when the connection was accepted (path) and its task started (identity).
         before: String,
         /// What it runs now.
         now: String,
@@ -71,7 +89,10 @@ pub struct Attestor {
     docker: Option<DockerFacts>,
     hash_exe: bool,
     hasher: ExeHasher,
-    /// When set, executables are hashed only for callers some of these rules could match by uid/gid.
+    /// Opens executables off the async workers, bounded, with a deadline (its timeout and test hook
+    /// are public for tests).
+    pub opener: ExeOpener,
+    /// When set, executables are opened and hashed only for callers some of these rules could match.
     hash_rules: Option<Arc<[ServiceRule]>>,
     docker_timeout: Duration,
     /// Test hook: sleep this long between lookups and the final check, to widen the pid-reuse race.
@@ -90,6 +111,7 @@ impl Attestor {
             docker,
             hash_exe,
             hasher: ExeHasher::new(hash_limit),
+            opener: ExeOpener::default(),
             hash_rules: None,
             docker_timeout: Duration::from_secs(2),
             race_delay: None,
@@ -114,7 +136,10 @@ impl Attestor {
         self.docker.as_ref()
     }
 
-    /// At accept time: the peer's credentials (SO_PEERCRED), its pidfd, and the pinned process.
+    /// At accept time: the peer's credentials (SO_PEERCRED), its pidfd, the pinned process, its cgroup
+    /// and its executable's path. Reads only procfs and the socket (never the executable itself, see
+    /// the module doc), so it cannot block the accept loop. Call [`Attestor::identify`] next, in the
+    /// connection's own task.
     pub fn pin(&self, stream: &UnixStream) -> Result<Peer, AttestError> {
         let cred = stream.peer_cred().map_err(|e| AttestError::Credentials(e.to_string()))?;
         let pid = cred.pid().ok_or_else(|| AttestError::Credentials("the kernel reported no pid".into()))?;
@@ -128,15 +153,45 @@ impl Attestor {
         let cgroup = pinned.read("cgroup").map_err(|e| AttestError::Cgroup(format!("/proc/{pid}/cgroup: {e}")))?;
         let container_id = cgroup::container_id(&cgroup).map_err(|e| AttestError::Cgroup(e.to_string()))?;
         let systemd_unit = if container_id.is_none() { cgroup::systemd_unit(&cgroup) } else { None };
-        let exe_at_connect = ExeSeen::of(&pinned).0;
-        Ok(Peer { pinned, uid: cred.uid(), gid: cred.gid(), container_id, systemd_unit, exe_at_connect })
+        let (uid, gid) = (cred.uid(), cred.gid());
+        let opens_exe = self.hash_rules.as_deref().is_none_or(|rules| {
+            crate::selector::wants_exe_file(rules, uid, gid, container_id.is_some(), systemd_unit.as_deref())
+        });
+        let exe_at_connect = ExeSeen { path: pinned.exe(), id: None };
+        Ok(Peer { pinned, uid, gid, container_id, systemd_unit, exe_at_connect, opens_exe })
+    }
+
+    /// In the connection's task, before its first request: records the executable's file identity
+    /// (device, inode) for the exec check, when a rule could look at the executable
+    /// (`unix.path`/`unix.sha256`). Denies when opening it does not finish in time.
+    pub async fn identify(&self, mut peer: Peer) -> Result<Peer, AttestError> {
+        if peer.opens_exe {
+            peer.exe_at_connect = self.exe_seen(&peer.pinned, true).await?.0;
+        }
+        Ok(peer)
+    }
+
+    /// The executable's path (from the link) and, when `open`, its file identity and the open file,
+    /// through [`ExeOpener`].
+    async fn exe_seen(&self, pinned: &Pinned, open: bool) -> Result<(ExeSeen, Option<std::fs::File>), AttestError> {
+        let path = pinned.exe();
+        let dir = match pinned.dir() {
+            Ok(dir) if open => dir,
+            _ => return Ok((ExeSeen { path, id: None }, None)),
+        };
+        match self.opener.open(dir, path.clone()).await? {
+            Some((file, id)) => Ok((ExeSeen { path, id: Some(id) }, Some(file))),
+            None => Ok((ExeSeen { path, id: None }, None)),
+        }
     }
 
     /// Per request: gathers the facts about a pinned peer, then re-checks that the very same process
     /// is still there. Facts are only ever returned after that check.
     pub async fn attest(&self, peer: &Peer) -> Result<Facts, AttestError> {
-        let (exe, exe_file) = ExeSeen::of(&peer.pinned);
+        let (exe, exe_file) = self.exe_seen(&peer.pinned, peer.opens_exe).await?;
         if !exe.same_as(&peer.exe_at_connect) {
+            // A process that exited has an unreadable executable: say that it exited, not that it exec'd.
+            peer.pinned.verify()?;
             return Err(AttestError::ExeChanged { before: peer.exe_at_connect.to_string(), now: exe.to_string() });
         }
         let host_namespaces = match &peer.container_id {
@@ -153,7 +208,7 @@ impl Attestor {
             host_namespaces,
             ..Facts::default()
         };
-        if let Some(file) = exe_file.filter(|_| self.wants_hash(peer)) {
+        if let Some(file) = exe_file.filter(|_| self.wants_hash(peer, facts.exe.as_deref())) {
             facts.exe_sha256 = self.hasher.sha256(file).await;
         }
         if let Some(id) = &peer.container_id {
@@ -176,13 +231,14 @@ impl Attestor {
         Ok(facts)
     }
 
-    fn wants_hash(&self, peer: &Peer) -> bool {
+    fn wants_hash(&self, peer: &Peer, exe: Option<&std::path::Path>) -> bool {
         let in_container = peer.container_id.is_some();
+        let unit = peer.systemd_unit.as_deref();
         self.hash_exe
             && self
                 .hash_rules
                 .as_deref()
-                .is_none_or(|rules| crate::selector::wants_exe_hash(rules, peer.uid, peer.gid, in_container))
+                .is_none_or(|rules| crate::selector::wants_exe_hash(rules, peer.uid, peer.gid, in_container, unit, exe))
     }
 }
 
@@ -194,13 +250,6 @@ struct ExeSeen {
 }
 
 impl ExeSeen {
-    /// Reads `/proc/<pid>/exe` (link and file); also returns the open file, for hashing.
-    fn of(pinned: &Pinned) -> (Self, Option<std::fs::File>) {
-        let file = pinned.open_exe().ok();
-        let id = file.as_ref().and_then(|f| f.metadata().ok()).map(|m| ExeId::of(&m)).map(|id| (id.dev, id.ino));
-        (Self { path: pinned.exe(), id }, file)
-    }
-
     /// The same file at the same path. The kernel appends " (deleted)" to the link once the file is
     /// unlinked (a package upgrade): that is not an exec, so it is ignored.
     fn same_as(&self, other: &ExeSeen) -> bool {
@@ -261,8 +310,10 @@ pub struct Peer {
     gid: u32,
     container_id: Option<String>,
     systemd_unit: Option<String>,
-    /// The executable when the connection was accepted.
+    /// The executable when the connection was accepted (path) and its task started (identity).
     exe_at_connect: ExeSeen,
+    /// Whether a rule could look at the executable: only then is it opened (see the module doc).
+    opens_exe: bool,
 }
 
 impl Peer {
