@@ -82,3 +82,13 @@ pub fn newest_mtime(dir: &std::path::Path) -> Option<std::time::SystemTime> {
     }
     newest
 }
+
+/// A world-readable (0755) temp directory holding a copy of the workspace's `security-bootstrap`, so
+/// that callers running as other uids, or in other namespaces, can execute it.
+pub fn public_client_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    install_executable(&workspace_binary("security-bootstrap"), &dir.path().join("security-bootstrap"));
+    dir
+}

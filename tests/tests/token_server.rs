@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -36,10 +35,7 @@ fn world() -> World {
     let device = Device::new();
     let setup = device.setup(&bao, vec![service("hostsvc", &["api-key"], None), service("other", &["api-key"], None)]);
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(setup.run()).unwrap();
-    let bin = tempfile::tempdir().unwrap();
-    fs::set_permissions(bin.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    let client = bin.path().join("security-bootstrap");
-    edgeseal_tests::install_executable(&edgeseal_tests::workspace_binary("security-bootstrap"), &client);
+    let bin = edgeseal_tests::public_client_dir();
     World { _pki: pki, bao, _device: device, setup, bin }
 }
 

@@ -48,12 +48,7 @@ fn world() -> World {
     let device = Device::new();
     let setup = device.setup(&bao, vec![service("hostsvc", &["api-key"], None)]);
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(setup.run()).unwrap();
-    let public = tempfile::tempdir().unwrap();
-    fs::set_permissions(public.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    edgeseal_tests::install_executable(
-        &edgeseal_tests::workspace_binary("security-bootstrap"),
-        &public.path().join("security-bootstrap"),
-    );
+    let public = edgeseal_tests::public_client_dir();
     World { _pki: pki, bao, device, setup, public }
 }
 
