@@ -33,7 +33,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-pub use tls::Pin;
+pub use tls::{ClientIdentity, Pin};
 pub use token::{SecretString, Token, UnsealKey};
 
 use retry::{Attempt, Backoff};
@@ -56,6 +56,12 @@ pub enum Error {
     Tls {
         /// The CA file.
         path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// edgeseal's own TLS client certificate or key is unusable.
+    #[error("edgeseal's TLS client identity for OpenBao is unusable: {reason}")]
+    ClientIdentity {
         /// Why.
         reason: String,
     },
@@ -197,9 +203,21 @@ impl Client {
     /// A client for `address` (`https://host:port`) trusting only the CA certificates in `ca_pem`, and
     /// among the certificates they issue only the one `pin` names.
     pub fn new(address: &str, ca_pem: &Path, pin: &Pin, timeout: Duration) -> Result<Self, Error> {
+        Self::with_identity(address, ca_pem, pin, None, timeout)
+    }
+
+    /// Like [`Client::new`], presenting `identity` as the TLS client certificate when OpenBao asks
+    /// for one (the `cert` auth method's login reads it from the connection).
+    pub fn with_identity(
+        address: &str,
+        ca_pem: &Path,
+        pin: &Pin,
+        identity: Option<&ClientIdentity>,
+        timeout: Duration,
+    ) -> Result<Self, Error> {
         address_host(address)?;
         let base = address.trim_end_matches('/').to_string();
-        let tls = tls::client_config(ca_pem, pin)?;
+        let tls = tls::client_config(ca_pem, pin, identity)?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config((*tls).clone())
             .https_only()

@@ -19,7 +19,7 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::{ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, OtherError, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::Error;
@@ -165,9 +165,63 @@ pub fn pinned_key(pem: &Path) -> Result<Vec<u8>, Error> {
     Ok(cert.subject_public_key_info().as_ref().to_vec())
 }
 
+/// The TLS client certificate edgeseal presents to OpenBao's `cert` auth method: a certificate chain
+/// and its private key, both PEM. The key is wiped from memory when this is dropped; `Debug` shows
+/// neither.
+#[derive(Clone)]
+pub struct ClientIdentity {
+    chain: Vec<CertificateDer<'static>>,
+    key: crate::token::ClientKey,
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientIdentity").field("certificates", &self.chain.len()).finish_non_exhaustive()
+    }
+}
+
+impl ClientIdentity {
+    /// From a PEM certificate chain (leaf first) and a PEM private key (PKCS#8, SEC1 or PKCS#1).
+    pub fn from_pem(cert_pem: &str, key_pem: &[u8]) -> Result<Self, Error> {
+        let bad = |reason: String| Error::ClientIdentity { reason };
+        let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(format!("the certificate is not PEM: {e}")))?;
+        if chain.is_empty() {
+            return Err(bad("no certificate in the PEM".into()));
+        }
+        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| bad(format!("the private key is not PEM: {e}")))?;
+        let key = crate::token::ClientKey::new(key.secret_der().to_vec());
+        let identity = Self { chain, key };
+        // Refuse a key rustls cannot sign with now, not at the first handshake.
+        identity.signing_key()?;
+        Ok(identity)
+    }
+
+    fn private_key(&self) -> PrivateKeyDer<'static> {
+        match PrivateKeyDer::try_from(self.key.expose().to_vec()) {
+            Ok(key) => key,
+            // `from_pem` accepted it, and the bytes never change.
+            Err(_) => PrivateKeyDer::Pkcs8(self.key.expose().to_vec().into()),
+        }
+    }
+
+    fn signing_key(&self) -> Result<(), Error> {
+        rustls::crypto::ring::default_provider()
+            .key_provider
+            .load_private_key(self.private_key())
+            .map(|_| ())
+            .map_err(|e| Error::ClientIdentity { reason: format!("the private key cannot sign TLS handshakes: {e}") })
+    }
+}
+
 /// A client TLS configuration whose only trust anchors are the certificates in `ca_pem`, accepting
-/// only the server `pin` names.
-pub fn client_config(ca_pem: &Path, pin: &Pin) -> Result<Arc<rustls::ClientConfig>, Error> {
+/// only the server `pin` names, presenting `identity` when the server asks for a client certificate.
+pub fn client_config(
+    ca_pem: &Path,
+    pin: &Pin,
+    identity: Option<&ClientIdentity>,
+) -> Result<Arc<rustls::ClientConfig>, Error> {
     let tls_err = |reason: String| Error::Tls { path: ca_pem.to_path_buf(), reason };
     let mut roots = RootCertStore::empty();
     let mut count = 0;
@@ -183,18 +237,21 @@ pub fn client_config(ca_pem: &Path, pin: &Pin) -> Result<Arc<rustls::ClientConfi
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| tls_err(e.to_string()))?;
-    let config = match pin {
-        Pin::CaOnly => builder.with_root_certificates(roots).with_no_client_auth(),
+    let builder = match pin {
+        Pin::CaOnly => builder.with_root_certificates(roots),
         Pin::ServerCert(pem) => {
             let spki = pinned_key(pem)?;
             let chain = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
                 .map_err(|e| tls_err(e.to_string()))?;
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(PinnedVerifier { chain, spki }))
-                .with_no_client_auth()
+            builder.dangerous().with_custom_certificate_verifier(Arc::new(PinnedVerifier { chain, spki }))
         }
+    };
+    let config = match identity {
+        None => builder.with_no_client_auth(),
+        Some(identity) => builder
+            .with_client_auth_cert(identity.chain.clone(), identity.private_key())
+            .map_err(|e| Error::ClientIdentity { reason: e.to_string() })?,
     };
     Ok(Arc::new(config))
 }

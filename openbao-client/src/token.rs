@@ -16,6 +16,11 @@ secret_types::secret_bytes! {
     pub struct UnsealKey;
 }
 
+secret_types::secret_bytes! {
+    /// The DER private key of edgeseal's TLS client certificate ([`crate::ClientIdentity`]).
+    pub struct ClientKey;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,8 @@
 //! - [`edgex_import`]: converting an EdgeX `resp-init.json` (plain or `EDGEX_IKM_HOOK`-encrypted).
 //! - [`secret`]: [`UnsealShare`] and [`SecretBytes`], which wipe themselves and never print.
 //! - [`config`]: the `keystore:` section of `edgeseal.yaml`.
+//! - [`seal`]: the static seal of a supervised OpenBao: seal key and client identity in the keystore,
+//!   self-initialization, the boot that converges from any crash.
 //! - [`setup`]: initialize, unseal and configure OpenBao, converging on every run (SPEC §6, §8).
 //! - [`supervise`]: run a local OpenBao as a child, restarted when it dies, with a private Unix
 //!   listener for setup and a TCP listener locked until the first boot stored the shares.
@@ -20,6 +22,7 @@ pub mod config;
 pub mod crash;
 pub mod edgex_import;
 pub mod keystore;
+pub mod seal;
 pub mod secret;
 pub mod server_config;
 pub mod setup;

@@ -37,6 +37,45 @@ pub struct ServerConfig {
     /// Lock the TCP listener: TLS client certificates issued by the certificate in this file are
     /// required (OpenBao's own leaf: nobody else holds its key), so the TCP API answers nobody.
     pub tcp_client_ca: Option<PathBuf>,
+    /// Seal with a static key edgeseal holds (the key itself reaches OpenBao through its environment,
+    /// never through this file).
+    pub static_seal: Option<StaticSeal>,
+    /// Initialize empty storage on first start from this, instead of `sys/init`.
+    pub self_init: Option<SelfInit>,
+}
+
+/// Environment variable of the supervised OpenBao holding the current static seal key (hex).
+pub const SEAL_KEY_ENV: &str = "EDGESEAL_SEAL_KEY";
+/// Environment variable holding the previous key during a seal-key rotation.
+pub const PREVIOUS_SEAL_KEY_ENV: &str = "EDGESEAL_SEAL_KEY_PREVIOUS";
+
+/// The `seal "static"` stanza: key ids only; the keys come from [`SEAL_KEY_ENV`] and
+/// [`PREVIOUS_SEAL_KEY_ENV`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticSeal {
+    /// `current_key_id`.
+    pub current_id: String,
+    /// `previous_key_id`, during a rotation.
+    pub previous_id: Option<String>,
+}
+
+/// The `initialize` block: on empty storage OpenBao writes edgeseal's setup policy, mounts the `cert`
+/// auth method and registers edgeseal's client certificate for that policy. No root token, no
+/// recovery key, no `sys/init` call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SelfInit {
+    /// edgeseal's client certificate (PEM; public).
+    pub client_cert: String,
+    /// Name of the setup policy.
+    pub policy_name: String,
+    /// Its text.
+    pub policy: String,
+    /// Mount path of the `cert` auth method.
+    pub cert_mount: String,
+    /// Name of the certificate entry edgeseal logs in with.
+    pub cert_name: String,
+    /// TTL of the setup token a login gives (seconds).
+    pub token_ttl_secs: u64,
 }
 
 impl ServerConfig {
@@ -70,6 +109,20 @@ impl ServerConfig {
             let _ = writeln!(hcl, "  disable_unauthed_generate_root_endpoints = {}", !self.unauthed_generate_root);
             let _ = writeln!(hcl, "}}\n");
         }
+        if let Some(seal) = &self.static_seal {
+            let _ = writeln!(hcl, "# the key is in OpenBao's environment only, never in a file");
+            let _ = writeln!(hcl, "seal \"static\" {{");
+            let _ = writeln!(hcl, "  current_key_id = {}", quote(&seal.current_id));
+            let _ = writeln!(hcl, "  current_key = \"env://{SEAL_KEY_ENV}\"");
+            if let Some(previous) = &seal.previous_id {
+                let _ = writeln!(hcl, "  previous_key_id = {}", quote(previous));
+                let _ = writeln!(hcl, "  previous_key = \"env://{PREVIOUS_SEAL_KEY_ENV}\"");
+            }
+            let _ = writeln!(hcl, "}}\n");
+        }
+        if let Some(init) = &self.self_init {
+            init.render(&mut hcl);
+        }
         let _ = writeln!(hcl, "api_addr = \"https://{}\"", self.listen);
         let _ = writeln!(hcl, "cluster_addr = \"https://{}\"", self.cluster);
         if let Some(audit) = &self.audit_log {
@@ -82,6 +135,36 @@ impl ServerConfig {
     }
 }
 
+impl SelfInit {
+    fn render(&self, hcl: &mut String) {
+        let _ = writeln!(hcl, "# run once, on empty storage: edgeseal's own way in (no root token is ever made)");
+        let _ = writeln!(hcl, "initialize \"edgeseal\" {{");
+        let _ = writeln!(hcl, "  request \"setup-policy\" {{");
+        let _ = writeln!(hcl, "    operation = \"update\"");
+        let _ = writeln!(hcl, "    path = {}", quote(&format!("sys/policies/acl/{}", self.policy_name)));
+        let _ = writeln!(hcl, "    data = {{ policy = {} }}", quote(&self.policy));
+        let _ = writeln!(hcl, "  }}");
+        let _ = writeln!(hcl, "  request \"cert-auth\" {{");
+        let _ = writeln!(hcl, "    operation = \"update\"");
+        let _ = writeln!(hcl, "    path = {}", quote(&format!("sys/auth/{}", self.cert_mount)));
+        let _ = writeln!(hcl, "    data = {{ type = \"cert\" }}");
+        let _ = writeln!(hcl, "  }}");
+        let _ = writeln!(hcl, "  request \"edgeseal-cert\" {{");
+        let _ = writeln!(hcl, "    operation = \"update\"");
+        let _ = writeln!(hcl, "    path = {}", quote(&format!("auth/{}/certs/{}", self.cert_mount, self.cert_name)));
+        let _ = writeln!(
+            hcl,
+            "    data = {{ certificate = {}, token_policies = {}, token_ttl = \"{}s\", token_max_ttl = \"{}s\" }}",
+            quote(&self.client_cert),
+            quote(&self.policy_name),
+            self.token_ttl_secs,
+            self.token_ttl_secs
+        );
+        let _ = writeln!(hcl, "  }}");
+        let _ = writeln!(hcl, "}}\n");
+    }
+}
+
 fn quote(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('"');
@@ -91,6 +174,7 @@ fn quote(text: &str) -> String {
             '\\' => out.push_str("\\\\"),
             '$' => out.push_str("$$"),
             '%' => out.push_str("%%"),
+            '\n' => out.push_str("\\n"),
             c if c.is_control() => {
                 let _ = write!(out, "\\u{:04x}", u32::from(c));
             }
@@ -117,6 +201,8 @@ mod tests {
             unauthed_generate_root: true,
             api_socket: None,
             tcp_client_ca: None,
+            static_seal: None,
+            self_init: None,
         };
         let hcl = config.render();
         assert!(hcl.contains("path = \"/var/lib/openbao/da\\\"ta\""), "{hcl}");
@@ -140,6 +226,8 @@ mod tests {
             unauthed_generate_root: false,
             api_socket: Some("/d/api/openbao.sock".into()),
             tcp_client_ca: None,
+            static_seal: None,
+            self_init: None,
         };
         // (unauthed_generate_root, locked) -> (TCP disables it, unix disables it, TCP locked)
         let cases = [

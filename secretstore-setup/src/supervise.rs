@@ -27,6 +27,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::{watch, Mutex};
 
 use openbao_client::retry::Backoff;
+use openbao_client::SecretString;
 
 use crate::server_config::ServerConfig;
 
@@ -43,12 +44,21 @@ pub struct SuperviseConfig {
     /// credential in the keystore is lost (a crash on first boot before it was stored).
     #[serde(default)]
     pub unauthed_generate_root: bool,
+    /// How OpenBao is sealed: `static` (the default: a key edgeseal holds, self-initialization, no
+    /// root token) or `shamir` (unseal shares through the API, as for a store edgeseal does not start).
+    #[serde(default)]
+    pub seal: crate::seal::SealMode,
 }
 
 impl SuperviseConfig {
     /// The private Unix socket: `data_dir/api/openbao.sock`.
     pub fn api_socket(&self) -> PathBuf {
         self.data_dir.join("api").join("openbao.sock")
+    }
+
+    /// The OpenBao configuration file edgeseal writes.
+    pub fn config_file(&self) -> PathBuf {
+        self.data_dir.join("openbao.hcl")
     }
 
     /// The client CA of the locked TCP listener (OpenBao's own leaf certificate, alone).
@@ -98,7 +108,7 @@ pub fn prepare(config: &SuperviseConfig, server: &ServerConfig) -> std::io::Resu
         fs::write(client_ca, format!("{}\n", leaf.trim_start()))?;
         fs::set_permissions(client_ca, fs::Permissions::from_mode(0o600))?;
     }
-    let path = config.data_dir.join("openbao.hcl");
+    let path = config.config_file();
     fs::write(&path, server.render())?;
     fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
     Ok(path)
@@ -164,6 +174,13 @@ fn private_socket_dir(socket: &Path) -> std::io::Result<()> {
 impl Supervisor {
     /// Starts OpenBao and keeps it running until [`Supervisor::stop`].
     pub fn start(config: &SuperviseConfig, config_file: &Path) -> Self {
+        Self::start_with_env(config, config_file, Vec::new())
+    }
+
+    /// Like [`Supervisor::start`], with `env` added to OpenBao's (otherwise empty) environment at
+    /// every start: how the static seal key reaches it without touching a disk. The values stay in
+    /// this process's memory (wiped on drop) so that a crashed OpenBao is restarted at once.
+    pub fn start_with_env(config: &SuperviseConfig, config_file: &Path, env: Vec<(&'static str, SecretString)>) -> Self {
         let (stop, mut stopped) = watch::channel(false);
         let (restart, mut restart_asked) = watch::channel(0u64);
         let (spawned_tx, spawned) = watch::channel(0u64);
@@ -173,11 +190,12 @@ impl Supervisor {
             (config.binary.clone(), config_file.to_path_buf(), config.data_dir.clone());
         let pid_slot = pid.clone();
         let task = tokio::spawn(async move {
+            reap_orphan(&log_dir, &config_file).await;
             let mut backoff = Backoff::forever(Duration::from_millis(200), Duration::from_secs(10));
             let mut starts = 0u64;
             let mut asked = false;
             loop {
-                let mut child = match spawn(&binary, &config_file, &log_dir) {
+                let mut child = match spawn(&binary, &config_file, &log_dir, &env) {
                     Ok(child) => child,
                     Err(e) => {
                         tracing::error!(binary = %binary.display(), error = %e, "cannot start OpenBao");
@@ -195,6 +213,9 @@ impl Supervisor {
                 restart_asked.borrow_and_update();
                 starts += 1;
                 *pid_slot.lock().await = child.id();
+                if let Some(pid) = child.id() {
+                    let _ = fs::write(log_dir.join(PID_FILE), format!("{pid}\n"));
+                }
                 if starts > 1 && !asked {
                     let _ = restart_tx.send(starts - 1);
                 }
@@ -253,20 +274,58 @@ impl Supervisor {
     }
 }
 
-fn spawn(binary: &Path, config_file: &Path, log_dir: &Path) -> std::io::Result<Child> {
+fn spawn(
+    binary: &Path,
+    config_file: &Path,
+    log_dir: &Path,
+    env: &[(&'static str, SecretString)],
+) -> std::io::Result<Child> {
     let log = fs::OpenOptions::new().create(true).append(true).open(log_dir.join("openbao.log"))?;
     let err = log.try_clone()?;
-    Command::new(binary)
+    let mut command = Command::new(binary);
+    command
         .arg("server")
         .arg(format!("-config={}", config_file.display()))
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
-        .env("HOME", log_dir)
+        .env("HOME", log_dir);
+    for (name, value) in env {
+        command.env(name, value.expose());
+    }
+    command
         .stdin(Stdio::null())
         .stdout(Stdio::from(log))
         .stderr(Stdio::from(err))
         .kill_on_drop(true)
         .spawn()
+}
+
+/// The pid of the OpenBao edgeseal last started, in `data_dir`.
+const PID_FILE: &str = "openbao.pid";
+
+/// Kills the OpenBao a previous edgeseal started and left behind when it was killed with SIGKILL (a
+/// service manager kills the whole group; a bare host may not): it still holds the raft storage and
+/// the listener, so a new OpenBao could not start. Only a process whose command line names this very
+/// configuration file is killed; a recycled pid is left alone.
+pub async fn reap_orphan(data_dir: &Path, config_file: &Path) {
+    let Some(pid) = fs::read_to_string(data_dir.join(PID_FILE)).ok().and_then(|t| t.trim().parse::<i32>().ok()) else {
+        return;
+    };
+    let ours = format!("-config={}", config_file.display());
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    if !cmdline.split(|&b| b == 0).any(|arg| arg == ours.as_bytes()) {
+        return;
+    }
+    tracing::warn!(pid, "an OpenBao left running by an earlier, killed edgeseal holds the store; stopping it");
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    for _ in 0..200 {
+        // Gone, or a zombie waiting for its (new) parent: either way it no longer holds the store.
+        let state = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if state.is_empty() || state.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn terminate(child: &mut Child) {
@@ -325,7 +384,7 @@ mod tests {
         fs::set_permissions(&above, fs::Permissions::from_mode(0o777)).unwrap();
         let data_dir = above.join("bao");
         let config =
-            SuperviseConfig { binary: "/bin/false".into(), data_dir: data_dir.clone(), unauthed_generate_root: false };
+            SuperviseConfig { binary: "/bin/false".into(), data_dir: data_dir.clone(), unauthed_generate_root: false, seal: crate::seal::SealMode::Shamir };
         let server = ServerConfig {
             data_dir: data_dir.join("raft"),
             listen: "127.0.0.1:8200".parse().unwrap(),
@@ -336,6 +395,8 @@ mod tests {
             unauthed_generate_root: false,
             api_socket: Some(config.api_socket()),
             tcp_client_ca: None,
+            static_seal: None,
+            self_init: None,
         };
         let e = prepare(&config, &server).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
@@ -353,6 +414,7 @@ mod tests {
             binary: binary.clone(),
             data_dir: dir.path().to_path_buf(),
             unauthed_generate_root: false,
+            seal: crate::seal::SealMode::Shamir,
         };
         let mut supervisor = Supervisor::start(&config, &dir.path().join("openbao.hcl"));
         let spawned = supervisor.spawned.clone();

@@ -1,6 +1,9 @@
 //! The unseal watchdog: polls OpenBao's health and unseals it again when it comes back sealed
 //! (a restart, a crash) — without an operator. EdgeX never had this (edgex-go#1944).
 //!
+//! A static-sealed OpenBao opens itself when it restarts: the watchdog only watches it and reports a
+//! store that stays sealed (its key did not open it); it never sends it anything.
+//!
 //! The shares are not kept in memory between events: each re-unseal runs the KDF plug-in and
 //! decrypts the keystore again.
 //!
@@ -69,6 +72,8 @@ pub async fn check(setup: &Setup, client: &Client) -> Result<Seen, SetupError> {
         Err(_) => Ok(Seen::Unreachable),
         Ok(h) if !h.initialized => Ok(Seen::Unreachable),
         Ok(h) if !h.sealed => Ok(Seen::Healthy),
+        // It opens itself; a sealed one did not take its key, and no share is ever sent to it.
+        Ok(_) if setup.static_seal() => Err(SetupError::StaticSealed { address: setup.store.address.clone() }),
         Ok(_) => {
             tracing::warn!(address = client.address(), "watchdog: OpenBao is sealed; unsealing from the keystore");
             setup.unseal_from_keystore(client).await?;

@@ -11,6 +11,7 @@ use secretstore_setup::config::{
     FileTokenOwner, FileTokensConfig, KeystoreConfig, SecretStoreConfig, ServiceSetup, TokenSettings,
 };
 use secretstore_setup::setup::Setup;
+use secretstore_setup::seal::SealMode;
 use secretstore_setup::supervise::SuperviseConfig;
 use security_bootstrap::config::{Config, ServiceEntry, ServiceName};
 use token_server::config::ServerConfig;
@@ -124,7 +125,7 @@ impl Device {
 
     /// A device booted by `security-bootstrap run`: its own PKI (with OpenBao's leaf for 127.0.0.1
     /// and localhost), and an OpenBao it supervises on `127.0.0.1:port` with its data in `data_dir`
-    /// under the device directory. No services; the token server at the defaults but without Docker.
+    /// under the device directory, sealed with the static seal ([`Device::shamir`] for the other). No services; the token server at the defaults but without Docker.
     pub fn supervised_config(&self, port: u16, data_dir: &str) -> Config {
         let sans = ["127.0.0.1", "localhost"].map(|s| San::parse(s).unwrap_or_else(|e| panic!("{s}: {e}")));
         let openbao: CertName = pki_init::layout::OPENBAO.parse().unwrap_or_else(|e| panic!("openbao: {e}"));
@@ -142,6 +143,7 @@ impl Device {
                     binary: crate::openbao::bao_binary(),
                     data_dir: self.path().join(data_dir),
                     unauthed_generate_root: false,
+                    seal: SealMode::Static,
                 }),
                 ..SecretStoreConfig::default()
             },
@@ -149,6 +151,14 @@ impl Device {
             token_server: ServerConfig { docker_socket: None, ..ServerConfig::default() },
             ..Config::default()
         }
+    }
+
+    /// `config` with its supervised OpenBao sealed with Shamir shares instead of the static seal.
+    pub fn shamir(mut config: Config) -> Config {
+        if let Some(supervise) = config.secret_store.supervise.as_mut() {
+            supervise.seal = SealMode::Shamir;
+        }
+        config
     }
 
     /// Writes `config` as the device's `edgeseal.yaml` (serialized, as the binary reads it); returns

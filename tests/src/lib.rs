@@ -5,6 +5,7 @@
 //! loud failure that says how to install it, never a silent skip.
 //!
 //! - [`bench`]: small helpers the benchmark programs share.
+//! - [`boot`]: a device booted by `security-bootstrap run` with a supervised OpenBao.
 //! - [`compose`]: the docker-compose deployment in `docker/`, built and run offline.
 //! - [`device`]: a simulated device (KDF plug-in, keystore, file tokens) and its edgeseal config.
 //! - [`docker`]: a Docker daemon (the system one, or a private `dockerd`), offline images, containers.
@@ -22,6 +23,7 @@
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod bench;
+pub mod boot;
 pub mod compose;
 pub mod device;
 pub mod docker;

@@ -77,6 +77,8 @@ impl OpenBao {
             unauthed_generate_root,
             api_socket: None,
             tcp_client_ca: None,
+            static_seal: None,
+            self_init: None,
         };
         let config = dir.path().join("config.hcl");
         fs::write(&config, server.render()).unwrap_or_else(|e| panic!("writing {}: {e}", config.display()));

@@ -296,6 +296,8 @@ fn the_compose_openbao_config_is_what_a_supervised_openbao_gets() {
         unauthed_generate_root: false,
         api_socket: None,
         tcp_client_ca: None,
+        static_seal: None,
+        self_init: None,
     }
     .render();
     let significant = |text: &str| -> Vec<String> {

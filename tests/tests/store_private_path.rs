@@ -165,7 +165,7 @@ struct Boot {
 
 impl Boot {
     fn config(&self) -> PathBuf {
-        let mut config = self.device.supervised_config(self.port, "bao");
+        let mut config = Device::shamir(self.device.supervised_config(self.port, "bao"));
         config.pki.certs.values_mut().for_each(|cert| cert.sans.retain(|san| san.to_string() == "127.0.0.1"));
         config.token_server.socket = self.device.path().join("token.sock");
         let demo = ServiceEntry {

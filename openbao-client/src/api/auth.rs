@@ -226,4 +226,14 @@ impl Client {
         let envelope: AuthEnvelope = self.call(Method::POST, &path, None, Some(&body), Retry::Idempotent).await?;
         Ok(envelope.auth)
     }
+
+    /// `POST auth/<mount>/login {"name": <name>}` of the `cert` auth method: OpenBao authenticates the
+    /// TLS client certificate of this connection (see [`Client::with_identity`]). Retried on a failed
+    /// connection: a repeated login only makes another short-lived token.
+    pub async fn cert_login(&self, mount: &str, name: &str) -> Result<Auth, Error> {
+        let path = format!("auth/{}/login", segment(mount));
+        let body = json!({"name": name});
+        let envelope: AuthEnvelope = self.call(Method::POST, &path, None, Some(&body), Retry::Idempotent).await?;
+        Ok(envelope.auth)
+    }
 }

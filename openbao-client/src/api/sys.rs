@@ -136,6 +136,39 @@ impl Client {
         self.call(Method::PUT, "sys/unseal", None, Some(&body), Retry::Idempotent).await
     }
 
+    /// `PUT sys/unseal {"key": …, "migrate": true}`: one share of a seal migration (a Shamir store
+    /// started with a new `seal` stanza). Not retried: the caller reads the progress and decides.
+    pub async fn unseal_migrate(&self, share: &[u8]) -> Result<SealStatus, Error> {
+        let body = json!({"key": STANDARD.encode(share), "migrate": true});
+        self.call(Method::PUT, "sys/unseal", None, Some(&body), Retry::Once).await
+    }
+
+    /// `PUT sys/rotate/recovery/init` of an auto-unsealed store: makes `shares` new recovery keys
+    /// (threshold `threshold`) and returns them; the previous ones stop working. Needs `sudo` on
+    /// `sys/rotate/recovery/*`. Never retried: a lost answer would lose the new keys (the caller makes
+    /// new ones again).
+    pub async fn rotate_recovery(&self, token: &Token, shares: u64, threshold: u64) -> Result<Vec<UnsealKey>, Error> {
+        #[derive(Deserialize)]
+        struct Rotated {
+            #[serde(default)]
+            complete: bool,
+            #[serde(default)]
+            keys_base64: Vec<SecretString>,
+        }
+        let body = json!({"secret_shares": shares, "secret_threshold": threshold});
+        let path = "sys/rotate/recovery/init";
+        let rotated: Rotated = self.call(Method::PUT, path, Some(token), Some(&body), Retry::Once).await?;
+        let bad = |reason: &str| Error::Decode { method: "PUT".into(), path: path.into(), reason: reason.into() };
+        if !rotated.complete || rotated.keys_base64.is_empty() {
+            return Err(bad("the rotation did not complete at once (is verification required?)"));
+        }
+        rotated
+            .keys_base64
+            .iter()
+            .map(|key| STANDARD.decode(key.expose()).map(UnsealKey::new).map_err(|_| bad("keys_base64 holds something that is not base64")))
+            .collect()
+    }
+
     /// `PUT sys/unseal {"reset": true}`: discards any unseal progress (e.g. a bogus share someone else sent).
     pub async fn unseal_reset(&self) -> Result<SealStatus, Error> {
         self.call(Method::PUT, "sys/unseal", None, Some(&json!({"reset": true})), Retry::Idempotent).await

@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 use zeroize::Zeroizing;
 
 use super::policy::{self, APPROLE_MOUNT, APPROLE_ROLE, BOOTSTRAP_POLICY, ISSUER_POLICY, ISSUER_ROLE, SERVICE_PREFIX};
-use super::root::{ApproleCredential, Root};
+use super::root::ApproleCredential;
 use super::{concurrently, file_tokens, Doing, Report, Setup, SetupError, ITEM_APPROLE, ITEM_ISSUER};
 use crate::crash;
 use crate::keystore::KeystoreDir;
@@ -22,20 +22,44 @@ use crate::SecretBytes;
 /// Bytes of randomness in a generated service secret.
 const SECRET_BYTES: usize = 32;
 
-/// Applies the whole configuration.
+/// How setup got its privileged token, and so what it keeps in place for the next run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// A root token generated from the unseal shares (the Shamir path): the bootstrap AppRole that
+    /// authenticates the next generation is kept; `ok` when its stored credential worked this run.
+    Approle {
+        /// The stored credential worked (it need not be re-issued).
+        ok: bool,
+    },
+    /// A setup token from edgeseal's client-certificate login (the static seal): its policy is
+    /// kept current with the configuration.
+    Cert,
+}
+
+/// Applies the whole configuration with `token` (a root token, or the static seal's setup token).
 pub async fn converge(
     setup: &Setup,
     client: &Client,
-    root: &Root,
+    token: &Token,
+    bootstrap: Bootstrap,
     store: &KeystoreDir,
     kek: &Kek,
     report: &mut Report,
 ) -> Result<(), SetupError> {
-    let token = &root.token;
-    ensure_kv_mount(setup, client, token, report).await?;
-    crash::point("after-kv-mount");
-    ensure_bootstrap_approle(client, token, store, kek, root.approle_ok, report).await?;
-    crash::point("after-approle");
+    match bootstrap {
+        Bootstrap::Approle { ok } => {
+            ensure_kv_mount(setup, client, token, report).await?;
+            crash::point("after-kv-mount");
+            ensure_bootstrap_approle(client, token, store, kek, ok, report).await?;
+            crash::point("after-approle");
+        }
+        Bootstrap::Cert => {
+            let policy = crate::seal::setup_policy(&setup.store.kv_mount, &setup.store.service_prefix);
+            ensure_policy(client, token, crate::seal::SETUP_POLICY, &policy, report).await?;
+            ensure_kv_mount(setup, client, token, report).await?;
+            crash::point("after-kv-mount");
+        }
+    }
     converge_services(setup, client, token, report).await?;
     crash::point("after-services");
     ensure_secrets(setup, client, token, report).await?;

@@ -32,8 +32,10 @@ use kdf_plugins::{run_plugin, Ikm, KdfConfig, Kek, PluginError};
 use openbao_client::{Client, Pin};
 use thiserror::Error;
 
+use self::configure::Bootstrap;
 use crate::config::{FileTokensConfig, KeystoreConfig, SecretStoreConfig, ServiceSetup};
 use crate::crash;
+use crate::seal::SealMode;
 use crate::keystore::{derive_file_kek, KeystoreDir, KeystoreError, KeystoreFile};
 use crate::Keystore;
 
@@ -139,6 +141,46 @@ pub enum SetupError {
     /// Invalid configuration.
     #[error("{0}")]
     Config(String),
+    /// A supervised, static-sealed OpenBao did not accept edgeseal's client certificate in time.
+    #[error("OpenBao at {address} did not let edgeseal log in with its client certificate within {} (last: {last}). Its log is openbao.log in secret_store.supervise.data_dir", humantime::format_duration(*.waited))]
+    NoLogin {
+        /// OpenBao's address.
+        address: String,
+        /// How long we waited.
+        waited: Duration,
+        /// What the last look saw.
+        last: String,
+    },
+    /// The keystore holds Shamir shares of a store made by an earlier edgeseal; the static seal is the default now.
+    #[error("keystore {keystore} holds the unseal shares of a Shamir-sealed OpenBao (made by an earlier edgeseal, or imported from EdgeX); nothing was changed. Move it to the static seal with `security-bootstrap migrate-seal`, or keep it as it is with secret_store.supervise.seal: shamir")]
+    ShamirStore {
+        /// The keystore file.
+        keystore: PathBuf,
+    },
+    /// OpenBao's storage holds a store but the keystore has no seal key for it.
+    #[error("OpenBao's storage {storage} holds a store, but keystore {keystore} has no seal key for it (the keystore was replaced or reset); nothing was changed. Restore the keystore that belongs to this store, or move {storage} away to start a new, empty store")]
+    StorageWithoutKey {
+        /// The keystore file.
+        keystore: PathBuf,
+        /// The raft directory.
+        storage: PathBuf,
+    },
+    /// The keystore's store was created, but its storage is gone.
+    #[error("keystore {keystore} belongs to an OpenBao store that was created, but its storage {storage} is empty (deleted, or another data_dir is configured); refusing to start OpenBao at {address}, which would create a new, empty store. Restore {storage} from a backup or point secret_store.supervise.data_dir at it")]
+    StorageMissing {
+        /// The keystore file.
+        keystore: PathBuf,
+        /// The raft directory.
+        storage: PathBuf,
+        /// OpenBao's address.
+        address: String,
+    },
+    /// A static-sealed OpenBao is sealed: it did not open with the key it was started with.
+    #[error("OpenBao at {address} is sealed although it is started with the static seal key from the keystore: the key does not open this storage (see openbao.log: \"message authentication failed\"). edgeseal never sends unseal shares to a static-sealed store")]
+    StaticSealed {
+        /// OpenBao's address.
+        address: String,
+    },
 }
 
 /// Requests to OpenBao in flight at once during a run: enough to overlap round trips and let raft
@@ -215,14 +257,22 @@ impl Setup {
     /// generation never travel over the TCP listener other local users reach. Otherwise: HTTPS to
     /// `secret_store.address`, pinned to OpenBao's certificate.
     pub fn client(&self) -> Result<Client, SetupError> {
-        if let Some(supervise) = &self.store.supervise {
-            return Ok(Client::unix(&supervise.api_socket(), self.store.request_timeout));
+        match &self.store.supervise {
+            Some(supervise) if supervise.seal == SealMode::Shamir => {
+                Ok(Client::unix(&supervise.api_socket(), self.store.request_timeout))
+            }
+            _ => self.tcp_client(),
         }
-        self.tcp_client()
     }
 
-    /// HTTPS to `secret_store.address`, pinned to OpenBao's certificate (what services and the token
-    /// server use).
+    /// Whether OpenBao is supervised with the static seal: it opens itself; edgeseal never sends it
+    /// `sys/init`, `sys/unseal` or root-generation requests.
+    pub fn static_seal(&self) -> bool {
+        self.store.supervise.as_ref().is_some_and(|s| s.seal == SealMode::Static)
+    }
+
+    /// HTTPS to `secret_store.address`, pinned to OpenBao's certificate (what services, the token
+    /// server and, for a static-sealed store, setup and the watchdog use).
     pub fn tcp_client(&self) -> Result<Client, SetupError> {
         Client::new(&self.store.address, &self.ca_cert, &self.server_pin, self.store.request_timeout)
             .doing(|| format!("connecting to OpenBao at {}", self.store.address))
@@ -232,6 +282,9 @@ impl Setup {
     /// call), and waits until it is active. What the watchdog does on "sealed", and `run` after it
     /// restarted a supervised OpenBao. Returns whether it was sealed.
     pub async fn unseal_from_keystore(&self, client: &Client) -> Result<bool, SetupError> {
+        if self.static_seal() {
+            return Err(SetupError::StaticSealed { address: self.store.address.clone() });
+        }
         unseal::wait_for_openbao(client, self.store.wait_timeout).await?;
         let ikm = self.ikm().await?;
         let store = self.keystore_dir();
@@ -259,9 +312,15 @@ impl Setup {
         KeystoreDir::new(&self.keystore.dir)
     }
 
-    /// Converges OpenBao to the configuration.
+    /// Converges OpenBao to the configuration (the Shamir path: a store edgeseal does not start, or
+    /// one supervised with `seal: shamir`; a static-sealed store boots with [`crate::seal::boot::open`]).
     pub async fn run(&self) -> Result<Report, SetupError> {
         self.validate()?;
+        if self.static_seal() {
+            return Err(SetupError::Config(
+                "a static-sealed OpenBao is opened by `security-bootstrap run`, which starts it; `setup` alone is for a store edgeseal does not start".into(),
+            ));
+        }
         let client = self.client()?;
         let health = unseal::wait_for_openbao(&client, self.store.wait_timeout).await?;
         crash::point("after-health");
@@ -289,7 +348,8 @@ impl Setup {
         };
         crash::point("after-root");
 
-        let outcome = configure::converge(self, &client, &root, &store, &kek, &mut report).await;
+        let bootstrap = Bootstrap::Approle { ok: root.approle_ok };
+        let outcome = configure::converge(self, &client, &root.token, bootstrap, &store, &kek, &mut report).await;
         crash::point("before-root-revoke");
         client.revoke_self(&root.token).await.doing(|| "revoking this run's root token".into())?;
         root::forget_pending(&store);
@@ -297,7 +357,7 @@ impl Setup {
         Ok(report)
     }
 
-    fn validate(&self) -> Result<(), SetupError> {
+    pub(crate) fn validate(&self) -> Result<(), SetupError> {
         self.store.validate().map_err(|e| SetupError::Config(e.to_string()))?;
         self.kdf.validate().map_err(|e| SetupError::Config(e.to_string()))
     }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use pki_init::layout::{self, OPENBAO as OPENBAO_CERT};
 use secretstore_setup::server_config::ServerConfig as BaoConfig;
+use secretstore_setup::seal::SealMode;
 use secretstore_setup::supervise::{self, SuperviseConfig, Supervisor};
 use tokio::sync::watch;
 
@@ -41,6 +42,8 @@ pub fn supervised_openbao(config: &Config, supervise: &SuperviseConfig, locked: 
         unauthed_generate_root: supervise.unauthed_generate_root,
         api_socket: Some(supervise.api_socket()),
         tcp_client_ca: locked.then(|| supervise.locked_client_ca()),
+        static_seal: None,
+        self_init: None,
     })
 }
 
@@ -121,17 +124,21 @@ async fn boot(
     let report = tokio::task::spawn_blocking(move || super::pki::converge(&pki, &kdf, &keystore)).await??;
     tracing::info!(dir = %report.dir.display(), changed = report.changed(), "pki-init done");
 
-    let mut supervised = match &config.secret_store.supervise {
-        Some(supervise) => {
-            let locked = supervise::tcp_stays_locked(&config.keystore.dir);
-            let bao = supervised_openbao(&config, supervise, locked)?;
-            let file = supervise::prepare(supervise, &bao)
-                .with_context(|| format!("preparing {}", supervise.data_dir.display()))?;
-            Some(Supervised { supervisor: Supervisor::start(supervise, &file), locked })
-        }
-        None => None,
-    };
-    let outcome = serve(&config, &setup, supervised.as_mut(), ready_file.as_deref(), stop_rx.clone(), stopped).await;
+    let mut supervised = None;
+    let outcome = async {
+        let converged = tokio::select! {
+            converged = converge_store(&config, &setup, &mut supervised) => converged?,
+            _ = stopped(stop_rx.clone()) => return Ok(()),
+        };
+        tracing::info!(
+            initialized = converged.initialized,
+            unsealed = converged.unsealed,
+            changes = converged.changes.len(),
+            "setup done"
+        );
+        serve(&config, &setup, ready_file.as_deref(), stop_rx.clone(), stopped).await
+    }
+    .await;
     if let Some(supervised) = supervised {
         supervised.supervisor.stop().await;
     }
@@ -141,30 +148,46 @@ async fn boot(
     outcome
 }
 
+/// Brings the store to the configured state: a static-sealed supervised OpenBao is started and opens
+/// itself ([`secretstore_setup::seal::boot::open`]); a Shamir-sealed one is started with its TCP
+/// listener locked on first boot, unsealed and configured by setup, then opened; an external store
+/// is set up where it runs. A supervised OpenBao is left in `supervised` (also when this fails, so
+/// that it is stopped).
+async fn converge_store(
+    config: &Config,
+    setup: &secretstore_setup::setup::Setup,
+    supervised: &mut Option<Supervised>,
+) -> anyhow::Result<secretstore_setup::setup::Report> {
+    match &config.secret_store.supervise {
+        Some(supervise) if supervise.seal == SealMode::Static => {
+            let bao = supervised_openbao(config, supervise, false)?;
+            let opened = secretstore_setup::seal::boot::open(setup, bao).await?;
+            *supervised = Some(Supervised { supervisor: opened.supervisor, locked: false });
+            Ok(opened.report)
+        }
+        Some(supervise) => {
+            let locked = supervise::tcp_stays_locked(&config.keystore.dir);
+            let bao = supervised_openbao(config, supervise, locked)?;
+            let file = supervise::prepare(supervise, &bao)
+                .with_context(|| format!("preparing {}", supervise.data_dir.display()))?;
+            let started = supervised.insert(Supervised { supervisor: Supervisor::start(supervise, &file), locked });
+            let report = until_undisturbed("setup", || setup.run()).await?;
+            if started.locked {
+                open_tcp_listener(config, setup, started).await?;
+            }
+            Ok(report)
+        }
+        None => Ok(until_undisturbed("setup", || setup.run()).await?),
+    }
+}
+
 async fn serve<F: std::future::Future<Output = ()> + Send + 'static>(
     config: &Config,
     setup: &secretstore_setup::setup::Setup,
-    supervised: Option<&mut Supervised>,
     ready_file: Option<&Path>,
     stop_rx: watch::Receiver<bool>,
     stopped: impl Fn(watch::Receiver<bool>) -> F,
 ) -> anyhow::Result<()> {
-    let report = tokio::select! {
-        report = until_undisturbed("setup", || setup.run()) => report?,
-        _ = stopped(stop_rx.clone()) => return Ok(()),
-    };
-    tracing::info!(
-        initialized = report.initialized,
-        unsealed = report.unsealed,
-        changes = report.changes.len(),
-        "setup done"
-    );
-    if let Some(supervised) = supervised.filter(|s| s.locked) {
-        tokio::select! {
-            opened = open_tcp_listener(config, setup, supervised) => opened?,
-            _ = stopped(stop_rx.clone()) => return Ok(()),
-        }
-    }
     let server = token_server::server(config, setup).await?;
     // Bound before readiness is announced: from here on clients can connect (they queue in the kernel).
     let listener = server.bind()?;

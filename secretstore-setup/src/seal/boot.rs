@@ -1,0 +1,218 @@
+//! The boot of a supervised, static-sealed OpenBao, converging from whatever a crash left:
+//!
+//! 1. Run the KDF plug-in and open the keystore (or make one). A wrong KEK stops here, before
+//!    anything is written or started.
+//! 2. Decide from the keystore, `store-pending` and the raft directory ([`storage::plan`]). A new
+//!    store gets its seal key and client identity now, stored durably before OpenBao ever starts.
+//! 3. Start OpenBao with `seal "static"` (the key in its environment only) and the `initialize`
+//!    block. While the store is being created its storage is wiped first: it holds nothing yet.
+//! 4. Log in with the client certificate over TLS (pinned to OpenBao's key). The first login ends the
+//!    creation: `store-pending` is removed before anything is written into the store.
+//! 5. Converge the configuration with that 15-minute setup token, then revoke it.
+
+use std::time::{Duration, Instant};
+
+use kdf_plugins::{Ikm, Kek};
+use openbao_client::{Client, Token};
+
+use super::material::SealMaterial;
+use super::storage::{self, Plan, Refusal, Seen};
+use super::{self_init, CERT_MOUNT, CERT_NAME};
+use crate::crash;
+use crate::keystore::KeystoreDir;
+use crate::server_config::{ServerConfig, StaticSeal, PREVIOUS_SEAL_KEY_ENV, SEAL_KEY_ENV};
+use crate::setup::configure::{self, Bootstrap};
+use crate::setup::{Doing, Report, Setup, SetupError};
+use crate::supervise::{self, Supervisor};
+use crate::Keystore;
+
+/// Starts of a store being created before giving up (each wipes the storage and starts over).
+const CREATE_ATTEMPTS: u32 = 3;
+/// How long one start of a store being created may take to accept edgeseal's login (a
+/// self-initialization takes ~2.5 s: the raft election, then the `initialize` requests).
+const SELF_INIT_PATIENCE: Duration = Duration::from_secs(30);
+/// Pause between two looks at a starting OpenBao.
+const POLL: Duration = Duration::from_millis(50);
+
+/// A supervised OpenBao that is open and configured.
+#[derive(Debug)]
+pub struct Opened {
+    /// The running OpenBao.
+    pub supervisor: Supervisor,
+    /// What setup did.
+    pub report: Report,
+}
+
+/// Boots the supervised OpenBao described by `server` (its listener, PKI, storage and audit; the seal
+/// and `initialize` block are added here) and converges it. On error OpenBao is stopped.
+pub async fn open(setup: &Setup, server: ServerConfig) -> Result<Opened, SetupError> {
+    let supervise = setup
+        .store
+        .supervise
+        .clone()
+        .ok_or_else(|| SetupError::Config("the static seal needs secret_store.supervise".into()))?;
+    setup.validate()?;
+    let ikm = setup.ikm().await?;
+    crash::point("after-kek");
+    let store = setup.keystore_dir();
+    let (keystore, kek) = open_or_create(&store, &ikm)?;
+    drop(ikm);
+
+    let marker = storage::pending_marker(store.dir());
+    let io = |doing: &'static str, path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| SetupError::Io { doing, path, source }
+    };
+    let material = SealMaterial::from_keystore(&keystore).map_err(|e| SetupError::Config(e.to_string()))?;
+    let seen = Seen {
+        material: material.is_some(),
+        shares: keystore.has_shares(),
+        pending: marker.exists(),
+        storage: storage::has_data(&server.data_dir).map_err(io("inspecting", &server.data_dir))?,
+    };
+    let plan = storage::plan(seen).map_err(|refusal| refused(setup, &server, &store, refusal))?;
+    let material = match (plan, material) {
+        (Plan::NewMaterial, _) | (_, None) => {
+            let note = b"edgeseal is creating the OpenBao store of this keystore; it holds no data yet\n";
+            durable_file::write(&marker, note, &durable_file::Options::private()).map_err(|e| SetupError::Io {
+                doing: "marking the store as being created",
+                path: e.path,
+                source: e.source,
+            })?;
+            crash::point("after-pending-marker");
+            let material = SealMaterial::generate().map_err(|e| SetupError::Config(e.to_string()))?;
+            store.update(&kek, |k| material.store(k))?;
+            crash::point("after-seal-material");
+            tracing::info!(key_id = %material.current.id, "made the static seal key and edgeseal's client identity; stored in the keystore");
+            material
+        }
+        (_, Some(material)) => material,
+    };
+    let creating = plan != Plan::Open;
+
+    let identity = material.identity.client_identity().doing(|| "loading edgeseal's client identity".into())?;
+    let client = Client::with_identity(
+        &setup.store.address,
+        &setup.ca_cert,
+        &setup.server_pin,
+        Some(&identity),
+        setup.store.request_timeout,
+    )
+    .doing(|| format!("connecting to OpenBao at {}", setup.store.address))?;
+    let (current, previous) = material.keys();
+    let server = ServerConfig {
+        api_socket: None,
+        tcp_client_ca: None,
+        unauthed_generate_root: false,
+        static_seal: Some(StaticSeal { current_id: current.id.clone(), previous_id: previous.map(|p| p.id.clone()) }),
+        self_init: Some(self_init(&material.identity.cert, &setup.store.kv_mount, &setup.store.service_prefix)),
+        ..server
+    };
+    let mut env = vec![(SEAL_KEY_ENV, current.hex())];
+    if let Some(previous) = previous {
+        env.push((PREVIOUS_SEAL_KEY_ENV, previous.hex()));
+    }
+
+    // An OpenBao left running by a killed edgeseal still holds the storage: stop it before touching it.
+    supervise::reap_orphan(&supervise.data_dir, &supervise.config_file()).await;
+    let mut attempt = 0;
+    let (supervisor, token) = loop {
+        attempt += 1;
+        if creating {
+            storage::wipe(&server.data_dir).map_err(io("wiping the storage of a store being created", &server.data_dir))?;
+        }
+        let file = supervise::prepare(&supervise, &server).map_err(io("preparing", &supervise.data_dir))?;
+        let supervisor = Supervisor::start_with_env(&supervise, &file, env.clone());
+        let patience = if creating { setup.store.wait_timeout.min(SELF_INIT_PATIENCE) } else { setup.store.wait_timeout };
+        match login(&client, patience).await {
+            Ok(token) => break (supervisor, token),
+            Err(e) if creating && attempt < CREATE_ATTEMPTS => {
+                tracing::warn!(attempt, error = %e, "OpenBao did not initialize itself; wiping its storage (it holds nothing yet) and starting again");
+                supervisor.stop().await;
+            }
+            Err(e) => {
+                supervisor.stop().await;
+                return Err(e);
+            }
+        }
+    };
+    let mut report = Report { initialized: creating, ..Report::default() };
+    let outcome = async {
+        if creating {
+            remove_durably(&marker)?;
+            crash::point("after-first-login");
+            tracing::info!(address = %setup.store.address, "OpenBao initialized itself; edgeseal logged in with its client certificate");
+        }
+        configure::converge(setup, &client, &token, Bootstrap::Cert, &store, &kek, &mut report).await
+    }
+    .await;
+    crash::point("before-setup-revoke");
+    let revoked = client.revoke_self(&token).await.doing(|| "revoking this run's setup token".into());
+    match outcome.and(revoked) {
+        Ok(()) => Ok(Opened { supervisor, report }),
+        Err(e) => {
+            supervisor.stop().await;
+            Err(e)
+        }
+    }
+}
+
+/// Opens the keystore with the plug-in's IKM, or makes an empty one. Nothing is written when the
+/// keystore exists and the KEK does not open it.
+fn open_or_create(store: &KeystoreDir, ikm: &Ikm) -> Result<(Keystore, Kek), SetupError> {
+    if store.read()?.is_some() {
+        return Ok(store.open_with_ikm(ikm)?);
+    }
+    let keystore = Keystore::without_shares().map_err(|e| SetupError::Config(e.to_string()))?;
+    let kek = keystore.derive_kek(ikm);
+    let sealed = keystore.seal(&kek).map_err(|e| SetupError::Config(e.to_string()))?;
+    store.create(&sealed)?;
+    // Another run may have made it first: open whatever is there now.
+    Ok(store.open_with_ikm(ikm)?)
+}
+
+/// Waits for OpenBao to be active, then logs in with the client certificate. Until `patience` runs
+/// out, a sealed, uninitialized or not-yet-configured store is waited for (self-initialization
+/// writes the cert entry only after the raft election).
+async fn login(client: &Client, patience: Duration) -> Result<Token, SetupError> {
+    let started = Instant::now();
+    loop {
+        let last = match client.health().await {
+            Err(e) if e.is_identity_mismatch() => {
+                return Err(SetupError::OpenBao { doing: "checking OpenBao's identity".into(), source: e })
+            }
+            Err(e) => e.to_string(),
+            Ok(h) if !h.initialized => "not initialized yet".into(),
+            Ok(h) if h.sealed => "sealed: it has not opened with the seal key in the keystore".into(),
+            Ok(h) if h.standby => "standby".into(),
+            Ok(_) => match client.cert_login(CERT_MOUNT, CERT_NAME).await {
+                Ok(auth) => return Ok(auth.client_token),
+                Err(e) => format!("login with edgeseal's client certificate: {e}"),
+            },
+        };
+        if started.elapsed() >= patience {
+            return Err(SetupError::NoLogin { address: client.address().to_string(), waited: started.elapsed(), last });
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+fn refused(setup: &Setup, server: &ServerConfig, store: &KeystoreDir, refusal: Refusal) -> SetupError {
+    let keystore = store.path().to_path_buf();
+    let storage = server.data_dir.clone();
+    match refusal {
+        Refusal::ShamirStore => SetupError::ShamirStore { keystore },
+        Refusal::StorageWithoutKey => SetupError::StorageWithoutKey { keystore, storage },
+        Refusal::StorageMissing => {
+            SetupError::StorageMissing { keystore, storage, address: setup.store.address.clone() }
+        }
+    }
+}
+
+fn remove_durably(path: &std::path::Path) -> Result<(), SetupError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => crate::setup::init::sync_parent(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(SetupError::Io { doing: "removing", path: path.to_path_buf(), source }),
+    }
+}

@@ -1,0 +1,131 @@
+//! What decides a supervised, static-sealed boot: whether edgeseal is still *creating* the store.
+//!
+//! `store-pending` (beside the keystore) is written durably before the seal material is made and
+//! removed durably right after edgeseal's first successful login — before edgeseal writes anything
+//! into the store. While it exists, the store holds nothing (nobody but edgeseal can log in: there is
+//! no root token and no recovery key yet), so a boot that finds it wipes OpenBao's storage and lets
+//! OpenBao initialize itself again. A crash at any instant of a first boot therefore loses nothing.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+/// The marker: edgeseal is creating the store in this keystore's OpenBao.
+pub fn pending_marker(keystore_dir: &Path) -> PathBuf {
+    keystore_dir.join("store-pending")
+}
+
+/// Whether OpenBao's raft directory holds anything (a store, or the start of one).
+pub fn has_data(raft_dir: &Path) -> io::Result<bool> {
+    match fs::read_dir(raft_dir) {
+        Ok(mut entries) => Ok(entries.next().is_some()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Empties OpenBao's raft directory (OpenBao must not be running) and syncs the change.
+pub fn wipe(raft_dir: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(raft_dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(raft_dir)?;
+    durable_file::sync_parent(raft_dir).map_err(|e| io::Error::new(e.source.kind(), e.to_string()))
+}
+
+/// What the keystore and the disk say about the store, before OpenBao starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    /// The keystore holds seal material.
+    pub material: bool,
+    /// The keystore holds Shamir unseal shares.
+    pub shares: bool,
+    /// `store-pending` exists.
+    pub pending: bool,
+    /// The raft directory holds something.
+    pub storage: bool,
+}
+
+/// What the boot does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// Make the seal material (marking the store pending first), then as [`Plan::Create`].
+    NewMaterial,
+    /// The store is being created: wipe the storage, start OpenBao, let it initialize itself.
+    Create,
+    /// Start OpenBao on its store; it opens itself.
+    Open,
+}
+
+/// Why a boot refuses to start OpenBao, changing nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A Shamir-sealed store made by an earlier edgeseal (or imported from EdgeX).
+    ShamirStore,
+    /// The storage holds a store, but the keystore has no seal key for it.
+    StorageWithoutKey,
+    /// The keystore's store was created, but the storage is empty.
+    StorageMissing,
+}
+
+/// The decision, as a pure function of what was seen (table-tested).
+pub fn plan(seen: Seen) -> Result<Plan, Refusal> {
+    match seen {
+        Seen { material: true, pending: true, .. } => Ok(Plan::Create),
+        Seen { material: true, storage: true, .. } => Ok(Plan::Open),
+        Seen { material: true, .. } => Err(Refusal::StorageMissing),
+        Seen { shares: true, .. } => Err(Refusal::ShamirStore),
+        // A pending store has no data: whatever the storage holds is an interrupted self-init.
+        Seen { pending: true, .. } => Ok(Plan::NewMaterial),
+        Seen { storage: true, .. } => Err(Refusal::StorageWithoutKey),
+        Seen { .. } => Ok(Plan::NewMaterial),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_boot_plan_follows_the_keystore_the_marker_and_the_storage() {
+        use Plan::*;
+        use Refusal::*;
+        // (material, shares, pending, storage) -> plan
+        let cases = [
+            ((false, false, false, false), Ok(NewMaterial)),
+            ((false, false, true, false), Ok(NewMaterial)),
+            ((false, false, true, true), Ok(NewMaterial)),
+            ((false, false, false, true), Err(StorageWithoutKey)),
+            ((false, true, false, true), Err(ShamirStore)),
+            ((false, true, false, false), Err(ShamirStore)),
+            ((true, false, true, false), Ok(Create)),
+            ((true, false, true, true), Ok(Create)),
+            ((true, false, false, true), Ok(Open)),
+            ((true, false, false, false), Err(StorageMissing)),
+            // migrated from Shamir: the shares stay in the keystore beside the seal key
+            ((true, true, false, true), Ok(Open)),
+            ((true, true, false, false), Err(StorageMissing)),
+        ];
+        for ((material, shares, pending, storage), want) in cases {
+            let seen = Seen { material, shares, pending, storage };
+            assert_eq!(plan(seen), want, "{seen:?}");
+        }
+    }
+
+    #[test]
+    fn wipe_empties_the_raft_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let raft = dir.path().join("raft");
+        assert!(!has_data(&raft).unwrap());
+        fs::create_dir_all(raft.join("raft")).unwrap();
+        fs::write(raft.join("vault.db"), b"x").unwrap();
+        assert!(has_data(&raft).unwrap());
+        wipe(&raft).unwrap();
+        assert!(raft.is_dir() && !has_data(&raft).unwrap());
+    }
+}

@@ -1,0 +1,221 @@
+//! A device booted by `security-bootstrap run` (the real binary) with a supervised OpenBao on a free
+//! loopback port: start it, kill it, fetch tokens over its socket with the client binary, read the
+//! service's secret, read OpenBao's audit log. OpenBao children left behind by a run killed with
+//! SIGKILL are stopped when the harness is dropped.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use pki_init::CaKeys;
+use security_bootstrap::config::{Config, ServiceEntry, ServiceName};
+use token_server::config::{Selectors, UnixSelector};
+
+use crate::device::Device;
+use crate::ports::free_port_pair;
+use crate::process::ChildGuard;
+use crate::{poll_until, workspace_binary};
+
+/// The supervised OpenBao's data directory, below the device directory.
+pub const DATA_DIR: &str = "openbao";
+
+/// A device that boots with `security-bootstrap run`, serving one service, `demo` (uid 0, the client
+/// binary), with one generated secret, `greeting`.
+#[derive(Debug)]
+pub struct Boot {
+    /// The device (plug-in, keystore, config).
+    pub device: Device,
+    /// World-readable: the client binary and the socket directory.
+    public: tempfile::TempDir,
+    /// OpenBao's port (the cluster port is the next one).
+    pub port: u16,
+    shamir: bool,
+    runs: usize,
+}
+
+impl Boot {
+    /// A new device whose OpenBao uses the static seal.
+    pub fn new() -> Self {
+        let public = tempfile::tempdir().unwrap();
+        fs::set_permissions(public.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        crate::install_executable(&workspace_binary("security-bootstrap"), &public.path().join("security-bootstrap"));
+        Self { device: Device::new(), public, port: free_port_pair(), shamir: false, runs: 0 }
+    }
+
+    /// A new device whose supervised OpenBao is sealed with Shamir shares (`seal: shamir`).
+    pub fn shamir() -> Self {
+        let mut boot = Self::new();
+        boot.shamir = true;
+        boot
+    }
+
+    /// The client binary (the `demo` service's executable).
+    pub fn client(&self) -> PathBuf {
+        self.public.path().join("security-bootstrap")
+    }
+
+    /// The token socket.
+    pub fn socket(&self) -> PathBuf {
+        self.public.path().join("run/token.sock")
+    }
+
+    /// The configuration `run` is started with.
+    pub fn config(&self) -> Config {
+        let mut config = self.device.supervised_config(self.port, DATA_DIR);
+        if self.shamir {
+            config = Device::shamir(config);
+        }
+        config.pki.ca_keys = CaKeys::Keystore;
+        config.token_server.socket = self.socket();
+        let demo = ServiceEntry {
+            selectors: Selectors {
+                unix: Some(UnixSelector { uid: Some(0), path: Some(self.client()), ..Default::default() }),
+                docker: None,
+            },
+            secrets: vec!["greeting".into()],
+            ..Default::default()
+        };
+        config.services.insert(ServiceName("demo".into()), demo);
+        config
+    }
+
+    /// OpenBao's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.device.path().join(DATA_DIR)
+    }
+
+    /// OpenBao's file audit log.
+    pub fn audit_log(&self) -> PathBuf {
+        self.data_dir().join("audit.log")
+    }
+
+    /// Every request path in OpenBao's audit log.
+    pub fn audited_paths(&self) -> Vec<String> {
+        let text = fs::read_to_string(self.audit_log()).unwrap_or_default();
+        text.lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|entry| entry["type"] == "request")
+            .filter_map(|entry| entry["request"]["path"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// Starts `run` without waiting for it (its stderr goes to [`Boot::log`]).
+    pub fn spawn(&mut self) -> ChildGuard {
+        let _ = fs::remove_file(self.ready_file());
+        let path = self.device.write_yaml(&self.config());
+        self.runs += 1;
+        let log = fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
+        let child = Command::new(workspace_binary("security-bootstrap"))
+            .args(["--log-format", "json", "run", "--config"])
+            .arg(path)
+            .arg("--ready-file")
+            .arg(self.ready_file())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        ChildGuard::new("security-bootstrap run", child)
+    }
+
+    /// Starts `run` and waits (up to 120 s) until it is ready.
+    pub fn start(&mut self) -> ChildGuard {
+        let mut guard = self.spawn();
+        let became_ready = poll_until(Duration::from_secs(120), || {
+            assert!(guard.exited().is_none(), "run exited early:\n{}", self.log());
+            self.ready_file().exists().then_some(())
+        });
+        assert!(became_ready.is_some(), "not ready after 120 s:\n{}", self.log());
+        guard
+    }
+
+    /// The ready file `run` writes.
+    pub fn ready_file(&self) -> PathBuf {
+        self.device.path().join("ready")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.device.path().join("run.log")
+    }
+
+    /// Everything every `run` of this device logged.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Fetches the `demo` token with the client binary.
+    pub fn fetch(&self) -> Output {
+        Command::new(self.client()).arg("token").arg("--socket").arg(self.socket()).output().unwrap()
+    }
+
+    /// The `demo` service's `greeting`, read with `token` over HTTPS.
+    pub fn secret(&self, token: &str) -> String {
+        let out = Command::new("curl")
+            .args(["-sS", "--fail", "--cacert"])
+            .arg(self.device.path().join("pki/ca/ca.pem"))
+            .arg("-H")
+            .arg(format!("X-Vault-Token: {token}"))
+            .arg(format!("https://127.0.0.1:{}/v1/secret/data/edgeseal/demo/greeting", self.port))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        json["data"]["data"]["value"].as_str().unwrap().to_string()
+    }
+
+    /// A `demo` token, retrying for up to `within`.
+    pub fn token_until_ok(&self, within: Duration) -> String {
+        let mut last = None;
+        let token = poll_until(within, || {
+            let out = self.fetch();
+            if out.status.success() {
+                let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                return Some(json["auth"]["client_token"].as_str().unwrap().to_string());
+            }
+            last = Some(out);
+            None
+        });
+        token.unwrap_or_else(|| {
+            let stderr = last.map(|out| String::from_utf8_lossy(&out.stderr).into_owned()).unwrap_or_default();
+            panic!("no token within {within:?}: {stderr}\n{}", self.log())
+        })
+    }
+
+    /// The pid of the OpenBao `run` last started, if that process still runs this device's config.
+    pub fn openbao_pid(&self) -> Option<u32> {
+        let pid: u32 = fs::read_to_string(self.data_dir().join("openbao.pid")).ok()?.trim().parse().ok()?;
+        openbao_of(pid, &self.data_dir())
+    }
+
+    /// Kills this device's OpenBao with SIGKILL, if one runs, and waits until it is gone.
+    pub fn kill_openbao(&self) {
+        if let Some(pid) = self.openbao_pid() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+            let gone = poll_until(Duration::from_secs(10), || openbao_of(pid, &self.data_dir()).is_none().then_some(()));
+            assert!(gone.is_some(), "OpenBao {pid} did not die");
+        }
+    }
+}
+
+impl Default for Boot {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Boot {
+    fn drop(&mut self) {
+        // A run killed with SIGKILL leaves its OpenBao behind (a service manager would kill the group).
+        self.kill_openbao();
+    }
+}
+
+/// `pid` if it is a live (not zombie) OpenBao started with the config in `data_dir`.
+fn openbao_of(pid: u32, data_dir: &Path) -> Option<u32> {
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let ours = format!("-config={}", data_dir.join("openbao.hcl").display());
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let zombie = stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z'));
+    (!zombie && cmdline.split(|&b| b == 0).any(|arg| arg == ours.as_bytes())).then_some(pid)
+}

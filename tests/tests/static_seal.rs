@@ -1,0 +1,266 @@
+//! The static seal (SPEC §6, §11): a supervised OpenBao seals with a key edgeseal keeps KEK-encrypted in
+//! the keystore and initializes itself; edgeseal logs in with its client certificate. Against the real
+//! `security-bootstrap run` and a real OpenBao: no `sys/init`, `sys/unseal` or root generation ever
+//! reaches the store; SIGKILL of `run` or of OpenBao at random instants of a first boot or a reboot
+//! loses nothing; other hardware opens nothing and starts nothing; neither key is ever in a file or
+//! a log in clear.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use edgeseal_tests::boot::Boot;
+use edgeseal_tests::device::{DEVICE_IKM, OTHER_IKM};
+use edgeseal_tests::{poll_until, wait_until};
+use kdf_plugins::Ikm;
+use nix::sys::signal::Signal;
+use secretstore_setup::seal::material::SealMaterial;
+use secretstore_setup::KeystoreDir;
+
+/// Requests a static-sealed store must never receive.
+const SHAMIR_PATHS: &[&str] = &["sys/init", "sys/unseal", "sys/generate-root", "sys/generate-root-token"];
+
+fn assert_no_shamir_traffic(boot: &Boot) {
+    let paths = boot.audited_paths();
+    assert!(paths.iter().any(|p| p == "auth/edgeseal-cert/login"), "edgeseal logged in with its certificate: {paths:?}");
+    let shamir: Vec<_> = paths.iter().filter(|p| SHAMIR_PATHS.iter().any(|s| p.starts_with(s))).collect();
+    assert!(shamir.is_empty(), "a static-sealed store got {shamir:?}");
+    // No token with the root policy was ever issued to a client. (OpenBao runs its own `initialize`
+    // requests under an internal root context, audited with request ids `initialize[…]`; nothing
+    // returns it to anyone.)
+    let text = fs::read_to_string(boot.audit_log()).unwrap();
+    for line in text.lines().filter(|l| l.contains("\"type\":\"response\"")) {
+        let entry: serde_json::Value = serde_json::from_str(line).unwrap();
+        if entry["request"]["id"].as_str().is_some_and(|id| id.starts_with("initialize[")) {
+            continue;
+        }
+        let policies = &entry["auth"]["policies"];
+        assert!(
+            !policies.as_array().is_some_and(|p| p.iter().any(|p| p == "root")) || entry["auth"]["client_token"].is_null(),
+            "a root token was issued: {line}"
+        );
+    }
+}
+
+/// A tiny deterministic generator: random instants that a failing run can reproduce from its seed.
+struct Instants(u64);
+
+impl Instants {
+    fn new() -> Self {
+        let seed = std::env::var("EDGESEAL_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+        });
+        eprintln!("random kill instants: EDGESEAL_TEST_SEED={seed}");
+        Self(seed)
+    }
+
+    /// Uniform in [0, within).
+    fn next(&mut self, within: Duration) -> Duration {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let fraction = (self.0 >> 11) as f64 / (1u64 << 53) as f64;
+        within.mul_f64(fraction)
+    }
+}
+
+/// How long a first boot of a fresh device takes to be ready, measured here.
+fn first_boot_time() -> Duration {
+    let mut boot = Boot::new();
+    let started = Instant::now();
+    let _run = boot.start();
+    started.elapsed()
+}
+
+#[test]
+fn no_sys_init_unseal_or_root_generation_ever_reaches_a_static_sealed_store() {
+    let mut boot = Boot::new();
+    let mut run = boot.start();
+    let value = boot.secret(&boot.token_until_ok(Duration::from_secs(10)));
+
+    // OpenBao killed under run: it is restarted and opens itself; tokens flow with no unseal traffic.
+    let killed = boot.openbao_pid().unwrap();
+    boot.kill_openbao();
+    let at = Instant::now();
+    wait_until("a new OpenBao child", Duration::from_secs(60), || boot.openbao_pid().filter(|&p| p != killed));
+    let token = boot.token_until_ok(Duration::from_secs(60));
+    eprintln!("OpenBao killed -> first token: {:?}", at.elapsed());
+    assert_eq!(boot.secret(&token), value);
+
+    run.stop(Signal::SIGTERM, Duration::from_secs(30));
+    let _run = boot.start();
+    assert_eq!(boot.secret(&boot.token_until_ok(Duration::from_secs(10))), value);
+    assert_no_shamir_traffic(&boot);
+    let log = boot.log();
+    assert!(!log.contains("unsealing"), "{log}");
+}
+
+#[test]
+fn sigkill_of_run_at_random_instants_of_a_first_boot_always_converges() {
+    let window = first_boot_time();
+    let mut instants = Instants::new();
+    for round in 0..6 {
+        let mut boot = Boot::new();
+        let delay = instants.next(window);
+        let mut run = boot.spawn();
+        std::thread::sleep(delay);
+        run.signal(Signal::SIGKILL);
+        run.exited_within(Duration::from_secs(10)).unwrap();
+        // Its OpenBao may still run (as after an OOM kill on a bare host); the rerun stops it.
+        let _run = boot.start();
+        let token = boot.token_until_ok(Duration::from_secs(30));
+        assert!(boot.secret(&token).len() >= 40, "round {round}, killed after {delay:?}");
+        eprintln!("round {round}: run killed {delay:?} into a first boot of ~{window:?}; the rerun converged");
+        assert_no_shamir_traffic(&boot);
+    }
+}
+
+#[test]
+fn sigkill_of_openbao_at_random_instants_of_a_first_boot_is_survived_by_the_same_run() {
+    let window = first_boot_time();
+    let mut instants = Instants::new();
+    for round in 0..6 {
+        let mut boot = Boot::new();
+        let delay = instants.next(window);
+        let mut run = boot.spawn();
+        std::thread::sleep(delay);
+        let killed = boot.openbao_pid();
+        boot.kill_openbao();
+        let ready = poll_until(Duration::from_secs(120), || {
+            assert!(run.exited().is_none(), "round {round}: run gave up after OpenBao was killed {delay:?} in:\n{}", boot.log());
+            boot.ready_file().exists().then_some(())
+        });
+        assert!(ready.is_some(), "round {round}: not ready:\n{}", boot.log());
+        assert!(boot.secret(&boot.token_until_ok(Duration::from_secs(30))).len() >= 40);
+        eprintln!("round {round}: OpenBao ({killed:?}) killed {delay:?} into a first boot; run converged");
+    }
+}
+
+#[test]
+fn sigkill_of_run_at_random_instants_of_a_reboot_loses_nothing() {
+    let mut boot = Boot::new();
+    let started = Instant::now();
+    let mut run = boot.start();
+    let value = boot.secret(&boot.token_until_ok(Duration::from_secs(10)));
+    run.stop(Signal::SIGTERM, Duration::from_secs(30));
+    let reboot = {
+        let at = Instant::now();
+        let mut run = boot.start();
+        let took = at.elapsed();
+        run.stop(Signal::SIGTERM, Duration::from_secs(30));
+        took
+    };
+    eprintln!("first boot {:?}, reboot {reboot:?}", started.elapsed());
+    let mut instants = Instants::new();
+    for round in 0..6 {
+        let delay = instants.next(reboot);
+        let mut run = boot.spawn();
+        std::thread::sleep(delay);
+        run.signal(Signal::SIGKILL);
+        run.exited_within(Duration::from_secs(10)).unwrap();
+        let mut run = boot.start();
+        assert_eq!(boot.secret(&boot.token_until_ok(Duration::from_secs(30))), value, "round {round} ({delay:?})");
+        run.stop(Signal::SIGTERM, Duration::from_secs(30));
+    }
+    assert_no_shamir_traffic(&boot);
+}
+
+#[test]
+fn other_hardware_opens_nothing_and_starts_no_openbao() {
+    let mut boot = Boot::new();
+    let mut run = boot.start();
+    run.stop(Signal::SIGTERM, Duration::from_secs(30));
+    let keystore = boot.device.keystore_dir().join("keystore.json");
+    let before = (fs::read(&keystore).unwrap(), tree(&boot.data_dir().join("raft")));
+    let started = boot.log().matches("OpenBao started").count();
+
+    boot.device.set_hardware(OTHER_IKM);
+    let mut run = boot.spawn();
+    let status = run.exited_within(Duration::from_secs(60)).expect("run stops");
+    assert!(!status.success());
+    let log = boot.log();
+    assert!(log.contains("plug-in") || log.contains("hardware"), "the error names the hardware or plug-in:\n{log}");
+    assert_eq!(log.matches("OpenBao started").count(), started, "no OpenBao was started with a wrong key");
+    assert!(boot.openbao_pid().is_none());
+    assert_eq!((fs::read(&keystore).unwrap(), tree(&boot.data_dir().join("raft"))), before, "nothing written");
+
+    boot.device.set_hardware(DEVICE_IKM);
+    let _run = boot.start();
+    boot.token_until_ok(Duration::from_secs(30));
+}
+
+#[test]
+fn a_store_whose_storage_is_gone_is_refused_not_recreated() {
+    let mut boot = Boot::new();
+    let mut run = boot.start();
+    run.stop(Signal::SIGTERM, Duration::from_secs(30));
+    fs::rename(boot.data_dir().join("raft"), boot.device.path().join("raft.moved")).unwrap();
+    let mut run = boot.spawn();
+    let status = run.exited_within(Duration::from_secs(60)).expect("run stops");
+    assert!(!status.success());
+    assert!(boot.log().contains("would create a new, empty store"), "{}", boot.log());
+    assert!(!boot.data_dir().join("raft").join("vault.db").exists(), "no new store was created");
+    fs::remove_dir_all(boot.data_dir().join("raft")).ok();
+    fs::rename(boot.device.path().join("raft.moved"), boot.data_dir().join("raft")).unwrap();
+    let _run = boot.start();
+    boot.token_until_ok(Duration::from_secs(30));
+}
+
+#[test]
+fn the_seal_key_and_client_key_are_in_no_file_or_log_and_openbaos_environment_is_root_only() {
+    let mut boot = Boot::new();
+    let _run = boot.start();
+    boot.token_until_ok(Duration::from_secs(10));
+    let ikm = Ikm::new(hex::decode(DEVICE_IKM).unwrap());
+    let (keystore, _) = KeystoreDir::new(boot.device.keystore_dir()).open_with_ikm(&ikm).unwrap();
+    let material = SealMaterial::from_keystore(&keystore).unwrap().expect("seal material in the keystore");
+    let seal_hex = material.current.hex().expose().to_string();
+    let key_pem = material.identity.private_key().expose().to_string();
+    let key_body: String = key_pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    // (The first 36 base64 characters of every P-256 PKCS#8 key are the same ASN.1 header.)
+    let needles = [seal_hex.clone(), seal_hex.to_uppercase(), key_body.clone(), key_body[48..108].to_string()];
+    for file in files(boot.device.path()) {
+        let bytes = fs::read(&file).unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        for needle in &needles {
+            assert!(!text.contains(needle.as_str()), "{} holds a key in clear", file.display());
+        }
+    }
+
+    // The key reaches OpenBao through its environment: readable by its own user (root) only.
+    let pid = boot.openbao_pid().unwrap();
+    let environ = format!("/proc/{pid}/environ");
+    let meta = fs::metadata(&environ).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (0, 0o400));
+    let env = fs::read(&environ).unwrap();
+    assert!(String::from_utf8_lossy(&env).contains(&format!("EDGESEAL_SEAL_KEY={seal_hex}")));
+    let as_nobody = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"])
+        .arg(&environ)
+        .output()
+        .unwrap();
+    assert!(!as_nobody.status.success(), "another user read OpenBao's environment");
+}
+
+/// Every regular file below `dir`.
+fn files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).unwrap().flatten() {
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            out.extend(files(&entry.path()));
+        } else if kind.is_file() {
+            out.push(entry.path());
+        }
+    }
+    out
+}
+
+/// Names, sizes and contents hashes of every file below `dir`.
+fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<_> = files(dir).into_iter().map(|f| (f.display().to_string(), fs::read(&f).unwrap_or_default())).collect();
+    out.sort();
+    out
+}
