@@ -157,7 +157,8 @@ impl Client {
         }
         let body = json!({"secret_shares": shares, "secret_threshold": threshold});
         let path = "sys/rotate/recovery/init";
-        let rotated: Rotated = self.call(Method::PUT, path, Some(token), Some(&body), Retry::Once).await?;
+        let Data { data: rotated }: Data<Rotated> =
+            self.call(Method::PUT, path, Some(token), Some(&body), Retry::Once).await?;
         let bad = |reason: &str| Error::Decode { method: "PUT".into(), path: path.into(), reason: reason.into() };
         if !rotated.complete || rotated.keys_base64.is_empty() {
             return Err(bad("the rotation did not complete at once (is verification required?)"));

@@ -124,7 +124,11 @@ pub async fn open(setup: &Setup, server: ServerConfig) -> Result<Opened, SetupEr
         let file = supervise::prepare(&supervise, &server).map_err(io("preparing", &supervise.data_dir))?;
         let supervisor = Supervisor::start_with_env(&supervise, &file, env.clone());
         let patience = if creating { setup.store.wait_timeout.min(SELF_INIT_PATIENCE) } else { setup.store.wait_timeout };
-        match login(&client, patience).await {
+        // A store being created whose OpenBao died and was restarted never completes its
+        // self-initialization (raft "already has state", or no cert entry): start it over at once.
+        let restarts = supervisor.restarts();
+        let broken = || creating && supervisor.restarts() > restarts;
+        match login(&client, patience, broken).await {
             Ok(token) => break (supervisor, token),
             Err(e) if creating && attempt < CREATE_ATTEMPTS => {
                 tracing::warn!(attempt, error = %e, "OpenBao did not initialize itself; wiping its storage (it holds nothing yet) and starting again");
@@ -173,10 +177,17 @@ fn open_or_create(store: &KeystoreDir, ikm: &Ikm) -> Result<(Keystore, Kek), Set
 
 /// Waits for OpenBao to be active, then logs in with the client certificate. Until `patience` runs
 /// out, a sealed, uninitialized or not-yet-configured store is waited for (self-initialization
-/// writes the cert entry only after the raft election).
-async fn login(client: &Client, patience: Duration) -> Result<Token, SetupError> {
+/// writes the cert entry only after the raft election), unless `broken` says it never will be.
+async fn login(client: &Client, patience: Duration, broken: impl Fn() -> bool) -> Result<Token, SetupError> {
     let started = Instant::now();
     loop {
+        if broken() {
+            return Err(SetupError::NoLogin {
+                address: client.address().to_string(),
+                waited: started.elapsed(),
+                last: "OpenBao died during its self-initialization".into(),
+            });
+        }
         let last = match client.health().await {
             Err(e) if e.is_identity_mismatch() => {
                 return Err(SetupError::OpenBao { doing: "checking OpenBao's identity".into(), source: e })
