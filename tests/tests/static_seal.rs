@@ -30,12 +30,14 @@ fn assert_no_shamir_traffic(boot: &Boot) {
     let shamir: Vec<_> = paths.iter().filter(|p| SHAMIR_PATHS.iter().any(|s| p.starts_with(s))).collect();
     assert!(shamir.is_empty(), "a static-sealed store got {shamir:?}");
     // No token with the root policy was ever issued to a client. (OpenBao runs its own `initialize`
-    // requests under an internal root context, audited with request ids `initialize[…]`; nothing
-    // returns it to anyone.)
+    // requests under an internal root token, audited with request ids `initialize[…]`, and revokes
+    // it itself at the end, request id `self-init-revoke-root`; nothing returns it to anyone.)
     let text = fs::read_to_string(boot.audit_log()).unwrap();
+    assert!(text.contains("\"id\":\"self-init-revoke-root\""), "OpenBao revoked its self-init token");
     for line in text.lines().filter(|l| l.contains("\"type\":\"response\"")) {
         let entry: serde_json::Value = serde_json::from_str(line).unwrap();
-        if entry["request"]["id"].as_str().is_some_and(|id| id.starts_with("initialize[")) {
+        let id = entry["request"]["id"].as_str().unwrap_or_default();
+        if id.starts_with("initialize[") || id == "self-init-revoke-root" {
             continue;
         }
         let policies = &entry["auth"]["policies"];
