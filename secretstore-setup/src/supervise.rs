@@ -303,25 +303,27 @@ fn spawn(
 /// The pid of the OpenBao edgeseal last started, in `data_dir`.
 const PID_FILE: &str = "openbao.pid";
 
+/// The pid of a live (not zombie) OpenBao started with `config_file` from `data_dir`, if any.
+pub fn running_openbao(data_dir: &Path, config_file: &Path) -> Option<i32> {
+    let pid = fs::read_to_string(data_dir.join(PID_FILE)).ok()?.trim().parse::<i32>().ok()?;
+    let ours = format!("-config={}", config_file.display());
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let zombie = stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z'));
+    (!zombie && cmdline.split(|&b| b == 0).any(|arg| arg == ours.as_bytes())).then_some(pid)
+}
+
 /// Kills the OpenBao a previous edgeseal started and left behind when it was killed with SIGKILL (a
 /// service manager kills the whole group; a bare host may not): it still holds the raft storage and
 /// the listener, so a new OpenBao could not start. Only a process whose command line names this very
 /// configuration file is killed; a recycled pid is left alone.
 pub async fn reap_orphan(data_dir: &Path, config_file: &Path) {
-    let Some(pid) = fs::read_to_string(data_dir.join(PID_FILE)).ok().and_then(|t| t.trim().parse::<i32>().ok()) else {
-        return;
-    };
-    let ours = format!("-config={}", config_file.display());
-    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    if !cmdline.split(|&b| b == 0).any(|arg| arg == ours.as_bytes()) {
-        return;
-    }
+    let Some(pid) = running_openbao(data_dir, config_file) else { return };
     tracing::warn!(pid, "an OpenBao left running by an earlier, killed edgeseal holds the store; stopping it");
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
     for _ in 0..200 {
         // Gone, or a zombie waiting for its (new) parent: either way it no longer holds the store.
-        let state = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        if state.is_empty() || state.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')) {
+        if running_openbao(data_dir, config_file).is_none() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

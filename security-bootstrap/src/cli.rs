@@ -94,6 +94,21 @@ pub enum Command {
     /// revoke the root token. No root token is ever stored.
     #[command(after_help = "Example:\n  security-bootstrap setup --config /etc/edgeseal/edgeseal.yaml")]
     Setup(ConfigArg),
+    /// Start a rotation of the static seal key of the supervised OpenBao.
+    ///
+    /// Stores a new random key in the keystore as the next one; the next start of `run` completes the
+    /// rotation (OpenBao opens with either key and rewraps to the new one; the old key is forgotten
+    /// only once the new one alone opens the store). Crash-safe at every step.
+    #[command(after_help = "Example:\n  security-bootstrap rotate-seal-key --config /etc/edgeseal/edgeseal.yaml && systemctl restart edgeseal")]
+    RotateSealKey(ConfigArg),
+    /// Move a supervised Shamir-sealed store to the static seal (stop edgeseal first).
+    ///
+    /// Copies the raft storage aside, stores a seal key and edgeseal's client identity in the
+    /// keystore, runs OpenBao's seal migration with the unseal shares over the private socket, and
+    /// registers edgeseal's client certificate. Killed at any step, a rerun starts again from the
+    /// copy: the store is always either still Shamir-sealed with its shares or migrated.
+    #[command(after_help = "Example:\n  security-bootstrap migrate-seal --config /etc/edgeseal/edgeseal.yaml")]
+    MigrateSeal(ConfigArg),
     /// The whole boot: pki-init, (optionally) a supervised OpenBao, setup, then the token server and
     /// the unseal watchdog, until SIGTERM/SIGINT.
     ///

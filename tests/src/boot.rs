@@ -51,6 +51,32 @@ impl Boot {
         boot
     }
 
+    /// Switches the seal the configuration asks for (`seal: shamir` or the default, static).
+    pub fn set_shamir(&mut self, shamir: bool) {
+        self.shamir = shamir;
+    }
+
+    /// Runs `security-bootstrap <args> --config edgeseal.yaml` to completion, crashing at the named
+    /// crash point if one is given; returns its output (stderr is also appended to [`Boot::log`]).
+    pub fn command(&self, args: &[&str], crash_at: Option<&str>) -> Output {
+        let path = self.device.write_yaml(&self.config());
+        let mut command = Command::new(workspace_binary("security-bootstrap"));
+        command.args(args).arg("--config").arg(path);
+        if let Some(point) = crash_at {
+            command.env(secretstore_setup::crash::CRASH_ENV, point);
+        }
+        let out = command.output().unwrap();
+        let mut log = fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
+        std::io::Write::write_all(&mut log, &out.stderr).unwrap();
+        out
+    }
+
+    /// Starts `run` crashing at the named crash point; returns once it has died.
+    pub fn run_until_crash(&mut self, point: &str) -> std::process::ExitStatus {
+        let mut guard = self.spawn_with(Some(point));
+        guard.exited_within(Duration::from_secs(120)).unwrap_or_else(|| panic!("run did not reach {point}:\n{}", self.log()))
+    }
+
     /// The client binary (the `demo` service's executable).
     pub fn client(&self) -> PathBuf {
         self.public.path().join("security-bootstrap")
@@ -103,19 +129,20 @@ impl Boot {
 
     /// Starts `run` without waiting for it (its stderr goes to [`Boot::log`]).
     pub fn spawn(&mut self) -> ChildGuard {
+        self.spawn_with(None)
+    }
+
+    fn spawn_with(&mut self, crash_at: Option<&str>) -> ChildGuard {
         let _ = fs::remove_file(self.ready_file());
         let path = self.device.write_yaml(&self.config());
         self.runs += 1;
         let log = fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
-        let child = Command::new(workspace_binary("security-bootstrap"))
-            .args(["--log-format", "json", "run", "--config"])
-            .arg(path)
-            .arg("--ready-file")
-            .arg(self.ready_file())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let mut command = Command::new(workspace_binary("security-bootstrap"));
+        command.args(["--log-format", "json", "run", "--config"]).arg(path).arg("--ready-file").arg(self.ready_file());
+        if let Some(point) = crash_at {
+            command.env(secretstore_setup::crash::CRASH_ENV, point);
+        }
+        let child = command.stdout(Stdio::null()).stderr(log).spawn().unwrap();
         ChildGuard::new("security-bootstrap run", child)
     }
 
@@ -123,7 +150,7 @@ impl Boot {
     pub fn start(&mut self) -> ChildGuard {
         let mut guard = self.spawn();
         let became_ready = poll_until(Duration::from_secs(120), || {
-            assert!(guard.exited().is_none(), "run exited early:\n{}", self.log());
+            assert!(guard.exited().is_none(), "run exited early:\n{}\nopenbao.log:\n{}", self.log(), self.openbao_log());
             self.ready_file().exists().then_some(())
         });
         assert!(became_ready.is_some(), "not ready after 120 s:\n{}", self.log());
@@ -137,6 +164,13 @@ impl Boot {
 
     fn log_path(&self) -> PathBuf {
         self.device.path().join("run.log")
+    }
+
+    /// The supervised OpenBao's own log (the last 60 lines).
+    pub fn openbao_log(&self) -> String {
+        let text = fs::read_to_string(self.data_dir().join("openbao.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
     }
 
     /// Everything every `run` of this device logged.

@@ -266,3 +266,97 @@ fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
     out.sort();
     out
 }
+
+fn seal_keys(boot: &Boot) -> (String, Option<String>) {
+    let ikm = Ikm::new(hex::decode(DEVICE_IKM).unwrap());
+    let (keystore, _) = KeystoreDir::new(boot.device.keystore_dir()).open_with_ikm(&ikm).unwrap();
+    let material = SealMaterial::from_keystore(&keystore).unwrap().expect("seal material");
+    (material.current.id.clone(), material.next.as_ref().map(|n| n.id.clone()))
+}
+
+#[test]
+fn a_seal_key_rotation_completes_at_the_next_boot_whatever_step_a_kill_interrupts() {
+    let mut boot = Boot::new();
+    let mut run = boot.start();
+    let value = boot.secret(&boot.token_until_ok(Duration::from_secs(10)));
+    run.stop(Signal::SIGTERM, Duration::from_secs(30));
+    let (old, _) = seal_keys(&boot);
+
+    let out = boot.command(&["rotate-seal-key"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (current, next) = seal_keys(&boot);
+    let next = next.expect("a next key is pending");
+    assert_eq!(current, old);
+    let again = boot.command(&["rotate-seal-key"], None);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already pending"));
+
+    for point in ["mid-rotation", "after-rotation"] {
+        let status = boot.run_until_crash(point);
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9), "{point}: {status}\n{}", boot.log());
+        let (current, pending) = seal_keys(&boot);
+        assert!(
+            (current == old && pending.as_deref() == Some(next.as_str())) || (current == next && pending.is_none()),
+            "{point}: the keystore holds the old key with the next pending, or the next alone"
+        );
+    }
+    let mut run = boot.start();
+    assert_eq!(seal_keys(&boot), (next.clone(), None), "the rotation completed");
+    assert_eq!(boot.secret(&boot.token_until_ok(Duration::from_secs(30))), value);
+    // And the store opens with the new key alone, at every later start.
+    run.stop(Signal::SIGTERM, Duration::from_secs(30));
+    let _run = boot.start();
+    assert_eq!(boot.secret(&boot.token_until_ok(Duration::from_secs(30))), value);
+    let config = fs::read_to_string(boot.data_dir().join("openbao.hcl")).unwrap();
+    assert!(config.contains(&next) && !config.contains(&old) && !config.contains("previous_key"), "{config}");
+    assert_no_shamir_traffic(&boot);
+}
+
+#[test]
+fn migrate_seal_moves_a_shamir_store_and_a_kill_at_every_step_loses_nothing() {
+    let mut boot = Boot::shamir();
+    let mut run = boot.start();
+    let value = boot.secret(&boot.token_until_ok(Duration::from_secs(10)));
+    run.stop(Signal::SIGTERM, Duration::from_secs(30));
+
+    // Static mode refuses the Shamir store, changing nothing, and says what to do.
+    boot.set_shamir(false);
+    let mut refused = boot.spawn();
+    assert!(!refused.exited_within(Duration::from_secs(60)).expect("run stops").success());
+    assert!(boot.log().contains("migrate-seal"), "{}", boot.log());
+
+    let points = [
+        "after-migrate-backup",
+        "after-migrate-marker",
+        "after-migrate-material",
+        "mid-migrate-unseal",
+        "after-migrate-unseal",
+        "after-migrate-cert",
+        "after-migrate-verify",
+    ];
+    for point in points {
+        let out = boot.command(&["migrate-seal"], Some(point));
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&out.status),
+            Some(9),
+            "{point}: {:?} {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            boot.log()
+        );
+        // Until a migration completes, `run` refuses to start on the half-moved store.
+        let mut refused = boot.spawn();
+        assert!(!refused.exited_within(Duration::from_secs(60)).expect("run stops").success(), "{point}");
+    }
+    let out = boot.command(&["migrate-seal"], None);
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), boot.log());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("migrated"), "{}", String::from_utf8_lossy(&out.stdout));
+    let again = boot.command(&["migrate-seal"], None);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already"), "{}", String::from_utf8_lossy(&again.stdout));
+
+    let before = boot.audited_paths().len();
+    let _run = boot.start();
+    assert_eq!(boot.secret(&boot.token_until_ok(Duration::from_secs(30))), value, "the secret made before the migration");
+    let after: Vec<_> = boot.audited_paths().split_off(before);
+    assert!(after.iter().any(|p| p == "auth/edgeseal-cert/login"), "{after:?}");
+    assert!(!after.iter().any(|p| SHAMIR_PATHS.iter().any(|s| p.starts_with(s))), "{after:?}");
+}

@@ -236,4 +236,25 @@ impl Client {
         let envelope: AuthEnvelope = self.call(Method::POST, &path, None, Some(&body), Retry::Idempotent).await?;
         Ok(envelope.auth)
     }
+
+    /// `POST auth/<mount>/certs/<name>`: registers a client certificate (PEM) of the `cert` auth
+    /// method; a login with its key gets `policies` for `ttl_secs`.
+    pub async fn write_cert_entry(
+        &self,
+        token: &Token,
+        mount: &str,
+        name: &str,
+        certificate: &str,
+        policies: &[&str],
+        ttl_secs: u64,
+    ) -> Result<(), Error> {
+        let path = format!("auth/{}/certs/{}", segment(mount), segment(name));
+        let body = json!({
+            "certificate": certificate,
+            "token_policies": policies,
+            "token_ttl": ttl_secs,
+            "token_max_ttl": ttl_secs,
+        });
+        self.call_empty(Method::POST, &path, Some(token), Some(&body), Retry::Idempotent).await
+    }
 }

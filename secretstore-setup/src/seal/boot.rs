@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use kdf_plugins::{Ikm, Kek};
 use openbao_client::{Client, Token};
 
-use super::material::SealMaterial;
+use super::material::{SealKey, SealMaterial, ITEM_RECOVERY_KEY};
 use super::storage::{self, Plan, Refusal, Seen};
 use super::{self_init, CERT_MOUNT, CERT_NAME};
 use crate::crash;
@@ -23,8 +23,8 @@ use crate::keystore::KeystoreDir;
 use crate::server_config::{ServerConfig, StaticSeal, PREVIOUS_SEAL_KEY_ENV, SEAL_KEY_ENV};
 use crate::setup::configure::{self, Bootstrap};
 use crate::setup::{Doing, Report, Setup, SetupError};
-use crate::supervise::{self, Supervisor};
-use crate::Keystore;
+use crate::supervise::{self, SuperviseConfig, Supervisor};
+use crate::{Keystore, SecretBytes};
 
 /// Starts of a store being created before giving up (each wipes the storage and starts over).
 const CREATE_ATTEMPTS: u32 = 3;
@@ -68,6 +68,7 @@ pub async fn open(setup: &Setup, server: ServerConfig) -> Result<Opened, SetupEr
         material: material.is_some(),
         shares: keystore.has_shares(),
         pending: marker.exists(),
+        migrating: super::migrate::pending_marker(store.dir()).exists(),
         storage: storage::has_data(&server.data_dir).map_err(io("inspecting", &server.data_dir))?,
     };
     let plan = storage::plan(seen).map_err(|refusal| refused(setup, &server, &store, refusal))?;
@@ -99,19 +100,16 @@ pub async fn open(setup: &Setup, server: ServerConfig) -> Result<Opened, SetupEr
         setup.store.request_timeout,
     )
     .doing(|| format!("connecting to OpenBao at {}", setup.store.address))?;
-    let (current, previous) = material.keys();
-    let server = ServerConfig {
-        api_socket: None,
-        tcp_client_ca: None,
-        unauthed_generate_root: false,
-        static_seal: Some(StaticSeal { current_id: current.id.clone(), previous_id: previous.map(|p| p.id.clone()) }),
-        self_init: Some(self_init(&material.identity.cert, &setup.store.kv_mount, &setup.store.service_prefix)),
-        ..server
+    let bao = Launcher {
+        supervise: &supervise,
+        server: ServerConfig {
+            api_socket: None,
+            tcp_client_ca: None,
+            unauthed_generate_root: false,
+            self_init: Some(self_init(&material.identity.cert, &setup.store.kv_mount, &setup.store.service_prefix)),
+            ..server
+        },
     };
-    let mut env = vec![(SEAL_KEY_ENV, current.hex())];
-    if let Some(previous) = previous {
-        env.push((PREVIOUS_SEAL_KEY_ENV, previous.hex()));
-    }
 
     // An OpenBao left running by a killed edgeseal still holds the storage: stop it before touching it.
     supervise::reap_orphan(&supervise.data_dir, &supervise.config_file()).await;
@@ -119,10 +117,10 @@ pub async fn open(setup: &Setup, server: ServerConfig) -> Result<Opened, SetupEr
     let (supervisor, token) = loop {
         attempt += 1;
         if creating {
-            storage::wipe(&server.data_dir).map_err(io("wiping the storage of a store being created", &server.data_dir))?;
+            let raft = &bao.server.data_dir;
+            storage::wipe(raft).map_err(io("wiping the storage of a store being created", raft))?;
         }
-        let file = supervise::prepare(&supervise, &server).map_err(io("preparing", &supervise.data_dir))?;
-        let supervisor = Supervisor::start_with_env(&supervise, &file, env.clone());
+        let supervisor = bao.start(material.keys())?;
         let patience = if creating { setup.store.wait_timeout.min(SELF_INIT_PATIENCE) } else { setup.store.wait_timeout };
         // A store being created whose OpenBao died and was restarted never completes its
         // self-initialization (raft "already has state", or no cert entry): start it over at once.
@@ -141,24 +139,131 @@ pub async fn open(setup: &Setup, server: ServerConfig) -> Result<Opened, SetupEr
         }
     };
     let mut report = Report { initialized: creating, ..Report::default() };
+    let mut running = Some(supervisor);
     let outcome = async {
         if creating {
             remove_durably(&marker)?;
             crash::point("after-first-login");
             tracing::info!(address = %setup.store.address, "OpenBao initialized itself; edgeseal logged in with its client certificate");
         }
+        ensure_recovery_key(&client, &token, &store, &kek, &mut report).await?;
+        if material.next.is_some() {
+            if let Some(supervisor) = running.take() {
+                running = Some(rotate(setup, &bao, &client, supervisor, &material, &store, &kek, &mut report).await?);
+            }
+        }
         configure::converge(setup, &client, &token, Bootstrap::Cert, &store, &kek, &mut report).await
     }
     .await;
     crash::point("before-setup-revoke");
     let revoked = client.revoke_self(&token).await.doing(|| "revoking this run's setup token".into());
-    match outcome.and(revoked) {
-        Ok(()) => Ok(Opened { supervisor, report }),
-        Err(e) => {
-            supervisor.stop().await;
+    match (outcome.and(revoked), running) {
+        (Ok(()), Some(supervisor)) => Ok(Opened { supervisor, report }),
+        (Ok(()), None) => Err(SetupError::Config("OpenBao was not restarted after the seal-key rotation".into())),
+        (Err(e), running) => {
+            if let Some(supervisor) = running {
+                supervisor.stop().await;
+            }
             Err(e)
         }
     }
+}
+
+/// Starts the supervised OpenBao with a given pair of seal keys.
+struct Launcher<'a> {
+    supervise: &'a SuperviseConfig,
+    /// Everything but the seal stanza.
+    server: ServerConfig,
+}
+
+impl Launcher<'_> {
+    /// Writes the configuration naming `current` (and `previous`), and starts OpenBao with the keys
+    /// in its environment.
+    fn start(&self, (current, previous): (&SealKey, Option<&SealKey>)) -> Result<Supervisor, SetupError> {
+        let server = ServerConfig {
+            static_seal: Some(StaticSeal {
+                current_id: current.id.clone(),
+                previous_id: previous.map(|p| p.id.clone()),
+            }),
+            ..self.server.clone()
+        };
+        let mut env = vec![(SEAL_KEY_ENV, current.hex())];
+        if let Some(previous) = previous {
+            env.push((PREVIOUS_SEAL_KEY_ENV, previous.hex()));
+        }
+        let file = supervise::prepare(self.supervise, &server).map_err(|source| SetupError::Io {
+            doing: "preparing",
+            path: self.supervise.data_dir.clone(),
+            source,
+        })?;
+        Ok(Supervisor::start_with_env(self.supervise, &file, env))
+    }
+}
+
+/// Keeps one recovery key of the store in the keystore. OpenBao rewraps its root key to a new seal
+/// key only when the store has a recovery key; self-initialization makes none. Made once, at the
+/// first boot (or the first after an upgrade); a crash before it is stored only means the next boot
+/// makes another (the previous one stops working).
+async fn ensure_recovery_key(
+    client: &Client,
+    token: &Token,
+    store: &KeystoreDir,
+    kek: &Kek,
+    report: &mut Report,
+) -> Result<(), SetupError> {
+    if store.open(kek)?.item(ITEM_RECOVERY_KEY).is_some() {
+        return Ok(());
+    }
+    let keys = client.rotate_recovery(token, 1, 1).await.doing(|| "making the store's recovery key".into())?;
+    let key = keys.into_iter().next().ok_or_else(|| SetupError::Config("OpenBao returned no recovery key".into()))?;
+    store.update(kek, |k| k.set_item(ITEM_RECOVERY_KEY, SecretBytes::new(key.expose().to_vec())))?;
+    crash::point("after-recovery-key");
+    report.changes.push("recovery key made and stored in the keystore".into());
+    Ok(())
+}
+
+/// Completes a seal-key rotation (`seal-key-next` in the keystore, see `security-bootstrap
+/// rotate-seal-key`). OpenBao runs with the next key as current and the old one as previous; started
+/// once more that way now that the store surely has a recovery key, it rewraps its root key to the
+/// next key. Then it is started with the next key alone: only if it opens is the next key promoted in
+/// the keystore (durably) and the old one forgotten. A crash anywhere leaves both keys in the
+/// keystore, and the next boot starts over. If the next key alone does not open the store, OpenBao is
+/// started with both again, the rotation stays pending, and the report says so.
+#[allow(clippy::too_many_arguments)]
+async fn rotate(
+    setup: &Setup,
+    bao: &Launcher<'_>,
+    client: &Client,
+    supervisor: Supervisor,
+    material: &SealMaterial,
+    store: &KeystoreDir,
+    kek: &Kek,
+    report: &mut Report,
+) -> Result<Supervisor, SetupError> {
+    let Some(next) = &material.next else { return Ok(supervisor) };
+    let patience = setup.store.wait_timeout.min(SELF_INIT_PATIENCE);
+    supervisor.stop().await;
+    let both = bao.start(material.keys())?;
+    let opened = wait_open(client, patience).await;
+    both.stop().await;
+    opened?;
+    crash::point("mid-rotation");
+    let alone = bao.start((next, None))?;
+    match wait_open(client, patience).await {
+        Ok(()) => {}
+        Err(e) => {
+            alone.stop().await;
+            let problem = format!("seal-key rotation to {} did not complete ({e}); OpenBao runs with both keys and the next boot tries again", next.id);
+            tracing::error!("{problem}");
+            report.problems.push(problem);
+            return bao.start(material.keys());
+        }
+    }
+    store.update(kek, |k| SealMaterial::promote_next(k).map(drop))?;
+    crash::point("after-rotation");
+    tracing::info!(from = %material.current.id, to = %next.id, "seal key rotated");
+    report.changes.push(format!("seal key rotated from {} to {}", material.current.id, next.id));
+    Ok(alone)
 }
 
 /// Opens the keystore with the plug-in's IKM, or makes an empty one. Nothing is written when the
@@ -178,7 +283,7 @@ fn open_or_create(store: &KeystoreDir, ikm: &Ikm) -> Result<(Keystore, Kek), Set
 /// Waits for OpenBao to be active, then logs in with the client certificate. Until `patience` runs
 /// out, a sealed, uninitialized or not-yet-configured store is waited for (self-initialization
 /// writes the cert entry only after the raft election), unless `broken` says it never will be.
-async fn login(client: &Client, patience: Duration, broken: impl Fn() -> bool) -> Result<Token, SetupError> {
+pub(crate) async fn login(client: &Client, patience: Duration, broken: impl Fn() -> bool) -> Result<Token, SetupError> {
     let started = Instant::now();
     loop {
         if broken() {
@@ -208,12 +313,36 @@ async fn login(client: &Client, patience: Duration, broken: impl Fn() -> bool) -
     }
 }
 
+/// Waits until OpenBao is initialized, unsealed and active.
+async fn wait_open(client: &Client, patience: Duration) -> Result<(), SetupError> {
+    let started = Instant::now();
+    loop {
+        let last = match client.health().await {
+            Ok(h) if h.initialized && !h.sealed && !h.standby => return Ok(()),
+            Ok(h) if h.sealed => "sealed: it did not open with the seal key it was given".to_string(),
+            Ok(_) => "not initialized or standby".to_string(),
+            Err(e) if e.is_identity_mismatch() => {
+                return Err(SetupError::OpenBao { doing: "checking OpenBao's identity".into(), source: e })
+            }
+            Err(e) => e.to_string(),
+        };
+        if started.elapsed() >= patience {
+            return Err(SetupError::NoLogin { address: client.address().to_string(), waited: started.elapsed(), last });
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 fn refused(setup: &Setup, server: &ServerConfig, store: &KeystoreDir, refusal: Refusal) -> SetupError {
     let keystore = store.path().to_path_buf();
     let storage = server.data_dir.clone();
     match refusal {
         Refusal::ShamirStore => SetupError::ShamirStore { keystore },
         Refusal::StorageWithoutKey => SetupError::StorageWithoutKey { keystore, storage },
+        Refusal::MigrationPending => SetupError::Config(format!(
+            "a seal migration of this store was interrupted ({} exists); finish it with `security-bootstrap migrate-seal` before starting edgeseal",
+            super::migrate::pending_marker(store.dir()).display()
+        )),
         Refusal::StorageMissing => {
             SetupError::StorageMissing { keystore, storage, address: setup.store.address.clone() }
         }

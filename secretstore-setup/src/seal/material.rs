@@ -222,6 +222,26 @@ impl SealMaterial {
         }
     }
 
+    /// Completes a rotation in `keystore`: the next key becomes the current one. Returns whether there
+    /// was a next key.
+    pub fn promote_next(keystore: &mut Keystore) -> Result<bool, BuildError> {
+        let Some(next) = keystore.item(ITEM_SEAL_KEY_NEXT).cloned() else { return Ok(false) };
+        keystore.set_item(ITEM_SEAL_KEY, next)?;
+        keystore.remove_item(ITEM_SEAL_KEY_NEXT);
+        Ok(true)
+    }
+
+    /// Starts a rotation in `keystore`: a new random key is recorded as the next one. Refused (with
+    /// `Ok(false)`) while one is pending. The rotation completes at the next boot.
+    pub fn begin_rotation(keystore: &mut Keystore) -> Result<Option<String>, BuildError> {
+        if keystore.item(ITEM_SEAL_KEY_NEXT).is_some() || keystore.item(ITEM_SEAL_KEY).is_none() {
+            return Ok(None);
+        }
+        let next = SealKey::generate().map_err(|e| BuildError::Random(e.to_string()))?;
+        keystore.set_item(ITEM_SEAL_KEY_NEXT, next.to_item())?;
+        Ok(Some(next.id))
+    }
+
     /// The keys OpenBao starts with: `(current, previous)`. During a rotation the next key is current
     /// and the stored one previous, so OpenBao opens with either and rewraps to the next.
     pub fn keys(&self) -> (&SealKey, Option<&SealKey>) {

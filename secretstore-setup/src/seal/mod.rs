@@ -9,10 +9,12 @@
 //! - [`material`]: the seal key(s) and client identity, as keystore items.
 //! - [`storage`]: the one on-disk fact that decides a boot — whether edgeseal is still *creating*
 //!   the store (`store-pending` beside the keystore) — and what the raft directory holds ([`plan`]).
-//! - [`boot`]: the supervised boot itself: keystore, OpenBao, login, converge.
+//! - [`boot`]: the supervised boot itself: keystore, OpenBao, login, converge; seal-key rotation.
+//! - [`migrate`]: `migrate-seal`, a Shamir-sealed store moved to the static seal, crash-safe.
 
 pub mod boot;
 pub mod material;
+pub mod migrate;
 pub mod storage;
 
 use serde::{Deserialize, Serialize};

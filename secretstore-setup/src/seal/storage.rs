@@ -47,6 +47,8 @@ pub struct Seen {
     pub pending: bool,
     /// The raft directory holds something.
     pub storage: bool,
+    /// `migrate-pending` exists: `migrate-seal` was interrupted.
+    pub migrating: bool,
 }
 
 /// What the boot does.
@@ -69,11 +71,14 @@ pub enum Refusal {
     StorageWithoutKey,
     /// The keystore's store was created, but the storage is empty.
     StorageMissing,
+    /// A `migrate-seal` was interrupted: only it may continue.
+    MigrationPending,
 }
 
 /// The decision, as a pure function of what was seen (table-tested).
 pub fn plan(seen: Seen) -> Result<Plan, Refusal> {
     match seen {
+        Seen { migrating: true, .. } => Err(Refusal::MigrationPending),
         Seen { material: true, pending: true, .. } => Ok(Plan::Create),
         Seen { material: true, storage: true, .. } => Ok(Plan::Open),
         Seen { material: true, .. } => Err(Refusal::StorageMissing),
@@ -95,7 +100,7 @@ mod tests {
     fn the_boot_plan_follows_the_keystore_the_marker_and_the_storage() {
         use Plan::*;
         use Refusal::*;
-        // (material, shares, pending, storage) -> plan
+        // (material, shares, pending, storage) -> plan, with no migration under way
         let cases = [
             ((false, false, false, false), Ok(NewMaterial)),
             ((false, false, true, false), Ok(NewMaterial)),
@@ -112,8 +117,9 @@ mod tests {
             ((true, true, false, false), Err(StorageMissing)),
         ];
         for ((material, shares, pending, storage), want) in cases {
-            let seen = Seen { material, shares, pending, storage };
+            let seen = Seen { material, shares, pending, storage, migrating: false };
             assert_eq!(plan(seen), want, "{seen:?}");
+            assert_eq!(plan(Seen { migrating: true, ..seen }), Err(MigrationPending), "{seen:?}");
         }
     }
 

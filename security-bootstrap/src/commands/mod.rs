@@ -6,6 +6,7 @@ pub mod inspect;
 pub mod kdf_check;
 pub mod pki;
 pub mod run;
+pub mod seal;
 pub mod setup;
 pub mod token;
 pub mod token_server;
