@@ -190,7 +190,8 @@ impl ClientIdentity {
         if chain.is_empty() {
             return Err(bad("no certificate in the PEM".into()));
         }
-        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| bad(format!("the private key is not PEM: {e}")))?;
+        let key =
+            PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| bad(format!("the private key is not PEM: {e}")))?;
         let key = crate::token::ClientKey::new(key.secret_der().to_vec());
         let identity = Self { chain, key };
         // Refuse a key rustls cannot sign with now, not at the first handshake.

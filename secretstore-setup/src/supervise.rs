@@ -180,7 +180,11 @@ impl Supervisor {
     /// Like [`Supervisor::start`], with `env` added to OpenBao's (otherwise empty) environment at
     /// every start: how the static seal key reaches it without touching a disk. The values stay in
     /// this process's memory (wiped on drop) so that a crashed OpenBao is restarted at once.
-    pub fn start_with_env(config: &SuperviseConfig, config_file: &Path, env: Vec<(&'static str, SecretString)>) -> Self {
+    pub fn start_with_env(
+        config: &SuperviseConfig,
+        config_file: &Path,
+        env: Vec<(&'static str, SecretString)>,
+    ) -> Self {
         let (stop, mut stopped) = watch::channel(false);
         let (restart, mut restart_asked) = watch::channel(0u64);
         let (spawned_tx, spawned) = watch::channel(0u64);
@@ -292,12 +296,7 @@ fn spawn(
     for (name, value) in env {
         command.env(name, value.expose());
     }
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log))
-        .stderr(Stdio::from(err))
-        .kill_on_drop(true)
-        .spawn()
+    command.stdin(Stdio::null()).stdout(Stdio::from(log)).stderr(Stdio::from(err)).kill_on_drop(true).spawn()
 }
 
 /// The pid of the OpenBao edgeseal last started, in `data_dir`.
@@ -385,8 +384,12 @@ mod tests {
         fs::DirBuilder::new().mode(0o700).create(&above).unwrap();
         fs::set_permissions(&above, fs::Permissions::from_mode(0o777)).unwrap();
         let data_dir = above.join("bao");
-        let config =
-            SuperviseConfig { binary: "/bin/false".into(), data_dir: data_dir.clone(), unauthed_generate_root: false, seal: crate::seal::SealMode::Shamir };
+        let config = SuperviseConfig {
+            binary: "/bin/false".into(),
+            data_dir: data_dir.clone(),
+            unauthed_generate_root: false,
+            seal: crate::seal::SealMode::Shamir,
+        };
         let server = ServerConfig {
             data_dir: data_dir.join("raft"),
             listen: "127.0.0.1:8200".parse().unwrap(),

@@ -99,7 +99,9 @@ pub enum Command {
     /// Stores a new random key in the keystore as the next one; the next start of `run` completes the
     /// rotation (OpenBao opens with either key and rewraps to the new one; the old key is forgotten
     /// only once the new one alone opens the store). Crash-safe at every step.
-    #[command(after_help = "Example:\n  security-bootstrap rotate-seal-key --config /etc/edgeseal/edgeseal.yaml && systemctl restart edgeseal")]
+    #[command(
+        after_help = "Example:\n  security-bootstrap rotate-seal-key --config /etc/edgeseal/edgeseal.yaml && systemctl restart edgeseal"
+    )]
     RotateSealKey(ConfigArg),
     /// Move a supervised Shamir-sealed store to the static seal (stop edgeseal first).
     ///

@@ -74,7 +74,9 @@ impl Boot {
     /// Starts `run` crashing at the named crash point; returns once it has died.
     pub fn run_until_crash(&mut self, point: &str) -> std::process::ExitStatus {
         let mut guard = self.spawn_with(Some(point));
-        guard.exited_within(Duration::from_secs(120)).unwrap_or_else(|| panic!("run did not reach {point}:\n{}", self.log()))
+        guard
+            .exited_within(Duration::from_secs(120))
+            .unwrap_or_else(|| panic!("run did not reach {point}:\n{}", self.log()))
     }
 
     /// The client binary (the `demo` service's executable).
@@ -150,7 +152,12 @@ impl Boot {
     pub fn start(&mut self) -> ChildGuard {
         let mut guard = self.spawn();
         let became_ready = poll_until(Duration::from_secs(120), || {
-            assert!(guard.exited().is_none(), "run exited early:\n{}\nopenbao.log:\n{}", self.log(), self.openbao_log());
+            assert!(
+                guard.exited().is_none(),
+                "run exited early:\n{}\nopenbao.log:\n{}",
+                self.log(),
+                self.openbao_log()
+            );
             self.ready_file().exists().then_some(())
         });
         assert!(became_ready.is_some(), "not ready after 120 s:\n{}", self.log());
@@ -226,7 +233,8 @@ impl Boot {
     pub fn kill_openbao(&self) {
         if let Some(pid) = self.openbao_pid() {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
-            let gone = poll_until(Duration::from_secs(10), || openbao_of(pid, &self.data_dir()).is_none().then_some(()));
+            let gone =
+                poll_until(Duration::from_secs(10), || openbao_of(pid, &self.data_dir()).is_none().then_some(()));
             assert!(gone.is_some(), "OpenBao {pid} did not die");
         }
     }

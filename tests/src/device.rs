@@ -10,8 +10,8 @@ use pki_init::{CertConfig, CertName, PkiConfig, San};
 use secretstore_setup::config::{
     FileTokenOwner, FileTokensConfig, KeystoreConfig, SecretStoreConfig, ServiceSetup, TokenSettings,
 };
-use secretstore_setup::setup::Setup;
 use secretstore_setup::seal::SealMode;
+use secretstore_setup::setup::Setup;
 use secretstore_setup::supervise::SuperviseConfig;
 use security_bootstrap::config::{Config, ServiceEntry, ServiceName};
 use token_server::config::ServerConfig;

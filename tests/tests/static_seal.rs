@@ -26,7 +26,10 @@ const SHAMIR_PATHS: &[&str] = &["sys/init", "sys/unseal", "sys/generate-root", "
 
 fn assert_no_shamir_traffic(boot: &Boot) {
     let paths = boot.audited_paths();
-    assert!(paths.iter().any(|p| p == "auth/edgeseal-cert/login"), "edgeseal logged in with its certificate: {paths:?}");
+    assert!(
+        paths.iter().any(|p| p == "auth/edgeseal-cert/login"),
+        "edgeseal logged in with its certificate: {paths:?}"
+    );
     let shamir: Vec<_> = paths.iter().filter(|p| SHAMIR_PATHS.iter().any(|s| p.starts_with(s))).collect();
     assert!(shamir.is_empty(), "a static-sealed store got {shamir:?}");
     // No token with the root policy was ever issued to a client. (OpenBao runs its own `initialize`
@@ -42,7 +45,8 @@ fn assert_no_shamir_traffic(boot: &Boot) {
         }
         let policies = &entry["auth"]["policies"];
         assert!(
-            !policies.as_array().is_some_and(|p| p.iter().any(|p| p == "root")) || entry["auth"]["client_token"].is_null(),
+            !policies.as_array().is_some_and(|p| p.iter().any(|p| p == "root"))
+                || entry["auth"]["client_token"].is_null(),
             "a root token was issued: {line}"
         );
     }
@@ -131,7 +135,11 @@ fn sigkill_of_openbao_at_random_instants_of_a_first_boot_is_survived_by_the_same
         let killed = boot.openbao_pid();
         boot.kill_openbao();
         let ready = poll_until(Duration::from_secs(120), || {
-            assert!(run.exited().is_none(), "round {round}: run gave up after OpenBao was killed {delay:?} in:\n{}", boot.log());
+            assert!(
+                run.exited().is_none(),
+                "round {round}: run gave up after OpenBao was killed {delay:?} in:\n{}",
+                boot.log()
+            );
             boot.ready_file().exists().then_some(())
         });
         assert!(ready.is_some(), "round {round}: not ready:\n{}", boot.log());
@@ -262,7 +270,8 @@ fn files(dir: &Path) -> Vec<std::path::PathBuf> {
 
 /// Names, sizes and contents hashes of every file below `dir`.
 fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out: Vec<_> = files(dir).into_iter().map(|f| (f.display().to_string(), fs::read(&f).unwrap_or_default())).collect();
+    let mut out: Vec<_> =
+        files(dir).into_iter().map(|f| (f.display().to_string(), fs::read(&f).unwrap_or_default())).collect();
     out.sort();
     out
 }
@@ -292,7 +301,12 @@ fn a_seal_key_rotation_completes_at_the_next_boot_whatever_step_a_kill_interrupt
 
     for point in ["mid-rotation", "after-rotation"] {
         let status = boot.run_until_crash(point);
-        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9), "{point}: {status}\n{}", boot.log());
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9),
+            "{point}: {status}\n{}",
+            boot.log()
+        );
         let (current, pending) = seal_keys(&boot);
         assert!(
             (current == old && pending.as_deref() == Some(next.as_str())) || (current == next && pending.is_none()),
@@ -355,7 +369,11 @@ fn migrate_seal_moves_a_shamir_store_and_a_kill_at_every_step_loses_nothing() {
 
     let before = boot.audited_paths().len();
     let _run = boot.start();
-    assert_eq!(boot.secret(&boot.token_until_ok(Duration::from_secs(30))), value, "the secret made before the migration");
+    assert_eq!(
+        boot.secret(&boot.token_until_ok(Duration::from_secs(30))),
+        value,
+        "the secret made before the migration"
+    );
     let after: Vec<_> = boot.audited_paths().split_off(before);
     assert!(after.iter().any(|p| p == "auth/edgeseal-cert/login"), "{after:?}");
     assert!(!after.iter().any(|p| SHAMIR_PATHS.iter().any(|s| p.starts_with(s))), "{after:?}");

@@ -166,7 +166,12 @@ impl Client {
         rotated
             .keys_base64
             .iter()
-            .map(|key| STANDARD.decode(key.expose()).map(UnsealKey::new).map_err(|_| bad("keys_base64 holds something that is not base64")))
+            .map(|key| {
+                STANDARD
+                    .decode(key.expose())
+                    .map(UnsealKey::new)
+                    .map_err(|_| bad("keys_base64 holds something that is not base64"))
+            })
             .collect()
     }
 

@@ -31,6 +31,8 @@ const CREATE_ATTEMPTS: u32 = 3;
 /// How long one start of a store being created may take to accept edgeseal's login (a
 /// self-initialization takes ~2.5 s: the raft election, then the `initialize` requests).
 const SELF_INIT_PATIENCE: Duration = Duration::from_secs(30);
+/// Converge attempts when OpenBao goes away in the middle (it is restarted by the supervisor).
+const CONVERGE_TRIES: u32 = 5;
 /// Pause between two looks at a starting OpenBao.
 const POLL: Duration = Duration::from_millis(50);
 
@@ -121,7 +123,8 @@ pub async fn open(setup: &Setup, server: ServerConfig) -> Result<Opened, SetupEr
             storage::wipe(raft).map_err(io("wiping the storage of a store being created", raft))?;
         }
         let supervisor = bao.start(material.keys())?;
-        let patience = if creating { setup.store.wait_timeout.min(SELF_INIT_PATIENCE) } else { setup.store.wait_timeout };
+        let patience =
+            if creating { setup.store.wait_timeout.min(SELF_INIT_PATIENCE) } else { setup.store.wait_timeout };
         // A store being created whose OpenBao died and was restarted never completes its
         // self-initialization (raft "already has state", or no cert entry): start it over at once.
         let restarts = supervisor.restarts();
@@ -152,7 +155,19 @@ pub async fn open(setup: &Setup, server: ServerConfig) -> Result<Opened, SetupEr
                 running = Some(rotate(setup, &bao, &client, supervisor, &material, &store, &kek, &mut report).await?);
             }
         }
-        configure::converge(setup, &client, &token, Bootstrap::Cert, &store, &kek, &mut report).await
+        // The supervisor restarts an OpenBao that dies meanwhile, and it opens itself: wait for it
+        // and converge again (every step reads before it writes).
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match configure::converge(setup, &client, &token, Bootstrap::Cert, &store, &kek, &mut report).await {
+                Err(e) if e.is_unreachable() && tries < CONVERGE_TRIES => {
+                    tracing::warn!(error = %e, "OpenBao went away during setup; waiting for it to come back");
+                    wait_open(&client, setup.store.wait_timeout).await?;
+                }
+                outcome => break outcome,
+            }
+        }
     }
     .await;
     crash::point("before-setup-revoke");
@@ -211,7 +226,9 @@ async fn ensure_recovery_key(
     kek: &Kek,
     report: &mut Report,
 ) -> Result<(), SetupError> {
-    if store.open(kek)?.item(ITEM_RECOVERY_KEY).is_some() {
+    let keystore = store.open(kek)?;
+    // A store migrated from Shamir has recovery keys already: its old unseal shares.
+    if keystore.item(ITEM_RECOVERY_KEY).is_some() || keystore.has_shares() {
         return Ok(());
     }
     let keys = client.rotate_recovery(token, 1, 1).await.doing(|| "making the store's recovery key".into())?;

@@ -201,10 +201,14 @@ impl SealMaterial {
     pub fn from_keystore(keystore: &Keystore) -> Result<Option<Self>, MalformedItem> {
         let Some(current) = keystore.item(ITEM_SEAL_KEY) else { return Ok(None) };
         let current = SealKey::from_item(ITEM_SEAL_KEY, current.expose())?;
-        let next = keystore.item(ITEM_SEAL_KEY_NEXT).map(|n| SealKey::from_item(ITEM_SEAL_KEY_NEXT, n.expose())).transpose()?;
-        let identity = keystore
-            .item(ITEM_CLIENT_IDENTITY)
-            .ok_or_else(|| MalformedItem { item: ITEM_CLIENT_IDENTITY, reason: "missing beside the seal key".into() })?;
+        let next = keystore
+            .item(ITEM_SEAL_KEY_NEXT)
+            .map(|n| SealKey::from_item(ITEM_SEAL_KEY_NEXT, n.expose()))
+            .transpose()?;
+        let identity = keystore.item(ITEM_CLIENT_IDENTITY).ok_or_else(|| MalformedItem {
+            item: ITEM_CLIENT_IDENTITY,
+            reason: "missing beside the seal key".into(),
+        })?;
         let identity = IdentityPem::from_item(identity.expose())?;
         Ok(Some(Self { current, next, identity }))
     }
@@ -283,7 +287,11 @@ mod tests {
         let cases: [(&str, &[u8], &str); 4] = [
             (ITEM_SEAL_KEY, b"not json", ITEM_SEAL_KEY),
             (ITEM_SEAL_KEY, br#"{"id":"k1","key":"00"}"#, "32 bytes"),
-            (ITEM_SEAL_KEY, br#"{"id":"k 1\"","key":"0000000000000000000000000000000000000000000000000000000000000000"}"#, "key id"),
+            (
+                ITEM_SEAL_KEY,
+                br#"{"id":"k 1\"","key":"0000000000000000000000000000000000000000000000000000000000000000"}"#,
+                "key id",
+            ),
             (ITEM_CLIENT_IDENTITY, br#"{"cert":"x","key":"y"}"#, ITEM_CLIENT_IDENTITY),
         ];
         for (item, bytes, says) in cases {

@@ -60,11 +60,9 @@ pub fn backup_dir(raft_dir: &Path) -> PathBuf {
 /// Runs (or resumes) the migration. `server` is the supervised OpenBao's configuration as the
 /// Shamir path writes it (with the private Unix listener); OpenBao must not be running.
 pub async fn migrate(setup: &Setup, server: ServerConfig) -> Result<Migrated, SetupError> {
-    let supervise = setup
-        .store
-        .supervise
-        .clone()
-        .ok_or_else(|| SetupError::Config("migrate-seal works on a supervised OpenBao (secret_store.supervise)".into()))?;
+    let supervise = setup.store.supervise.clone().ok_or_else(|| {
+        SetupError::Config("migrate-seal works on a supervised OpenBao (secret_store.supervise)".into())
+    })?;
     let socket = supervise.api_socket();
     let server = ServerConfig { api_socket: Some(socket.clone()), tcp_client_ca: None, self_init: None, ..server };
     let raft = server.data_dir.clone();
@@ -99,8 +97,12 @@ pub async fn migrate(setup: &Setup, server: ServerConfig) -> Result<Migrated, Se
         let _ = fs::remove_dir_all(&backup);
         copy_tree(&raft, &backup).map_err(io("copying the storage aside before the migration", &backup))?;
         crash::point("after-migrate-backup");
-        durable_file::write(&marker, b"edgeseal is moving this store to the static seal\n", &durable_file::Options::private())
-            .map_err(|e| SetupError::Io { doing: "marking the migration", path: e.path, source: e.source })?;
+        durable_file::write(
+            &marker,
+            b"edgeseal is moving this store to the static seal\n",
+            &durable_file::Options::private(),
+        )
+        .map_err(|e| SetupError::Io { doing: "marking the migration", path: e.path, source: e.source })?;
         crash::point("after-migrate-marker");
     }
     // Made only under the marker: a keystore with seal material and no marker is a migrated store.
@@ -195,7 +197,10 @@ async fn migrate_running(
         client.write_policy(token, SETUP_POLICY, &policy).await.doing(|| format!("writing policy {SETUP_POLICY}"))?;
         let auths = client.auth_mounts(token).await.doing(|| "listing auth methods".into())?;
         if !auths.contains_key(&format!("{CERT_MOUNT}/")) {
-            client.enable_auth(token, CERT_MOUNT, "cert").await.doing(|| format!("enabling cert auth at {CERT_MOUNT}/"))?;
+            client
+                .enable_auth(token, CERT_MOUNT, "cert")
+                .await
+                .doing(|| format!("enabling cert auth at {CERT_MOUNT}/"))?;
         }
         let cert = &material.identity.cert;
         client
@@ -229,7 +234,9 @@ fn refuse_if_running(supervise: &crate::supervise::SuperviseConfig) -> Result<()
     if let Some(pid) = supervise::running_openbao(&supervise.data_dir, &supervise.config_file()) {
         let parent = fs::read_to_string(format!("/proc/{pid}/stat"))
             .ok()
-            .and_then(|stat| stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().nth(1)).map(str::to_string))
+            .and_then(|stat| {
+                stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().nth(1)).map(str::to_string)
+            })
             .unwrap_or_default();
         if parent != "1" {
             return Err(SetupError::Config(format!(

@@ -35,8 +35,8 @@ use thiserror::Error;
 use self::configure::Bootstrap;
 use crate::config::{FileTokensConfig, KeystoreConfig, SecretStoreConfig, ServiceSetup};
 use crate::crash;
-use crate::seal::SealMode;
 use crate::keystore::{derive_file_kek, KeystoreDir, KeystoreError, KeystoreFile};
+use crate::seal::SealMode;
 use crate::Keystore;
 
 /// Keystore item holding the bootstrap AppRole credential (`{"role_id", "secret_id"}`).
@@ -201,6 +201,11 @@ impl SetupError {
     /// verdict on the keystore. Long-running callers (`run`, the watchdog) retry instead of giving up.
     pub fn is_unseal_disturbed(&self) -> bool {
         matches!(self, Self::UnsealDisturbed { .. })
+    }
+
+    /// Whether OpenBao did not answer (down, or restarting): a supervised OpenBao comes back by itself.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::OpenBao { source, .. } if source.is_unreachable())
     }
 }
 

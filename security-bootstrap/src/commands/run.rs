@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use pki_init::layout::{self, OPENBAO as OPENBAO_CERT};
-use secretstore_setup::server_config::ServerConfig as BaoConfig;
 use secretstore_setup::seal::SealMode;
+use secretstore_setup::server_config::ServerConfig as BaoConfig;
 use secretstore_setup::supervise::{self, SuperviseConfig, Supervisor};
 use tokio::sync::watch;
 

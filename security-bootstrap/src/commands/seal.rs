@@ -14,7 +14,9 @@ use crate::config::Config;
 pub fn rotate(config_path: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
     if config.secret_store.supervise.as_ref().map(|s| s.seal) != Some(SealMode::Static) {
-        bail!("rotate-seal-key is for a supervised OpenBao with the static seal (secret_store.supervise, seal: static)");
+        bail!(
+            "rotate-seal-key is for a supervised OpenBao with the static seal (secret_store.supervise, seal: static)"
+        );
     }
     let ikm = kdf_plugins::run_plugin(&config.kdf)?;
     let store = secretstore_setup::KeystoreDir::new(&config.keystore.dir);
@@ -26,8 +28,12 @@ pub fn rotate(config_path: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
         Ok(())
     })?;
     let keystore = store.open(&kek)?;
-    let material = SealMaterial::from_keystore(&keystore)?
-        .with_context(|| format!("keystore {} holds no static seal key yet: start `security-bootstrap run` once first", store.path().display()))?;
+    let material = SealMaterial::from_keystore(&keystore)?.with_context(|| {
+        format!(
+            "keystore {} holds no static seal key yet: start `security-bootstrap run` once first",
+            store.path().display()
+        )
+    })?;
     match (began, &material.next) {
         (Some(id), _) => writeln!(out, "next seal key {id} stored in the keystore")?,
         (None, Some(next)) => writeln!(out, "a rotation to {} is already pending", next.id)?,
@@ -52,10 +58,8 @@ pub fn migrate(config_path: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
         s.seal = SealMode::Static;
     }
     let server = super::run::supervised_openbao(&config, &supervise, false)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     let (pki, kdf, keystore) = (config.pki.clone(), config.kdf.clone(), config.keystore.dir.clone());
     super::pki::converge(&pki, &kdf, &keystore)?;
     match runtime.block_on(migrate::migrate(&setup, server))? {
