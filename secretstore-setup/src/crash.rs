@@ -34,11 +34,18 @@ pub const POINTS: &[&str] = &[
 /// The points of a supervised, static-sealed boot ([`crate::seal::boot`]), in order; a first boot
 /// reaches all of them, a reboot those not in [`STATIC_FIRST_BOOT_ONLY`]. After the login the
 /// configuration points of [`POINTS`] from `after-kv-mount` on are reached too.
-pub const STATIC_POINTS: &[&str] =
-    &["after-kek", "after-pending-marker", "after-seal-material", "after-first-login", "before-setup-revoke"];
+pub const STATIC_POINTS: &[&str] = &[
+    "after-kek",
+    "after-pending-marker",
+    "after-seal-material",
+    "after-first-login",
+    "after-recovery-key",
+    "before-setup-revoke",
+];
 
 /// The static-seal points only a first boot reaches.
-pub const STATIC_FIRST_BOOT_ONLY: &[&str] = &["after-pending-marker", "after-seal-material", "after-first-login"];
+pub const STATIC_FIRST_BOOT_ONLY: &[&str] =
+    &["after-pending-marker", "after-seal-material", "after-first-login", "after-recovery-key"];
 
 /// The points only a first initialization reaches.
 pub const FIRST_INIT_ONLY: &[&str] = &["before-init", "after-init", "after-keystore"];

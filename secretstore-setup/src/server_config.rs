@@ -250,4 +250,36 @@ mod tests {
             assert_eq!(tcp.contains("tls_client_ca_file = \"/d/locked-client-ca.pem\""), tcp_locked, "{hcl}");
         }
     }
+
+    #[test]
+    fn the_static_seal_names_the_key_only_by_its_variable_and_the_initialize_block_registers_edgeseal() {
+        let cert = "-----BEGIN CERTIFICATE-----\nMIIB\"x$y%z\n-----END CERTIFICATE-----\n";
+        let config = ServerConfig {
+            data_dir: "/d/raft".into(),
+            listen: "127.0.0.1:8200".parse().unwrap(),
+            cluster: "127.0.0.1:8201".parse().unwrap(),
+            tls_cert: "/p/openbao/cert.pem".into(),
+            tls_key: "/p/openbao/key.pem".into(),
+            audit_log: None,
+            unauthed_generate_root: false,
+            api_socket: None,
+            tcp_client_ca: None,
+            static_seal: Some(StaticSeal { current_id: "k2".into(), previous_id: Some("k1".into()) }),
+            self_init: Some(crate::seal::self_init(cert, "secret", "edgeseal")),
+        };
+        let hcl = config.render();
+        assert!(
+            hcl.contains("current_key_id = \"k2\"") && hcl.contains("current_key = \"env://EDGESEAL_SEAL_KEY\""),
+            "{hcl}"
+        );
+        assert!(hcl.contains("previous_key = \"env://EDGESEAL_SEAL_KEY_PREVIOUS\""), "{hcl}");
+        assert!(hcl.contains("path = \"auth/edgeseal-cert/certs/edgeseal\""), "{hcl}");
+        assert!(hcl.contains("path = \"sys/auth/edgeseal-cert\"") && hcl.contains("type = \"cert\""), "{hcl}");
+        // The PEM is one escaped HCL string: newlines, quotes and template characters cannot break out.
+        assert!(hcl.contains("certificate = \"-----BEGIN CERTIFICATE-----\\nMIIB\\\"x$$y%%z\\n"), "{hcl}");
+        assert!(!hcl.contains("listener \"unix\""), "{hcl}");
+        let without_rotation =
+            ServerConfig { static_seal: Some(StaticSeal { current_id: "k2".into(), previous_id: None }), ..config };
+        assert!(!without_rotation.render().contains("previous_key"));
+    }
 }

@@ -2,6 +2,10 @@
 //! own PKI (raft with `performance_multiplier = 1`, TLS, a declarative file audit device), restarts it
 //! when it dies, and stops it cleanly on shutdown. A device or a laptop then needs no compose file.
 //!
+//! With the static seal (the default, [`crate::seal`]) OpenBao gets its seal key through its
+//! environment at each start ([`Supervisor::start_with_env`]) and opens itself; it has no Unix
+//! listener and no locked phase. The rest of this paragraph is the Shamir path (`seal: shamir`).
+//!
 //! The supervised OpenBao also listens on a Unix socket, `data_dir/api/openbao.sock`, in a directory
 //! of mode 0700 owned by edgeseal's user (and `data_dir` with every directory above it must be owned by
 //! root or that user and not writable by others, see [`check_data_dir`]): setup and the watchdog talk to it there, so `sys/init`,
@@ -16,7 +20,7 @@
 //! and `sys/seal-status`. Unauthenticated root generation is disabled there in every case.
 
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -194,8 +198,8 @@ impl Supervisor {
             (config.binary.clone(), config_file.to_path_buf(), config.data_dir.clone());
         let pid_slot = pid.clone();
         let task = tokio::spawn(async move {
-            reap_orphan(&log_dir, &config_file).await;
-            let mut backoff = Backoff::forever(Duration::from_millis(200), Duration::from_secs(10));
+            reap_orphan(&config_file).await;
+            let mut backoff = Backoff::forever(FIRST_PAUSE, MAX_PAUSE);
             let mut starts = 0u64;
             let mut asked = false;
             loop {
@@ -203,7 +207,7 @@ impl Supervisor {
                     Ok(child) => child,
                     Err(e) => {
                         tracing::error!(binary = %binary.display(), error = %e, "cannot start OpenBao");
-                        let pause = backoff.next_pause().unwrap_or(Duration::from_secs(10));
+                        let pause = backoff.next_pause().unwrap_or(MAX_PAUSE);
                         tokio::select! {
                             _ = stopped.changed() => return,
                             _ = tokio::time::sleep(pause) => {}
@@ -218,7 +222,9 @@ impl Supervisor {
                 starts += 1;
                 *pid_slot.lock().await = child.id();
                 if let Some(pid) = child.id() {
-                    let _ = fs::write(log_dir.join(PID_FILE), format!("{pid}\n"));
+                    if let Err(e) = fs::write(log_dir.join(PID_FILE), format!("{pid}\n")) {
+                        tracing::error!(error = %e, "cannot record OpenBao's pid; an OpenBao orphaned by a crash of edgeseal would not be found");
+                    }
                 }
                 if starts > 1 && !asked {
                     let _ = restart_tx.send(starts - 1);
@@ -226,11 +232,16 @@ impl Supervisor {
                 asked = false;
                 let _ = spawned_tx.send(starts);
                 tracing::info!(pid = child.id(), "OpenBao started");
+                let started = std::time::Instant::now();
                 tokio::select! {
                     status = child.wait() => {
                         tracing::warn!(status = ?status.ok(), "OpenBao exited; restarting it");
                         *pid_slot.lock().await = None;
-                        let pause = backoff.next_pause().unwrap_or(Duration::from_secs(10));
+                        // Back off from a crash loop, not from a crash after a healthy stretch.
+                        if started.elapsed() >= HEALTHY_UPTIME {
+                            backoff = Backoff::forever(FIRST_PAUSE, MAX_PAUSE);
+                        }
+                        let pause = backoff.next_pause().unwrap_or(MAX_PAUSE);
                         tokio::select! {
                             _ = stopped.changed() => return,
                             _ = tokio::time::sleep(pause) => {}
@@ -299,33 +310,97 @@ fn spawn(
     command.stdin(Stdio::null()).stdout(Stdio::from(log)).stderr(Stdio::from(err)).kill_on_drop(true).spawn()
 }
 
-/// The pid of the OpenBao edgeseal last started, in `data_dir`.
+/// First pause before restarting an OpenBao that died; doubles while it keeps dying.
+const FIRST_PAUSE: Duration = Duration::from_millis(200);
+/// Longest pause between restarts.
+const MAX_PAUSE: Duration = Duration::from_secs(10);
+/// An OpenBao that ran this long before dying was healthy: the next restart starts the backoff over.
+const HEALTHY_UPTIME: Duration = Duration::from_secs(60);
+
+/// The pid of the OpenBao edgeseal last started, in `data_dir` (for operators and tests; orphans
+/// are found by their command line, see [`reap_orphan`]).
 const PID_FILE: &str = "openbao.pid";
 
-/// The pid of a live (not zombie) OpenBao started with `config_file` from `data_dir`, if any.
-pub fn running_openbao(data_dir: &Path, config_file: &Path) -> Option<i32> {
-    let pid = fs::read_to_string(data_dir.join(PID_FILE)).ok()?.trim().parse::<i32>().ok()?;
-    let ours = format!("-config={}", config_file.display());
-    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let zombie = stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z'));
-    (!zombie && cmdline.split(|&b| b == 0).any(|arg| arg == ours.as_bytes())).then_some(pid)
+/// The exclusive lock on a supervised OpenBao's `data_dir`, held for as long as one edgeseal process
+/// (`run`, `migrate-seal`) works on that store; released by the kernel when the process dies. Two
+/// edgeseals on one store would kill each other's OpenBao and, while a store is being created, wipe
+/// it under the other.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: fs::File,
 }
 
-/// Kills the OpenBao a previous edgeseal started and left behind when it was killed with SIGKILL (a
-/// service manager kills the whole group; a bare host may not): it still holds the raft storage and
-/// the listener, so a new OpenBao could not start. Only a process whose command line names this very
-/// configuration file is killed; a recycled pid is left alone.
-pub async fn reap_orphan(data_dir: &Path, config_file: &Path) {
-    let Some(pid) = running_openbao(data_dir, config_file) else { return };
-    tracing::warn!(pid, "an OpenBao left running by an earlier, killed edgeseal holds the store; stopping it");
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-    for _ in 0..200 {
-        // Gone, or a zombie waiting for its (new) parent: either way it no longer holds the store.
-        if running_openbao(data_dir, config_file).is_none() {
-            return;
+/// The lock file in `data_dir`.
+const LOCK_FILE: &str = "edgeseal.lock";
+
+impl DataDirLock {
+    /// Takes the lock, creating `data_dir` (0700) if needed; refused at once when another process
+    /// holds it.
+    pub fn acquire(data_dir: &Path) -> std::io::Result<Self> {
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(data_dir)?;
+        let path = data_dir.join(LOCK_FILE);
+        let file = fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&path)?;
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(Self { _file: file }),
+            Err(rustix::io::Errno::WOULDBLOCK) => Err(std::io::Error::new(
+                std::io::ErrorKind::WouldBlock,
+                format!(
+                    "another edgeseal process (`run` or `migrate-seal`) is working on the OpenBao store in {}: stop it first ({} is locked)",
+                    data_dir.display(),
+                    path.display()
+                ),
+            )),
+            Err(e) => Err(e.into()),
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Kills every OpenBao a previous edgeseal started on this store and left behind when it was killed
+/// with SIGKILL (a service manager kills the whole group; a bare host may not): it still holds the
+/// raft storage and the listener, so a new OpenBao could not start, and wiping or copying the storage
+/// under it would lose data. Call it only while holding the [`DataDirLock`]: then no live edgeseal
+/// owns such an OpenBao. A process is ours when its command line is `… server -config=<config_file>`
+/// *and* that path, seen from its own root directory, is this very file (same device and inode):
+/// another container's OpenBao with the same path on a shared pid namespace is left alone, and so
+/// is a recycled pid.
+pub async fn reap_orphan(config_file: &Path) {
+    for pid in orphans(config_file) {
+        tracing::warn!(pid, "an OpenBao left running by an earlier, killed edgeseal holds the store; stopping it");
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        for _ in 0..200 {
+            if !is_ours(pid, config_file) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Live OpenBao processes running `config_file` (see [`reap_orphan`]).
+fn orphans(config_file: &Path) -> Vec<i32> {
+    let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str().and_then(|name| name.parse::<i32>().ok()))
+        .filter(|&pid| is_ours(pid, config_file))
+        .collect()
+}
+
+/// Whether `pid` is a live (not zombie) OpenBao running this very `config_file`.
+fn is_ours(pid: i32, config_file: &Path) -> bool {
+    let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+    let flag = format!("-config={}", config_file.display());
+    if !cmdline.split(|&b| b == 0).any(|arg| arg == flag.as_bytes()) {
+        return false;
+    }
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    if stat.is_empty() || stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')) {
+        return false;
+    }
+    let theirs = fs::metadata(format!("/proc/{pid}/root{}", config_file.display()));
+    match (theirs, fs::metadata(config_file)) {
+        (Ok(theirs), Ok(ours)) => theirs.dev() == ours.dev() && theirs.ino() == ours.ino(),
+        _ => false,
     }
 }
 

@@ -13,6 +13,12 @@ fn main() -> ExitCode {
             return if e.use_stderr() { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS };
         }
     };
+    // The clients of the token socket stay as they are: the token server attests them through /proc
+    // (a non-dumpable process hides it from a server without CAP_SYS_PTRACE), and `gate` execs the
+    // service, which would inherit the core limit.
+    if !matches!(cli.command, Command::Token(_) | Command::Health(_) | Command::Gate(_)) {
+        no_core_dumps();
+    }
     // Long-running commands log their progress; one-shot tools only warnings.
     let long_running = matches!(cli.command, Command::Run(_) | Command::TokenServer(_));
     init_logging(cli.log_format, if long_running { "info" } else { "warn" });
@@ -23,6 +29,20 @@ fn main() -> ExitCode {
             eprintln!("error: {error:#}");
             ExitCode::from(security_bootstrap::exit_code(&error))
         }
+    }
+}
+
+/// A crash must not write the KEK, the seal key, the client key or a token to disk: no core file for
+/// this process or the OpenBao it starts (the limit is inherited across fork and exec), and no
+/// ptrace or /proc/<pid>/mem by other processes of the same user. Best effort: refused only where the
+/// kernel forbids lowering them, which it never does.
+fn no_core_dumps() {
+    use nix::sys::resource::{setrlimit, Resource};
+    if let Err(e) = setrlimit(Resource::RLIMIT_CORE, 0, 0) {
+        eprintln!("warning: cannot disable core dumps (RLIMIT_CORE): {e}");
+    }
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        eprintln!("warning: cannot mark the process non-dumpable: {e}");
     }
 }
 

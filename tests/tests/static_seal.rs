@@ -13,6 +13,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use edgeseal_tests::boot::Boot;
 use edgeseal_tests::device::{DEVICE_IKM, OTHER_IKM};
 use edgeseal_tests::{poll_until, wait_until};
@@ -72,6 +73,12 @@ impl Instants {
     }
 }
 
+/// Random kill instants per test: `EDGESEAL_TEST_KILLS`, 6 by default (`make test` keeps it short;
+/// raise it for a soak).
+fn kills() -> usize {
+    std::env::var("EDGESEAL_TEST_KILLS").ok().and_then(|n| n.parse().ok()).unwrap_or(6)
+}
+
 /// How long a first boot of a fresh device takes to be ready, measured here.
 fn first_boot_time() -> Duration {
     let mut boot = Boot::new();
@@ -107,7 +114,7 @@ fn no_sys_init_unseal_or_root_generation_ever_reaches_a_static_sealed_store() {
 fn sigkill_of_run_at_random_instants_of_a_first_boot_always_converges() {
     let window = first_boot_time();
     let mut instants = Instants::new();
-    for round in 0..6 {
+    for round in 0..kills() {
         let mut boot = Boot::new();
         let delay = instants.next(window);
         let mut run = boot.spawn();
@@ -124,10 +131,48 @@ fn sigkill_of_run_at_random_instants_of_a_first_boot_always_converges() {
 }
 
 #[test]
+fn killed_at_every_named_point_of_a_first_boot_and_a_reboot_a_rerun_converges_and_keeps_the_secrets() {
+    use secretstore_setup::crash::{STATIC_FIRST_BOOT_ONLY, STATIC_POINTS};
+    for &point in STATIC_POINTS {
+        let mut boot = Boot::new();
+        let status = boot.run_until_crash(point);
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9),
+            "{point}: {status}\n{}",
+            boot.log()
+        );
+        let _run = boot.start();
+        assert!(boot.secret(&boot.token_until_ok(Duration::from_secs(30))).len() >= 40, "first boot, {point}");
+    }
+    let mut boot = Boot::new();
+    let mut run = boot.start();
+    let value = boot.secret(&boot.token_until_ok(Duration::from_secs(10)));
+    run.stop(Signal::SIGTERM, Duration::from_secs(30));
+    for &point in STATIC_POINTS.iter().filter(|p| !STATIC_FIRST_BOOT_ONLY.contains(p)) {
+        let status = boot.run_until_crash(point);
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9),
+            "{point}: {status}\n{}",
+            boot.log()
+        );
+        let mut run = boot.start();
+        assert_eq!(
+            boot.secret(&boot.token_until_ok(Duration::from_secs(30))),
+            value,
+            "reboot, {point}: the store was kept"
+        );
+        run.stop(Signal::SIGTERM, Duration::from_secs(30));
+    }
+    assert_no_shamir_traffic(&boot);
+}
+
+#[test]
 fn sigkill_of_openbao_at_random_instants_of_a_first_boot_is_survived_by_the_same_run() {
     let window = first_boot_time();
     let mut instants = Instants::new();
-    for round in 0..6 {
+    for round in 0..kills() {
         let mut boot = Boot::new();
         let delay = instants.next(window);
         let mut run = boot.spawn();
@@ -164,7 +209,7 @@ fn sigkill_of_run_at_random_instants_of_a_reboot_loses_nothing() {
     };
     eprintln!("first boot {:?}, reboot {reboot:?}", started.elapsed());
     let mut instants = Instants::new();
-    for round in 0..6 {
+    for round in 0..kills() {
         let delay = instants.next(reboot);
         let mut run = boot.spawn();
         std::thread::sleep(delay);
@@ -175,6 +220,56 @@ fn sigkill_of_run_at_random_instants_of_a_reboot_loses_nothing() {
         run.stop(Signal::SIGTERM, Duration::from_secs(30));
     }
     assert_no_shamir_traffic(&boot);
+}
+
+#[test]
+fn sigkill_of_openbao_at_random_instants_of_a_reboot_is_survived_by_the_same_run() {
+    let mut boot = Boot::new();
+    let mut run = boot.start();
+    let value = boot.secret(&boot.token_until_ok(Duration::from_secs(10)));
+    run.stop(Signal::SIGTERM, Duration::from_secs(30));
+    let reboot = {
+        let at = Instant::now();
+        let mut run = boot.start();
+        let took = at.elapsed();
+        run.stop(Signal::SIGTERM, Duration::from_secs(30));
+        took
+    };
+    let mut instants = Instants::new();
+    for round in 0..kills() {
+        let delay = instants.next(reboot);
+        let mut run = boot.spawn();
+        std::thread::sleep(delay);
+        boot.kill_openbao();
+        let ready = poll_until(Duration::from_secs(120), || {
+            assert!(
+                run.exited().is_none(),
+                "round {round}: run gave up after OpenBao was killed {delay:?} in:\n{}",
+                boot.log()
+            );
+            boot.ready_file().exists().then_some(())
+        });
+        assert!(ready.is_some(), "round {round}: not ready:\n{}", boot.log());
+        assert_eq!(boot.secret(&boot.token_until_ok(Duration::from_secs(30))), value, "round {round} ({delay:?})");
+        run.stop(Signal::SIGTERM, Duration::from_secs(30));
+    }
+    assert_no_shamir_traffic(&boot);
+}
+
+#[test]
+fn a_second_edgeseal_on_the_same_store_is_refused_and_the_first_keeps_serving() {
+    let mut boot = Boot::new();
+    let _run = boot.start();
+    let value = boot.secret(&boot.token_until_ok(Duration::from_secs(10)));
+    let openbao = boot.openbao_pid();
+    let mut second = boot.spawn();
+    let status = second.exited_within(Duration::from_secs(60)).expect("the second run stops");
+    assert!(!status.success());
+    assert!(boot.log().contains("another edgeseal process"), "{}", boot.log());
+    assert_eq!(boot.openbao_pid(), openbao, "the first run's OpenBao was left alone");
+    assert_eq!(boot.secret(&boot.token_until_ok(Duration::from_secs(10))), value);
+    let out = boot.command(&["migrate-seal"], None);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("another edgeseal process"));
 }
 
 #[test]
@@ -230,7 +325,17 @@ fn the_seal_key_and_client_key_are_in_no_file_or_log_and_openbaos_environment_is
     let key_pem = material.identity.private_key().expose().to_string();
     let key_body: String = key_pem.lines().filter(|l| !l.starts_with("-----")).collect();
     // (The first 36 base64 characters of every P-256 PKCS#8 key are the same ASN.1 header.)
-    let needles = [seal_hex.clone(), seal_hex.to_uppercase(), key_body.clone(), key_body[48..108].to_string()];
+    let recovery = keystore.item(secretstore_setup::seal::material::ITEM_RECOVERY_KEY).expect("a recovery key");
+    let recovery_hex = hex::encode(recovery.expose());
+    let recovery_b64 = base64::engine::general_purpose::STANDARD.encode(recovery.expose());
+    let needles = [
+        seal_hex.clone(),
+        seal_hex.to_uppercase(),
+        key_body.clone(),
+        key_body[48..108].to_string(),
+        recovery_hex,
+        recovery_b64,
+    ];
     for file in files(boot.device.path()) {
         let bytes = fs::read(&file).unwrap_or_default();
         let text = String::from_utf8_lossy(&bytes);
@@ -357,9 +462,22 @@ fn migrate_seal_moves_a_shamir_store_and_a_kill_at_every_step_loses_nothing() {
             String::from_utf8_lossy(&out.stdout),
             boot.log()
         );
-        // Until a migration completes, `run` refuses to start on the half-moved store.
-        let mut refused = boot.spawn();
-        assert!(!refused.exited_within(Duration::from_secs(60)).expect("run stops").success(), "{point}");
+        // Until a migration completes, `run` refuses to start on the half-moved store, with either
+        // seal in the config (a Shamir run would write data the resumed migration then discards).
+        // Before the migration is marked, the store is still a plain Shamir store: a Shamir run
+        // serves it, and the next migrate-seal copies it afresh.
+        for shamir in [false, true] {
+            boot.set_shamir(shamir);
+            if shamir && point == "after-migrate-backup" {
+                let mut run = boot.start();
+                assert_eq!(boot.secret(&boot.token_until_ok(Duration::from_secs(30))), value);
+                run.stop(Signal::SIGTERM, Duration::from_secs(30));
+                continue;
+            }
+            let mut refused = boot.spawn();
+            assert!(!refused.exited_within(Duration::from_secs(60)).expect("run stops").success(), "{point}, shamir {shamir}");
+        }
+        boot.set_shamir(false);
     }
     let out = boot.command(&["migrate-seal"], None);
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), boot.log());

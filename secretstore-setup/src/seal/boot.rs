@@ -23,7 +23,7 @@ use crate::keystore::KeystoreDir;
 use crate::server_config::{ServerConfig, StaticSeal, PREVIOUS_SEAL_KEY_ENV, SEAL_KEY_ENV};
 use crate::setup::configure::{self, Bootstrap};
 use crate::setup::{Doing, Report, Setup, SetupError};
-use crate::supervise::{self, SuperviseConfig, Supervisor};
+use crate::supervise::{self, DataDirLock, SuperviseConfig, Supervisor};
 use crate::{Keystore, SecretBytes};
 
 /// Starts of a store being created before giving up (each wipes the storage and starts over).
@@ -43,6 +43,8 @@ pub struct Opened {
     pub supervisor: Supervisor,
     /// What setup did.
     pub report: Report,
+    /// This process's hold on the store: keep it as long as OpenBao runs.
+    pub lock: DataDirLock,
 }
 
 /// Boots the supervised OpenBao described by `server` (its listener, PKI, storage and audit; the seal
@@ -54,6 +56,11 @@ pub async fn open(setup: &Setup, server: ServerConfig) -> Result<Opened, SetupEr
         .clone()
         .ok_or_else(|| SetupError::Config("the static seal needs secret_store.supervise".into()))?;
     setup.validate()?;
+    let lock = DataDirLock::acquire(&supervise.data_dir).map_err(|source| SetupError::Io {
+        doing: "locking",
+        path: supervise.data_dir.clone(),
+        source,
+    })?;
     let ikm = setup.ikm().await?;
     crash::point("after-kek");
     let store = setup.keystore_dir();
@@ -108,13 +115,16 @@ pub async fn open(setup: &Setup, server: ServerConfig) -> Result<Opened, SetupEr
             api_socket: None,
             tcp_client_ca: None,
             unauthed_generate_root: false,
-            self_init: Some(self_init(&material.identity.cert, &setup.store.kv_mount, &setup.store.service_prefix)),
+            // Only while creating: an existing store that turns out uninitialized is refused below,
+            // never silently replaced by a new, empty one.
+            self_init: creating
+                .then(|| self_init(&material.identity.cert, &setup.store.kv_mount, &setup.store.service_prefix)),
             ..server
         },
     };
 
     // An OpenBao left running by a killed edgeseal still holds the storage: stop it before touching it.
-    supervise::reap_orphan(&supervise.data_dir, &supervise.config_file()).await;
+    supervise::reap_orphan(&supervise.config_file()).await;
     let mut attempt = 0;
     let (supervisor, token) = loop {
         attempt += 1;
@@ -129,7 +139,12 @@ pub async fn open(setup: &Setup, server: ServerConfig) -> Result<Opened, SetupEr
         // self-initialization (raft "already has state", or no cert entry): start it over at once.
         let restarts = supervisor.restarts();
         let broken = || creating && supervisor.restarts() > restarts;
-        match login(&client, patience, broken).await {
+        let uninitialized = (!creating).then(|| SetupError::StorageMissing {
+            keystore: store.path().to_path_buf(),
+            storage: bao.server.data_dir.clone(),
+            address: setup.store.address.clone(),
+        });
+        match login_or(&client, patience, broken, uninitialized).await {
             Ok(token) => break (supervisor, token),
             Err(e) if creating && attempt < CREATE_ATTEMPTS => {
                 tracing::warn!(attempt, error = %e, "OpenBao did not initialize itself; wiping its storage (it holds nothing yet) and starting again");
@@ -173,7 +188,7 @@ pub async fn open(setup: &Setup, server: ServerConfig) -> Result<Opened, SetupEr
     crash::point("before-setup-revoke");
     let revoked = client.revoke_self(&token).await.doing(|| "revoking this run's setup token".into());
     match (outcome.and(revoked), running) {
-        (Ok(()), Some(supervisor)) => Ok(Opened { supervisor, report }),
+        (Ok(()), Some(supervisor)) => Ok(Opened { supervisor, report, lock }),
         (Ok(()), None) => Err(SetupError::Config("OpenBao was not restarted after the seal-key rotation".into())),
         (Err(e), running) => {
             if let Some(supervisor) = running {
@@ -301,6 +316,16 @@ fn open_or_create(store: &KeystoreDir, ikm: &Ikm) -> Result<(Keystore, Kek), Set
 /// out, a sealed, uninitialized or not-yet-configured store is waited for (self-initialization
 /// writes the cert entry only after the raft election), unless `broken` says it never will be.
 pub(crate) async fn login(client: &Client, patience: Duration, broken: impl Fn() -> bool) -> Result<Token, SetupError> {
+    login_or(client, patience, broken, None).await
+}
+
+/// [`login`], returning `uninitialized` at once if OpenBao says it is not initialized.
+async fn login_or(
+    client: &Client,
+    patience: Duration,
+    broken: impl Fn() -> bool,
+    mut uninitialized: Option<SetupError>,
+) -> Result<Token, SetupError> {
     let started = Instant::now();
     loop {
         if broken() {
@@ -315,7 +340,10 @@ pub(crate) async fn login(client: &Client, patience: Duration, broken: impl Fn()
                 return Err(SetupError::OpenBao { doing: "checking OpenBao's identity".into(), source: e })
             }
             Err(e) => e.to_string(),
-            Ok(h) if !h.initialized => "not initialized yet".into(),
+            Ok(h) if !h.initialized => match uninitialized.take() {
+                Some(refusal) => return Err(refusal),
+                None => "not initialized yet".into(),
+            },
             Ok(h) if h.sealed => "sealed: it has not opened with the seal key in the keystore".into(),
             Ok(h) if h.standby => "standby".into(),
             Ok(_) => match client.cert_login(CERT_MOUNT, CERT_NAME).await {

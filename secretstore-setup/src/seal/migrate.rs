@@ -31,7 +31,7 @@ use super::{setup_policy, CERT_MOUNT, CERT_NAME, SETUP_POLICY, SETUP_TOKEN_TTL_S
 use crate::crash;
 use crate::server_config::{ServerConfig, StaticSeal, SEAL_KEY_ENV};
 use crate::setup::{root, Doing, Setup, SetupError};
-use crate::supervise::{self, Supervisor};
+use crate::supervise::{self, DataDirLock, Supervisor};
 
 /// What a migration did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,8 +71,12 @@ pub async fn migrate(setup: &Setup, server: ServerConfig) -> Result<Migrated, Se
         let path = path.to_path_buf();
         move |source| SetupError::Io { doing, path, source }
     };
-    refuse_if_running(&supervise)?;
-    supervise::reap_orphan(&supervise.data_dir, &supervise.config_file()).await;
+    let _lock = DataDirLock::acquire(&supervise.data_dir).map_err(|source| SetupError::Io {
+        doing: "locking",
+        path: supervise.data_dir.clone(),
+        source,
+    })?;
+    supervise::reap_orphan(&supervise.config_file()).await;
 
     let ikm = setup.ikm().await?;
     let store = setup.keystore_dir();
@@ -94,6 +98,7 @@ pub async fn migrate(setup: &Setup, server: ServerConfig) -> Result<Migrated, Se
         if !super::storage::has_data(&raft).map_err(io("inspecting", &raft))? {
             return Err(SetupError::Config(format!("{} holds no store to migrate", raft.display())));
         }
+        super::storage::ensure_unheld(&raft).map_err(io("checking", &raft))?;
         let _ = fs::remove_dir_all(&backup);
         copy_tree(&raft, &backup).map_err(io("copying the storage aside before the migration", &backup))?;
         crash::point("after-migrate-backup");
@@ -125,6 +130,7 @@ pub async fn migrate(setup: &Setup, server: ServerConfig) -> Result<Migrated, Se
     }
 
     // Every attempt starts from the untouched copy.
+    super::storage::ensure_unheld(&raft).map_err(io("checking", &raft))?;
     let _ = fs::remove_dir_all(&raft);
     copy_tree(&backup, &raft).map_err(io("restoring the storage from its copy", &raft))?;
     let migrating = ServerConfig {
@@ -227,25 +233,6 @@ async fn verify_login(setup: &Setup, material: &SealMaterial) -> Result<(), Setu
     .doing(|| format!("connecting to OpenBao at {}", setup.store.address))?;
     let token = super::boot::login(&client, setup.store.wait_timeout, || false).await?;
     client.revoke_self(&token).await.doing(|| "revoking the check's setup token".into())
-}
-
-/// Refuses while an OpenBao started by a live edgeseal runs on this data directory.
-fn refuse_if_running(supervise: &crate::supervise::SuperviseConfig) -> Result<(), SetupError> {
-    if let Some(pid) = supervise::running_openbao(&supervise.data_dir, &supervise.config_file()) {
-        let parent = fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|stat| {
-                stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().nth(1)).map(str::to_string)
-            })
-            .unwrap_or_default();
-        if parent != "1" {
-            return Err(SetupError::Config(format!(
-                "OpenBao (pid {pid}) is running on {}: stop edgeseal (`security-bootstrap run`) first; migrate-seal starts OpenBao itself",
-                supervise.data_dir.display()
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// Copies a directory tree (regular files and directories), syncing every file and directory, so

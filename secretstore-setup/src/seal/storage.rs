@@ -25,8 +25,36 @@ pub fn has_data(raft_dir: &Path) -> io::Result<bool> {
     }
 }
 
-/// Empties OpenBao's raft directory (OpenBao must not be running) and syncs the change.
+/// Fails when a process (an OpenBao nobody accounted for) holds the raft database: bbolt takes an
+/// exclusive `flock` on its files while it has them open. Checked before the storage is wiped or
+/// copied, so that edgeseal never deletes or snapshots a store under a running OpenBao.
+pub fn ensure_unheld(raft_dir: &Path) -> io::Result<()> {
+    for db in [raft_dir.join("vault.db"), raft_dir.join("raft").join("raft.db")] {
+        let file = match fs::File::open(&db) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockShared) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!(
+                        "{} is held by a running process (an OpenBao edgeseal did not start?); stop it first",
+                        db.display()
+                    ),
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Empties OpenBao's raft directory (no process may hold it: checked) and syncs the change.
 pub fn wipe(raft_dir: &Path) -> io::Result<()> {
+    ensure_unheld(raft_dir)?;
     match fs::remove_dir_all(raft_dir) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}

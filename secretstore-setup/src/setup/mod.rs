@@ -326,6 +326,13 @@ impl Setup {
                 "a static-sealed OpenBao is opened by `security-bootstrap run`, which starts it; `setup` alone is for a store edgeseal does not start".into(),
             ));
         }
+        let migrating = crate::seal::migrate::pending_marker(&self.keystore.dir);
+        if migrating.exists() {
+            return Err(SetupError::Config(format!(
+                "a seal migration of this store was interrupted ({} exists): whatever this run wrote would be lost when it resumes. Finish it with `security-bootstrap migrate-seal` first",
+                migrating.display()
+            )));
+        }
         let client = self.client()?;
         let health = unseal::wait_for_openbao(&client, self.store.wait_timeout).await?;
         crash::point("after-health");

@@ -51,6 +51,8 @@ pub fn supervised_openbao(config: &Config, supervise: &SuperviseConfig, locked: 
 struct Supervised {
     supervisor: Supervisor,
     locked: bool,
+    /// This process's hold on the store's data_dir, for as long as OpenBao runs.
+    _lock: supervise::DataDirLock,
 }
 
 /// First boot, once setup has stored the shares and converged: rewrite OpenBao's configuration with
@@ -162,15 +164,18 @@ async fn converge_store(
         Some(supervise) if supervise.seal == SealMode::Static => {
             let bao = supervised_openbao(config, supervise, false)?;
             let opened = secretstore_setup::seal::boot::open(setup, bao).await?;
-            *supervised = Some(Supervised { supervisor: opened.supervisor, locked: false });
+            *supervised = Some(Supervised { supervisor: opened.supervisor, locked: false, _lock: opened.lock });
             Ok(opened.report)
         }
         Some(supervise) => {
+            let lock = supervise::DataDirLock::acquire(&supervise.data_dir)
+                .with_context(|| format!("locking {}", supervise.data_dir.display()))?;
             let locked = supervise::tcp_stays_locked(&config.keystore.dir);
             let bao = supervised_openbao(config, supervise, locked)?;
             let file = supervise::prepare(supervise, &bao)
                 .with_context(|| format!("preparing {}", supervise.data_dir.display()))?;
-            let started = supervised.insert(Supervised { supervisor: Supervisor::start(supervise, &file), locked });
+            let started =
+                supervised.insert(Supervised { supervisor: Supervisor::start(supervise, &file), locked, _lock: lock });
             let report = until_undisturbed("setup", || setup.run()).await?;
             if started.locked {
                 open_tcp_listener(config, setup, started).await?;
