@@ -134,7 +134,7 @@ check_bao() {
         die "$image has no /bin/bao: $(cat "$WORK/cp.err")"
     fi
     "$DOCKER" rm "$id" >/dev/null
-    out=$(ldd "$WORK/bao" 2>&1 || true)
+    out=$(ldd "$WORK/bao" 2>&1 | tr -s '\n\t' '  ' || true)
     case $out in
         *"not a dynamic executable"* | *"statically linked"*) ;;
         *) die "/bin/bao of $image is dynamically linked, and edgeseal/security-bootstrap has no libraries for it: use an image with a static bao ($out)" ;;

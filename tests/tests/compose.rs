@@ -264,14 +264,23 @@ struct KeySearch {
 
 fn search_key(project: &Project, key_hex: &str) -> KeySearch {
     let raw = hex::decode(key_hex).unwrap();
-    let needles: Vec<Vec<u8>> = vec![
-        key_hex.to_lowercase().into_bytes(),
-        key_hex.to_uppercase().into_bytes(),
-        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &raw).into_bytes(),
-        base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, &raw).into_bytes(),
-        raw,
+    let text: Vec<String> = vec![
+        key_hex.to_lowercase(),
+        key_hex.to_uppercase(),
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &raw),
+        base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, &raw),
     ];
-    let holds = |bytes: &[u8]| needles.iter().any(|n| bytes.windows(n.len()).any(|w| w == n.as_slice()));
+    // The text forms are ASCII: a lossy UTF-8 view keeps every ASCII run, and std's substring search
+    // is fast even in a debug build (raft's database is megabytes). The raw key: where its first byte is.
+    let holds = |bytes: &[u8]| {
+        let lossy = String::from_utf8_lossy(bytes);
+        text.iter().any(|t| lossy.contains(t.as_str()))
+            || bytes
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| **b == raw[0])
+                .any(|(at, _)| bytes.get(at..at + raw.len()) == Some(raw.as_slice()))
+    };
     let mut search = KeySearch { looked_at: BTreeMap::new(), holders: Vec::new() };
     for volume in project.volumes() {
         let root = mountpoint(project.docker(), &volume);
@@ -416,7 +425,9 @@ fn compose_up_serves_own_secrets_refuses_others_and_restarts_without_reinit() {
 
     // The seal key: in the OpenBao child's environment, in no file of any volume, in no log.
     let key = seal_key(&project, &bootstrapper);
+    let search_started = Instant::now();
     let seen = assert_key_nowhere(&project, &key);
+    let search_time = search_started.elapsed();
     let has = |volume: &str, file: &str| seen.get(volume).is_some_and(|files| files.iter().any(|f| f == file));
     for (volume, file) in [
         ("keystore", "keystore.json"),
@@ -433,6 +444,7 @@ fn compose_up_serves_own_secrets_refuses_others_and_restarts_without_reinit() {
     let planted = mountpoint(&docker, &format!("{}_openbao-data", project.name())).join("planted");
     let raw = hex::decode(&key).unwrap();
     for encoded in [
+        key.clone().into_bytes(),
         key.to_uppercase().into_bytes(),
         base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &raw).into_bytes(),
         raw.clone(),
@@ -446,9 +458,12 @@ fn compose_up_serves_own_secrets_refuses_others_and_restarts_without_reinit() {
     // `docker restart` of the bootstrapper: OpenBao restarts with it and opens itself with the key
     // from the keystore (no re-initialization); the restarted services get new tokens and read the
     // same secrets.
+    let restart_started = Instant::now();
     let restart = compose::run(docker.cli().args(["restart", "-t", "30", &bootstrapper]), Duration::from_secs(120));
     assert!(restart.status.success(), "docker restart: {}", restart.text());
+    let restart_returned = restart_started.elapsed();
     wait_healthy(&project, &bootstrapper, 2);
+    let restart_healthy = restart_started.elapsed();
     assert_eq!(initialized(&project), [true, false], "the restart opens the store:\n{}", project.logs("bootstrapper"));
     assert_eq!(seal_key(&project, &bootstrapper), key, "the restarted OpenBao got the same key");
     let out = project.run(&["restart", "-t", "5", "alpha", "beta", "legacy"], Duration::from_secs(120));
@@ -488,11 +503,15 @@ fn compose_up_serves_own_secrets_refuses_others_and_restarts_without_reinit() {
     assert!(project.containers(None).is_empty());
     assert!(project.volumes().is_empty(), "down -v removes the volumes: {:?}", project.volumes());
     eprintln!(
-        "edgeseal compose test: images {:.1} s, first up {:.1} s (+{:.1} s to the services' results), down {:.1} s, \
-         second up {:.1} s, down -v {:.1} s, total {:.1} s",
+        "edgeseal compose test: images {:.1} s, first up {:.1} s (+{:.1} s to the services' results), key search \
+         {:.1} s, docker restart {:.1} s (healthy after {:.1} s), down {:.1} s, second up {:.1} s, down -v {:.1} s, \
+         total {:.1} s",
         build_time.as_secs_f64(),
         first_up.as_secs_f64(),
         first_results.as_secs_f64(),
+        search_time.as_secs_f64(),
+        restart_returned.as_secs_f64(),
+        restart_healthy.as_secs_f64(),
         first_down.as_secs_f64(),
         second_up.as_secs_f64(),
         last_down.as_secs_f64(),
