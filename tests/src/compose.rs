@@ -117,6 +117,11 @@ impl Project {
         &self.name
     }
 
+    /// The Docker daemon the project runs on.
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
     /// The compose implementation.
     pub fn compose(&self) -> &Compose {
         &self.compose

@@ -1,10 +1,17 @@
 //! docker/docker-compose.yml end to end on a real Docker daemon, with Debian's docker-compose 1.29 (or
 //! `$EDGESEAL_COMPOSE`, e.g. compose v2): the images are built offline by docker/build-images.sh, then
-//! `up` runs pki-init → OpenBao with TLS → the bootstrapper → the example services. alpha and beta
-//! get their own tokens through the socket (Docker-attested), read their own secret and are refused
-//! the other's (403); legacy does the same with its file token. `down` keeping the volumes and `up`
-//! again → the same secrets (compared by the digest the example prints, never the value), unsealed
-//! without re-initialization. `down -v` at the end, and everything is removed on failure too.
+//! `up` runs pki-init → the bootstrapper, which starts OpenBao as its child (static seal, TLS from
+//! pki-init), converges it and serves tokens → the example services. alpha and beta get their own
+//! tokens through the socket (Docker-attested), read their own secret and are refused the other's
+//! (403); legacy does the same with its file token.
+//!
+//! The seal key (read from the running OpenBao's environment) is in no file of any compose volume and
+//! in no container log; OpenBao runs inside the bootstrapper container. `docker restart` of the
+//! bootstrapper, and `down` keeping the volumes then `up` again, both come back without
+//! re-initialization, and the restarted services get tokens and read the same secrets (compared by the
+//! digest the example prints, never the value). OpenBao's audit log shows its self-initialization and
+//! edgeseal's certificate logins, never `sys/init` or `sys/unseal`. `down -v` at the end, and
+//! everything is removed on failure too.
 //!
 //! Network: every container shares the host's network namespace; OpenBao listens on 127.0.0.1 at a
 //! free port, and compose must create no network at all (the daemon has no bridge).
@@ -23,15 +30,21 @@ use edgeseal_tests::compose::{self, Compose, Project};
 use edgeseal_tests::docker::Docker;
 use edgeseal_tests::openbao::bao_binary;
 use edgeseal_tests::ports::free_port_pair;
-use edgeseal_tests::workspace_binary;
-use secretstore_setup::server_config::ServerConfig;
+use edgeseal_tests::{poll_until, workspace_binary};
+use secretstore_setup::server_config::SEAL_KEY_ENV;
 
 /// The example services and the service whose secret each one must be refused.
 const EXAMPLES: [(&str, &str); 3] = [("alpha", "beta"), ("beta", "alpha"), ("legacy", "alpha")];
 /// The volumes of docker-compose.yml.
-const VOLUMES: [&str; 6] = ["pki", "keystore", "openbao-data", "openbao-logs", "run", "file-tokens"];
+const VOLUMES: [&str; 5] = ["pki", "keystore", "openbao-data", "run", "file-tokens"];
 /// How long the example services may take to log their results after `up` returned.
 const RESULTS_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long a restarted bootstrapper may take to be healthy again.
+const RESTART_TIMEOUT: Duration = Duration::from_secs(120);
+/// What an example service logs once it has checked everything.
+const ALL_PASSED: &str = "all checks passed";
+/// What the bootstrapper logs once setup is done (with `initialized=…`), once per boot.
+const SETUP_DONE: &str = "setup done";
 
 fn docker_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker")
@@ -122,14 +135,28 @@ fn outcome(service: &str, other: &str, log: &str) -> Outcome {
     Outcome { token_from: field("token from "), own_secret }
 }
 
-/// Waits until every example service logged its results and checks them; the outcomes by service.
-fn results(project: &Project) -> BTreeMap<&'static str, Outcome> {
+/// The part of `log` after the `n`th line containing `marker` (n = 0: all of it); `None` while there
+/// are fewer. A restarted container keeps its earlier log: this is what one run of it wrote.
+fn after_nth<'a>(log: &'a str, marker: &str, n: usize) -> Option<&'a str> {
+    if n == 0 {
+        return Some(log);
+    }
+    let (at, found) = log.match_indices(marker).nth(n - 1)?;
+    let rest = &log[at + found.len()..];
+    Some(rest.find('\n').map_or("", |nl| &rest[nl + 1..]))
+}
+
+/// Waits until every example service logged the results of its `run`th start (1 = the first start of
+/// its container) and checks them; the outcomes by service. The tokens of alpha and beta must have
+/// been issued through the socket to their own containers by the bootstrapper's `boot`th boot.
+fn results(project: &Project, run: usize, boot: usize) -> BTreeMap<&'static str, Outcome> {
     let mut all = BTreeMap::new();
     for (service, other) in EXAMPLES {
-        let log = project.wait_for_log(service, RESULTS_TIMEOUT, |log| log.contains("all checks passed"));
-        let outcome = outcome(service, other, &log);
+        let log = project.wait_for_log(service, RESULTS_TIMEOUT, |log| log.matches(ALL_PASSED).count() >= run);
+        let this_run = after_nth(&log, ALL_PASSED, run - 1).unwrap();
+        let outcome = outcome(service, other, this_run);
         eprintln!(
-            "edgeseal compose test: {service}: token from {}, own secret {}",
+            "edgeseal compose test: {service} (start {run}): token from {}, own secret {}",
             outcome.token_from, outcome.own_secret
         );
         all.insert(service, outcome);
@@ -143,20 +170,172 @@ fn results(project: &Project) -> BTreeMap<&'static str, Outcome> {
     let digests: std::collections::BTreeSet<&String> = all.values().map(|o| &o.own_secret).collect();
     assert_eq!(digests.len(), 3, "each service has its own secret: {all:?}");
 
-    // The tokens of alpha and beta were issued through the socket to their own containers.
-    let bootstrapper = project.logs("bootstrapper");
+    let log = project.logs("bootstrapper");
+    let this_boot = after_nth(&log, SETUP_DONE, boot)
+        .unwrap_or_else(|| panic!("the bootstrapper did not finish setup {boot} times:\n{log}"));
     for service in ["alpha", "beta"] {
         let container = project.containers(Some(service)).into_iter().next().unwrap();
         let issued = format!("container=\"{}\" service={service} ", &container[..12]);
         assert!(
-            bootstrapper.lines().any(|l| l.contains("event=\"issued\"") && l.contains(&issued)),
-            "no token issued to {service}'s container {container}:\n{bootstrapper}"
+            this_boot.lines().any(|l| l.contains("event=\"issued\"") && l.contains(&issued)),
+            "boot {boot} of the bootstrapper issued no token to {service}'s container {container}:\n{log}"
         );
     }
-    assert!(!bootstrapper.contains("service=legacy "), "legacy never uses the socket:\n{bootstrapper}");
+    assert!(!log.contains("service=legacy "), "legacy never uses the socket:\n{log}");
     let logs = project.all_logs();
     assert!(!logs.contains("client_token"), "a token response in a log:\n{logs}");
     all
+}
+
+/// The `initialized=…` of every `setup done` line of the bootstrapper's log, boot by boot.
+fn initialized(project: &Project) -> Vec<bool> {
+    let log = project.logs("bootstrapper");
+    log.lines()
+        .filter(|l| l.contains(SETUP_DONE))
+        .map(|l| {
+            if l.contains("initialized=true") {
+                true
+            } else {
+                assert!(l.contains("initialized=false"), "{l}");
+                false
+            }
+        })
+        .collect()
+}
+
+/// The static seal key the running OpenBao got, from its environment (the test runs as root, and the
+/// bootstrapper shares the host's pid namespace). Also checks that OpenBao runs in the bootstrapper's
+/// container, as its only `bao` process.
+fn seal_key(project: &Project, bootstrapper: &str) -> String {
+    let docker = project.docker();
+    let top = compose::run(docker.cli().args(["top", bootstrapper, "-eo", "pid,args"]), Duration::from_secs(60));
+    assert!(top.status.success(), "docker top: {}", top.text());
+    let bao: Vec<u32> = top
+        .stdout
+        .lines()
+        .skip(1)
+        .filter(|l| l.contains("/usr/local/bin/bao server"))
+        .map(|l| l.split_whitespace().next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(bao.len(), 1, "one OpenBao in the bootstrapper's container:\n{}", top.stdout);
+    let environ = fs::read(format!("/proc/{}/environ", bao[0])).unwrap();
+    let prefix = format!("{SEAL_KEY_ENV}=");
+    let key = environ
+        .split(|&b| b == 0)
+        .find_map(|var| var.strip_prefix(prefix.as_bytes()))
+        .unwrap_or_else(|| panic!("OpenBao (pid {}) has no {SEAL_KEY_ENV} in its environment", bao[0]));
+    let key = String::from_utf8(key.to_vec()).unwrap();
+    assert!(key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit()), "a 32-byte key in hex");
+    key
+}
+
+/// Every regular file below `dir`.
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())).flatten() {
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            out.extend(files(&entry.path()));
+        } else if kind.is_file() {
+            out.push(entry.path());
+        }
+    }
+    out
+}
+
+/// Where the daemon keeps the files of `volume` (the private daemon runs in this mount namespace).
+fn mountpoint(docker: &Docker, volume: &str) -> PathBuf {
+    let out = compose::run(
+        docker.cli().args(["volume", "inspect", "--format", "{{.Mountpoint}}", volume]),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "docker volume inspect {volume}: {}", out.text());
+    let path = PathBuf::from(out.stdout.trim());
+    assert!(path.is_dir(), "volume {volume}'s mount point {} is not visible to the test", path.display());
+    path
+}
+
+/// Every file of the project's volumes, by volume, and which of them (and whether the container logs)
+/// hold the seal key: in hex (either case), base64 or raw.
+struct KeySearch {
+    looked_at: BTreeMap<String, Vec<String>>,
+    holders: Vec<String>,
+}
+
+fn search_key(project: &Project, key_hex: &str) -> KeySearch {
+    let raw = hex::decode(key_hex).unwrap();
+    let text: Vec<String> = vec![
+        key_hex.to_lowercase(),
+        key_hex.to_uppercase(),
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &raw),
+        base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, &raw),
+    ];
+    // The text forms are ASCII: a lossy UTF-8 view keeps every ASCII run, and std's substring search
+    // is fast even in a debug build (raft's database is megabytes). The raw key: where its first byte is.
+    let holds = |bytes: &[u8]| {
+        let lossy = String::from_utf8_lossy(bytes);
+        text.iter().any(|t| lossy.contains(t.as_str()))
+            || bytes
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| **b == raw[0])
+                .any(|(at, _)| bytes.get(at..at + raw.len()) == Some(raw.as_slice()))
+    };
+    let mut search = KeySearch { looked_at: BTreeMap::new(), holders: Vec::new() };
+    for volume in project.volumes() {
+        let root = mountpoint(project.docker(), &volume);
+        let mut names = Vec::new();
+        for file in files(&root) {
+            let bytes = fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            let name = file.strip_prefix(&root).unwrap().display().to_string();
+            if holds(&bytes) {
+                search.holders.push(format!("{volume}: {name}"));
+            }
+            names.push(name);
+        }
+        let short = volume.strip_prefix(&format!("{}_", project.name())).unwrap_or(&volume).to_string();
+        search.looked_at.insert(short, names);
+    }
+    if holds(project.all_logs().as_bytes()) {
+        search.holders.push("the container logs".into());
+    }
+    search
+}
+
+/// No file in any of the project's volumes, and no container log, holds the seal key. Returns the
+/// files looked at by volume, so that a caller can check the look was not at empty volumes.
+fn assert_key_nowhere(project: &Project, key_hex: &str) -> BTreeMap<String, Vec<String>> {
+    let search = search_key(project, key_hex);
+    assert!(search.holders.is_empty(), "the seal key is on a volume or in a log: {:?}", search.holders);
+    search.looked_at
+}
+
+/// The request paths of OpenBao's audit log (volume `openbao-data`, `audit.log`).
+fn audited_paths(project: &Project) -> Vec<String> {
+    let volume = format!("{}_openbao-data", project.name());
+    let log = mountpoint(project.docker(), &volume).join("audit.log");
+    let text = fs::read_to_string(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let entry: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            entry["request"]["path"].as_str().unwrap_or_default().to_string()
+        })
+        .collect()
+}
+
+/// The audit log shows the self-initialization and edgeseal's certificate logins (`logins` of them
+/// at least, one per boot), and never `sys/init` or `sys/unseal`: no one initialized or unsealed
+/// OpenBao through its API.
+fn assert_audit_without_init_or_unseal(project: &Project, logins: usize) {
+    let paths = audited_paths(project);
+    let count = |path: &str| paths.iter().filter(|p| p.as_str() == path).count();
+    assert!(count("sys/auth/edgeseal-cert") >= 1, "the self-initialization mounted cert auth: {paths:?}");
+    assert!(count("auth/edgeseal-cert/login") >= logins, "{logins} certificate logins: {paths:?}");
+    for forbidden in ["sys/init", "sys/unseal"] {
+        assert_eq!(count(forbidden), 0, "{forbidden} in OpenBao's audit log: {paths:?}");
+    }
+    assert!(!paths.iter().any(|p| p.starts_with("sys/generate-root")), "root generation audited: {paths:?}");
 }
 
 fn networks(docker: &Docker) -> Vec<String> {
@@ -170,6 +349,15 @@ fn networks(docker: &Docker) -> Vec<String> {
     names
 }
 
+/// Waits until the bootstrapper (container `id`) is healthy after its `boot`th boot finished setup.
+fn wait_healthy(project: &Project, id: &str, boot: usize) {
+    let healthy = poll_until(RESTART_TIMEOUT, || {
+        let health = project.inspect(id)["State"]["Health"]["Status"].clone();
+        (health == "healthy" && initialized(project).len() >= boot).then_some(())
+    });
+    healthy.unwrap_or_else(|| panic!("the bootstrapper is not healthy after boot {boot}:\n{}", project.all_logs()));
+}
+
 #[test]
 fn compose_up_serves_own_secrets_refuses_others_and_restarts_without_reinit() {
     let started = Instant::now();
@@ -181,13 +369,14 @@ fn compose_up_serves_own_secrets_refuses_others_and_restarts_without_reinit() {
     let images = Images::build(&docker);
     let build_time = build_started.elapsed();
 
-    // The device's files: docker/edgeseal.yaml and docker/openbao.hcl with a free loopback port and
-    // this project's name; the machine-id the KDF plug-in fingerprints.
+    // The device's files: docker/edgeseal.yaml with a free loopback port (the supervised OpenBao
+    // listens there, its cluster on the next port) and this project's name; the machine-id the KDF
+    // plug-in fingerprints.
     let port = free_port_pair();
     let work = tempfile::tempdir().unwrap();
     let compose_file = docker_dir().join("docker-compose.yml");
     let project = Project::new(&docker, compose, "edgeseal-compose", &compose_file);
-    let (api, cluster) = (format!("127.0.0.1:{port}"), format!("127.0.0.1:{}", port + 1));
+    let api = format!("127.0.0.1:{port}");
     let config = work.path().join("edgeseal.yaml");
     let selector = format!("compose_project: {}", project.name());
     render(
@@ -195,39 +384,35 @@ fn compose_up_serves_own_secrets_refuses_others_and_restarts_without_reinit() {
         &[("https://127.0.0.1:8200", &format!("https://{api}"), 1), ("compose_project: edgeseal", &selector, 2)],
         &config,
     );
-    let bao_config = work.path().join("openbao.hcl");
-    render(
-        &docker_dir().join("openbao.hcl"),
-        &[("127.0.0.1:8200", &api, 2), ("127.0.0.1:8201", &cluster, 2)],
-        &bao_config,
-    );
     let machine_id_file = work.path().join("machine-id");
     fs::write(&machine_id_file, machine_id()).unwrap();
     let project = project
         .env("EDGESEAL_TAG", &images.tag)
-        .env("EDGESEAL_OPENBAO_IMAGE", images.image("openbao"))
         .env("EDGESEAL_OPENBAO_PORT", port.to_string())
         .env("EDGESEAL_CONFIG", config.display().to_string())
-        .env("EDGESEAL_OPENBAO_CONFIG", bao_config.display().to_string())
         .env("EDGESEAL_MACHINE_ID", machine_id_file.display().to_string())
         .env("EDGESEAL_DOCKER_SOCKET", docker.socket().display().to_string());
 
-    // First boot: pki-init, OpenBao initialized by the bootstrapper, the services read their secrets.
+    // First boot: pki-init, then the bootstrapper starts OpenBao, which initializes itself; the
+    // services read their secrets.
     let networks_before = networks(&docker);
     let first_up = project.up();
     let first_started = Instant::now();
-    let first = results(&project);
+    let first = results(&project, 1, 1);
     let first_results = first_started.elapsed();
-    let bootstrapper = project.logs("bootstrapper");
-    assert!(bootstrapper.contains("initialized=true"), "the first boot initializes OpenBao:\n{bootstrapper}");
+    assert_eq!(initialized(&project), [true], "the first boot creates the store:\n{}", project.logs("bootstrapper"));
+    let log = project.logs("bootstrapper");
+    let setup_line = log.lines().find(|l| l.contains(SETUP_DONE)).unwrap();
+    eprintln!("edgeseal compose test: bootstrapper: {}", setup_line.split(SETUP_DONE).nth(1).unwrap().trim());
     let pki_init = project.containers(Some("pki-init"));
     assert_eq!(project.inspect(&pki_init[0])["State"]["ExitCode"], 0, "{}", project.logs("pki-init"));
-    let bootstrapper_id = project.containers(Some("bootstrapper")).remove(0);
-    assert_eq!(project.inspect(&bootstrapper_id)["State"]["Health"]["Status"], "healthy");
+    let bootstrapper = project.containers(Some("bootstrapper")).remove(0);
+    assert_eq!(project.inspect(&bootstrapper)["State"]["Health"]["Status"], "healthy");
 
     // Loopback only: every container is in the host's network namespace; compose made no network.
+    // No OpenBao container: OpenBao runs inside the bootstrapper's.
     let ids = project.containers(None);
-    assert_eq!(ids.len(), 6, "pki-init, openbao, bootstrapper, alpha, beta, legacy");
+    assert_eq!(ids.len(), 5, "pki-init, bootstrapper, alpha, beta, legacy");
     for id in &ids {
         let container = project.inspect(id);
         assert_eq!(container["HostConfig"]["NetworkMode"], "host", "{}", container["Name"]);
@@ -238,7 +423,59 @@ fn compose_up_serves_own_secrets_refuses_others_and_restarts_without_reinit() {
     std::net::TcpStream::connect_timeout(&listening, Duration::from_secs(5))
         .unwrap_or_else(|e| panic!("OpenBao is not listening on {listening} of the host: {e}"));
 
-    // `down` keeps the volumes; `up` again: unsealed from the keystore, not re-initialized, same secrets.
+    // The seal key: in the OpenBao child's environment, in no file of any volume, in no log.
+    let key = seal_key(&project, &bootstrapper);
+    let search_started = Instant::now();
+    let seen = assert_key_nowhere(&project, &key);
+    let search_time = search_started.elapsed();
+    let has = |volume: &str, file: &str| seen.get(volume).is_some_and(|files| files.iter().any(|f| f == file));
+    for (volume, file) in [
+        ("keystore", "keystore.json"),
+        ("openbao-data", "raft/vault.db"),
+        ("openbao-data", "audit.log"),
+        ("openbao-data", "openbao.hcl"),
+        ("file-tokens", "legacy/secrets-token.json"),
+        ("pki", "openbao/key.pem"),
+    ] {
+        assert!(has(volume, file), "volume {volume} was looked at and holds {file}: {seen:?}");
+    }
+    assert_audit_without_init_or_unseal(&project, 1);
+    // The search finds a key where there is one: planted in a file of a volume, in each encoding.
+    let planted = mountpoint(&docker, &format!("{}_openbao-data", project.name())).join("planted");
+    let raw = hex::decode(&key).unwrap();
+    for encoded in [
+        key.clone().into_bytes(),
+        key.to_uppercase().into_bytes(),
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &raw).into_bytes(),
+        raw.clone(),
+    ] {
+        fs::write(&planted, [b"x".as_slice(), &encoded, b"y"].concat()).unwrap();
+        let holders = search_key(&project, &key).holders;
+        assert_eq!(holders, [format!("{}_openbao-data: planted", project.name())], "the planted key is found");
+    }
+    fs::remove_file(&planted).unwrap();
+
+    // `docker restart` of the bootstrapper: OpenBao restarts with it and opens itself with the key
+    // from the keystore (no re-initialization); the restarted services get new tokens and read the
+    // same secrets.
+    let restart_started = Instant::now();
+    let restart = compose::run(docker.cli().args(["restart", "-t", "30", &bootstrapper]), Duration::from_secs(120));
+    assert!(restart.status.success(), "docker restart: {}", restart.text());
+    let restart_returned = restart_started.elapsed();
+    wait_healthy(&project, &bootstrapper, 2);
+    let restart_healthy = restart_started.elapsed();
+    assert_eq!(initialized(&project), [true, false], "the restart opens the store:\n{}", project.logs("bootstrapper"));
+    assert_eq!(seal_key(&project, &bootstrapper), key, "the restarted OpenBao got the same key");
+    let out = project.run(&["restart", "-t", "5", "alpha", "beta", "legacy"], Duration::from_secs(120));
+    assert!(out.status.success(), "compose restart of the services: {}", out.text());
+    let restarted = results(&project, 2, 2);
+    for (service, _) in EXAMPLES {
+        assert_eq!(first[service].own_secret, restarted[service].own_secret, "{service}'s secret after docker restart");
+    }
+    assert_key_nowhere(&project, &key);
+    assert_audit_without_init_or_unseal(&project, 2);
+
+    // `down` keeps the volumes; `up` again: OpenBao opens itself, not re-initialized, same secrets.
     let first_down = project.down(false);
     assert!(project.containers(None).is_empty(), "down removes the containers");
     let volumes = project.volumes();
@@ -246,31 +483,35 @@ fn compose_up_serves_own_secrets_refuses_others_and_restarts_without_reinit() {
         let name = format!("{}_{volume}", project.name());
         assert!(volumes.contains(&name), "down keeps volume {name}: {volumes:?}");
     }
+    assert_key_nowhere(&project, &key);
     let second_up = project.up();
-    let second = results(&project);
-    let bootstrapper = project.logs("bootstrapper");
-    assert!(
-        bootstrapper.contains("initialized=false") && !bootstrapper.contains("initialized=true"),
-        "the second boot unseals without re-initializing:\n{bootstrapper}"
-    );
-    assert!(bootstrapper.contains("unsealed=true"), "{bootstrapper}");
+    let second = results(&project, 1, 1);
+    assert_eq!(initialized(&project), [false], "up after down opens the store:\n{}", project.logs("bootstrapper"));
+    let bootstrapper = project.containers(Some("bootstrapper")).remove(0);
+    assert_eq!(seal_key(&project, &bootstrapper), key, "the same key after down/up");
     for (service, _) in EXAMPLES {
         assert_eq!(
             first[service].own_secret, second[service].own_secret,
             "{service}'s secret is the same after down/up"
         );
     }
+    assert_key_nowhere(&project, &key);
+    assert_audit_without_init_or_unseal(&project, 3);
 
     // `down -v` removes everything.
     let last_down = project.down(true);
     assert!(project.containers(None).is_empty());
     assert!(project.volumes().is_empty(), "down -v removes the volumes: {:?}", project.volumes());
     eprintln!(
-        "edgeseal compose test: images {:.1} s, first up {:.1} s (+{:.1} s to the services' results), down {:.1} s, \
-         second up {:.1} s, down -v {:.1} s, total {:.1} s",
+        "edgeseal compose test: images {:.1} s, first up {:.1} s (+{:.1} s to the services' results), key search \
+         {:.1} s, docker restart {:.1} s (healthy after {:.1} s), down {:.1} s, second up {:.1} s, down -v {:.1} s, \
+         total {:.1} s",
         build_time.as_secs_f64(),
         first_up.as_secs_f64(),
         first_results.as_secs_f64(),
+        search_time.as_secs_f64(),
+        restart_returned.as_secs_f64(),
+        restart_healthy.as_secs_f64(),
         first_down.as_secs_f64(),
         second_up.as_secs_f64(),
         last_down.as_secs_f64(),
@@ -278,31 +519,4 @@ fn compose_up_serves_own_secrets_refuses_others_and_restarts_without_reinit() {
     );
     drop(project);
     drop(images);
-}
-
-/// docker/openbao.hcl is what `security-bootstrap run` writes for an OpenBao it supervises, with the
-/// openbao container's paths: raft with performance_multiplier = 1, TLS from pki-init, unauthenticated
-/// generate-root disabled (every container on the network reaches this listener), the declarative file
-/// audit device. (A supervised OpenBao also gets a private Unix listener, which compose cannot share.)
-#[test]
-fn the_compose_openbao_config_is_what_a_supervised_openbao_gets() {
-    let supervised = ServerConfig {
-        data_dir: "/openbao/file".into(),
-        listen: "127.0.0.1:8200".parse().unwrap(),
-        cluster: "127.0.0.1:8201".parse().unwrap(),
-        tls_cert: "/etc/edgeseal/pki/openbao/cert.pem".into(),
-        tls_key: "/etc/edgeseal/pki/openbao/key.pem".into(),
-        audit_log: Some("/openbao/logs/audit.log".into()),
-        unauthed_generate_root: false,
-        api_socket: None,
-        tcp_client_ca: None,
-        static_seal: None,
-        self_init: None,
-    }
-    .render();
-    let significant = |text: &str| -> Vec<String> {
-        text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned).collect()
-    };
-    let file = fs::read_to_string(docker_dir().join("openbao.hcl")).unwrap();
-    assert_eq!(significant(&file), significant(&supervised), "docker/openbao.hcl drifted from ServerConfig::render()");
 }
