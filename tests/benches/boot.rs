@@ -356,8 +356,9 @@ fn main() {
             crash.push(*seal, recovered);
             node.stop(run);
             eprintln!(
-                "round {round} {seal:?}: warm boot {}, OpenBao killed {after_ready:?} after ready -> first token {}",
+                "round {round} {seal:?}: warm boot {}, OpenBao killed {} after ready -> first token {}",
                 ms(took),
+                ms(after_ready),
                 ms(recovered)
             );
         }
