@@ -475,7 +475,10 @@ fn migrate_seal_moves_a_shamir_store_and_a_kill_at_every_step_loses_nothing() {
                 continue;
             }
             let mut refused = boot.spawn();
-            assert!(!refused.exited_within(Duration::from_secs(60)).expect("run stops").success(), "{point}, shamir {shamir}");
+            assert!(
+                !refused.exited_within(Duration::from_secs(60)).expect("run stops").success(),
+                "{point}, shamir {shamir}"
+            );
         }
         boot.set_shamir(false);
     }
