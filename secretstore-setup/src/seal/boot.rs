@@ -31,6 +31,8 @@ const CREATE_ATTEMPTS: u32 = 3;
 /// How long one start of a store being created may take to accept edgeseal's login (a
 /// self-initialization takes ~2.5 s: the raft election, then the `initialize` requests).
 const SELF_INIT_PATIENCE: Duration = Duration::from_secs(30);
+/// How long a killed OpenBao may take to let go of the storage.
+const HELD_PATIENCE: Duration = Duration::from_secs(10);
 /// Converge attempts when OpenBao goes away in the middle (it is restarted by the supervisor).
 const CONVERGE_TRIES: u32 = 5;
 /// Pause between two looks at a starting OpenBao.
@@ -130,6 +132,7 @@ pub async fn open(setup: &Setup, server: ServerConfig) -> Result<Opened, SetupEr
         attempt += 1;
         if creating {
             let raft = &bao.server.data_dir;
+            storage::wait_unheld(raft, HELD_PATIENCE).await.map_err(io("checking", raft))?;
             storage::wipe(raft).map_err(io("wiping the storage of a store being created", raft))?;
         }
         let supervisor = bao.start(material.keys())?;
@@ -175,8 +178,13 @@ pub async fn open(setup: &Setup, server: ServerConfig) -> Result<Opened, SetupEr
         let mut tries = 0;
         loop {
             tries += 1;
-            match configure::converge(setup, &client, &token, Bootstrap::Cert, &store, &kek, &mut report).await {
-                Err(e) if e.is_unreachable() && tries < CONVERGE_TRIES => {
+            let restarts = running.as_ref().map(Supervisor::restarts);
+            let outcome = configure::converge(setup, &client, &token, Bootstrap::Cert, &store, &kek, &mut report).await;
+            // Refused connections, or any answer of an OpenBao that was restarted meanwhile (sealed
+            // or not yet active for a moment).
+            let restarted = running.as_ref().map(Supervisor::restarts) != restarts;
+            match outcome {
+                Err(e) if (e.is_unreachable() || restarted) && tries < CONVERGE_TRIES => {
                     tracing::warn!(error = %e, "OpenBao went away during setup; waiting for it to come back");
                     wait_open(&client, setup.store.wait_timeout).await?;
                 }

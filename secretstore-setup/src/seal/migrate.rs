@@ -33,6 +33,9 @@ use crate::server_config::{ServerConfig, StaticSeal, SEAL_KEY_ENV};
 use crate::setup::{root, Doing, Setup, SetupError};
 use crate::supervise::{self, DataDirLock, Supervisor};
 
+/// How long a killed OpenBao may take to let go of the storage.
+const HELD_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What a migration did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Migrated {
@@ -98,7 +101,7 @@ pub async fn migrate(setup: &Setup, server: ServerConfig) -> Result<Migrated, Se
         if !super::storage::has_data(&raft).map_err(io("inspecting", &raft))? {
             return Err(SetupError::Config(format!("{} holds no store to migrate", raft.display())));
         }
-        super::storage::ensure_unheld(&raft).map_err(io("checking", &raft))?;
+        super::storage::wait_unheld(&raft, HELD_PATIENCE).await.map_err(io("checking", &raft))?;
         let _ = fs::remove_dir_all(&backup);
         copy_tree(&raft, &backup).map_err(io("copying the storage aside before the migration", &backup))?;
         crash::point("after-migrate-backup");
@@ -130,7 +133,7 @@ pub async fn migrate(setup: &Setup, server: ServerConfig) -> Result<Migrated, Se
     }
 
     // Every attempt starts from the untouched copy.
-    super::storage::ensure_unheld(&raft).map_err(io("checking", &raft))?;
+    super::storage::wait_unheld(&raft, HELD_PATIENCE).await.map_err(io("checking", &raft))?;
     let _ = fs::remove_dir_all(&raft);
     copy_tree(&backup, &raft).map_err(io("restoring the storage from its copy", &raft))?;
     let migrating = ServerConfig {

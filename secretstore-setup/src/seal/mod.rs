@@ -50,9 +50,11 @@ pub fn setup_policy(kv_mount: &str, service_prefix: &str) -> String {
     let crud = r#"["create", "read", "update", "delete", "list"]"#;
     let paths: &[(&str, &str)] = &[
         ("sys/mounts", r#"["read"]"#),
-        ("sys/mounts/*", r#"["create", "read", "update", "delete", "sudo"]"#),
+        // Enable, never disable: a setup token cannot unmount a secrets engine or edgeseal's own
+        // cert auth (which would lock edgeseal out).
+        ("sys/mounts/*", r#"["create", "read", "update", "sudo"]"#),
         ("sys/auth", r#"["read"]"#),
-        ("sys/auth/*", r#"["create", "read", "update", "delete", "sudo"]"#),
+        ("sys/auth/*", r#"["create", "read", "update", "sudo"]"#),
         ("sys/policies/acl", r#"["list"]"#),
         ("sys/policies/acl/*", crud),
         ("sys/rotate/recovery/*", r#"["update", "sudo"]"#),
@@ -79,5 +81,24 @@ pub fn self_init(client_cert: &str, kv_mount: &str, service_prefix: &str) -> Sel
         cert_mount: CERT_MOUNT.into(),
         cert_name: CERT_NAME.into(),
         token_ttl_secs: SETUP_TOKEN_TTL_SECS,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_setup_policy_enables_but_never_disables_and_covers_only_edgeseals_kv_paths() {
+        let policy = setup_policy("secret", "edgeseal");
+        for path in ["sys/mounts/*", "sys/auth/*"] {
+            let block = policy.split(&format!("path \"{path}\"")).nth(1).and_then(|rest| rest.split('}').next());
+            assert!(block.is_some_and(|b| !b.contains("delete")), "{path}: {policy}");
+        }
+        assert!(
+            policy.contains("path \"secret/data/edgeseal/*\"")
+                && policy.contains("path \"secret/metadata/edgeseal/*\"")
+        );
+        assert!(!policy.contains("path \"secret/*\"") && !policy.contains("path \"*\""), "{policy}");
     }
 }

@@ -52,6 +52,20 @@ pub fn ensure_unheld(raft_dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// [`ensure_unheld`], waiting up to `within` for a process that is dying (an orphan just killed:
+/// its files close only when its last thread has exited) to let go.
+pub async fn wait_unheld(raft_dir: &Path, within: std::time::Duration) -> io::Result<()> {
+    let started = std::time::Instant::now();
+    loop {
+        match ensure_unheld(raft_dir) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && started.elapsed() < within => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
 /// Empties OpenBao's raft directory (no process may hold it: checked) and syncs the change.
 pub fn wipe(raft_dir: &Path) -> io::Result<()> {
     ensure_unheld(raft_dir)?;
