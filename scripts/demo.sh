@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: the whole edgeseal boot on this machine, against a supervised local OpenBao, with the
 # hardware-fingerprint KDF plug-in. State lives in $EDGESEAL_STATE (default .state/); a second run
-# reuses it (unseal, not init). `--once` starts, fetches a token, reads the secret, and stops (tests).
+# reuses it (OpenBao opens itself with its static seal key; nothing is re-initialized). `--once` starts, fetches a token, reads the secret, and stops (tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -110,7 +110,7 @@ edgeseal is running. Try:
   curl --unix-socket $DEMO/token.sock http://localhost/v1/health
   $BIN/security-bootstrap token --socket $DEMO/token.sock
   $BIN/security-bootstrap keystore inspect --config $CONFIG
-  kill -9 \$(pgrep -f 'bao server -config=$DEMO')   # watch it restart and re-unseal in $DEMO/edgeseal.log
-Ctrl-C stops everything. 'make run' again reuses the state (unseal, not init).
+  kill -9 \$(pgrep -f 'bao server -config=$DEMO')   # watch it restart and open itself (static seal) in $DEMO/edgeseal.log
+Ctrl-C stops everything. 'make run' again reuses the state (OpenBao opens itself; nothing is re-initialized).
 MSG
 wait $PID
