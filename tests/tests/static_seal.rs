@@ -272,6 +272,56 @@ fn a_second_edgeseal_on_the_same_store_is_refused_and_the_first_keeps_serving() 
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("another edgeseal process"));
 }
 
+/// One `PUT sys/init` over TCP, as any local user could send it: `(HTTP status, or 0 when no HTTP
+/// answer came; body)`.
+fn race_init(port: u16) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-sk", "--max-time", "5", "-o", "-", "-w", "\n%{http_code}", "-X", "PUT", "-d"])
+        .arg(r#"{"secret_shares":1,"secret_threshold":1,"recovery_shares":1,"recovery_threshold":1}"#)
+        .arg(format!("https://127.0.0.1:{port}/v1/sys/init"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn a_local_user_racing_sys_init_during_a_first_boot_gets_nothing_and_the_store_is_edgeseals() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let mut boot = Boot::new();
+    let (answers, stop, tries) =
+        (Arc::new(Mutex::new(Vec::new())), Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+    let racer = {
+        let (answers, stop, tries, port) = (answers.clone(), stop.clone(), tries.clone(), boot.port);
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let (code, body) = race_init(port);
+                tries.fetch_add(1, Ordering::SeqCst);
+                if code != 0 {
+                    answers.lock().unwrap().push((code, body));
+                }
+            }
+        })
+    };
+    let _run = boot.start();
+    let after = tries.load(Ordering::SeqCst);
+    wait_until("the racer has tried three more times", Duration::from_secs(60), || {
+        (tries.load(Ordering::SeqCst) >= after + 3).then_some(())
+    });
+    stop.store(true, Ordering::SeqCst);
+    racer.join().unwrap();
+    let answers = answers.lock().unwrap().clone();
+    assert!(!answers.is_empty(), "the racer reached OpenBao");
+    for (code, body) in &answers {
+        assert!(!body.contains("keys") && !body.contains("root_token"), "the racer initialized the store: {body}");
+        assert_eq!(*code, 400, "only 'already initialized' reaches the racer: {code} {body}");
+    }
+    assert!(boot.secret(&boot.token_until_ok(Duration::from_secs(30))).len() >= 40, "the store is edgeseal's");
+    eprintln!("{} sys/init attempts, {} answered, all 400", tries.load(Ordering::SeqCst), answers.len());
+}
+
 #[test]
 fn other_hardware_opens_nothing_and_starts_no_openbao() {
     let mut boot = Boot::new();
