@@ -77,6 +77,12 @@ pub enum Command {
     /// Work with the encrypted keystore.
     #[command(subcommand)]
     Keystore(KeystoreCommand),
+    /// An operator's secrets on this device, through the admin socket (`run` serves it).
+    ///
+    /// Values come from stdin or --from-file, never from the command line. Exit 0 done, 1 failure (no
+    /// such secret, --cas mismatch), 64 bad usage (nothing sent), 77 not an admin, 69 no admin socket.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
     /// Generate or renew the device PKI (root CA, intermediate CA, one leaf per `pki.certs` entry).
     ///
     /// Idempotent: a rerun with the same config changes nothing. `--check` reports each certificate's
@@ -245,6 +251,97 @@ pub enum KdfCommand {
         after_help = "Example:\n  security-bootstrap kdf check --plugin /usr/libexec/edgeseal/edgeseal-kdf-hwfp"
     )]
     Check(PluginArgs),
+}
+
+/// `--from-file F` and `--json`: where a secret's value comes from.
+#[derive(Debug, Args)]
+pub struct ValueArgs {
+    /// Read the value from this file instead of stdin.
+    #[arg(long, value_name = "FILE")]
+    pub from_file: Option<PathBuf>,
+    /// The value is a JSON object of string keys and values (EdgeX's multi-key secrets).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `secrets …`
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Set SERVICE/NAME to the value on stdin (or --from-file): a new version.
+    #[command(
+        after_help = "Example:\n  printf '%s' \"$MQTT_PASSWORD\" | security-bootstrap secrets set core-data/mqtt-password"
+    )]
+    Set {
+        /// SERVICE/NAME.
+        target: String,
+        /// Where the value comes from.
+        #[command(flatten)]
+        value: ValueArgs,
+        /// Write only if the current version is N (0: only if it does not exist yet).
+        #[arg(long, value_name = "N")]
+        cas: Option<u64>,
+        /// The admin socket.
+        #[arg(long = "admin-socket", value_name = "PATH", default_value = token_server::admin::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Print SERVICE/NAME's value (a JSON object for multi-key secrets or with --json).
+    Get {
+        /// SERVICE/NAME.
+        target: String,
+        /// That version instead of the newest.
+        #[arg(long, value_name = "N")]
+        version: Option<u64>,
+        /// Print the data as a JSON object.
+        #[arg(long)]
+        json: bool,
+        /// The admin socket.
+        #[arg(long = "admin-socket", value_name = "PATH", default_value = token_server::admin::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// List secrets (never values): service, name, version, updated, source.
+    List {
+        /// Only this service's.
+        service: Option<String>,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The admin socket.
+        #[arg(long = "admin-socket", value_name = "PATH", default_value = token_server::admin::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Delete SERVICE/NAME's newest version (or, with --destroy, every version).
+    Rm {
+        /// SERVICE/NAME.
+        target: String,
+        /// Destroy every version and the metadata.
+        #[arg(long)]
+        destroy: bool,
+        /// The admin socket.
+        #[arg(long = "admin-socket", value_name = "PATH", default_value = token_server::admin::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// A new version: a new random value for a secret edgeseal generates, else the value on stdin.
+    Rotate {
+        /// SERVICE/NAME.
+        target: String,
+        /// Where the new value comes from (not needed for a generated secret).
+        #[command(flatten)]
+        value: ValueArgs,
+        /// The admin socket.
+        #[arg(long = "admin-socket", value_name = "PATH", default_value = token_server::admin::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// SERVICE/NAME's versions: time, state and who wrote each (never values).
+    History {
+        /// SERVICE/NAME.
+        target: String,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The admin socket.
+        #[arg(long = "admin-socket", value_name = "PATH", default_value = token_server::admin::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
 }
 
 /// `keystore …`

@@ -32,6 +32,7 @@ pub struct Boot {
     /// OpenBao's port (the cluster port is the next one).
     pub port: u16,
     shamir: bool,
+    admin_group: Option<u32>,
     runs: usize,
 }
 
@@ -41,7 +42,7 @@ impl Boot {
         let public = tempfile::tempdir().unwrap();
         fs::set_permissions(public.path(), fs::Permissions::from_mode(0o755)).unwrap();
         crate::install_executable(&workspace_binary("security-bootstrap"), &public.path().join("security-bootstrap"));
-        Self { device: Device::new(), public, port: free_port_pair(), shamir: false, runs: 0 }
+        Self { device: Device::new(), public, port: free_port_pair(), shamir: false, admin_group: None, runs: 0 }
     }
 
     /// A new device whose supervised OpenBao is sealed with Shamir shares (`seal: shamir`).
@@ -49,6 +50,11 @@ impl Boot {
         let mut boot = Self::new();
         boot.shamir = true;
         boot
+    }
+
+    /// Gives this group access to the admin socket (mode 0660).
+    pub fn set_admin_group(&mut self, gid: Option<u32>) {
+        self.admin_group = gid;
     }
 
     /// Switches the seal the configuration asks for (`seal: shamir` or the default, static).
@@ -89,6 +95,53 @@ impl Boot {
         self.public.path().join("run/token.sock")
     }
 
+    /// The admin socket.
+    pub fn admin_socket(&self) -> PathBuf {
+        self.public.path().join("run/admin.sock")
+    }
+
+    /// `security-bootstrap secrets <args> --admin-socket …` with `stdin`, as root; its output.
+    pub fn secrets(&self, args: &[&str], stdin: &[u8]) -> Output {
+        self.secrets_as(None, args, stdin)
+    }
+
+    /// The same as another uid/gid (through `setpriv`), or as root when `None`.
+    pub fn secrets_as(&self, user: Option<(u32, u32)>, args: &[&str], stdin: &[u8]) -> Output {
+        use std::io::Write as _;
+        let mut command = match user {
+            Some((uid, gid)) => {
+                let mut c = Command::new("setpriv");
+                c.arg(format!("--reuid={uid}")).arg(format!("--regid={gid}")).arg("--clear-groups").arg(self.client());
+                c
+            }
+            None => Command::new(self.client()),
+        };
+        command.arg("secrets").args(args).arg("--admin-socket").arg(self.admin_socket());
+        let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        // A refused caller may exit before it reads its stdin.
+        let _ = child.stdin.take().unwrap().write_all(stdin);
+        child.wait_with_output().unwrap()
+    }
+
+    /// `demo`'s secret `name` read with `token` over HTTPS: `None` on 404.
+    pub fn read(&self, token: &str, name: &str) -> Option<serde_json::Value> {
+        let out = Command::new("curl")
+            .args(["-sS", "-w", "\n%{http_code}", "--cacert"])
+            .arg(self.device.path().join("pki/ca/ca.pem"))
+            .arg("-H")
+            .arg(format!("X-Vault-Token: {token}"))
+            .arg(format!("https://127.0.0.1:{}/v1/secret/data/edgeseal/demo/{name}", self.port))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        match code.trim() {
+            "200" => Some(serde_json::from_str::<serde_json::Value>(body).unwrap()["data"]["data"].clone()),
+            "404" => None,
+            other => panic!("reading demo/{name}: HTTP {other}: {body}"),
+        }
+    }
+
     /// The configuration `run` is started with.
     pub fn config(&self) -> Config {
         let mut config = self.device.supervised_config(self.port, DATA_DIR);
@@ -97,6 +150,8 @@ impl Boot {
         }
         config.pki.ca_keys = CaKeys::Keystore;
         config.token_server.socket = self.socket();
+        config.admin.socket = self.admin_socket();
+        config.admin.group = self.admin_group;
         let demo = ServiceEntry {
             selectors: Selectors {
                 unix: Some(UnixSelector { uid: Some(0), path: Some(self.client()), ..Default::default() }),

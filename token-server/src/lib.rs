@@ -9,6 +9,7 @@
 //! once when over a cap; requests are rate-limited per peer; health answers are cached.
 //!
 //! Layout:
+//! - [`admin`]: the admin socket (operators' secrets), apart from the service socket.
 //! - [`server`]: assembly (`State`, `Server`), `serve(listener, state, shutdown)`, the accept loop.
 //! - [`routes`]: the HTTP routes, audit lines, JSON answers.
 //! - [`attest`]: peer credentials, the pinned process, kernel and Docker facts.
@@ -25,6 +26,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod admin;
 pub mod api;
 pub mod attest;
 pub mod config;

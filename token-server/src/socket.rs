@@ -10,6 +10,11 @@ use tokio::net::UnixListener;
 
 /// Binds `path` with mode 0666 (attestation, not file modes, decides who gets what).
 pub fn bind(path: &Path) -> io::Result<UnixListener> {
+    bind_with_mode(path, 0o666)
+}
+
+/// Binds `path` with `mode` (the admin socket: 0600 or 0660).
+pub fn bind_with_mode(path: &Path, mode: u32) -> io::Result<UnixListener> {
     if let Some(dir) = path.parent() {
         fs::DirBuilder::new().recursive(true).mode(0o755).create(dir)?;
     }
@@ -25,6 +30,6 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
         Err(e) => return Err(e),
     }
     let listener = UnixListener::bind(path)?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o666))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
     Ok(listener)
 }

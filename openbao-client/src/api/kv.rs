@@ -1,4 +1,5 @@
-//! KV version 2: read a secret, create one only if it does not exist.
+//! KV version 2: read a secret (a version of it), create one only if it does not exist, write a new
+//! version (optionally check-and-set), delete or destroy, list, and read its metadata.
 
 use hyper::Method;
 use serde::Deserialize;
@@ -9,6 +10,60 @@ use crate::{Client, Error, Retry, Token};
 #[derive(Deserialize)]
 struct KvData {
     data: Option<Map<String, Value>>,
+    #[serde(default)]
+    metadata: Option<VersionMetadata>,
+}
+
+/// One version of a secret, as KV v2 describes it.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
+pub struct VersionMetadata {
+    /// The version number.
+    #[serde(default)]
+    pub version: u64,
+    /// When it was written (RFC 3339).
+    #[serde(default)]
+    pub created_time: String,
+    /// When it was deleted (empty when it is not).
+    #[serde(default)]
+    pub deletion_time: String,
+    /// Destroyed for good.
+    #[serde(default)]
+    pub destroyed: bool,
+}
+
+/// A secret's metadata: its versions, and the custom metadata edgeseal keeps (provenance).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Metadata {
+    /// The newest version.
+    #[serde(default)]
+    pub current_version: u64,
+    /// When the newest version was written.
+    #[serde(default)]
+    pub updated_time: String,
+    /// Every version still known, by number.
+    #[serde(default)]
+    pub versions: std::collections::BTreeMap<String, VersionMetadata>,
+    /// Custom metadata (strings).
+    #[serde(default)]
+    pub custom_metadata: Option<Map<String, Value>>,
+}
+
+/// A secret read at one version.
+#[derive(Debug, Clone)]
+pub struct Versioned {
+    /// Its key/value data (values are secrets: callers never log them).
+    pub data: Map<String, Value>,
+    /// The version read.
+    pub version: u64,
+}
+
+/// Why a write was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// Written as this version.
+    Version(u64),
+    /// `cas` did not match the current version: nothing was written.
+    CasMismatch,
 }
 
 #[derive(Deserialize)]
@@ -51,5 +106,97 @@ impl Client {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// `GET <mount>/data/<path>[?version=N]`: that version (the newest without one), or `None` when it
+    /// does not exist or is deleted.
+    pub async fn kv_read_version(
+        &self,
+        token: &Token,
+        mount: &str,
+        path: &str,
+        version: Option<u64>,
+    ) -> Result<Option<Versioned>, Error> {
+        let api = match version {
+            Some(v) => format!("{mount}/data/{path}?version={v}"),
+            None => format!("{mount}/data/{path}"),
+        };
+        let envelope: Option<KvEnvelope> =
+            self.call_opt(Method::GET, &api, Some(token), None::<&()>, Retry::Idempotent).await?;
+        Ok(envelope.and_then(|e| {
+            let version = e.data.metadata.map(|m| m.version).unwrap_or_default();
+            e.data.data.map(|data| Versioned { data, version })
+        }))
+    }
+
+    /// `POST <mount>/data/<path>`: a new version; with `cas`, only if the current version is that
+    /// number (0: only if the secret was never written). Not retried: a lost answer could hide a
+    /// written version, and a blind retry would write another.
+    pub async fn kv_write(
+        &self,
+        token: &Token,
+        mount: &str,
+        path: &str,
+        data: &Map<String, Value>,
+        cas: Option<u64>,
+    ) -> Result<Written, Error> {
+        #[derive(Deserialize)]
+        struct Answer {
+            data: VersionMetadata,
+        }
+        let api = format!("{mount}/data/{path}");
+        let body = match cas {
+            Some(cas) => json!({"data": data, "options": {"cas": cas}}),
+            None => json!({"data": data}),
+        };
+        match self.call::<Answer>(Method::POST, &api, Some(token), Some(&body), Retry::Once).await {
+            Ok(answer) => Ok(Written::Version(answer.data.version)),
+            Err(Error::Api { status: 400, ref message, .. }) if message.contains("check-and-set") => {
+                Ok(Written::CasMismatch)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `GET <mount>/metadata/<path>`, or `None` when the secret does not exist.
+    pub async fn kv_metadata(&self, token: &Token, mount: &str, path: &str) -> Result<Option<Metadata>, Error> {
+        let api = format!("{mount}/metadata/{path}");
+        let envelope: Option<crate::api::Data<Metadata>> =
+            self.call_opt(Method::GET, &api, Some(token), None::<&()>, Retry::Idempotent).await?;
+        Ok(envelope.map(|e| e.data))
+    }
+
+    /// `POST <mount>/metadata/<path>` with `custom_metadata` (replaces it).
+    pub async fn kv_set_custom_metadata(
+        &self,
+        token: &Token,
+        mount: &str,
+        path: &str,
+        custom: &Map<String, Value>,
+    ) -> Result<(), Error> {
+        let api = format!("{mount}/metadata/{path}");
+        let body = json!({"custom_metadata": custom});
+        self.call_empty(Method::POST, &api, Some(token), Some(&body), Retry::Idempotent).await
+    }
+
+    /// `LIST <mount>/metadata/<path>/`: the names below a folder (folders end with `/`).
+    pub async fn kv_list(&self, token: &Token, mount: &str, path: &str) -> Result<Vec<String>, Error> {
+        let api = format!("{mount}/metadata/{}/?list=true", path.trim_end_matches('/'));
+        let keys: Option<crate::api::Data<crate::api::Keys>> =
+            self.call_opt(Method::GET, &api, Some(token), None::<&()>, Retry::Idempotent).await?;
+        Ok(keys.map(|k| k.data.keys).unwrap_or_default())
+    }
+
+    /// `DELETE <mount>/data/<path>`: deletes the newest version (it stays recoverable by number only
+    /// through undelete; reads get 404).
+    pub async fn kv_delete_latest(&self, token: &Token, mount: &str, path: &str) -> Result<(), Error> {
+        let api = format!("{mount}/data/{path}");
+        self.call_empty(Method::DELETE, &api, Some(token), None::<&()>, Retry::Idempotent).await
+    }
+
+    /// `DELETE <mount>/metadata/<path>`: destroys every version and the metadata.
+    pub async fn kv_destroy_all(&self, token: &Token, mount: &str, path: &str) -> Result<(), Error> {
+        let api = format!("{mount}/metadata/{path}");
+        self.call_empty(Method::DELETE, &api, Some(token), None::<&()>, Retry::Idempotent).await
     }
 }

@@ -47,6 +47,8 @@ pub struct Opened {
     pub report: Report,
     /// This process's hold on the store: keep it as long as OpenBao runs.
     pub lock: DataDirLock,
+    /// The admin socket's credential (memory only; the server revokes it at shutdown).
+    pub admin: Token,
 }
 
 /// Boots the supervised OpenBao described by `server` (its listener, PKI, storage and audit; the seal
@@ -193,11 +195,15 @@ pub async fn open(setup: &Setup, server: ServerConfig) -> Result<Opened, SetupEr
         }
     }
     .await;
+    let outcome = match outcome {
+        Ok(()) => configure::admin_token(&client, &token).await,
+        Err(e) => Err(e),
+    };
     crash::point("before-setup-revoke");
     let revoked = client.revoke_self(&token).await.doing(|| "revoking this run's setup token".into());
-    match (outcome.and(revoked), running) {
-        (Ok(()), Some(supervisor)) => Ok(Opened { supervisor, report, lock }),
-        (Ok(()), None) => Err(SetupError::Config("OpenBao was not restarted after the seal-key rotation".into())),
+    match (outcome.and_then(|admin| revoked.map(|()| admin)), running) {
+        (Ok(admin), Some(supervisor)) => Ok(Opened { supervisor, report, lock, admin }),
+        (Ok(_), None) => Err(SetupError::Config("OpenBao was not restarted after the seal-key rotation".into())),
         (Err(e), running) => {
             if let Some(supervisor) = running {
                 supervisor.stop().await;

@@ -12,7 +12,10 @@ use openbao_client::{Client, SecretString, Token};
 use serde_json::{json, Map, Value};
 use zeroize::Zeroizing;
 
-use super::policy::{self, APPROLE_MOUNT, APPROLE_ROLE, BOOTSTRAP_POLICY, ISSUER_POLICY, ISSUER_ROLE, SERVICE_PREFIX};
+use super::policy::{
+    self, ADMIN_POLICY, ADMIN_ROLE, APPROLE_MOUNT, APPROLE_ROLE, BOOTSTRAP_POLICY, ISSUER_POLICY, ISSUER_ROLE,
+    SERVICE_PREFIX,
+};
 use super::root::ApproleCredential;
 use super::{concurrently, file_tokens, Doing, Report, Setup, SetupError, ITEM_APPROLE, ITEM_ISSUER};
 use crate::crash;
@@ -68,7 +71,20 @@ pub async fn converge(
     crash::point("after-issuer");
     file_tokens::refresh(setup, client, &issuer, report).await?;
     crash::point("after-file-tokens");
+    let admin = policy::admin_policy(&setup.store.kv_mount, &setup.store.service_prefix);
+    ensure_policy(client, token, ADMIN_POLICY, &admin, report).await?;
+    ensure_token_role(client, token, ADMIN_ROLE, &policy::admin_role(), report).await?;
     Ok(())
+}
+
+/// A new admin credential for this run's admin socket, made with the run's privileged token: it
+/// lives only in the server's memory and is revoked at shutdown (and expires a period after the last
+/// renewal if edgeseal dies without revoking it).
+pub async fn admin_token(client: &Client, token: &Token) -> Result<Token, SetupError> {
+    let meta = Map::from_iter([("edgeseal".to_string(), Value::String("admin".into()))]);
+    let auth =
+        client.create_token(token, ADMIN_ROLE, &meta, None).await.doing(|| "creating the admin credential".into())?;
+    Ok(auth.client_token)
 }
 
 async fn ensure_kv_mount(setup: &Setup, client: &Client, token: &Token, report: &mut Report) -> Result<(), SetupError> {

@@ -29,7 +29,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use kdf_plugins::{run_plugin, Ikm, KdfConfig, Kek, PluginError};
-use openbao_client::{Client, Pin};
+use openbao_client::{Client, Pin, Token};
 use thiserror::Error;
 
 use self::configure::Bootstrap;
@@ -320,6 +320,18 @@ impl Setup {
     /// Converges OpenBao to the configuration (the Shamir path: a store edgeseal does not start, or
     /// one supervised with `seal: shamir`; a static-sealed store boots with [`crate::seal::boot::open`]).
     pub async fn run(&self) -> Result<Report, SetupError> {
+        self.converge(false).await.map(|(report, _)| report)
+    }
+
+    /// [`Setup::run`], also making this run's admin credential (with the run's root token, before it
+    /// is revoked) for the admin socket of `run`.
+    pub async fn run_for_server(&self) -> Result<(Report, Token), SetupError> {
+        let (report, admin) = self.converge(true).await?;
+        let admin = admin.ok_or_else(|| SetupError::Config("no admin credential was made".into()))?;
+        Ok((report, admin))
+    }
+
+    async fn converge(&self, admin: bool) -> Result<(Report, Option<Token>), SetupError> {
         self.validate()?;
         if self.static_seal() {
             return Err(SetupError::Config(
@@ -361,12 +373,19 @@ impl Setup {
         crash::point("after-root");
 
         let bootstrap = Bootstrap::Approle { ok: root.approle_ok };
-        let outcome = configure::converge(self, &client, &root.token, bootstrap, &store, &kek, &mut report).await;
+        let outcome = async {
+            configure::converge(self, &client, &root.token, bootstrap, &store, &kek, &mut report).await?;
+            match admin {
+                true => configure::admin_token(&client, &root.token).await.map(Some),
+                false => Ok(None),
+            }
+        }
+        .await;
         crash::point("before-root-revoke");
         client.revoke_self(&root.token).await.doing(|| "revoking this run's root token".into())?;
         root::forget_pending(&store);
-        outcome?;
-        Ok(report)
+        let admin = outcome?;
+        Ok((report, admin))
     }
 
     pub(crate) fn validate(&self) -> Result<(), SetupError> {

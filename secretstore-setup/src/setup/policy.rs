@@ -21,6 +21,38 @@ pub const APPROLE_ROLE: &str = "bootstrap";
 /// Period of the issuing token: the token server renews it; after a longer power-off, setup makes a new one.
 pub const ISSUER_PERIOD_SECS: u64 = 24 * 3600;
 
+/// Policy of the admin credential (the admin socket's, in the server's memory only).
+pub const ADMIN_POLICY: &str = "edgeseal-admin";
+/// Token role the admin credential is created against.
+pub const ADMIN_ROLE: &str = "edgeseal-admin";
+/// Period of the admin credential: renewed by the server, revoked at shutdown.
+pub const ADMIN_PERIOD_SECS: u64 = 24 * 3600;
+
+/// The admin credential may read, write, version, delete and list the services' secrets, and nothing
+/// else: no policy, no token, no mount, no other path.
+pub fn admin_policy(kv_mount: &str, prefix: &str) -> String {
+    format!(
+        "# edgeseal: the admin socket's credential (operators' secrets)\n\
+         path \"{kv_mount}/data/{prefix}/*\" {{\n  capabilities = [\"create\", \"read\", \"update\", \"delete\"]\n}}\n\
+         path \"{kv_mount}/metadata/{prefix}/*\" {{\n  capabilities = [\"create\", \"read\", \"update\", \"delete\", \"list\"]\n}}\n\
+         path \"{kv_mount}/delete/{prefix}/*\" {{\n  capabilities = [\"update\"]\n}}\n\
+         path \"{kv_mount}/destroy/{prefix}/*\" {{\n  capabilities = [\"update\"]\n}}\n"
+    )
+}
+
+/// The token role of the admin credential: orphan (it outlives the setup token that made it),
+/// periodic, its own policy only.
+pub fn admin_role() -> Value {
+    json!({
+        "allowed_policies": [ADMIN_POLICY],
+        "orphan": true,
+        "renewable": true,
+        "token_type": "service",
+        "token_period": ADMIN_PERIOD_SECS,
+        "token_explicit_max_ttl": 0,
+    })
+}
+
 /// `edgeseal-svc-<service>`: the name of a service's policy and token role.
 pub fn service_policy_name(service: &str) -> String {
     format!("{SERVICE_PREFIX}{service}")
@@ -158,6 +190,15 @@ mod tests {
         let policy = issuer_policy();
         assert!(policy.contains("auth/token/create/edgeseal-svc-*"));
         assert!(!policy.contains("secret/") && !policy.contains("sys/") && !policy.contains("\"auth/token/create\""));
+    }
+
+    #[test]
+    fn the_admin_credential_reaches_the_services_secrets_and_nothing_else() {
+        let policy = admin_policy("secret", "edgeseal");
+        let paths: Vec<&str> = policy.lines().filter_map(|l| l.strip_prefix("path \"")).collect();
+        assert_eq!(paths.len(), 4, "{policy}");
+        assert!(paths.iter().all(|p| p.starts_with("secret/") && p.contains("/edgeseal/*\"")), "{policy}");
+        assert!(!policy.contains("sys/") && !policy.contains("auth/") && !policy.contains("sudo"), "{policy}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod kdf_check;
 pub mod pki;
 pub mod run;
 pub mod seal;
+pub mod secrets;
 pub mod setup;
 pub mod token;
 pub mod token_server;

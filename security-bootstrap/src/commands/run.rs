@@ -74,6 +74,29 @@ async fn open_tcp_listener(
     Ok(())
 }
 
+/// The admin socket's server, acting with `admin` (this run's admin credential).
+fn admin_server(
+    config: &Config,
+    setup: &secretstore_setup::setup::Setup,
+    admin: openbao_client::Token,
+) -> anyhow::Result<::token_server::admin::AdminServer> {
+    use ::token_server::admin::{AdminServer, AdminState, ServiceSecrets};
+    let client = setup.tcp_client()?;
+    let services = config
+        .services
+        .iter()
+        .map(|(name, entry)| (name.0.clone(), ServiceSecrets { generated: entry.secrets.clone() }))
+        .collect();
+    Ok(AdminServer::new(AdminState {
+        config: config.admin.clone(),
+        client,
+        token: admin,
+        kv_mount: config.secret_store.kv_mount.clone(),
+        prefix: config.secret_store.service_prefix.clone(),
+        services,
+    }))
+}
+
 /// Pause between two tries of a step whose unseal another client disturbed.
 const DISTURBED_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -128,7 +151,7 @@ async fn boot(
 
     let mut supervised = None;
     let outcome = async {
-        let converged = tokio::select! {
+        let (converged, admin) = tokio::select! {
             converged = converge_store(&config, &setup, &mut supervised) => converged?,
             _ = stopped(stop_rx.clone()) => return Ok(()),
         };
@@ -138,7 +161,7 @@ async fn boot(
             changes = converged.changes.len(),
             "setup done"
         );
-        serve(&config, &setup, ready_file.as_deref(), stop_rx.clone(), stopped).await
+        serve(&config, &setup, admin, ready_file.as_deref(), stop_rx.clone(), stopped).await
     }
     .await;
     if let Some(supervised) = supervised {
@@ -154,18 +177,19 @@ async fn boot(
 /// itself ([`secretstore_setup::seal::boot::open`]); a Shamir-sealed one is started with its TCP
 /// listener locked on first boot, unsealed and configured by setup, then opened; an external store
 /// is set up where it runs. A supervised OpenBao is left in `supervised` (also when this fails, so
-/// that it is stopped).
+/// that it is stopped). Also returns this run's admin credential, made with the run's privileged
+/// token.
 async fn converge_store(
     config: &Config,
     setup: &secretstore_setup::setup::Setup,
     supervised: &mut Option<Supervised>,
-) -> anyhow::Result<secretstore_setup::setup::Report> {
+) -> anyhow::Result<(secretstore_setup::setup::Report, openbao_client::Token)> {
     match &config.secret_store.supervise {
         Some(supervise) if supervise.seal == SealMode::Static => {
             let bao = supervised_openbao(config, supervise, false)?;
             let opened = secretstore_setup::seal::boot::open(setup, bao).await?;
             *supervised = Some(Supervised { supervisor: opened.supervisor, locked: false, _lock: opened.lock });
-            Ok(opened.report)
+            Ok((opened.report, opened.admin))
         }
         Some(supervise) => {
             let lock = supervise::DataDirLock::acquire(&supervise.data_dir)
@@ -176,19 +200,20 @@ async fn converge_store(
                 .with_context(|| format!("preparing {}", supervise.data_dir.display()))?;
             let started =
                 supervised.insert(Supervised { supervisor: Supervisor::start(supervise, &file), locked, _lock: lock });
-            let report = until_undisturbed("setup", || setup.run()).await?;
+            let converged = until_undisturbed("setup", || setup.run_for_server()).await?;
             if started.locked {
                 open_tcp_listener(config, setup, started).await?;
             }
-            Ok(report)
+            Ok(converged)
         }
-        None => Ok(until_undisturbed("setup", || setup.run()).await?),
+        None => Ok(until_undisturbed("setup", || setup.run_for_server()).await?),
     }
 }
 
 async fn serve<F: std::future::Future<Output = ()> + Send + 'static>(
     config: &Config,
     setup: &secretstore_setup::setup::Setup,
+    admin: openbao_client::Token,
     ready_file: Option<&Path>,
     stop_rx: watch::Receiver<bool>,
     stopped: impl Fn(watch::Receiver<bool>) -> F,
@@ -202,6 +227,10 @@ async fn serve<F: std::future::Future<Output = ()> + Send + 'static>(
     let watchdog = tokio::spawn(async move {
         secretstore_setup::watchdog::run(&watchdog_setup, &client, watchdog_stop).await;
     });
+    let admin = admin_server(config, setup, admin)?;
+    let admin_listener =
+        admin.bind().with_context(|| format!("binding the admin socket {}", config.admin.socket.display()))?;
+    let admin = tokio::spawn(admin.run(admin_listener, stopped(stop_rx.clone())));
     let server = tokio::spawn(server.run(listener, stopped(stop_rx.clone())));
     if let Some(path) = ready_file {
         std::fs::write(path, format!("{}\n", std::process::id()))
@@ -209,6 +238,9 @@ async fn serve<F: std::future::Future<Output = ()> + Send + 'static>(
     }
     tracing::info!(socket = %config.token_server.socket.display(), "edgeseal is ready");
     let served = server.await.context("token server task")?;
+    if let Ok(Err(e)) = admin.await {
+        tracing::warn!(error = %e, "the admin socket stopped with an error");
+    }
     let _ = watchdog.await;
     served.context("serving the token socket")
 }

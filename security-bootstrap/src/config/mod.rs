@@ -58,6 +58,9 @@ pub struct Config {
     /// `services:` — one entry per service that gets its own policy, role, secrets and tokens.
     #[serde(default)]
     pub services: BTreeMap<ServiceName, ServiceEntry>,
+    /// `admin:` — the admin socket `run` serves beside the service socket.
+    #[serde(default)]
+    pub admin: token_server::admin::AdminConfig,
 }
 
 /// A service name: `[a-z0-9][a-z0-9_-]*`, at most 64 bytes (it becomes part of policy names and paths).
@@ -173,6 +176,9 @@ pub enum Problem {
     /// Which server is OpenBao: `secret_store`, `pki` and `supervise` taken together.
     #[error(transparent)]
     StoreIdentity(StoreIdentityError),
+    /// An `admin:` rule.
+    #[error("admin: {0}")]
+    Admin(String),
 }
 
 impl Problem {
@@ -184,6 +190,7 @@ impl Problem {
             Problem::TokenServer(e) => Some(e.key()),
             Problem::Selectors(e) => Some(e.key()),
             Problem::StoreIdentity(e) => Some(e.key()),
+            Problem::Admin(_) => Some("admin".into()),
         }
     }
 }
@@ -338,6 +345,7 @@ impl Config {
     fn check(&self, store_written: bool) -> Result<(), Problem> {
         self.secret_store.validate().map_err(Problem::SecretStore)?;
         self.token_server.validate().map_err(Problem::TokenServer)?;
+        self.admin.validate().map_err(Problem::Admin)?;
         token_server::config::check_selectors(
             self.services.iter().map(|(name, entry)| (name.0.as_str(), &entry.selectors)),
         )

@@ -1,0 +1,168 @@
+//! The admin socket (SPEC §12), against the real `security-bootstrap run` and a real OpenBao: an
+//! operator sets, updates, reads by version, rotates and removes a service's secret with the CLI, and
+//! the service's own token reads exactly what was set; a non-admin uid is refused; bad input writes
+//! nothing; no value and no admin credential reaches a file or a log; the credential is revoked on
+//! SIGTERM.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::fs;
+use std::time::Duration;
+
+use edgeseal_tests::boot::Boot;
+use nix::sys::signal::Signal;
+use serde_json::json;
+
+fn stdout(out: &std::process::Output) -> String {
+    assert!(out.status.success(), "{:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn code(out: &std::process::Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+/// Every file below `dir`, with its contents.
+fn files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).unwrap().flatten() {
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            out.extend(files(&entry.path()));
+        } else if kind.is_file() {
+            out.push((entry.path(), fs::read(entry.path()).unwrap_or_default()));
+        }
+    }
+    out
+}
+
+#[test]
+fn an_operator_sets_updates_reads_by_version_and_removes_a_secret_that_the_service_reads() {
+    let mut boot = Boot::new();
+    let mut run = boot.start();
+    let token = boot.token_until_ok(Duration::from_secs(10));
+    let (first, second) = ("mqtt-pass-ONE-7d1c9e", "mqtt-pass-TWO-4b2a0f");
+
+    assert!(
+        stdout(&boot.secrets(&["set", "demo/mqtt-password"], format!("{first}\n").as_bytes())).contains("version 1")
+    );
+    assert_eq!(
+        boot.read(&token, "mqtt-password"),
+        Some(json!({"value": first})),
+        "the service reads exactly that value"
+    );
+    assert!(stdout(&boot.secrets(&["set", "demo/mqtt-password"], second.as_bytes())).contains("version 2"));
+    assert_eq!(boot.read(&token, "mqtt-password"), Some(json!({"value": second})));
+    assert_eq!(stdout(&boot.secrets(&["get", "demo/mqtt-password", "--version", "1"], b"")), first);
+    assert_eq!(stdout(&boot.secrets(&["get", "demo/mqtt-password"], b"")), second);
+
+    // --cas with a stale version: refused, nothing changed.
+    let stale = boot.secrets(&["set", "demo/mqtt-password", "--cas", "1"], b"mqtt-pass-THREE");
+    assert_eq!(code(&stale), 1, "{}", String::from_utf8_lossy(&stale.stderr));
+    assert_eq!(boot.read(&token, "mqtt-password"), Some(json!({"value": second})));
+
+    // EdgeX's multi-key shape.
+    let multi = br#"{"username": "edgex", "password": "db-pass-9f8e"}"#;
+    stdout(&boot.secrets(&["set", "demo/db", "--json"], multi));
+    assert_eq!(boot.read(&token, "db"), Some(json!({"username": "edgex", "password": "db-pass-9f8e"})));
+
+    let list = stdout(&boot.secrets(&["list", "demo", "--json"], b""));
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    let names: Vec<&str> = list.as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"mqtt-password") && names.contains(&"greeting") && names.contains(&"db"), "{list}");
+    assert!(!list.to_string().contains(second), "list shows no value");
+    let history = stdout(&boot.secrets(&["history", "demo/mqtt-password", "--json"], b""));
+    assert!(history.contains("set by uid 0") && !history.contains(first), "{history}");
+
+    stdout(&boot.secrets(&["rm", "demo/mqtt-password"], b""));
+    assert_eq!(boot.read(&token, "mqtt-password"), None, "the service gets 404 after rm");
+    assert_eq!(stdout(&boot.secrets(&["get", "demo/mqtt-password", "--version", "1"], b"")), first);
+
+    // No value in any file edgeseal or OpenBao writes outside OpenBao's (encrypted) storage, nor in
+    // the logs; OpenBao's audit log holds only HMACs.
+    for (path, bytes) in files(boot.device.path()).into_iter().filter(|(p, _)| !p.to_string_lossy().contains("/raft/"))
+    {
+        let text = String::from_utf8_lossy(&bytes);
+        for value in [first, second, "db-pass-9f8e"] {
+            assert!(!text.contains(value), "{} holds a value", path.display());
+        }
+    }
+    assert!(!boot.log().contains(first) && !boot.log().contains(second));
+
+    // SIGTERM revokes the admin credential (seen in OpenBao's audit log: a revoke-self by a token
+    // with the edgeseal-admin policy).
+    run.stop(Signal::SIGTERM, Duration::from_secs(30));
+    let audit = fs::read_to_string(boot.audit_log()).unwrap();
+    let revoked = audit.lines().any(|line| {
+        let entry: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+        entry["type"] == "request"
+            && entry["request"]["path"] == "auth/token/revoke-self"
+            && entry["auth"]["policies"].as_array().is_some_and(|p| p.iter().any(|p| p == "edgeseal-admin"))
+    });
+    assert!(revoked, "the admin credential was revoked at shutdown");
+    assert!(!boot.admin_socket().exists(), "the admin socket is removed");
+}
+
+#[test]
+fn rotating_a_generated_secret_makes_a_new_random_value_and_the_history_shows_both() {
+    let mut boot = Boot::new();
+    let _run = boot.start();
+    let token = boot.token_until_ok(Duration::from_secs(10));
+    let before = boot.secret(&token);
+    let out = boot.secrets(&["rotate", "demo/greeting"], b"");
+    assert!(stdout(&out).contains("version 2"));
+    let after = boot.secret(&token);
+    assert!(after != before && after.len() >= 40, "a new random value");
+    let history = stdout(&boot.secrets(&["history", "demo/greeting", "--json"], b""));
+    let history: serde_json::Value = serde_json::from_str(&history).unwrap();
+    let sources: Vec<&str> = history.as_array().unwrap().iter().map(|v| v["source"].as_str().unwrap()).collect();
+    assert_eq!(sources, ["generated by setup", "rotate by uid 0"], "{history}");
+    // An operator's secret needs its new value.
+    stdout(&boot.secrets(&["set", "demo/api-key"], b"key-1"));
+    let refused = boot.secrets(&["rotate", "demo/api-key"], b"");
+    assert_eq!(code(&refused), 64, "{}", String::from_utf8_lossy(&refused.stderr));
+    assert!(stdout(&boot.secrets(&["rotate", "demo/api-key"], b"key-2")).contains("version 2"));
+}
+
+#[test]
+fn a_non_admin_is_refused_and_bad_input_writes_nothing() {
+    let mut boot = Boot::new();
+    // The socket is group-accessible (0660, group nogroup) so that another uid can connect at all:
+    // the refusal is the SO_PEERCRED check, not the file mode.
+    boot.set_admin_group(Some(65534));
+    let _run = boot.start();
+    let token = boot.token_until_ok(Duration::from_secs(10));
+    let refused = boot.secrets_as(Some((65534, 65534)), &["set", "demo/x"], b"v");
+    assert_eq!(code(&refused), 77, "{}", String::from_utf8_lossy(&refused.stderr));
+    let refused = boot.secrets_as(Some((65534, 65534)), &["get", "demo/greeting"], b"");
+    assert_eq!(code(&refused), 77, "{}", String::from_utf8_lossy(&refused.stderr));
+    assert!(boot.log().contains("admin-refused"), "the refusal is audited");
+    // The service socket never answers an admin path.
+    let on_service_socket = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--unix-socket"])
+        .arg(boot.socket())
+        .arg("http://localhost/v1/secrets/demo/greeting")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&on_service_socket.stdout), "404");
+
+    // (args, stdin, exit code)
+    let big = vec![b'x'; 2 * 1024 * 1024];
+    let cases: Vec<(Vec<&str>, &[u8], i32)> = vec![
+        (vec!["set", "nosuch/x"], b"v", 1),
+        (vec!["set", "demo/a/b"], b"v", 64),
+        (vec!["set", "demo/.."], b"v", 64),
+        (vec!["set", "demo/empty"], b"", 64),
+        (vec!["set", "demo/empty"], b"\n", 64),
+        (vec!["set", "demo/big"], &big, 64),
+        (vec!["set", "demo/j", "--json"], b"{not json", 64),
+        (vec!["set", "demo/j", "--json"], b"[\"a\"]", 64),
+    ];
+    for (args, stdin, want) in cases {
+        let out = boot.secrets(&args, stdin);
+        assert_eq!(code(&out), want, "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    for name in ["x", "empty", "big", "j"] {
+        assert_eq!(boot.read(&token, name), None, "nothing written for {name}");
+    }
+}
