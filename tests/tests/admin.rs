@@ -137,6 +137,16 @@ fn a_non_admin_is_refused_and_bad_input_writes_nothing() {
     let refused = boot.secrets_as(Some((65534, 65534)), &["get", "demo/greeting"], b"");
     assert_eq!(code(&refused), 77, "{}", String::from_utf8_lossy(&refused.stderr));
     assert!(boot.log().contains("admin-refused"), "the refusal is audited");
+    // Root in another mount namespace (as in a container) is not an admin either.
+    let in_container = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private"])
+        .arg(boot.client())
+        .args(["secrets", "get", "demo/greeting", "--admin-socket"])
+        .arg(boot.admin_socket())
+        .output()
+        .unwrap();
+    assert_eq!(in_container.status.code(), Some(77), "{}", String::from_utf8_lossy(&in_container.stderr));
+    assert!(String::from_utf8_lossy(&in_container.stderr).contains("mount namespace"));
     // The service socket never answers an admin path.
     let on_service_socket = std::process::Command::new("curl")
         .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--unix-socket"])

@@ -80,12 +80,39 @@ pub enum Created {
     Existed,
 }
 
+/// Whether OpenBao answered that a KV mount is still upgrading to version 2 (for a moment after it is
+/// mounted, and after a restart that interrupted the upgrade): worth asking again shortly.
+pub fn is_upgrading(error: &Error) -> bool {
+    matches!(error, Error::Api { status: 400, message, .. } if message.contains("Upgrading from non-versioned to versioned data"))
+}
+
+/// How long a KV call waits out a mount's upgrade.
+const UPGRADE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl Client {
+    /// Runs `call` again while the mount is upgrading (see [`is_upgrading`]), for up to 30 s.
+    async fn through_upgrade<T, F, Fut>(&self, mut call: F) -> Result<T, Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Error>>,
+    {
+        let started = std::time::Instant::now();
+        loop {
+            match call().await {
+                Err(e) if is_upgrading(&e) && started.elapsed() < UPGRADE_PATIENCE => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
     /// `GET <mount>/data/<path>`: the latest version's data, or `None`.
     pub async fn kv_read(&self, token: &Token, mount: &str, path: &str) -> Result<Option<Map<String, Value>>, Error> {
         let api = format!("{mount}/data/{path}");
-        let envelope: Option<KvEnvelope> =
-            self.call_opt(Method::GET, &api, Some(token), None::<&()>, Retry::Idempotent).await?;
+        let envelope: Option<KvEnvelope> = self
+            .through_upgrade(|| self.call_opt(Method::GET, &api, Some(token), None::<&()>, Retry::Idempotent))
+            .await?;
         Ok(envelope.and_then(|e| e.data.data))
     }
 
@@ -99,7 +126,10 @@ impl Client {
     ) -> Result<Created, Error> {
         let api = format!("{mount}/data/{path}");
         let body = json!({"data": data, "options": {"cas": 0}});
-        match self.call_empty(Method::POST, &api, Some(token), Some(&body), Retry::Idempotent).await {
+        let written = self
+            .through_upgrade(|| self.call_empty(Method::POST, &api, Some(token), Some(&body), Retry::Idempotent))
+            .await;
+        match written {
             Ok(()) => Ok(Created::Written),
             Err(Error::Api { status: 400, ref message, .. }) if message.contains("check-and-set") => {
                 Ok(Created::Existed)

@@ -2,8 +2,9 @@
 //! through a second Unix socket, apart from the service socket.
 //!
 //! - The socket is mode 0600 (0660 with `admin.group`, owned by that group). Every connection's peer
-//!   uid (SO_PEERCRED) is checked against `admin.uids` at accept time; any other caller is answered 403
-//!   and closed without a byte of its request being interpreted.
+//!   uid (SO_PEERCRED) is checked against `admin.uids` at accept time, and the peer must share the
+//!   server's mount namespace (a container's root is uid 0 too); any other caller is answered 403 and
+//!   closed without a byte of its request being interpreted.
 //! - The server acts with an admin credential made each boot by setup with that run's privileged
 //!   token (policy `edgeseal-admin`: the services' KV paths only). It lives only in this process's
 //!   memory, is renewed while the server runs and revoked at shutdown.
@@ -149,6 +150,16 @@ impl AdminServer {
     }
 }
 
+/// Whether the caller shares this server's mount namespace. A container's uid 0 is uid 0 to
+/// SO_PEERCRED too; an admin runs on the host (or `docker exec`s into the bootstrapper's container).
+fn same_mount_namespace(pid: Option<i32>) -> bool {
+    let Some(pid) = pid.filter(|p| *p > 0) else { return false };
+    match (std::fs::read_link(format!("/proc/{pid}/ns/mnt")), std::fs::read_link("/proc/self/ns/mnt")) {
+        (Ok(theirs), Ok(ours)) => theirs == ours,
+        _ => false,
+    }
+}
+
 async fn serve(listener: UnixListener, state: Arc<AdminState>, shutdown: impl Future<Output = ()>) -> io::Result<()> {
     tokio::pin!(shutdown);
     let lingering = Arc::new(Semaphore::new(LINGER_SLOTS));
@@ -172,9 +183,28 @@ async fn serve(listener: UnixListener, state: Arc<AdminState>, shutdown: impl Fu
                 continue;
             }
         };
-        if !state.config.uids.contains(&caller.uid) {
-            tracing::warn!(target: "edgeseal::audit", event = "admin-refused", uid = caller.uid, pid = caller.pid, "not an admin uid");
-            shed(stream, StatusCode::FORBIDDEN, "not an admin: this uid is not in admin.uids", &lingering);
+        let refusal = if !state.config.uids.contains(&caller.uid) {
+            Some("not an admin: this uid is not in admin.uids")
+        } else if !same_mount_namespace(caller.pid) {
+            Some("not an admin: the caller runs in another mount namespace (a container's root is not the host's)")
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
+            tracing::warn!(target: "edgeseal::audit", event = "admin-refused", uid = caller.uid, pid = caller.pid, reason);
+            // Answered 403 whatever it asks: the request is parsed by HTTP, never looked at.
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(
+                        move |_request| async move { Ok::<_, Infallible>(routes::refused(reason)) },
+                    );
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .keep_alive(false)
+                    .serve_connection(TokioIo::new(stream), service);
+                let _ = tokio::time::timeout(HEADER_TIMEOUT, connection).await;
+            });
             continue;
         }
         let state = state.clone();

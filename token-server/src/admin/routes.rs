@@ -61,7 +61,10 @@ pub fn valid_name(name: &str) -> bool {
 
 /// Parses a request path (without the query) into a [`Target`], or says why not.
 pub fn parse_path(path: &str) -> Result<Target, String> {
-    let rest = path.strip_prefix("/v1/secrets").ok_or_else(|| format!("no such endpoint: {path}"))?;
+    let rest = path
+        .strip_prefix("/v1/secrets")
+        .filter(|rest| rest.is_empty() || rest.starts_with('/'))
+        .ok_or_else(|| format!("no such endpoint: {path}"))?;
     let parts: Vec<&str> = rest.split('/').skip(1).collect();
     let secret = |service: &str, name: &str| -> Result<(String, String), String> {
         if !valid_name(service) || !valid_name(name) {
@@ -102,6 +105,11 @@ fn json(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
     *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
     response
+}
+
+/// The answer to a caller that is not an admin.
+pub fn refused(reason: &str) -> Response<Full<Bytes>> {
+    error(StatusCode::FORBIDDEN, reason)
 }
 
 fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
