@@ -346,6 +346,12 @@ impl Config {
         self.secret_store.validate().map_err(Problem::SecretStore)?;
         self.token_server.validate().map_err(Problem::TokenServer)?;
         self.admin.validate().map_err(Problem::Admin)?;
+        if self.admin.socket == self.token_server.socket {
+            return Err(Problem::Admin(format!(
+                "socket {} is also token_server.socket: the admin socket needs a path of its own",
+                self.admin.socket.display()
+            )));
+        }
         token_server::config::check_selectors(
             self.services.iter().map(|(name, entry)| (name.0.as_str(), &entry.selectors)),
         )

@@ -252,3 +252,18 @@ fn empty_means_defaults() {
     assert_eq!(Config::parse("").unwrap(), Config::default());
     assert_eq!(Config::parse("# nothing\n---\n").unwrap(), Config::default());
 }
+
+#[test]
+fn the_admin_socket_is_absolute_has_an_admin_and_is_not_the_token_socket() {
+    // (yaml, error mentions)
+    let cases = [
+        ("admin: { socket: run/admin.sock }\n", "absolute"),
+        ("admin: { uids: [] }\n", "at least one uid"),
+        ("admin: { socket: /run/x.sock }\ntoken_server: { socket: /run/x.sock }\n", "needs a path of its own"),
+    ];
+    for (yaml, says) in cases {
+        let e = Config::parse(yaml).unwrap_err().to_string();
+        assert!(e.contains("admin") && e.contains(says), "{yaml}: {e}");
+    }
+    assert!(Config::parse("admin: { socket: /run/a.sock, uids: [0, 1000], group: 990 }\n").is_ok());
+}
