@@ -187,3 +187,17 @@ impl OpenBao {
         assert!(listening.is_some(), "OpenBao did not listen on {} within 30 s:\n{}", self.listen, self.server_log());
     }
 }
+
+/// One `PUT sys/init` with `body` to `127.0.0.1:port` over TCP (certificate not checked), as any local
+/// user could send it: `(HTTP status, or 0 when no HTTP answer came; body)`.
+pub fn race_init(port: u16, body: &str) -> (u16, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-sk", "--max-time", "5", "-o", "-", "-w", "\n%{http_code}", "-X", "PUT", "-d"])
+        .arg(body)
+        .arg(format!("https://127.0.0.1:{port}/v1/sys/init"))
+        .output()
+        .unwrap_or_else(|e| panic!("running curl: {e}"));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (answer, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), answer.to_string())
+}

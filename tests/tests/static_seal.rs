@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use edgeseal_tests::boot::Boot;
 use edgeseal_tests::device::{DEVICE_IKM, OTHER_IKM};
+use edgeseal_tests::openbao::race_init;
 use edgeseal_tests::{poll_until, wait_until};
 use kdf_plugins::Ikm;
 use nix::sys::signal::Signal;
@@ -77,6 +78,37 @@ impl Instants {
 /// raise it for a soak).
 fn kills() -> usize {
     std::env::var("EDGESEAL_TEST_KILLS").ok().and_then(|n| n.parse().ok()).unwrap_or(6)
+}
+
+/// Boots `boot` once (returning `demo`'s secret), then again, timing that reboot to ready; both runs
+/// are stopped.
+fn first_boot_then_reboot_time(boot: &mut Boot) -> (String, Duration) {
+    let mut run = boot.start();
+    let value = boot.secret(&boot.token_until_ok(Duration::from_secs(10)));
+    run.stop(Signal::SIGTERM, Duration::from_secs(30));
+    let at = Instant::now();
+    let mut run = boot.start();
+    let reboot = at.elapsed();
+    run.stop(Signal::SIGTERM, Duration::from_secs(30));
+    (value, reboot)
+}
+
+/// Waits until `run`, whose OpenBao was killed `delay` into its boot, is ready — without giving up.
+fn ready_after_openbao_was_killed(
+    boot: &Boot,
+    run: &mut edgeseal_tests::process::ChildGuard,
+    round: usize,
+    delay: Duration,
+) {
+    let ready = poll_until(Duration::from_secs(120), || {
+        assert!(
+            run.exited().is_none(),
+            "round {round}: run gave up after OpenBao was killed {delay:?} in:\n{}",
+            boot.log()
+        );
+        boot.ready_file().exists().then_some(())
+    });
+    assert!(ready.is_some(), "round {round}: not ready:\n{}", boot.log());
 }
 
 /// How long a first boot of a fresh device takes to be ready, measured here.
@@ -179,15 +211,7 @@ fn sigkill_of_openbao_at_random_instants_of_a_first_boot_is_survived_by_the_same
         std::thread::sleep(delay);
         let killed = boot.openbao_pid();
         boot.kill_openbao();
-        let ready = poll_until(Duration::from_secs(120), || {
-            assert!(
-                run.exited().is_none(),
-                "round {round}: run gave up after OpenBao was killed {delay:?} in:\n{}",
-                boot.log()
-            );
-            boot.ready_file().exists().then_some(())
-        });
-        assert!(ready.is_some(), "round {round}: not ready:\n{}", boot.log());
+        ready_after_openbao_was_killed(&boot, &mut run, round, delay);
         assert!(boot.secret(&boot.token_until_ok(Duration::from_secs(30))).len() >= 40);
         eprintln!("round {round}: OpenBao ({killed:?}) killed {delay:?} into a first boot; run converged");
     }
@@ -197,16 +221,7 @@ fn sigkill_of_openbao_at_random_instants_of_a_first_boot_is_survived_by_the_same
 fn sigkill_of_run_at_random_instants_of_a_reboot_loses_nothing() {
     let mut boot = Boot::new();
     let started = Instant::now();
-    let mut run = boot.start();
-    let value = boot.secret(&boot.token_until_ok(Duration::from_secs(10)));
-    run.stop(Signal::SIGTERM, Duration::from_secs(30));
-    let reboot = {
-        let at = Instant::now();
-        let mut run = boot.start();
-        let took = at.elapsed();
-        run.stop(Signal::SIGTERM, Duration::from_secs(30));
-        took
-    };
+    let (value, reboot) = first_boot_then_reboot_time(&mut boot);
     eprintln!("first boot {:?}, reboot {reboot:?}", started.elapsed());
     let mut instants = Instants::new();
     for round in 0..kills() {
@@ -225,31 +240,14 @@ fn sigkill_of_run_at_random_instants_of_a_reboot_loses_nothing() {
 #[test]
 fn sigkill_of_openbao_at_random_instants_of_a_reboot_is_survived_by_the_same_run() {
     let mut boot = Boot::new();
-    let mut run = boot.start();
-    let value = boot.secret(&boot.token_until_ok(Duration::from_secs(10)));
-    run.stop(Signal::SIGTERM, Duration::from_secs(30));
-    let reboot = {
-        let at = Instant::now();
-        let mut run = boot.start();
-        let took = at.elapsed();
-        run.stop(Signal::SIGTERM, Duration::from_secs(30));
-        took
-    };
+    let (value, reboot) = first_boot_then_reboot_time(&mut boot);
     let mut instants = Instants::new();
     for round in 0..kills() {
         let delay = instants.next(reboot);
         let mut run = boot.spawn();
         std::thread::sleep(delay);
         boot.kill_openbao();
-        let ready = poll_until(Duration::from_secs(120), || {
-            assert!(
-                run.exited().is_none(),
-                "round {round}: run gave up after OpenBao was killed {delay:?} in:\n{}",
-                boot.log()
-            );
-            boot.ready_file().exists().then_some(())
-        });
-        assert!(ready.is_some(), "round {round}: not ready:\n{}", boot.log());
+        ready_after_openbao_was_killed(&boot, &mut run, round, delay);
         assert_eq!(boot.secret(&boot.token_until_ok(Duration::from_secs(30))), value, "round {round} ({delay:?})");
         run.stop(Signal::SIGTERM, Duration::from_secs(30));
     }
@@ -272,20 +270,6 @@ fn a_second_edgeseal_on_the_same_store_is_refused_and_the_first_keeps_serving() 
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("another edgeseal process"));
 }
 
-/// One `PUT sys/init` over TCP, as any local user could send it: `(HTTP status, or 0 when no HTTP
-/// answer came; body)`.
-fn race_init(port: u16) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-sk", "--max-time", "5", "-o", "-", "-w", "\n%{http_code}", "-X", "PUT", "-d"])
-        .arg(r#"{"secret_shares":1,"secret_threshold":1,"recovery_shares":1,"recovery_threshold":1}"#)
-        .arg(format!("https://127.0.0.1:{port}/v1/sys/init"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
 #[test]
 fn a_local_user_racing_sys_init_during_a_first_boot_gets_nothing_and_the_store_is_edgeseals() {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -297,7 +281,10 @@ fn a_local_user_racing_sys_init_during_a_first_boot_gets_nothing_and_the_store_i
         let (answers, stop, tries, port) = (answers.clone(), stop.clone(), tries.clone(), boot.port);
         std::thread::spawn(move || {
             while !stop.load(Ordering::SeqCst) {
-                let (code, body) = race_init(port);
+                let (code, body) = race_init(
+                    port,
+                    r#"{"secret_shares":1,"secret_threshold":1,"recovery_shares":1,"recovery_threshold":1}"#,
+                );
                 tries.fetch_add(1, Ordering::SeqCst);
                 if code != 0 {
                     answers.lock().unwrap().push((code, body));

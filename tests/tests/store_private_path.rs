@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use edgeseal_tests::device::{service, Device};
-use edgeseal_tests::openbao::OpenBao;
+use edgeseal_tests::openbao::{race_init, OpenBao};
 use edgeseal_tests::pki::TestPki;
 use edgeseal_tests::ports::free_port_pair;
 use edgeseal_tests::process::ChildGuard;
@@ -182,20 +182,6 @@ impl Boot {
     }
 }
 
-/// One `PUT sys/init` over TCP, as any local user could send it: `(HTTP status or 0 when no HTTP
-/// answer came, body)`.
-fn race_init(port: u16) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-sk", "--max-time", "5", "-o", "-", "-w", "\n%{http_code}", "-X", "PUT", "-d"])
-        .arg(r#"{"secret_shares":1,"secret_threshold":1}"#)
-        .arg(format!("https://127.0.0.1:{port}/v1/sys/init"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
 #[test]
 fn on_a_supervised_first_boot_a_sys_init_racer_gets_nothing_and_the_store_is_ours() {
     let boot = Boot { device: Device::new(), port: free_port_pair() };
@@ -207,7 +193,7 @@ fn on_a_supervised_first_boot_a_sys_init_racer_gets_nothing_and_the_store_is_our
         let (answers, stop, tries, port) = (answers.clone(), stop.clone(), tries.clone(), boot.port);
         std::thread::spawn(move || {
             while !stop.load(Ordering::SeqCst) {
-                let (code, body) = race_init(port);
+                let (code, body) = race_init(port, r#"{"secret_shares":1,"secret_threshold":1}"#);
                 tries.fetch_add(1, Ordering::SeqCst);
                 if code != 0 {
                     answers.lock().unwrap().push((code, body));

@@ -202,15 +202,7 @@ pub async fn serve(listener: UnixListener, state: Arc<State>, shutdown: impl Fut
     loop {
         let stream = tokio::select! {
             _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "token server: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            stream = crate::socket::accept(&listener, "token server") => stream,
         };
         let (peer, key, slot) = match admit(&state, &stream) {
             Ok(admitted) => admitted,

@@ -33,3 +33,17 @@ pub fn bind_with_mode(path: &Path, mode: u32) -> io::Result<UnixListener> {
     fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
     Ok(listener)
 }
+
+/// The next connection on `listener`. A failed accept (EMFILE and friends) is logged and retried
+/// after a short pause instead of spinning. Cancel-safe: for use in a `select!` with shutdown.
+pub async fn accept(listener: &UnixListener, what: &str) -> tokio::net::UnixStream {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => return stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "{what}: accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

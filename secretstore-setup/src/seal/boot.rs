@@ -105,14 +105,7 @@ pub async fn open(setup: &Setup, server: ServerConfig) -> Result<Opened, SetupEr
     let creating = plan != Plan::Open;
 
     let identity = material.identity.client_identity().doing(|| "loading edgeseal's client identity".into())?;
-    let client = Client::with_identity(
-        &setup.store.address,
-        &setup.ca_cert,
-        &setup.server_pin,
-        Some(&identity),
-        setup.store.request_timeout,
-    )
-    .doing(|| format!("connecting to OpenBao at {}", setup.store.address))?;
+    let client = setup.tcp_client_as(Some(&identity))?;
     let bao = Launcher {
         supervise: &supervise,
         server: ServerConfig {

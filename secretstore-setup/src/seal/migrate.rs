@@ -226,14 +226,7 @@ async fn migrate_running(
 /// Step 4: OpenBao opens itself with the seal key, and edgeseal's certificate logs in.
 async fn verify_login(setup: &Setup, material: &SealMaterial) -> Result<(), SetupError> {
     let identity = material.identity.client_identity().doing(|| "loading edgeseal's client identity".into())?;
-    let client = Client::with_identity(
-        &setup.store.address,
-        &setup.ca_cert,
-        &setup.server_pin,
-        Some(&identity),
-        setup.store.request_timeout,
-    )
-    .doing(|| format!("connecting to OpenBao at {}", setup.store.address))?;
+    let client = setup.tcp_client_as(Some(&identity))?;
     let token = super::boot::login(&client, setup.store.wait_timeout, || false).await?;
     client.revoke_self(&token).await.doing(|| "revoking the check's setup token".into())
 }

@@ -279,8 +279,20 @@ impl Setup {
     /// HTTPS to `secret_store.address`, pinned to OpenBao's certificate (what services, the token
     /// server and, for a static-sealed store, setup and the watchdog use).
     pub fn tcp_client(&self) -> Result<Client, SetupError> {
-        Client::new(&self.store.address, &self.ca_cert, &self.server_pin, self.store.request_timeout)
-            .doing(|| format!("connecting to OpenBao at {}", self.store.address))
+        self.tcp_client_as(None)
+    }
+
+    /// [`Setup::tcp_client`] presenting `identity` as its TLS client certificate (edgeseal's own, for
+    /// the `cert` login of a static-sealed store).
+    pub fn tcp_client_as(&self, identity: Option<&openbao_client::ClientIdentity>) -> Result<Client, SetupError> {
+        Client::with_identity(
+            &self.store.address,
+            &self.ca_cert,
+            &self.server_pin,
+            identity,
+            self.store.request_timeout,
+        )
+        .doing(|| format!("connecting to OpenBao at {}", self.store.address))
     }
 
     /// Unseals OpenBao from the keystore (the plug-in runs again; the shares live only for this

@@ -167,14 +167,7 @@ async fn serve(listener: UnixListener, state: Arc<AdminState>, shutdown: impl Fu
     loop {
         let stream = tokio::select! {
             _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin socket: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            stream = crate::socket::accept(&listener, "admin socket") => stream,
         };
         let caller = match stream.peer_cred() {
             Ok(cred) => routes::Admin { uid: cred.uid(), pid: cred.pid() },
