@@ -170,30 +170,23 @@ pub async fn open(setup: &Setup, server: ServerConfig) -> Result<Opened, SetupEr
         }
         // The supervisor restarts an OpenBao that dies meanwhile, and it opens itself: wait for it
         // and converge again (every step reads before it writes).
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            let restarts = running.as_ref().map(Supervisor::restarts);
-            let outcome = configure::converge(setup, &client, &token, Bootstrap::Cert, &store, &kek, &mut report).await;
-            // Refused connections, or any answer of an OpenBao that was restarted meanwhile (sealed
-            // or not yet active for a moment).
-            let restarted = running.as_ref().map(Supervisor::restarts) != restarts;
-            match outcome {
-                Err(e) if (e.is_unreachable() || restarted) && tries < CONVERGE_TRIES => {
-                    tracing::warn!(error = %e, "OpenBao went away during setup; waiting for it to come back");
-                    wait_open(&client, setup.store.wait_timeout).await?;
-                }
-                outcome => break outcome,
-            }
-        }
+        let (converged, admin) = through_restarts(&client, running.as_ref(), setup.store.wait_timeout, || async {
+            let mut attempt = Report::default();
+            configure::converge(setup, &client, &token, Bootstrap::Cert, &store, &kek, &mut attempt).await?;
+            Ok((attempt, configure::admin_token(&client, &token).await?))
+        })
+        .await?;
+        report.changes.extend(converged.changes);
+        report.refreshed.extend(converged.refreshed);
+        report.problems.extend(converged.problems);
+        Ok(admin)
     }
     .await;
-    let outcome = match outcome {
-        Ok(()) => configure::admin_token(&client, &token).await,
-        Err(e) => Err(e),
-    };
     crash::point("before-setup-revoke");
-    let revoked = client.revoke_self(&token).await.doing(|| "revoking this run's setup token".into());
+    let revoked = through_restarts(&client, running.as_ref(), setup.store.wait_timeout, || async {
+        client.revoke_self(&token).await.doing(|| "revoking this run's setup token".into())
+    })
+    .await;
     match (outcome.and_then(|admin| revoked.map(|()| admin)), running) {
         (Ok(admin), Some(supervisor)) => Ok(Opened { supervisor, report, lock, admin }),
         (Ok(_), None) => Err(SetupError::Config("OpenBao was not restarted after the seal-key rotation".into())),
@@ -202,6 +195,35 @@ pub async fn open(setup: &Setup, server: ServerConfig) -> Result<Opened, SetupEr
                 supervisor.stop().await;
             }
             Err(e)
+        }
+    }
+}
+
+/// Runs `step`, and again (up to [`CONVERGE_TRIES`] times in all) when it failed because OpenBao went
+/// away or was restarted meanwhile — refused connections, or any answer of a restarted OpenBao that
+/// is sealed or not yet active for a moment: the supervisor brings it back and it opens itself.
+async fn through_restarts<T, F, Fut>(
+    client: &Client,
+    supervisor: Option<&Supervisor>,
+    patience: Duration,
+    step: F,
+) -> Result<T, SetupError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, SetupError>>,
+{
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let restarts = supervisor.map(Supervisor::restarts);
+        let outcome = step().await;
+        let restarted = supervisor.map(Supervisor::restarts) != restarts;
+        match outcome {
+            Err(e) if (e.is_unreachable() || restarted) && tries < CONVERGE_TRIES => {
+                tracing::warn!(error = %e, "OpenBao went away during setup; waiting for it to come back");
+                wait_open(client, patience).await?;
+            }
+            outcome => return outcome,
         }
     }
 }
