@@ -162,7 +162,14 @@ pub async fn open(setup: &Setup, server: ServerConfig) -> Result<Opened, SetupEr
             crash::point("after-first-login");
             tracing::info!(address = %setup.store.address, "OpenBao initialized itself; edgeseal logged in with its client certificate");
         }
-        ensure_recovery_key(&client, &token, &store, &kek, &mut report).await?;
+        // A lost answer (OpenBao killed mid-request) only means another recovery key is made.
+        let made = through_restarts(&client, running.as_ref(), setup.store.wait_timeout, || {
+            ensure_recovery_key(&client, &token, &store, &kek)
+        })
+        .await?;
+        if made {
+            report.changes.push("recovery key made and stored in the keystore".into());
+        }
         if material.next.is_some() {
             if let Some(supervisor) = running.take() {
                 running = Some(rotate(setup, &bao, &client, supervisor, &material, &store, &kek, &mut report).await?);
@@ -262,25 +269,18 @@ impl Launcher<'_> {
 /// Keeps one recovery key of the store in the keystore. OpenBao rewraps its root key to a new seal
 /// key only when the store has a recovery key; self-initialization makes none. Made once, at the
 /// first boot (or the first after an upgrade); a crash before it is stored only means the next boot
-/// makes another (the previous one stops working).
-async fn ensure_recovery_key(
-    client: &Client,
-    token: &Token,
-    store: &KeystoreDir,
-    kek: &Kek,
-    report: &mut Report,
-) -> Result<(), SetupError> {
+/// makes another (the previous one stops working). Says whether it made one.
+async fn ensure_recovery_key(client: &Client, token: &Token, store: &KeystoreDir, kek: &Kek) -> Result<bool, SetupError> {
     let keystore = store.open(kek)?;
     // A store migrated from Shamir has recovery keys already: its old unseal shares.
     if keystore.item(ITEM_RECOVERY_KEY).is_some() || keystore.has_shares() {
-        return Ok(());
+        return Ok(false);
     }
     let keys = client.rotate_recovery(token, 1, 1).await.doing(|| "making the store's recovery key".into())?;
     let key = keys.into_iter().next().ok_or_else(|| SetupError::Config("OpenBao returned no recovery key".into()))?;
     store.update(kek, |k| k.set_item(ITEM_RECOVERY_KEY, SecretBytes::new(key.expose().to_vec())))?;
     crash::point("after-recovery-key");
-    report.changes.push("recovery key made and stored in the keystore".into());
-    Ok(())
+    Ok(true)
 }
 
 /// Completes a seal-key rotation (`seal-key-next` in the keystore, see `security-bootstrap
