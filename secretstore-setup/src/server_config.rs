@@ -48,6 +48,8 @@ pub struct ServerConfig {
 pub const SEAL_KEY_ENV: &str = "EDGESEAL_SEAL_KEY";
 /// Environment variable holding the previous key during a seal-key rotation.
 pub const PREVIOUS_SEAL_KEY_ENV: &str = "EDGESEAL_SEAL_KEY_PREVIOUS";
+/// Path of the file audit device (`sys/audit`).
+pub const AUDIT_DEVICE: &str = "edgeseal-access";
 
 /// The `seal "static"` stanza: key ids only; the keys come from [`SEAL_KEY_ENV`] and
 /// [`PREVIOUS_SEAL_KEY_ENV`].
@@ -126,9 +128,17 @@ impl ServerConfig {
         let _ = writeln!(hcl, "api_addr = \"https://{}\"", self.listen);
         let _ = writeln!(hcl, "cluster_addr = \"https://{}\"", self.cluster);
         if let Some(audit) = &self.audit_log {
-            let _ = writeln!(hcl, "\naudit \"file\" \"file\" {{");
-            let _ = writeln!(hcl, "  description = \"edgeseal audit log\"");
-            let _ = writeln!(hcl, "  options {{\n    file_path = {}\n  }}", quote(&audit.display().to_string()));
+            // Accessors in clear so `security-bootstrap audit` can tell which service's token made a
+            // request (tokens and values stay HMACed). OpenBao refuses to change the options of an
+            // existing declarative device ("modifications to audit devices are not allowed"), so the
+            // device has a path of its own: stores of earlier versions drop their `file/` device.
+            let _ = writeln!(hcl, "\naudit \"file\" \"{AUDIT_DEVICE}\" {{");
+            let _ = writeln!(hcl, "  description = \"edgeseal audit log: accessors in clear, values HMACed\"");
+            let _ = writeln!(
+                hcl,
+                "  options {{\n    file_path = {}\n    hmac_accessor = \"false\"\n  }}",
+                quote(&audit.display().to_string())
+            );
             let _ = writeln!(hcl, "}}");
         }
         hcl
@@ -209,7 +219,8 @@ mod tests {
         assert!(hcl.contains("performance_multiplier = 1"));
         assert!(hcl.contains("address = \"127.0.0.1:8200\""));
         assert!(hcl.contains("disable_unauthed_generate_root_endpoints = false"));
-        assert!(hcl.contains("audit \"file\" \"file\""));
+        assert!(hcl.contains("audit \"file\" \"edgeseal-access\""), "{hcl}");
+        assert!(hcl.contains("hmac_accessor = \"false\""), "{hcl}");
         assert!(hcl.contains("api_addr = \"https://127.0.0.1:8200\""));
         assert!(!hcl.contains("listener \"unix\"") && !hcl.contains("tls_require_and_verify_client_cert"));
     }

@@ -83,6 +83,13 @@ pub enum Command {
     /// such secret, --cas mismatch), 64 bad usage (nothing sent), 77 not an admin, 69 no admin socket.
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// Who read what: the services' reads of their secrets (with the process or container each token
+    /// was issued to) and the admins' changes, oldest first.
+    ///
+    /// Joins edgeseal's audit log (tokens issued, admin actions) with OpenBao's (the requests each
+    /// token made) through the admin socket. Never shows a value or a token.
+    #[command(after_help = "Example:\n  security-bootstrap audit --service core-data --since 1h")]
+    Audit(AuditArgs),
     /// Generate or renew the device PKI (root CA, intermediate CA, one leaf per `pki.certs` entry).
     ///
     /// Idempotent: a rerun with the same config changes nothing. `--check` reports each certificate's
@@ -262,6 +269,23 @@ pub struct ValueArgs {
     /// The value is a JSON object of string keys and values (EdgeX's multi-key secrets).
     #[arg(long)]
     pub json: bool,
+}
+
+/// `audit`
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only this service's events.
+    #[arg(long)]
+    pub service: Option<String>,
+    /// Only events of the last DURATION (e.g. 30m, 1h, 7d).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub since: Option<std::time::Duration>,
+    /// One JSON object per event, one per line, instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// The admin socket.
+    #[arg(long = "admin-socket", value_name = "PATH", default_value = token_server::admin::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
 }
 
 /// `secrets …`

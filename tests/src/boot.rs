@@ -123,6 +123,34 @@ impl Boot {
         child.wait_with_output().unwrap()
     }
 
+    /// `security-bootstrap audit <args> --admin-socket …`, as root; its output.
+    pub fn audit(&self, args: &[&str]) -> Output {
+        Command::new(self.client())
+            .arg("audit")
+            .args(args)
+            .arg("--admin-socket")
+            .arg(self.admin_socket())
+            .output()
+            .unwrap()
+    }
+
+    /// Fetches a `demo` token with the client binary: the fetching process's pid and the token.
+    pub fn fetch_with_pid(&self) -> (u32, String) {
+        let child = Command::new(self.client())
+            .arg("token")
+            .arg("--socket")
+            .arg(self.socket())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (pid, json["auth"]["client_token"].as_str().unwrap().to_string())
+    }
+
     /// `demo`'s secret `name` read with `token` over HTTPS: `None` on 404.
     pub fn read(&self, token: &str, name: &str) -> Option<serde_json::Value> {
         let out = Command::new("curl")

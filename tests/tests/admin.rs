@@ -176,3 +176,56 @@ fn a_non_admin_is_refused_and_bad_input_writes_nothing() {
         assert_eq!(boot.read(&token, name), None, "nothing written for {name}");
     }
 }
+
+#[test]
+fn audit_shows_which_process_read_which_secret_and_which_admin_changed_it() {
+    let mut boot = Boot::new();
+    let mut run = boot.start();
+    let value = "audit-mqtt-pass-5e1d";
+    stdout(&boot.secrets(&["set", "demo/mqtt-password"], value.as_bytes()));
+    let (pid, token) = boot.fetch_with_pid();
+    assert_eq!(boot.read(&token, "mqtt-password"), Some(json!({"value": value})));
+
+    let events = |boot: &Boot| -> Vec<serde_json::Value> {
+        stdout(&boot.audit(&["--service", "demo", "--json"]))
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    };
+    let seen = events(&boot);
+    let read = seen
+        .iter()
+        .find(|e| e["kind"] == "request" && e["secret"] == "demo/mqtt-password" && e["operation"] == "read")
+        .unwrap_or_else(|| panic!("the service's read is in the audit: {seen:#?}"));
+    assert_eq!(read["caller"]["pid"], pid, "attributed to the process the token was issued to");
+    assert_eq!(read["path"], "secret/data/edgeseal/demo/mqtt-password");
+    assert_eq!(read["version"], 1);
+    assert_eq!(read["service"], "demo");
+    let issued = seen.iter().find(|e| e["kind"] == "issued" && e["caller"]["pid"] == pid);
+    assert!(issued.is_some(), "the issuance is in the audit: {seen:#?}");
+    let set = seen.iter().find(|e| e["kind"] == "admin" && e["operation"] == "set");
+    let set = set.unwrap_or_else(|| panic!("the admin's set is in the audit: {seen:#?}"));
+    assert_eq!(
+        (set["admin_uid"].as_u64(), set["secret"].as_str(), set["version"].as_u64()),
+        (Some(0), Some("demo/mqtt-password"), Some(1))
+    );
+    let position = |e: &serde_json::Value| seen.iter().position(|x| x == e).unwrap();
+    assert!(position(set) < position(read), "oldest first");
+
+    // The human table says the same; neither shows a value, a token or an accessor.
+    let table = stdout(&boot.audit(&[]));
+    eprintln!("{table}");
+    assert!(table.contains("read demo/mqtt-password v1") && table.contains("admin uid 0"), "{table}");
+    assert!(table.contains(&format!("pid {pid}")), "{table}");
+    let edgeseal_log = fs::read_to_string(boot.device.keystore_dir().join("audit.log")).unwrap();
+    for text in [&table, &edgeseal_log] {
+        assert!(!text.contains(value) && !text.contains(&token), "{text}");
+    }
+    assert!(edgeseal_log.contains(r#""event":"issued""#), "{edgeseal_log}");
+
+    // An unknown service is an error; the history survives a reboot.
+    assert_eq!(code(&boot.audit(&["--service", "nosuch"])), 1);
+    run.stop(Signal::SIGTERM, Duration::from_secs(30));
+    let _run = boot.start();
+    assert!(events(&boot).iter().any(|e| e["kind"] == "request" && e["caller"]["pid"] == pid), "kept across a reboot");
+}

@@ -12,6 +12,7 @@
 //! - [`admin`]: the admin socket (operators' secrets), apart from the service socket.
 //! - [`server`]: assembly (`State`, `Server`), `serve(listener, state, shutdown)`, the accept loop.
 //! - [`routes`]: the HTTP routes, audit lines, JSON answers.
+//! - [`audit_log`]: edgeseal's audit log (tokens issued, admin actions), JSON lines.
 //! - [`attest`]: peer credentials, the pinned process, kernel and Docker facts.
 //! - [`selector`]: matching facts against services' selectors (pure).
 //! - [`issue`]: creating tokens with the token-issuing token, shared `reuse` tokens.
@@ -29,6 +30,7 @@
 pub mod admin;
 pub mod api;
 pub mod attest;
+pub mod audit_log;
 pub mod config;
 pub mod connections;
 pub mod descriptors;

@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::api::{ErrorBody, Health, TokenRequest, TokenResponse, WhoAmI, MAX_BODY};
 use crate::attest::facts::short;
 use crate::attest::{AttestError, Peer};
+use crate::audit_log::{self, Record};
 use crate::limits::PeerKey;
 use crate::selector::{match_services, Outcome};
 use crate::server::State;
@@ -90,6 +91,18 @@ async fn token(state: &State, caller: &Caller, request: Request<Incoming>) -> Re
                 service = %service,
                 accessor = %auth.accessor,
             );
+            if let Some(log) = &state.audit {
+                log.record(Record::Issued {
+                    service: service.clone(),
+                    accessor: auth.accessor.clone(),
+                    caller: audit_log::Caller {
+                        pid: Some(facts.pid),
+                        uid: Some(facts.uid),
+                        container: facts.container_id.as_deref().map(|id| short(id).to_string()),
+                        container_name: facts.container.as_ref().map(|c| c.name.clone()),
+                    },
+                });
+            }
             json(StatusCode::OK, &TokenResponse { service, auth })
         }
         Ok(Err(e)) => unavailable(state, &e.to_string()),

@@ -26,6 +26,7 @@ use tokio::sync::Semaphore;
 
 use crate::attest::docker::DockerFacts;
 use crate::attest::{AttestError, Attestor, Peer};
+use crate::audit_log::AuditLog;
 use crate::config::{ServerConfig, ServiceRule};
 use crate::connections::{ConnectionLimits, Slot};
 use crate::descriptors::{connection_budget, nofile_soft_limit};
@@ -78,6 +79,8 @@ pub struct State {
     pub health: HealthCache,
     /// Counters.
     pub metrics: Metrics,
+    /// edgeseal's audit log (one line per token issued), when configured.
+    pub audit: Option<Arc<AuditLog>>,
 }
 
 impl State {
@@ -89,7 +92,7 @@ impl State {
         let connections =
             Arc::new(ConnectionLimits::new(total, config.max_connections_per_peer, config.max_connections_per_uid));
         let health = HealthCache::new(config.health_cache);
-        Self { config, rules, attestor, issuer, limiter, connections, health, metrics: Metrics::default() }
+        Self { config, rules, attestor, issuer, limiter, connections, health, metrics: Metrics::default(), audit: None }
     }
 
     /// Assembles the server: connects to Docker when a service has a docker selector (if the daemon

@@ -1,5 +1,6 @@
 //! One module per command. Each writes a human report to `out` and never prints a secret.
 
+pub mod audit;
 pub mod gate;
 pub mod import_edgex;
 pub mod inspect;

@@ -14,6 +14,9 @@ use tokio::sync::watch;
 use super::token_server;
 use crate::config::Config;
 
+/// A supervised OpenBao's file audit log, in its `data_dir` (unless `audit.openbao_log` says otherwise).
+pub const OPENBAO_AUDIT_LOG: &str = "audit.log";
+
 /// The OpenBao configuration for a supervised server, from the PKI and `secret_store`: the TCP
 /// listener on `secret_store.address` (`locked` on first boot, see `secretstore_setup::server_config`)
 /// and the private Unix listener setup and the watchdog use.
@@ -38,7 +41,7 @@ pub fn supervised_openbao(config: &Config, supervise: &SuperviseConfig, locked: 
         cluster,
         tls_cert: layout::leaf_cert(pki_dir, OPENBAO_CERT),
         tls_key: layout::leaf_key(pki_dir, OPENBAO_CERT),
-        audit_log: Some(data_dir.join("audit.log")),
+        audit_log: config.openbao_audit_log(),
         unauthed_generate_root: supervise.unauthed_generate_root,
         api_socket: Some(supervise.api_socket()),
         tcp_client_ca: locked.then(|| supervise.locked_client_ca()),
@@ -79,6 +82,7 @@ fn admin_server(
     config: &Config,
     setup: &secretstore_setup::setup::Setup,
     admin: openbao_client::Token,
+    audit_log: std::sync::Arc<::token_server::audit_log::AuditLog>,
 ) -> anyhow::Result<::token_server::admin::AdminServer> {
     use ::token_server::admin::{AdminServer, AdminState, ServiceSecrets};
     let client = setup.tcp_client()?;
@@ -94,6 +98,8 @@ fn admin_server(
         kv_mount: config.secret_store.kv_mount.clone(),
         prefix: config.secret_store.service_prefix.clone(),
         services,
+        audit_log: Some(audit_log),
+        openbao_audit_log: config.openbao_audit_log(),
     }))
 }
 
@@ -218,7 +224,8 @@ async fn serve<F: std::future::Future<Output = ()> + Send + 'static>(
     stop_rx: watch::Receiver<bool>,
     stopped: impl Fn(watch::Receiver<bool>) -> F,
 ) -> anyhow::Result<()> {
-    let server = token_server::server(config, setup).await?;
+    let audit_log = token_server::audit_log(config);
+    let server = token_server::server(config, setup, Some(audit_log.clone())).await?;
     // Bound before readiness is announced: from here on clients can connect (they queue in the kernel).
     let listener = server.bind()?;
     let client = setup.client()?;
@@ -227,7 +234,7 @@ async fn serve<F: std::future::Future<Output = ()> + Send + 'static>(
     let watchdog = tokio::spawn(async move {
         secretstore_setup::watchdog::run(&watchdog_setup, &client, watchdog_stop).await;
     });
-    let admin = admin_server(config, setup, admin)?;
+    let admin = admin_server(config, setup, admin, audit_log)?;
     let admin_listener =
         admin.bind().with_context(|| format!("binding the admin socket {}", config.admin.socket.display()))?;
     let admin = tokio::spawn(admin.run(admin_listener, stopped(stop_rx.clone())));

@@ -5,12 +5,21 @@
 use anyhow::{bail, Context};
 use openbao_client::{Client, Token};
 use secretstore_setup::setup::{Setup, ITEM_ISSUER};
-use token_server::Server;
+use std::sync::Arc;
+
+use token_server::audit_log::AuditLog;
+use token_server::{Server, State};
 
 use crate::config::Config;
 
-/// The token server for `config`, issuing with the token `setup` stored in the keystore.
-pub async fn server(config: &Config, setup: &Setup) -> anyhow::Result<Server> {
+/// edgeseal's audit log as `config` places it.
+pub fn audit_log(config: &Config) -> Arc<AuditLog> {
+    Arc::new(AuditLog::new(config.audit_file(), config.audit.max_size))
+}
+
+/// The token server for `config`, issuing with the token `setup` stored in the keystore, recording
+/// the tokens it issues in `audit_log`.
+pub async fn server(config: &Config, setup: &Setup, audit_log: Option<Arc<AuditLog>>) -> anyhow::Result<Server> {
     let issuing_token = issuing_token(setup).await?;
     let client = Client::new(
         &config.secret_store.address,
@@ -18,7 +27,9 @@ pub async fn server(config: &Config, setup: &Setup) -> anyhow::Result<Server> {
         &config.server_pin()?,
         config.token_server.store_timeout,
     )?;
-    Ok(Server::new(config.token_server.clone(), config.service_rules(), client, issuing_token).await)
+    let mut state = State::assemble(config.token_server.clone(), config.service_rules(), client, issuing_token).await;
+    state.audit = audit_log;
+    Ok(Server::from(state))
 }
 
 /// The token-issuing token from the keystore (opened with the KDF plug-in's IKM).
@@ -62,7 +73,7 @@ pub fn run(config_path: &std::path::Path) -> anyhow::Result<()> {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     runtime.block_on(async {
-        let server = server(&config, &setup).await?;
+        let server = server(&config, &setup, Some(audit_log(&config))).await?;
         let listener = server.bind()?;
         server.run(listener, signals()).await.context("serving the token socket")
     })

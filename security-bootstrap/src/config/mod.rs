@@ -61,6 +61,9 @@ pub struct Config {
     /// `admin:` — the admin socket `run` serves beside the service socket.
     #[serde(default)]
     pub admin: token_server::admin::AdminConfig,
+    /// `audit:` — edgeseal's audit log, and where OpenBao's is.
+    #[serde(default)]
+    pub audit: token_server::audit_log::AuditConfig,
 }
 
 /// A service name: `[a-z0-9][a-z0-9_-]*`, at most 64 bytes (it becomes part of policy names and paths).
@@ -179,6 +182,9 @@ pub enum Problem {
     /// An `admin:` rule.
     #[error("admin: {0}")]
     Admin(String),
+    /// `audit:` broke one of its rules.
+    #[error("audit: {0}")]
+    Audit(String),
 }
 
 impl Problem {
@@ -191,6 +197,7 @@ impl Problem {
             Problem::Selectors(e) => Some(e.key()),
             Problem::StoreIdentity(e) => Some(e.key()),
             Problem::Admin(_) => Some("admin".into()),
+            Problem::Audit(_) => Some("audit".into()),
         }
     }
 }
@@ -308,6 +315,19 @@ impl Config {
         self.secret_store.ca_cert.clone().unwrap_or_else(|| pki_init::layout::ca_cert(&self.pki.dir))
     }
 
+    /// edgeseal's audit log: `audit.file`, else `audit.log` in `keystore.dir`.
+    pub fn audit_file(&self) -> PathBuf {
+        self.audit.file.clone().unwrap_or_else(|| self.keystore.dir.join("audit.log"))
+    }
+
+    /// OpenBao's audit log: `audit.openbao_log`, else a supervised OpenBao's (`audit.log` in its
+    /// `data_dir`); unknown for an external store that names none.
+    pub fn openbao_audit_log(&self) -> Option<PathBuf> {
+        self.audit.openbao_log.clone().or_else(|| {
+            self.secret_store.supervise.as_ref().map(|s| s.data_dir.join(crate::commands::run::OPENBAO_AUDIT_LOG))
+        })
+    }
+
     /// Reads and checks a configuration file (see [`Config::parse`]).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let read_err = |source| ConfigError::Read { path: path.to_path_buf(), source };
@@ -346,6 +366,7 @@ impl Config {
         self.secret_store.validate().map_err(Problem::SecretStore)?;
         self.token_server.validate().map_err(Problem::TokenServer)?;
         self.admin.validate().map_err(Problem::Admin)?;
+        self.audit.validate().map_err(Problem::Audit)?;
         if self.admin.socket == self.token_server.socket {
             return Err(Problem::Admin(format!(
                 "socket {} is also token_server.socket: the admin socket needs a path of its own",

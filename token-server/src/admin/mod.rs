@@ -11,8 +11,10 @@
 //! - Every admin action is one audit line (target `edgeseal::audit`, event `admin`): uid, pid,
 //!   action, service, name, resulting version — never a value.
 //!
-//! [`routes`] holds the HTTP API and its (pure, table-tested) input rules.
+//! [`routes`] holds the HTTP API and its (pure, table-tested) input rules; [`audit`] joins edgeseal's
+//! audit log with OpenBao's for `security-bootstrap audit`.
 
+pub mod audit;
 pub mod routes;
 
 use std::collections::BTreeMap;
@@ -30,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use tokio::net::UnixListener;
 use tokio::sync::Semaphore;
 
+use crate::audit_log::AuditLog;
 use crate::shed::{shed, LINGER_SLOTS};
 
 /// Default path of the admin socket.
@@ -88,6 +91,10 @@ pub struct AdminState {
     pub prefix: String,
     /// The configured services.
     pub services: BTreeMap<String, ServiceSecrets>,
+    /// edgeseal's audit log: admin actions are written to it, `audit` reads it.
+    pub audit_log: Option<Arc<AuditLog>>,
+    /// OpenBao's file audit log (accessors in clear), read by `audit`.
+    pub openbao_audit_log: Option<PathBuf>,
 }
 
 /// How often the admin credential (period 24 h) is renewed.

@@ -9,6 +9,7 @@
 //! | `DELETE /v1/secrets/<service>/<name>[?destroy=true]` | `{}` |
 //! | `GET /v1/secrets/<service>/<name>/history` | `{"versions": [{version, created_time, deletion_time, destroyed, source}]}` |
 //! | `GET /v1/secrets[?service=S]` | `{"secrets": [{service, name, version, updated, source}]}` |
+//! | `GET /v1/audit[?service=S][&since=SECONDS]` | [`super::audit::Report`] plus `{"sources": {edgeseal, openbao}}` |
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -20,7 +21,9 @@ use openbao_client::api::kv::{VersionMetadata, Written};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use super::audit::{self, KvLayout, Query};
 use super::AdminState;
+use crate::audit_log::Record;
 
 /// Largest request body: a secret's data (1 MiB) plus its JSON framing.
 pub const MAX_BODY: usize = 1024 * 1024 + 4096;
@@ -118,6 +121,12 @@ fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
 
 /// Handles one admin request.
 pub async fn handle(state: &AdminState, admin: Admin, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    if request.uri().path() == "/v1/audit" {
+        if request.method() != Method::GET {
+            return error(StatusCode::METHOD_NOT_ALLOWED, "use GET /v1/audit");
+        }
+        return audit_report(state, &request).await;
+    }
     let target = match parse_path(request.uri().path()) {
         Ok(target) => target,
         Err(message) => return error(StatusCode::NOT_FOUND, &message),
@@ -203,8 +212,65 @@ fn store_error(e: &openbao_client::Error) -> Response<Full<Bytes>> {
     error(status, &format!("the secret store: {e}"))
 }
 
-fn audit(admin: Admin, action: &str, service: &str, name: &str, version: Option<u64>) {
+fn audit(state: &AdminState, admin: Admin, action: &str, service: &str, name: &str, version: Option<u64>) {
     tracing::info!(target: "edgeseal::audit", event = "admin", uid = admin.uid, pid = admin.pid, action, service, name, version);
+    if let Some(log) = &state.audit_log {
+        log.record(Record::Admin {
+            uid: admin.uid,
+            pid: admin.pid,
+            action: action.into(),
+            service: service.into(),
+            name: name.into(),
+            version,
+        });
+    }
+}
+
+/// `GET /v1/audit`: edgeseal's audit log joined with OpenBao's (read off the async workers).
+async fn audit_report(state: &AdminState, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let service = query(request, "service").map(str::to_string);
+    if let Some(service) = &service {
+        if let Some(answer) = unknown(state, service) {
+            return answer;
+        }
+    }
+    let since = match query(request, "since").map(str::parse::<u64>).transpose() {
+        Ok(since) => since.map(|secs| {
+            std::time::SystemTime::now()
+                .checked_sub(std::time::Duration::from_secs(secs))
+                .unwrap_or(std::time::SystemTime::UNIX_EPOCH)
+        }),
+        Err(_) => return error(StatusCode::BAD_REQUEST, "since must be a number of seconds"),
+    };
+    let Some(log) = state.audit_log.clone() else {
+        return error(StatusCode::NOT_FOUND, "this server keeps no audit log (audit.file)");
+    };
+    let openbao = state.openbao_audit_log.clone();
+    let layout = KvLayout { mount: state.kv_mount.clone(), prefix: state.prefix.clone() };
+    let joined = tokio::task::spawn_blocking(move || -> std::io::Result<Value> {
+        let mut records = Vec::new();
+        let unreadable = crate::audit_log::read(log.path(), |line| records.push(line))?;
+        let report = match &openbao {
+            Some(path) => match std::fs::File::open(path) {
+                Ok(file) => audit::join(records, std::io::BufReader::new(file), &layout, &Query { service, since })?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    audit::join(records, std::io::empty(), &layout, &Query { service, since })?
+                }
+                Err(e) => return Err(e),
+            },
+            None => audit::join(records, std::io::empty(), &layout, &Query { service, since })?,
+        };
+        let mut answer = serde_json::to_value(&report).unwrap_or_default();
+        answer["unreadable_lines"] = json!(report.unreadable_lines + unreadable);
+        answer["sources"] = json!({"edgeseal": log.path(), "openbao": openbao});
+        Ok(answer)
+    })
+    .await;
+    match joined {
+        Ok(Ok(answer)) => json(StatusCode::OK, &answer),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("reading the audit logs: {e}")),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "reading the audit logs failed"),
+    }
 }
 
 async fn write(
@@ -233,7 +299,7 @@ async fn write(
         }
         Err(e) => return store_error(&e),
     };
-    audit(admin, source, service, name, Some(version));
+    audit(state, admin, source, service, name, Some(version));
     record_provenance(state, &kv_path, version, &format!("{source} by uid {}", admin.uid)).await;
     json(StatusCode::OK, &json!({"version": version}))
 }
@@ -285,7 +351,7 @@ async fn read(
     }
     match state.client.kv_read_version(&state.token, &state.kv_mount, &path(state, service, name), version).await {
         Ok(Some(secret)) => {
-            audit(admin, "get", service, name, Some(secret.version));
+            audit(state, admin, "get", service, name, Some(secret.version));
             json(StatusCode::OK, &json!({"data": secret.data, "version": secret.version}))
         }
         Ok(None) => error(StatusCode::NOT_FOUND, &format!("no secret {service}/{name} (at that version)")),
@@ -304,7 +370,7 @@ async fn remove(state: &AdminState, admin: Admin, service: &str, name: &str, des
     };
     match done {
         Ok(()) => {
-            audit(admin, if destroy { "destroy" } else { "rm" }, service, name, None);
+            audit(state, admin, if destroy { "destroy" } else { "rm" }, service, name, None);
             json(StatusCode::OK, &json!({}))
         }
         Err(e) => store_error(&e),

@@ -1,0 +1,304 @@
+//! edgeseal's own audit log: one JSON line per token issued on the service socket and per admin action
+//! (SPEC §12). Refusals go to edgeseal's log only: a local user could otherwise push the history out
+//! of a size-bounded file with requests that are refused anyway. `security-bootstrap audit` joins it with OpenBao's audit log (accessor →
+//! the requests that token made), see [`crate::admin::audit`].
+//!
+//! - A line never holds a value or a token. It holds the accessor of an issued token (the key of the
+//!   join; OpenBao's audit device logs accessors in clear too), who asked (pid, uid, container) and
+//!   what happened.
+//! - The file is created 0600, opened with `O_APPEND | O_NOFOLLOW`, and each record is one `write`.
+//!   At `max_size` it is renamed to `<file>.1` (replacing an older one) and a new file is started:
+//!   the log holds between one and two `max_size` of history.
+//! - A record that cannot be written is reported in edgeseal's log (warn) and does not stop the
+//!   server: a full disk must not stop services from getting their tokens.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+/// Default size at which the log is rotated.
+pub const DEFAULT_MAX_SIZE: u64 = 64 * 1024 * 1024;
+
+/// `audit:` — where edgeseal's audit log is written and where OpenBao's is read.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// edgeseal's audit log (default: `audit.log` in `keystore.dir`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// Size (bytes) at which it is rotated to `<file>.1`.
+    pub max_size: u64,
+    /// OpenBao's file audit log, for an external store (a supervised OpenBao's is known:
+    /// `audit.log` in its `data_dir`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub openbao_log: Option<PathBuf>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { file: None, max_size: DEFAULT_MAX_SIZE, openbao_log: None }
+    }
+}
+
+impl AuditConfig {
+    /// The rules beyond the types: absolute paths, a size that holds some records.
+    pub fn validate(&self) -> Result<(), String> {
+        for (key, path) in [("file", &self.file), ("openbao_log", &self.openbao_log)] {
+            if let Some(path) = path.as_deref().filter(|p| !p.is_absolute()) {
+                return Err(format!("{key} {} must be an absolute path", path.display()));
+            }
+        }
+        if self.max_size < 64 * 1024 {
+            return Err(format!("max_size {} is too small: give at least 65536 (bytes)", self.max_size));
+        }
+        Ok(())
+    }
+}
+
+/// Who called the service socket.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Caller {
+    /// Host pid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    /// uid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// Container id (12 hex digits), when the caller runs in one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// The container's name, when Docker knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_name: Option<String>,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Record {
+    /// A service's token was issued on the service socket.
+    Issued {
+        /// The service the caller was attested as.
+        service: String,
+        /// The token's accessor (not the token).
+        accessor: String,
+        /// Who asked.
+        #[serde(flatten)]
+        caller: Caller,
+    },
+    /// An admin acted on a secret through the admin socket.
+    Admin {
+        /// The admin's uid.
+        uid: u32,
+        /// The admin's pid.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pid: Option<i32>,
+        /// `set`, `get`, `rotate`, `rm`, `destroy`.
+        action: String,
+        /// The secret's service.
+        service: String,
+        /// The secret's name.
+        name: String,
+        /// The resulting (or read) version.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<u64>,
+    },
+}
+
+/// One line of the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Line {
+    /// RFC 3339, UTC, microseconds.
+    pub time: String,
+    /// The record.
+    #[serde(flatten)]
+    pub record: Record,
+}
+
+/// The open log.
+#[derive(Debug)]
+pub struct AuditLog {
+    path: PathBuf,
+    max_size: u64,
+    file: Mutex<Option<Open>>,
+}
+
+#[derive(Debug)]
+struct Open {
+    file: File,
+    size: u64,
+}
+
+impl AuditLog {
+    /// A log at `path`, rotated at `max_size`. Opened at the first record.
+    pub fn new(path: PathBuf, max_size: u64) -> Self {
+        Self { path, max_size, file: Mutex::new(None) }
+    }
+
+    /// Where it is written.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends `record`, stamped now. Failures are logged, never returned (see the module docs).
+    pub fn record(&self, record: Record) {
+        let line = Line { time: humantime::format_rfc3339_micros(SystemTime::now()).to_string(), record };
+        let Ok(mut text) = serde_json::to_vec(&line) else { return };
+        text.push(b'\n');
+        if let Err(e) = self.append(&text) {
+            tracing::warn!(file = %self.path.display(), error = %e, "writing edgeseal's audit log failed");
+        }
+    }
+
+    fn append(&self, text: &[u8]) -> io::Result<()> {
+        let mut guard = self.file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if guard.as_ref().is_some_and(|open| open.size > 0 && open.size + text.len() as u64 > self.max_size) {
+            *guard = None;
+            std::fs::rename(&self.path, rotated(&self.path))?;
+        }
+        let open = match guard.as_mut() {
+            Some(open) => open,
+            None => guard.insert(open_append(&self.path)?),
+        };
+        open.file.write_all(text)?;
+        open.size += text.len() as u64;
+        Ok(())
+    }
+}
+
+/// `<file>.1`.
+pub fn rotated(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".1");
+    PathBuf::from(name)
+}
+
+fn open_append(path: &Path) -> io::Result<Open> {
+    let file = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?;
+    let size = file.metadata()?.len();
+    Ok(Open { file, size })
+}
+
+/// The records of the log at `path`, oldest first (`<file>.1`, then `<file>`); lines that are not
+/// records (a torn last line after a crash) are counted, not fatal. A missing file holds no records.
+pub fn read(path: &Path, mut each: impl FnMut(Line)) -> io::Result<usize> {
+    let mut unreadable = 0;
+    for path in [rotated(path), path.to_path_buf()] {
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for line in BufReader::new(file).lines() {
+            match serde_json::from_str::<Line>(&line?) {
+                Ok(line) => each(line),
+                Err(_) => unreadable += 1,
+            }
+        }
+    }
+    Ok(unreadable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn issued(n: usize) -> Record {
+        Record::Issued {
+            service: "alpha".into(),
+            accessor: format!("acc{n}"),
+            caller: Caller {
+                pid: Some(42),
+                uid: Some(1000),
+                container: Some("0123456789ab".into()),
+                container_name: None,
+            },
+        }
+    }
+
+    #[test]
+    fn records_read_back_as_written_and_carry_no_token_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::new(dir.path().join("audit.log"), DEFAULT_MAX_SIZE);
+        let admin = Record::Admin {
+            uid: 0,
+            pid: Some(7),
+            action: "set".into(),
+            service: "alpha".into(),
+            name: "db".into(),
+            version: Some(2),
+        };
+        log.record(issued(1));
+        log.record(admin.clone());
+        let mut got = Vec::new();
+        assert_eq!(read(log.path(), |line| got.push(line.record)).unwrap(), 0);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0], issued(1));
+        assert_eq!(got[1], admin);
+        let text = std::fs::read_to_string(log.path()).unwrap();
+        assert!(text.lines().next().unwrap().contains(r#""event":"issued""#), "{text}");
+        assert!(!text.contains("token"), "{text}");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(log.path()).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn the_log_rotates_at_max_size_and_reads_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::new(dir.path().join("audit.log"), 1000);
+        for n in 0..40 {
+            log.record(issued(n));
+        }
+        assert!(rotated(log.path()).exists());
+        assert!(std::fs::metadata(log.path()).unwrap().len() <= 1000);
+        let mut accessors = Vec::new();
+        read(log.path(), |line| {
+            if let Record::Issued { accessor, .. } = line.record {
+                accessors.push(accessor);
+            }
+        })
+        .unwrap();
+        // Between one and two max_size of history, in order, ending with the newest.
+        assert!(accessors.len() >= 5, "{accessors:?}");
+        assert_eq!(accessors.last().map(String::as_str), Some("acc39"));
+        let numbers: Vec<usize> = accessors.iter().map(|a| a[3..].parse().unwrap()).collect();
+        assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "{numbers:?}");
+    }
+
+    #[test]
+    fn a_torn_line_is_counted_not_fatal_and_a_symlink_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::new(path.clone(), DEFAULT_MAX_SIZE);
+        log.record(issued(1));
+        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"{\"time\":\"20").unwrap();
+        let mut n = 0;
+        assert_eq!(read(&path, |_| n += 1).unwrap(), 1);
+        assert_eq!(n, 1);
+
+        let target = dir.path().join("elsewhere");
+        let link = dir.path().join("link.log");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        AuditLog::new(link, DEFAULT_MAX_SIZE).record(issued(2));
+        assert!(!target.exists());
+    }
+
+    #[test]
+    fn config_paths_are_absolute_and_the_size_holds_records() {
+        assert!(AuditConfig::default().validate().is_ok());
+        let relative = AuditConfig { file: Some("audit.log".into()), ..AuditConfig::default() };
+        assert!(relative.validate().unwrap_err().contains("absolute"));
+        let tiny = AuditConfig { max_size: 10, ..AuditConfig::default() };
+        assert!(tiny.validate().unwrap_err().contains("max_size"));
+    }
+}
