@@ -32,11 +32,13 @@ fmt:
 
 ## make bench: benchmarks, each printed side by side with the alternative a user would pick (release builds).
 bench: test-deps
+	@scripts/ensure-deps.sh bench
 	$(CARGO) build --release --workspace --locked --bins
 	$(CARGO) bench --locked -p pki-init
 	EDGESEAL_BAO="$$(scripts/ensure-deps.sh --bao-path)" $(CARGO) bench --locked -p edgeseal-tests --bench setup
 	EDGESEAL_BAO="$$(scripts/ensure-deps.sh --bao-path)" $(CARGO) bench --locked -p edgeseal-tests --bench tokens
 	EDGESEAL_BAO="$$(scripts/ensure-deps.sh --bao-path)" $(CARGO) bench --locked -p edgeseal-tests --bench boot
+	EDGESEAL_BAO="$$(scripts/ensure-deps.sh --bao-path)" $(CARGO) bench --locked -p edgeseal-tests --bench admin
 
 ## make run: install what is missing, build, and run the whole boot against a supervised local OpenBao.
 run: build

@@ -77,6 +77,11 @@ ensure_docker() {
     [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 }
 
+# What `make bench` runs beside edgeseal: jq (the scripted alternatives).
+ensure_bench() {
+    command -v jq >/dev/null 2>&1 || apt_install jq
+}
+
 ensure_openssl() {
     command -v openssl >/dev/null 2>&1 || apt_install openssl
 }
@@ -94,6 +99,7 @@ for what in "${@:-rust}"; do
         tpm) ensure_tpm ;;
         docker) ensure_docker ;;
         openssl) ensure_openssl ;;
+        bench) ensure_bench ;;
         *) echo "ensure-deps: unknown component $what" >&2; exit 64 ;;
     esac
 done

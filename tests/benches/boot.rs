@@ -30,217 +30,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
 
-use std::fs;
 use std::net::TcpStream;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use edgeseal_tests::bench::{bao_version, cpus, loadavg};
-use edgeseal_tests::boot::DATA_DIR;
-use edgeseal_tests::device::Device;
+use edgeseal_tests::bench::{bao_version, cpus, env_count, loadavg, ms, percentile};
 use edgeseal_tests::openbao::bao_binary;
-use edgeseal_tests::ports::free_port_pair;
 use edgeseal_tests::process::ChildGuard;
-use edgeseal_tests::{install_executable, newest_mtime, poll_until};
+use edgeseal_tests::release::{release_binary, Node, Seal, LIMIT, SEALS};
 use nix::sys::signal::Signal;
-use security_bootstrap::config::{Config, ServiceEntry, ServiceName};
-use token_server::config::{DockerSelector, Selectors, UnixSelector};
-
-const BUILD_HINT: &str = "cargo build --release --workspace --locked --bins";
-/// A bound against hanging, never a measurement.
-const LIMIT: Duration = Duration::from_secs(120);
-
-/// The directory of the release binaries: `$CARGO_TARGET_DIR/release`, else the workspace's
-/// `target/release`.
-fn release_dir() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    // `join` of an absolute path is that path; a relative one is cargo's, from the workspace root.
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |dir| root.join(dir));
-    target.join("release")
-}
-
-fn release_binary(name: &str) -> PathBuf {
-    let path = release_dir().join(name);
-    assert!(path.is_file(), "{} is missing: run `{BUILD_HINT}` (make bench does)", path.display());
-    // A stale binary would measure old code: compare with the sources it is built from.
-    let built = fs::metadata(&path).and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let newest =
-        ["token-server/src", "openbao-client/src", "secretstore-setup/src", "security-bootstrap/src", "pki-init/src"]
-            .iter()
-            .filter_map(|dir| newest_mtime(&root.join(dir)))
-            .max();
-    if newest.is_some_and(|n| n > built) {
-        eprintln!("warning: {} is older than its sources; rebuild with `{BUILD_HINT}`", path.display());
-    }
-    path
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Seal {
-    Static,
-    Shamir,
-}
-
-const SEALS: [Seal; 2] = [Seal::Static, Seal::Shamir];
-
-/// A device booted by the release `security-bootstrap run`, with its own supervised OpenBao.
-struct Node {
-    device: Device,
-    /// World-readable: the client binary (the `demo` service's executable) and the socket directory.
-    public: tempfile::TempDir,
-    port: u16,
-    bootstrap: PathBuf,
-    config: PathBuf,
-}
-
-impl Node {
-    /// A fresh device (nothing booted yet) whose OpenBao is sealed with `seal`.
-    fn new(seal: Seal, bootstrap: &Path) -> Self {
-        let device = Device::new();
-        let public = tempfile::tempdir().unwrap();
-        fs::set_permissions(public.path(), fs::Permissions::from_mode(0o755)).unwrap();
-        install_executable(bootstrap, &public.path().join("security-bootstrap"));
-        let port = free_port_pair();
-        let mut node = Self { device, public, port, bootstrap: bootstrap.to_path_buf(), config: PathBuf::new() };
-        node.config = node.device.write_yaml(&node.yaml(seal));
-        node
-    }
-
-    fn yaml(&self, seal: Seal) -> Config {
-        let mut yaml = self.device.supervised_config(self.port, DATA_DIR);
-        if seal == Seal::Shamir {
-            yaml = Device::shamir(yaml);
-        }
-        yaml.pki.ca_keys = pki_init::CaKeys::Keystore;
-        yaml.pki.certs.values_mut().for_each(|cert| cert.sans.retain(|san| san.to_string() == "127.0.0.1"));
-        let defaults = secretstore_setup::config::SecretStoreConfig::default();
-        yaml.secret_store.watchdog_interval = defaults.watchdog_interval;
-        yaml.secret_store.wait_timeout = defaults.wait_timeout;
-        yaml.token_server.socket = self.socket();
-        for i in 0..20 {
-            let name = format!("svc{i:02}");
-            let docker = DockerSelector { compose_service: Some(name.clone()), ..Default::default() };
-            let entry = ServiceEntry {
-                selectors: Selectors { unix: None, docker: Some(docker) },
-                secrets: vec!["password".into()],
-                ..Default::default()
-            };
-            yaml.services.insert(ServiceName(name), entry);
-        }
-        let demo = ServiceEntry {
-            selectors: Selectors {
-                unix: Some(UnixSelector { uid: Some(0), path: Some(self.client()), ..Default::default() }),
-                docker: None,
-            },
-            secrets: vec!["greeting".into()],
-            ..Default::default()
-        };
-        yaml.services.insert(ServiceName("demo".into()), demo);
-        yaml
-    }
-
-    fn client(&self) -> PathBuf {
-        self.public.path().join("security-bootstrap")
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.public.path().join("run/token.sock")
-    }
-
-    fn ready_file(&self) -> PathBuf {
-        self.device.path().join("ready")
-    }
-
-    fn log(&self) -> PathBuf {
-        self.device.path().join("run.log")
-    }
-
-    fn data_dir(&self) -> PathBuf {
-        self.device.path().join(DATA_DIR)
-    }
-
-    /// Starts `run` and returns it with the time from its start to the ready file.
-    fn boot(&self) -> (ChildGuard, Duration) {
-        let _ = fs::remove_file(self.ready_file());
-        let log = fs::OpenOptions::new().create(true).append(true).open(self.log()).unwrap();
-        let started = Instant::now();
-        let child = Command::new(&self.bootstrap)
-            .args(["--log-format", "json", "run", "--config"])
-            .arg(&self.config)
-            .arg("--ready-file")
-            .arg(self.ready_file())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut run = ChildGuard::new("security-bootstrap run", child);
-        let ready = poll_until(LIMIT, || {
-            if let Some(status) = run.exited() {
-                panic!("run exited ({status}) before it was ready:\n{}", self.log_tail());
-            }
-            self.ready_file().exists().then(|| started.elapsed())
-        });
-        let took = ready.unwrap_or_else(|| panic!("run not ready in {LIMIT:?}:\n{}", self.log_tail()));
-        (run, took)
-    }
-
-    /// Stops `run` as a service manager would (SIGTERM); it stops its OpenBao.
-    fn stop(&self, mut run: ChildGuard) {
-        run.stop(Signal::SIGTERM, LIMIT);
-        let stopped = poll_until(LIMIT, || self.openbao_pid().is_none().then_some(()));
-        assert!(stopped.is_some(), "OpenBao still runs after run stopped:\n{}", self.log_tail());
-    }
-
-    /// One token request of the `demo` service; whether it got a token (exit 0 on a 200).
-    fn fetch(&self) -> bool {
-        let out = Command::new(self.client()).arg("token").arg("--socket").arg(self.socket()).output().unwrap();
-        out.status.success() && out.stdout.windows(b"client_token".len()).any(|w| w == b"client_token")
-    }
-
-    /// The live OpenBao `run` last started for this device, if any.
-    fn openbao_pid(&self) -> Option<i32> {
-        let pid: i32 = fs::read_to_string(self.data_dir().join("openbao.pid")).ok()?.trim().parse().ok()?;
-        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        let ours = format!("-config={}", self.data_dir().join("openbao.hcl").display());
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let zombie = stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z'));
-        (!zombie && cmdline.split(|&b| b == 0).any(|arg| arg == ours.as_bytes())).then_some(pid)
-    }
-
-    /// Under the running `run`: SIGKILLs its OpenBao and times the kill → the first token.
-    fn crash_to_token(&self, run: &mut ChildGuard) -> Duration {
-        assert!(self.fetch(), "no token before OpenBao was killed:\n{}", self.log_tail());
-        let pid = self.openbao_pid().unwrap_or_else(|| panic!("no OpenBao under run:\n{}", self.log_tail()));
-        let killed = Instant::now();
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
-        // Gone (a zombie until the supervisor reaps it) before the first request, so that the first
-        // token cannot come from the OpenBao just killed.
-        let gone = poll_until(LIMIT, || {
-            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            (stat.is_empty() || stat.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z'))).then_some(())
-        });
-        assert!(gone.is_some(), "OpenBao {pid} did not die");
-        loop {
-            if self.fetch() {
-                let took = killed.elapsed();
-                assert_ne!(self.openbao_pid(), Some(pid), "the token came from a new OpenBao");
-                return took;
-            }
-            assert!(run.exited().is_none(), "run exited after OpenBao was killed:\n{}", self.log_tail());
-            assert!(killed.elapsed() < LIMIT, "no token {LIMIT:?} after OpenBao was killed:\n{}", self.log_tail());
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn log_tail(&self) -> String {
-        let text = fs::read_to_string(self.log()).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-}
 
 /// Spawns `command`, times spawn → `ready()`, then stops it with SIGTERM and waits for it.
 fn time_until(mut command: Command, ready: impl Fn() -> bool) -> Duration {
@@ -273,18 +71,6 @@ impl Samples {
     }
 }
 
-/// The nearest-rank percentile `p` (0..=1) of `samples`.
-fn percentile(samples: &[Duration], p: f64) -> Duration {
-    let mut sorted = samples.to_vec();
-    sorted.sort();
-    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.0} ms", d.as_secs_f64() * 1e3)
-}
-
 fn row(what: &str, s: &Samples) {
     let (a, b) = (&s.static_seal, &s.shamir);
     let ratio = |p| percentile(a, p).as_secs_f64() / percentile(b, p).as_secs_f64();
@@ -305,12 +91,6 @@ fn row(what: &str, s: &Samples) {
 fn samples_line(what: &str, s: &Samples) {
     let list = |v: &[Duration]| v.iter().map(|d| format!("{:.0}", d.as_secs_f64() * 1e3)).collect::<Vec<_>>().join(" ");
     println!("- {what}, in run order (ms): static [{}], shamir [{}]", list(&s.static_seal), list(&s.shamir));
-}
-
-fn env_count(name: &str, default: usize, min: usize) -> usize {
-    let n = std::env::var(name).ok().map_or(default, |v| v.parse().unwrap_or_else(|e| panic!("{name}={v}: {e}")));
-    assert!(n >= min, "{name}={n}: at least {min}");
-    n
 }
 
 fn main() {

@@ -62,6 +62,11 @@ impl Device {
         self.dir.path().join("kdf-plugin")
     }
 
+    /// The admin socket of a `token-server` run with [`Device::config`].
+    pub fn admin_socket(&self) -> PathBuf {
+        self.dir.path().join("admin.sock")
+    }
+
     /// The keystore directory.
     pub fn keystore_dir(&self) -> PathBuf {
         self.dir.path().join("keystore")
@@ -119,6 +124,7 @@ impl Device {
             secret_store,
             file_tokens: setup.file_tokens.clone(),
             services,
+            admin: token_server::admin::AdminConfig { socket: self.admin_socket(), ..Default::default() },
             ..Config::default()
         }
     }

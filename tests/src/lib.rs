@@ -33,6 +33,7 @@ pub mod pki;
 pub mod poll;
 pub mod ports;
 pub mod process;
+pub mod release;
 pub mod swtpm;
 pub mod token_server;
 

@@ -343,6 +343,41 @@ impl Setup {
         Ok((report, admin))
     }
 
+    /// An admin credential for a store that `setup` (or `run`) has set up, without converging it:
+    /// `token-server` serves the admin socket with it. Made as `run` makes its own — with this run's
+    /// privileged token (a login with edgeseal's client certificate for a static-sealed store, a root
+    /// token generated from the keystore's shares otherwise), which is revoked before this returns.
+    pub async fn admin_credential(&self) -> Result<Token, SetupError> {
+        self.validate()?;
+        let ikm = self.ikm().await?;
+        let store = self.keystore_dir();
+        let (keystore, _kek) = store.open_with_ikm(&ikm)?;
+        drop(ikm);
+        if self.static_seal() {
+            let material = crate::seal::material::SealMaterial::from_keystore(&keystore)
+                .map_err(|e| SetupError::Config(e.to_string()))?
+                .ok_or_else(|| {
+                    SetupError::Config(format!(
+                        "keystore {} holds no static seal material: `security-bootstrap run` sets this store up",
+                        store.path().display()
+                    ))
+                })?;
+            let identity = material.identity.client_identity().doing(|| "loading edgeseal's client identity".into())?;
+            let client = self.tcp_client_as(Some(&identity))?;
+            let token = crate::seal::boot::login(&client, self.store.wait_timeout, || false).await?;
+            let admin = configure::admin_token(&client, &token).await;
+            client.revoke_self(&token).await.doing(|| "revoking the login token".into())?;
+            return admin;
+        }
+        let client = self.client()?;
+        unseal::wait_for_openbao(&client, self.store.wait_timeout).await?;
+        let root = root::obtain(self, &client, &store, &keystore).await?;
+        let admin = configure::admin_token(&client, &root.token).await;
+        client.revoke_self(&root.token).await.doing(|| "revoking this run's root token".into())?;
+        root::forget_pending(&store);
+        admin
+    }
+
     async fn converge(&self, admin: bool) -> Result<(Report, Option<Token>), SetupError> {
         self.validate()?;
         if self.static_seal() {

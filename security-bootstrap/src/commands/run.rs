@@ -77,32 +77,6 @@ async fn open_tcp_listener(
     Ok(())
 }
 
-/// The admin socket's server, acting with `admin` (this run's admin credential).
-fn admin_server(
-    config: &Config,
-    setup: &secretstore_setup::setup::Setup,
-    admin: openbao_client::Token,
-    audit_log: std::sync::Arc<::token_server::audit_log::AuditLog>,
-) -> anyhow::Result<::token_server::admin::AdminServer> {
-    use ::token_server::admin::{AdminServer, AdminState, ServiceSecrets};
-    let client = setup.tcp_client()?;
-    let services = config
-        .services
-        .iter()
-        .map(|(name, entry)| (name.0.clone(), ServiceSecrets { generated: entry.secrets.clone() }))
-        .collect();
-    Ok(AdminServer::new(AdminState {
-        config: config.admin.clone(),
-        client,
-        token: admin,
-        kv_mount: config.secret_store.kv_mount.clone(),
-        prefix: config.secret_store.service_prefix.clone(),
-        services,
-        audit_log: Some(audit_log),
-        openbao_audit_log: config.openbao_audit_log(),
-    }))
-}
-
 /// Pause between two tries of a step whose unseal another client disturbed.
 const DISTURBED_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -234,7 +208,7 @@ async fn serve<F: std::future::Future<Output = ()> + Send + 'static>(
     let watchdog = tokio::spawn(async move {
         secretstore_setup::watchdog::run(&watchdog_setup, &client, watchdog_stop).await;
     });
-    let admin = admin_server(config, setup, admin, audit_log)?;
+    let admin = token_server::admin_server(config, setup, admin, audit_log)?;
     let admin_listener =
         admin.bind().with_context(|| format!("binding the admin socket {}", config.admin.socket.display()))?;
     let admin = tokio::spawn(admin.run(admin_listener, stopped(stop_rx.clone())));

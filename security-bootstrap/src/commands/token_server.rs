@@ -1,12 +1,13 @@
-//! `security-bootstrap token-server`: serve attested tokens on the Unix socket until SIGTERM/SIGINT.
-//! The server itself is assembled in `token_server::Server`; this module reads the issuing token
-//! from the keystore and composes.
+//! `security-bootstrap token-server`: serve attested tokens on the Unix socket, and the admin socket
+//! beside it, until SIGTERM/SIGINT. The servers themselves are assembled in `token_server`; this
+//! module reads the issuing token from the keystore, makes this run's admin credential and composes.
 
 use anyhow::{bail, Context};
 use openbao_client::{Client, Token};
 use secretstore_setup::setup::{Setup, ITEM_ISSUER};
 use std::sync::Arc;
 
+use token_server::admin::{AdminServer, AdminState, ServiceSecrets};
 use token_server::audit_log::AuditLog;
 use token_server::{Server, State};
 
@@ -30,6 +31,32 @@ pub async fn server(config: &Config, setup: &Setup, audit_log: Option<Arc<AuditL
     let mut state = State::assemble(config.token_server.clone(), config.service_rules(), client, issuing_token).await;
     state.audit = audit_log;
     Ok(Server::from(state))
+}
+
+/// The admin socket's server, acting with `admin` (this run's admin credential), recording admin
+/// actions in `audit_log`.
+pub fn admin_server(
+    config: &Config,
+    setup: &Setup,
+    admin: Token,
+    audit_log: Arc<AuditLog>,
+) -> anyhow::Result<AdminServer> {
+    let client = setup.tcp_client()?;
+    let services = config
+        .services
+        .iter()
+        .map(|(name, entry)| (name.0.clone(), ServiceSecrets { generated: entry.secrets.clone() }))
+        .collect();
+    Ok(AdminServer::new(AdminState {
+        config: config.admin.clone(),
+        client,
+        token: admin,
+        kv_mount: config.secret_store.kv_mount.clone(),
+        prefix: config.secret_store.service_prefix.clone(),
+        services,
+        audit_log: Some(audit_log),
+        openbao_audit_log: config.openbao_audit_log(),
+    }))
 }
 
 /// The token-issuing token from the keystore (opened with the KDF plug-in's IKM).
@@ -73,8 +100,26 @@ pub fn run(config_path: &std::path::Path) -> anyhow::Result<()> {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     runtime.block_on(async {
-        let server = server(&config, &setup, Some(audit_log(&config))).await?;
+        let audit_log = audit_log(&config);
+        let server = server(&config, &setup, Some(audit_log.clone())).await?;
+        let admin = setup.admin_credential().await.context("making the admin socket's credential")?;
+        let admin = admin_server(&config, &setup, admin, audit_log)?;
         let listener = server.bind()?;
-        server.run(listener, signals()).await.context("serving the token socket")
+        let admin_listener =
+            admin.bind().with_context(|| format!("binding the admin socket {}", config.admin.socket.display()))?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let admin = tokio::spawn(admin.run(admin_listener, stopped(stop_rx.clone())));
+        let served = server.run(listener, async move {
+            signals().await;
+            let _ = stop_tx.send(true);
+        });
+        let served = served.await;
+        if let Ok(Err(e)) = admin.await {
+            tracing::warn!(error = %e, "the admin socket stopped with an error");
+        }
+        served.context("serving the token socket")
     })
 }
