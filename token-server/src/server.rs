@@ -78,6 +78,8 @@ pub struct State {
     pub health: HealthCache,
     /// Counters.
     pub metrics: Metrics,
+    /// The Prometheus registry (`GET /metrics` on the admin socket renders it).
+    pub telemetry: Arc<crate::metrics::Telemetry>,
 }
 
 impl State {
@@ -89,7 +91,17 @@ impl State {
         let connections =
             Arc::new(ConnectionLimits::new(total, config.max_connections_per_peer, config.max_connections_per_uid));
         let health = HealthCache::new(config.health_cache);
-        Self { config, rules, attestor, issuer, limiter, connections, health, metrics: Metrics::default() }
+        Self {
+            config,
+            rules,
+            attestor,
+            issuer,
+            limiter,
+            connections,
+            health,
+            metrics: Metrics::default(),
+            telemetry: Arc::default(),
+        }
     }
 
     /// Assembles the server: connects to Docker when a service has a docker selector (if the daemon
