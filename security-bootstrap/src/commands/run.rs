@@ -79,7 +79,9 @@ fn admin_server(
     config: &Config,
     setup: &secretstore_setup::setup::Setup,
     admin: openbao_client::Token,
+    telemetry: std::sync::Arc<::token_server::metrics::Telemetry>,
 ) -> anyhow::Result<::token_server::admin::AdminServer> {
+    use ::token_server::admin::observe::Observed;
     use ::token_server::admin::{AdminServer, AdminState, ServiceSecrets};
     let client = setup.tcp_client()?;
     let services = config
@@ -94,7 +96,46 @@ fn admin_server(
         kv_mount: config.secret_store.kv_mount.clone(),
         prefix: config.secret_store.service_prefix.clone(),
         services,
+        observed: Observed {
+            telemetry,
+            selectors: config.services.iter().map(|(name, entry)| (name.0.clone(), entry.selectors.clone())).collect(),
+            certificates: certificate_probe(config.pki.clone()),
+            seal: match &config.secret_store.supervise {
+                Some(supervise) if supervise.seal == SealMode::Static => "static",
+                Some(_) => "shamir",
+                None => "external",
+            }
+            .into(),
+            ..Observed::default()
+        },
     }))
+}
+
+/// Reads the device certificates' expiry with pki-init's check (reads `pki.dir`, changes nothing).
+fn certificate_probe(pki: pki_init::PkiConfig) -> ::token_server::admin::observe::CertProbe {
+    use ::token_server::admin::observe::CertExpiry;
+    std::sync::Arc::new(move || {
+        let report = match pki_init::check(&pki, time::OffsetDateTime::now_utc()) {
+            Ok(report) => report,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the device certificates for metrics failed");
+                return Vec::new();
+            }
+        };
+        report
+            .certs
+            .iter()
+            .filter_map(|c| {
+                let cert = c.cert.as_ref()?;
+                let text = cert.not_after.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+                Some(CertExpiry {
+                    name: c.name.clone(),
+                    not_after: cert.not_after.unix_timestamp(),
+                    not_after_text: text,
+                })
+            })
+            .collect()
+    })
 }
 
 /// Pause between two tries of a step whose unseal another client disturbed.
@@ -224,12 +265,29 @@ async fn serve<F: std::future::Future<Output = ()> + Send + 'static>(
     let client = setup.client()?;
     let watchdog_setup = setup.clone();
     let watchdog_stop = stopped(stop_rx.clone());
+    let telemetry = server.state().telemetry.clone();
+    let unsealed = telemetry.unseal_counter();
     let watchdog = tokio::spawn(async move {
-        secretstore_setup::watchdog::run(&watchdog_setup, &client, watchdog_stop).await;
+        secretstore_setup::watchdog::run_counting(&watchdog_setup, &client, watchdog_stop, &unsealed).await;
     });
-    let admin = admin_server(config, setup, admin)?;
+    let admin = admin_server(config, setup, admin, telemetry)?;
     let admin_listener =
         admin.bind().with_context(|| format!("binding the admin socket {}", config.admin.socket.display()))?;
+    let metrics = match config.metrics.listen {
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("binding metrics.listen {address} (is another program on that port?)"))?;
+            if !address.ip().is_loopback() {
+                tracing::warn!(%address, "metrics are served on an address that is not loopback (metrics.allow_remote)");
+            }
+            tracing::info!(%address, "metrics listening (GET /metrics)");
+            let serving =
+                ::token_server::admin::observe::serve_metrics(listener, admin.state(), stopped(stop_rx.clone()));
+            Some(tokio::spawn(serving))
+        }
+        None => None,
+    };
     let admin = tokio::spawn(admin.run(admin_listener, stopped(stop_rx.clone())));
     let server = tokio::spawn(server.run(listener, stopped(stop_rx.clone())));
     if let Some(path) = ready_file {
@@ -242,5 +300,8 @@ async fn serve<F: std::future::Future<Output = ()> + Send + 'static>(
         tracing::warn!(error = %e, "the admin socket stopped with an error");
     }
     let _ = watchdog.await;
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
     served.context("serving the token socket")
 }

@@ -61,6 +61,13 @@ pub struct Config {
     /// `admin:` — the admin socket `run` serves beside the service socket.
     #[serde(default)]
     pub admin: token_server::admin::AdminConfig,
+    /// `metrics:` — an optional loopback listener for Prometheus (off by default).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub metrics: token_server::metrics::MetricsConfig,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 /// A service name: `[a-z0-9][a-z0-9_-]*`, at most 64 bytes (it becomes part of policy names and paths).
@@ -179,6 +186,9 @@ pub enum Problem {
     /// An `admin:` rule.
     #[error("admin: {0}")]
     Admin(String),
+    /// A `metrics:` rule.
+    #[error("metrics: {0}")]
+    Metrics(String),
 }
 
 impl Problem {
@@ -191,6 +201,7 @@ impl Problem {
             Problem::Selectors(e) => Some(e.key()),
             Problem::StoreIdentity(e) => Some(e.key()),
             Problem::Admin(_) => Some("admin".into()),
+            Problem::Metrics(_) => Some("metrics.listen".into()),
         }
     }
 }
@@ -352,6 +363,7 @@ impl Config {
                 self.admin.socket.display()
             )));
         }
+        self.metrics.validate().map_err(Problem::Metrics)?;
         token_server::config::check_selectors(
             self.services.iter().map(|(name, entry)| (name.0.as_str(), &entry.selectors)),
         )

@@ -11,8 +11,10 @@
 //! - Every admin action is one audit line (target `edgeseal::audit`, event `admin`): uid, pid,
 //!   action, service, name, resulting version — never a value.
 //!
-//! [`routes`] holds the HTTP API and its (pure, table-tested) input rules.
+//! [`routes`] holds the HTTP API and its (pure, table-tested) input rules; [`observe`] the metrics
+//! and status reports.
 
+pub mod observe;
 pub mod routes;
 
 use std::collections::BTreeMap;
@@ -88,6 +90,8 @@ pub struct AdminState {
     pub prefix: String,
     /// The configured services.
     pub services: BTreeMap<String, ServiceSecrets>,
+    /// Metrics and status: the token server's counters, selectors, certificates.
+    pub observed: observe::Observed,
 }
 
 /// How often the admin credential (period 24 h) is renewed.
@@ -107,6 +111,11 @@ impl AdminServer {
     /// Assembles the server.
     pub fn new(state: AdminState) -> Self {
         Self { state: Arc::new(state) }
+    }
+
+    /// The shared state (for `metrics.listen`, served beside the socket).
+    pub fn state(&self) -> Arc<AdminState> {
+        self.state.clone()
     }
 
     /// Binds the socket (0600, or 0660 owned by `admin.group`).

@@ -9,6 +9,7 @@
 //! | `DELETE /v1/secrets/<service>/<name>[?destroy=true]` | `{}` |
 //! | `GET /v1/secrets/<service>/<name>/history` | `{"versions": [{version, created_time, deletion_time, destroyed, source}]}` |
 //! | `GET /v1/secrets[?service=S]` | `{"secrets": [{service, name, version, updated, source}]}` |
+//! | `GET /metrics`, `GET /v1/status` | see [`super::observe`] |
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -118,6 +119,12 @@ fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
 
 /// Handles one admin request.
 pub async fn handle(state: &AdminState, admin: Admin, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    match (request.method(), request.uri().path()) {
+        (&Method::GET, "/metrics") => return super::observe::metrics(state).await,
+        (&Method::GET, "/v1/status") => return json(StatusCode::OK, &super::observe::status(state).await),
+        (_, "/metrics" | "/v1/status") => return error(StatusCode::METHOD_NOT_ALLOWED, "only GET is allowed here"),
+        _ => {}
+    }
     let target = match parse_path(request.uri().path()) {
         Ok(target) => target,
         Err(message) => return error(StatusCode::NOT_FOUND, &message),
