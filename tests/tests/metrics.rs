@@ -225,3 +225,29 @@ fn status_reports_the_store_the_services_and_their_counts_to_admins_only() {
     let refused = boot.admin_command_as(Some((65534, 65534)), "status", &[], b"");
     assert_eq!(refused.status.code(), Some(77), "{}", String::from_utf8_lossy(&refused.stderr));
 }
+
+#[test]
+fn the_watchdogs_unseal_of_a_restarted_shamir_sealed_openbao_is_counted() {
+    let mut boot = Boot::shamir();
+    let _run = boot.start();
+    boot.token_until_ok(Duration::from_secs(10));
+    let admin = boot.admin_socket();
+    let admin = admin.to_str().unwrap();
+    let before = parse(&scrape(&["--unix-socket", admin, "http://admin/metrics"]));
+    assert_eq!(value(&before, "edgeseal_watchdog_unseals_total", &[]), 0.0);
+
+    // OpenBao dies; the supervisor starts it again, sealed; the watchdog unseals it from the keystore.
+    let killed = boot.openbao_pid().expect("a supervised OpenBao");
+    boot.kill_openbao();
+    edgeseal_tests::poll_until(Duration::from_secs(60), || boot.openbao_pid().filter(|&p| p != killed))
+        .unwrap_or_else(|| panic!("no new OpenBao child:\n{}", boot.log()));
+    boot.token_until_ok(Duration::from_secs(60));
+
+    let after = parse(&scrape(&["--unix-socket", admin, "http://admin/metrics"]));
+    assert_eq!(value(&after, "edgeseal_watchdog_unseals_total", &[]), 1.0, "{}", boot.log());
+    assert_eq!(value(&after, "edgeseal_store_state", &[("state", "active")]), 1.0);
+    let status: Value =
+        serde_json::from_str(&stdout(&boot.admin_command_as(None, "status", &["--json"], b""))).unwrap();
+    assert_eq!(status["watchdog_unseals"], 1, "{status}");
+    assert_eq!(status["store"]["seal_type"], "shamir", "{status}");
+}
