@@ -224,6 +224,23 @@ fn status_reports_the_store_the_services_and_their_counts_to_admins_only() {
 
     let refused = boot.admin_command_as(Some((65534, 65534)), "status", &[], b"");
     assert_eq!(refused.status.code(), Some(77), "{}", String::from_utf8_lossy(&refused.stderr));
+    // /metrics on the admin socket is for admins too.
+    let scraped = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .args(["--unix-socket", admin.to_str().unwrap(), "http://admin/metrics"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&scraped.stdout), "403");
 }
 
 #[test]
