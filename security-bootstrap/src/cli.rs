@@ -90,6 +90,14 @@ pub enum Command {
     /// token made) through the admin socket. Never shows a value or a token.
     #[command(after_help = "Example:\n  security-bootstrap audit --service core-data --since 1h")]
     Audit(AuditArgs),
+    /// The device at a glance, through the admin socket: store state, certificate expiry, and per
+    /// service its selectors, secrets and tokens issued/denied since boot (never a value).
+    ///
+    /// Exit 0 reported, 1 failure, 77 not an admin, 69 no admin socket (is `run` running?).
+    #[command(
+        after_help = "Example:\n  security-bootstrap status\n  security-bootstrap status --json | jq .store.state"
+    )]
+    Status(StatusArgs),
     /// Generate or renew the device PKI (root CA, intermediate CA, one leaf per `pki.certs` entry).
     ///
     /// Idempotent: a rerun with the same config changes nothing. `--check` reports each certificate's
@@ -170,6 +178,17 @@ pub enum Command {
         "Example:\n  security-bootstrap gate --service core-data --token-file /tmp/token -- /core-data --config x"
     ))]
     Gate(GateArgs),
+}
+
+/// `status` arguments.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// The admin socket.
+    #[arg(long = "admin-socket", value_name = "PATH", default_value = token_server::admin::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
 }
 
 /// `--socket PATH`.

@@ -16,7 +16,10 @@ fn main() -> ExitCode {
     // The clients of the token socket stay as they are: the token server attests them through /proc
     // (a non-dumpable process hides it from a server without CAP_SYS_PTRACE), and `gate` execs the
     // service, which would inherit the core limit.
-    if !matches!(cli.command, Command::Token(_) | Command::Health(_) | Command::Gate(_) | Command::Secrets(_)) {
+    if !matches!(
+        cli.command,
+        Command::Token(_) | Command::Health(_) | Command::Gate(_) | Command::Secrets(_) | Command::Status(_)
+    ) {
         no_core_dumps();
     }
     // Long-running commands log their progress; one-shot tools only warnings.

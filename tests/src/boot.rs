@@ -33,6 +33,7 @@ pub struct Boot {
     pub port: u16,
     shamir: bool,
     admin_group: Option<u32>,
+    metrics_listen: Option<std::net::SocketAddr>,
     runs: usize,
 }
 
@@ -42,7 +43,15 @@ impl Boot {
         let public = tempfile::tempdir().unwrap();
         fs::set_permissions(public.path(), fs::Permissions::from_mode(0o755)).unwrap();
         crate::install_executable(&workspace_binary("security-bootstrap"), &public.path().join("security-bootstrap"));
-        Self { device: Device::new(), public, port: free_port_pair(), shamir: false, admin_group: None, runs: 0 }
+        Self {
+            device: Device::new(),
+            public,
+            port: free_port_pair(),
+            shamir: false,
+            admin_group: None,
+            metrics_listen: None,
+            runs: 0,
+        }
     }
 
     /// A new device whose supervised OpenBao is sealed with Shamir shares (`seal: shamir`).
@@ -55,6 +64,11 @@ impl Boot {
     /// Gives this group access to the admin socket (mode 0660).
     pub fn set_admin_group(&mut self, gid: Option<u32>) {
         self.admin_group = gid;
+    }
+
+    /// Serves `GET /metrics` on this address too (`metrics.listen`).
+    pub fn set_metrics_listen(&mut self, listen: Option<std::net::SocketAddr>) {
+        self.metrics_listen = listen;
     }
 
     /// Switches the seal the configuration asks for (`seal: shamir` or the default, static).
@@ -107,7 +121,14 @@ impl Boot {
 
     /// The same as another uid/gid (through `setpriv`), or as root when `None`.
     pub fn secrets_as(&self, user: Option<(u32, u32)>, args: &[&str], stdin: &[u8]) -> Output {
+        self.admin_command_as(user, "secrets", args, stdin)
+    }
+
+    /// `security-bootstrap <command> <args> --admin-socket …` with `stdin`, as another uid/gid
+    /// (through `setpriv`) or as root when `None`; its output.
+    pub fn admin_command_as(&self, user: Option<(u32, u32)>, command: &str, args: &[&str], stdin: &[u8]) -> Output {
         use std::io::Write as _;
+        let subcommand = command;
         let mut command = match user {
             Some((uid, gid)) => {
                 let mut c = Command::new("setpriv");
@@ -116,7 +137,7 @@ impl Boot {
             }
             None => Command::new(self.client()),
         };
-        command.arg("secrets").args(args).arg("--admin-socket").arg(self.admin_socket());
+        command.arg(subcommand).args(args).arg("--admin-socket").arg(self.admin_socket());
         let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         // A refused caller may exit before it reads its stdin.
         let _ = child.stdin.take().unwrap().write_all(stdin);
@@ -180,6 +201,7 @@ impl Boot {
         config.token_server.socket = self.socket();
         config.admin.socket = self.admin_socket();
         config.admin.group = self.admin_group;
+        config.metrics.listen = self.metrics_listen;
         let demo = ServiceEntry {
             selectors: Selectors {
                 unix: Some(UnixSelector { uid: Some(0), path: Some(self.client()), ..Default::default() }),

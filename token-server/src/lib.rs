@@ -18,6 +18,7 @@
 //! - [`issue`]: creating tokens with the token-issuing token, shared `reuse` tokens.
 //! - [`connections`]: connection caps (total, per peer, per uid) that never wait.
 //! - [`shed`]: answering and closing a connection over a cap.
+//! - [`metrics`]: the Prometheus/OpenMetrics registry (tokens issued/denied, latency, store state).
 //! - [`limits`]: the peer key (uid on the host, container id in a container) and per-peer rate limiting.
 //! - [`descriptors`]: raising RLIMIT_NOFILE and the connection budget it allows.
 //! - [`health`]: the cached `/v1/health` probe.
@@ -37,6 +38,7 @@ pub mod descriptors;
 pub mod health;
 pub mod issue;
 pub mod limits;
+pub mod metrics;
 pub mod routes;
 pub mod selector;
 pub mod server;

@@ -15,6 +15,7 @@ use crate::attest::facts::short;
 use crate::attest::{AttestError, Peer};
 use crate::audit_log::{self, Record};
 use crate::limits::PeerKey;
+use crate::metrics::{Attestation, DenyReason};
 use crate::selector::{match_services, Outcome};
 use crate::server::State;
 
@@ -31,7 +32,12 @@ pub struct Caller {
 pub async fn handle(state: &State, caller: &Caller, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let route = (request.method().clone(), request.uri().path().to_string());
     match (route.0, route.1.as_str()) {
-        (Method::POST, "/v1/token") => token(state, caller, request).await,
+        (Method::POST, "/v1/token") => {
+            let started = std::time::Instant::now();
+            let answer = token(state, caller, request).await;
+            state.telemetry.observe_request(started.elapsed().as_secs_f64());
+            answer
+        }
         (Method::GET, "/v1/whoami") => whoami(state, caller).await,
         (Method::GET, "/v1/health") => health(state, caller).await,
         (_, "/v1/token" | "/v1/whoami" | "/v1/health") => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
@@ -42,39 +48,47 @@ pub async fn handle(state: &State, caller: &Caller, request: Request<Incoming>) 
 async fn token(state: &State, caller: &Caller, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let body = match read_body(state, request).await {
         Ok(body) => body,
-        Err(response) => return response,
+        Err(response) => {
+            state.telemetry.denied(None, DenyReason::bad_request);
+            return response;
+        }
     };
     let asserted: TokenRequest = if body.iter().all(u8::is_ascii_whitespace) {
         TokenRequest::default()
     } else {
         match serde_json::from_slice(&body) {
             Ok(request) => request,
-            Err(e) => return error(StatusCode::BAD_REQUEST, &format!("malformed request body: {e}")),
+            Err(e) => {
+                state.telemetry.denied(None, DenyReason::bad_request);
+                return error(StatusCode::BAD_REQUEST, &format!("malformed request body: {e}"));
+            }
         }
     };
     // Rate first: a caller that cannot be pinned must not write an audit line per request either.
     if let Some(limited) = over_rate(state, caller) {
+        state.telemetry.denied(None, DenyReason::rate_limited);
         return limited;
     }
     let peer = match &caller.peer {
         Ok(peer) => peer,
-        Err(e) => return deny(state, None, None, &e.to_string()),
+        Err(e) => return deny(state, (None, DenyReason::no_credentials), None, None, &e.to_string()),
     };
     let facts = match state.attestor.attest(peer).await {
         Ok(facts) => facts,
-        Err(e) => return deny(state, Some(peer), None, &e.to_string()),
+        Err(e) => return deny(state, (None, DenyReason::attestation_failed), Some(peer), None, &e.to_string()),
     };
     let service = match match_services(&facts, &state.rules) {
         Outcome::Matched(service) => service,
         other => {
             // The caller hears about its own process only; the per-service reasons go to the log.
             tracing::warn!(target: "edgeseal::audit", event = "no_match", pid = peer.pid(), detail = %other.log_detail());
-            return deny(state, Some(peer), Some(&facts.describe()), &other.explain());
+            return deny(state, (None, DenyReason::no_match), Some(peer), Some(&facts.describe()), &other.explain());
         }
     };
     if let Some(claimed) = asserted.service.as_deref().filter(|c| *c != service) {
         let why = format!("the request asserts service {claimed:?} but the caller is attested as {service:?}");
-        return deny(state, Some(peer), Some(&facts.describe()), &why);
+        let denied = (Some(service.as_str()), DenyReason::asserted_mismatch);
+        return deny(state, denied, Some(peer), Some(&facts.describe()), &why);
     }
     let Some(rule) = state.rules.iter().find(|r| r.name == service) else {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "matched service has no rule");
@@ -82,6 +96,8 @@ async fn token(state: &State, caller: &Caller, request: Request<Incoming>) -> Re
     match tokio::time::timeout(state.config.store_timeout, state.issuer.issue(rule, &facts)).await {
         Ok(Ok(auth)) => {
             state.metrics.issued.fetch_add(1, Ordering::Relaxed);
+            let attestation = if facts.container_id.is_some() { Attestation::docker } else { Attestation::unix };
+            state.telemetry.issued(&service, attestation);
             tracing::info!(
                 target: "edgeseal::audit",
                 event = "issued",
@@ -105,8 +121,14 @@ async fn token(state: &State, caller: &Caller, request: Request<Incoming>) -> Re
             }
             json(StatusCode::OK, &TokenResponse { service, auth })
         }
-        Ok(Err(e)) => unavailable(state, &e.to_string()),
-        Err(_) => unavailable(state, "the secret store did not answer in time"),
+        Ok(Err(e)) => {
+            state.telemetry.denied(Some(&service), DenyReason::store_unavailable);
+            unavailable(state, &e.to_string())
+        }
+        Err(_) => {
+            state.telemetry.denied(Some(&service), DenyReason::store_unavailable);
+            unavailable(state, "the secret store did not answer in time")
+        }
     }
 }
 
@@ -176,8 +198,16 @@ async fn read_body(state: &State, request: Request<Incoming>) -> Result<Bytes, R
     }
 }
 
-fn deny(state: &State, peer: Option<&Peer>, seen: Option<&str>, why: &str) -> Response<Full<Bytes>> {
+/// A 403; `counted` is the service the denial is attributed to (if any) and its reason category.
+fn deny(
+    state: &State,
+    counted: (Option<&str>, DenyReason),
+    peer: Option<&Peer>,
+    seen: Option<&str>,
+    why: &str,
+) -> Response<Full<Bytes>> {
     state.metrics.denied.fetch_add(1, Ordering::Relaxed);
+    state.telemetry.denied(counted.0, counted.1);
     let seen = seen.map(str::to_string).unwrap_or_else(|| peer.map(|p| format!("pid={}", p.pid())).unwrap_or_default());
     tracing::warn!(target: "edgeseal::audit", event = "denied", seen = %seen, reason = %why);
     let message = if seen.is_empty() { format!("denied: {why}") } else { format!("denied: saw {seen}; {why}") };

@@ -81,6 +81,8 @@ pub struct State {
     pub metrics: Metrics,
     /// edgeseal's audit log (one line per token issued), when configured.
     pub audit: Option<Arc<AuditLog>>,
+    /// The Prometheus registry (`GET /metrics` on the admin socket renders it).
+    pub telemetry: Arc<crate::metrics::Telemetry>,
 }
 
 impl State {
@@ -92,7 +94,18 @@ impl State {
         let connections =
             Arc::new(ConnectionLimits::new(total, config.max_connections_per_peer, config.max_connections_per_uid));
         let health = HealthCache::new(config.health_cache);
-        Self { config, rules, attestor, issuer, limiter, connections, health, metrics: Metrics::default(), audit: None }
+        Self {
+            config,
+            rules,
+            attestor,
+            issuer,
+            limiter,
+            connections,
+            health,
+            metrics: Metrics::default(),
+            telemetry: Arc::default(),
+            audit: None,
+        }
     }
 
     /// Assembles the server: connects to Docker when a service has a docker selector (if the daemon

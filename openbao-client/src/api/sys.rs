@@ -47,6 +47,9 @@ pub struct SealStatus {
     /// combination, ends the attempt; the next share starts one with a new nonce.
     #[serde(default)]
     pub nonce: String,
+    /// The seal's kind (`shamir`, `static`, …).
+    #[serde(default, rename = "type")]
+    pub seal_type: String,
 }
 
 /// `sys/init` answer: the unseal shares and the initial root token. `Debug` shows neither (they are

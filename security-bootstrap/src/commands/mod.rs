@@ -10,6 +10,7 @@ pub mod run;
 pub mod seal;
 pub mod secrets;
 pub mod setup;
+pub mod status;
 pub mod token;
 pub mod token_server;
 

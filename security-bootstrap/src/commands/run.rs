@@ -205,13 +205,13 @@ async fn serve<F: std::future::Future<Output = ()> + Send + 'static>(
     let client = setup.client()?;
     let watchdog_setup = setup.clone();
     let watchdog_stop = stopped(stop_rx.clone());
+    let telemetry = server.state().telemetry.clone();
+    let unsealed = telemetry.unseal_counter();
     let watchdog = tokio::spawn(async move {
-        secretstore_setup::watchdog::run(&watchdog_setup, &client, watchdog_stop).await;
+        secretstore_setup::watchdog::run_counting(&watchdog_setup, &client, watchdog_stop, &unsealed).await;
     });
-    let admin = token_server::admin_server(config, setup, admin, audit_log)?;
-    let admin_listener =
-        admin.bind().with_context(|| format!("binding the admin socket {}", config.admin.socket.display()))?;
-    let admin = tokio::spawn(admin.run(admin_listener, stopped(stop_rx.clone())));
+    let admin = token_server::admin_server(config, setup, admin, audit_log, telemetry)?;
+    let admin = token_server::serve_admin(config, admin, || stopped(stop_rx.clone())).await?;
     let server = tokio::spawn(server.run(listener, stopped(stop_rx.clone())));
     if let Some(path) = ready_file {
         std::fs::write(path, format!("{}\n", std::process::id()))
@@ -219,9 +219,7 @@ async fn serve<F: std::future::Future<Output = ()> + Send + 'static>(
     }
     tracing::info!(socket = %config.token_server.socket.display(), "edgeseal is ready");
     let served = server.await.context("token server task")?;
-    if let Ok(Err(e)) = admin.await {
-        tracing::warn!(error = %e, "the admin socket stopped with an error");
-    }
+    admin.finished().await;
     let _ = watchdog.await;
     served.context("serving the token socket")
 }

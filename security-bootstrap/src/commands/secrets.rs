@@ -185,7 +185,7 @@ fn read_value(file: Option<&Path>, json: bool, optional: bool) -> Result<Option<
     Ok(Some(data))
 }
 
-/// One admin request; the answer's JSON, or a failure with its exit code.
+/// One admin request; the answer's JSON, or a failure with its exit code (`status` uses it too).
 pub(crate) async fn call(socket: &Path, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
     let (status, bytes) = request(socket, method, path, body.map(|b| b.to_string())).await.map_err(|failure| {
         TokenFailure { message: failure.message.replace("token socket", "admin socket"), code: EXIT_UNAVAILABLE }

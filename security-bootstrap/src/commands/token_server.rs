@@ -7,8 +7,11 @@ use openbao_client::{Client, Token};
 use secretstore_setup::setup::{Setup, ITEM_ISSUER};
 use std::sync::Arc;
 
+use secretstore_setup::seal::SealMode;
+use token_server::admin::observe::{CertExpiry, CertProbe, Observed};
 use token_server::admin::{AdminServer, AdminState, ServiceSecrets};
 use token_server::audit_log::AuditLog;
+use token_server::metrics::Telemetry;
 use token_server::{Server, State};
 
 use crate::config::Config;
@@ -34,12 +37,13 @@ pub async fn server(config: &Config, setup: &Setup, audit_log: Option<Arc<AuditL
 }
 
 /// The admin socket's server, acting with `admin` (this run's admin credential), recording admin
-/// actions in `audit_log`.
+/// actions in `audit_log` and reporting the token server's `telemetry`.
 pub fn admin_server(
     config: &Config,
     setup: &Setup,
     admin: Token,
     audit_log: Arc<AuditLog>,
+    telemetry: Arc<Telemetry>,
 ) -> anyhow::Result<AdminServer> {
     let client = setup.tcp_client()?;
     let services = config
@@ -56,7 +60,92 @@ pub fn admin_server(
         services,
         audit_log: Some(audit_log),
         openbao_audit_log: config.openbao_audit_log(),
+        observed: Observed {
+            telemetry,
+            selectors: config.services.iter().map(|(name, entry)| (name.0.clone(), entry.selectors.clone())).collect(),
+            certificates: certificate_probe(config.pki.clone()),
+            seal: match &config.secret_store.supervise {
+                Some(supervise) if supervise.seal == SealMode::Static => "static",
+                Some(_) => "shamir",
+                None => "external",
+            }
+            .into(),
+            ..Observed::default()
+        },
     }))
+}
+
+/// Reads the device certificates' expiry with pki-init's check (reads `pki.dir`, changes nothing).
+fn certificate_probe(pki: pki_init::PkiConfig) -> CertProbe {
+    Arc::new(move || {
+        let report = match pki_init::check(&pki, time::OffsetDateTime::now_utc()) {
+            Ok(report) => report,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the device certificates for metrics failed");
+                return Vec::new();
+            }
+        };
+        report
+            .certs
+            .iter()
+            .filter_map(|c| {
+                let cert = c.cert.as_ref()?;
+                let text = cert.not_after.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+                Some(CertExpiry {
+                    name: c.name.clone(),
+                    not_after: cert.not_after.unix_timestamp(),
+                    not_after_text: text,
+                })
+            })
+            .collect()
+    })
+}
+
+/// The admin socket and `metrics.listen`, being served.
+#[derive(Debug)]
+pub struct AdminServing {
+    admin: tokio::task::JoinHandle<std::io::Result<()>>,
+    metrics: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl AdminServing {
+    /// Waits until both have stopped (after the shutdown they were given).
+    pub async fn finished(self) {
+        if let Ok(Err(e)) = self.admin.await {
+            tracing::warn!(error = %e, "the admin socket stopped with an error");
+        }
+        if let Some(metrics) = self.metrics {
+            let _ = metrics.await;
+        }
+    }
+}
+
+/// Binds the admin socket and, when configured, `metrics.listen`, and serves both until the future
+/// `stopped()` makes completes (each server gets its own).
+pub async fn serve_admin<F>(
+    config: &Config,
+    admin: AdminServer,
+    stopped: impl Fn() -> F,
+) -> anyhow::Result<AdminServing>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let admin_listener =
+        admin.bind().with_context(|| format!("binding the admin socket {}", config.admin.socket.display()))?;
+    let metrics = match config.metrics.listen {
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("binding metrics.listen {address} (is another program on that port?)"))?;
+            if !address.ip().is_loopback() {
+                tracing::warn!(%address, "metrics are served on an address that is not loopback (metrics.allow_remote)");
+            }
+            tracing::info!(%address, "metrics listening (GET /metrics)");
+            Some(tokio::spawn(token_server::admin::observe::serve_metrics(listener, admin.state(), stopped())))
+        }
+        None => None,
+    };
+    Ok(AdminServing { admin: tokio::spawn(admin.run(admin_listener, stopped())), metrics })
 }
 
 /// The token-issuing token from the keystore (opened with the KDF plug-in's IKM).
@@ -103,23 +192,23 @@ pub fn run(config_path: &std::path::Path) -> anyhow::Result<()> {
         let audit_log = audit_log(&config);
         let server = server(&config, &setup, Some(audit_log.clone())).await?;
         let admin = setup.admin_credential().await.context("making the admin socket's credential")?;
-        let admin = admin_server(&config, &setup, admin, audit_log)?;
+        let admin = admin_server(&config, &setup, admin, audit_log, server.state().telemetry.clone())?;
         let listener = server.bind()?;
-        let admin_listener =
-            admin.bind().with_context(|| format!("binding the admin socket {}", config.admin.socket.display()))?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        };
-        let admin = tokio::spawn(admin.run(admin_listener, stopped(stop_rx.clone())));
-        let served = server.run(listener, async move {
-            signals().await;
-            let _ = stop_tx.send(true);
-        });
-        let served = served.await;
-        if let Ok(Err(e)) = admin.await {
-            tracing::warn!(error = %e, "the admin socket stopped with an error");
-        }
+        let admin = serve_admin(&config, admin, || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            }
+        })
+        .await?;
+        let served = server
+            .run(listener, async move {
+                signals().await;
+                let _ = stop_tx.send(true);
+            })
+            .await;
+        admin.finished().await;
         served.context("serving the token socket")
     })
 }

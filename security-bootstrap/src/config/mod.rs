@@ -64,6 +64,13 @@ pub struct Config {
     /// `audit:` — edgeseal's audit log, and where OpenBao's is.
     #[serde(default)]
     pub audit: token_server::audit_log::AuditConfig,
+    /// `metrics:` — an optional loopback listener for Prometheus (off by default).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub metrics: token_server::metrics::MetricsConfig,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 /// A service name: `[a-z0-9][a-z0-9_-]*`, at most 64 bytes (it becomes part of policy names and paths).
@@ -185,6 +192,9 @@ pub enum Problem {
     /// `audit:` broke one of its rules.
     #[error("audit: {0}")]
     Audit(String),
+    /// A `metrics:` rule.
+    #[error("metrics: {0}")]
+    Metrics(String),
 }
 
 impl Problem {
@@ -198,6 +208,7 @@ impl Problem {
             Problem::StoreIdentity(e) => Some(e.key()),
             Problem::Admin(_) => Some("admin".into()),
             Problem::Audit(_) => Some("audit".into()),
+            Problem::Metrics(_) => Some("metrics.listen".into()),
         }
     }
 }
@@ -373,6 +384,7 @@ impl Config {
                 self.admin.socket.display()
             )));
         }
+        self.metrics.validate().map_err(Problem::Metrics)?;
         token_server::config::check_selectors(
             self.services.iter().map(|(name, entry)| (name.0.as_str(), &entry.selectors)),
         )

@@ -267,3 +267,23 @@ fn the_admin_socket_is_absolute_has_an_admin_and_is_not_the_token_socket() {
     }
     assert!(Config::parse("admin: { socket: /run/a.sock, uids: [0, 1000], group: 990 }\n").is_ok());
 }
+
+#[test]
+fn metrics_are_off_by_default_and_a_remote_address_must_be_allowed() {
+    assert_eq!(Config::parse("kdf: {}\n").unwrap().metrics.listen, None);
+    // (yaml, line of the error, error mentions)
+    let cases = [
+        ("metrics:\n  listen: 0.0.0.0:9464\n", 2, "allow_remote"),
+        ("metrics:\n  listen: \"[::]:9464\"\n", 2, "not a loopback address"),
+        ("metrics:\n  listen: localhost:9464\n", 2, "metrics.listen"),
+        ("metrics:\n  port: 9464\n", 2, "unknown field `port`"),
+    ];
+    for (yaml, line, says) in cases {
+        let e = Config::parse(yaml).unwrap_err();
+        assert_eq!(e.location.line, line, "{yaml}: {e}");
+        assert!(e.to_string().contains(says), "{yaml}: {e}");
+    }
+    let loopback = Config::parse("metrics: { listen: 127.0.0.1:9464 }\n").unwrap();
+    assert_eq!(loopback.metrics.listen, Some("127.0.0.1:9464".parse().unwrap()));
+    assert!(Config::parse("metrics: { listen: 10.0.0.5:9464, allow_remote: true }\n").is_ok());
+}

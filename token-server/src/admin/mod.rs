@@ -12,9 +12,10 @@
 //!   action, service, name, resulting version — never a value.
 //!
 //! [`routes`] holds the HTTP API and its (pure, table-tested) input rules; [`audit`] joins edgeseal's
-//! audit log with OpenBao's for `security-bootstrap audit`.
+//! audit log with OpenBao's for `security-bootstrap audit`; [`observe`] the metrics and status reports.
 
 pub mod audit;
+pub mod observe;
 pub mod routes;
 
 use std::collections::BTreeMap;
@@ -95,6 +96,8 @@ pub struct AdminState {
     pub audit_log: Option<Arc<AuditLog>>,
     /// OpenBao's file audit log (accessors in clear), read by `audit`.
     pub openbao_audit_log: Option<PathBuf>,
+    /// Metrics and status: the token server's counters, selectors, certificates.
+    pub observed: observe::Observed,
 }
 
 /// How often the admin credential (period 24 h) is renewed.
@@ -114,6 +117,11 @@ impl AdminServer {
     /// Assembles the server.
     pub fn new(state: AdminState) -> Self {
         Self { state: Arc::new(state) }
+    }
+
+    /// The shared state (for `metrics.listen`, served beside the socket).
+    pub fn state(&self) -> Arc<AdminState> {
+        self.state.clone()
     }
 
     /// Binds the socket (0600, or 0660 owned by `admin.group`).

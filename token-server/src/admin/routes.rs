@@ -10,6 +10,7 @@
 //! | `GET /v1/secrets/<service>/<name>/history` | `{"versions": [{version, created_time, deletion_time, destroyed, source}]}` |
 //! | `GET /v1/secrets[?service=S]` | `{"secrets": [{service, name, version, updated, source}]}` |
 //! | `GET /v1/audit[?service=S][&since=SECONDS]` | [`super::audit::Report`] plus `{"sources": {edgeseal, openbao}}` |
+//! | `GET /metrics`, `GET /v1/status` | see [`super::observe`] |
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -121,11 +122,14 @@ fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
 
 /// Handles one admin request.
 pub async fn handle(state: &AdminState, admin: Admin, request: Request<Incoming>) -> Response<Full<Bytes>> {
-    if request.uri().path() == "/v1/audit" {
-        if request.method() != Method::GET {
-            return error(StatusCode::METHOD_NOT_ALLOWED, "use GET /v1/audit");
+    match (request.method(), request.uri().path()) {
+        (&Method::GET, "/metrics") => return super::observe::metrics(state).await,
+        (&Method::GET, "/v1/status") => return json(StatusCode::OK, &super::observe::status(state).await),
+        (&Method::GET, "/v1/audit") => return audit_report(state, &request).await,
+        (_, "/metrics" | "/v1/status" | "/v1/audit") => {
+            return error(StatusCode::METHOD_NOT_ALLOWED, "only GET is allowed here")
         }
-        return audit_report(state, &request).await;
+        _ => {}
     }
     let target = match parse_path(request.uri().path()) {
         Ok(target) => target,

@@ -1,0 +1,102 @@
+//! `security-bootstrap status [--json]`: the device at a glance, from the admin socket's
+//! `GET /v1/status` (SPEC §12). Same client and exit codes as `secrets`: 0 reported, 1 failure,
+//! 77 refused (not an admin uid), 69 the admin socket is unavailable.
+
+use std::io::Write;
+
+use anyhow::Context;
+use hyper::Method;
+use serde_json::Value;
+
+use super::secrets::call;
+use crate::cli::StatusArgs;
+
+/// Runs `status`.
+pub fn run(args: &StatusArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
+    let status = runtime.block_on(call(&args.socket, Method::GET, "/v1/status", None))?;
+    if args.json {
+        writeln!(out, "{status}")?;
+    } else {
+        write_table(&status, out)?;
+    }
+    Ok(())
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// The human report: store, cluster and fleet, certificates, services.
+pub fn write_table(status: &Value, out: &mut dyn Write) -> std::io::Result<()> {
+    let store = &status["store"];
+    writeln!(
+        out,
+        "store      {} ({}; seal {}; OpenBao {})",
+        text(&store["state"]),
+        text(&store["address"]),
+        text(&store["seal_type"]),
+        text(&store["version"])
+    )?;
+    if let Some(error) = store["error"].as_str() {
+        writeln!(out, "           {error}")?;
+    }
+    writeln!(out, "cluster    {}", text(&status["cluster"]))?;
+    writeln!(out, "fleet      {}", text(&status["fleet"]))?;
+    writeln!(out, "watchdog   {} unseal(s) since boot", text(&status["watchdog_unseals"]))?;
+    writeln!(out)?;
+    writeln!(out, "{:<24} EXPIRES", "CERTIFICATE")?;
+    for cert in status["certificates"].as_array().into_iter().flatten() {
+        writeln!(out, "{:<24} {}", text(&cert["name"]), text(&cert["not_after_text"]))?;
+    }
+    writeln!(out)?;
+    writeln!(out, "{:<20} {:>7} {:>7}  {:<40} SECRETS", "SERVICE", "ISSUED", "DENIED", "SELECTORS")?;
+    for service in status["services"].as_array().into_iter().flatten() {
+        let secrets = match service["secrets"].as_array() {
+            Some(names) => names.iter().map(text).collect::<Vec<_>>().join(", "),
+            None => "(store not answering)".into(),
+        };
+        writeln!(
+            out,
+            "{:<20} {:>7} {:>7}  {:<40} {}",
+            text(&service["name"]),
+            text(&service["tokens_issued"]),
+            text(&service["tokens_denied"]),
+            text(&service["selectors"]),
+            secrets
+        )?;
+    }
+    writeln!(out, "{:<20} {:>7} {:>7}  (callers no service matched)", "-", "", text(&status["tokens_denied_unmatched"]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_table_shows_each_part_of_the_status() {
+        let status = json!({
+            "store": {"address": "https://127.0.0.1:8200", "state": "active", "sealed": false, "version": "2.4.1", "seal_type": "static"},
+            "cluster": "not configured", "fleet": "not configured",
+            "certificates": [{"name": "openbao", "not_after": 1, "not_after_text": "2027-01-01T00:00:00Z"}],
+            "services": [{"name": "demo", "selectors": "unix uid=0", "secrets": ["greeting"], "tokens_issued": 3, "tokens_denied": 1}],
+            "tokens_denied_unmatched": 2, "watchdog_unseals": 0,
+        });
+        let mut out = Vec::new();
+        write_table(&status, &mut out).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        for want in
+            ["store      active", "seal static", "not configured", "openbao", "2027-01-01", "unix uid=0", "greeting"]
+        {
+            assert!(out.contains(want), "{want} missing:\n{out}");
+        }
+        let demo = out.lines().find(|l| l.starts_with("demo")).unwrap();
+        assert_eq!(demo.split_whitespace().take(3).collect::<Vec<_>>(), ["demo", "3", "1"]);
+    }
+}
