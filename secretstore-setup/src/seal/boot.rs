@@ -270,7 +270,12 @@ impl Launcher<'_> {
 /// key only when the store has a recovery key; self-initialization makes none. Made once, at the
 /// first boot (or the first after an upgrade); a crash before it is stored only means the next boot
 /// makes another (the previous one stops working). Says whether it made one.
-async fn ensure_recovery_key(client: &Client, token: &Token, store: &KeystoreDir, kek: &Kek) -> Result<bool, SetupError> {
+async fn ensure_recovery_key(
+    client: &Client,
+    token: &Token,
+    store: &KeystoreDir,
+    kek: &Kek,
+) -> Result<bool, SetupError> {
     let keystore = store.open(kek)?;
     // A store migrated from Shamir has recovery keys already: its old unseal shares.
     if keystore.item(ITEM_RECOVERY_KEY).is_some() || keystore.has_shares() {
