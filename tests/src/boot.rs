@@ -33,6 +33,7 @@ pub struct Boot {
     pub port: u16,
     shamir: bool,
     admin_group: Option<u32>,
+    seed_file: Option<PathBuf>,
     runs: usize,
 }
 
@@ -42,7 +43,15 @@ impl Boot {
         let public = tempfile::tempdir().unwrap();
         fs::set_permissions(public.path(), fs::Permissions::from_mode(0o755)).unwrap();
         crate::install_executable(&workspace_binary("security-bootstrap"), &public.path().join("security-bootstrap"));
-        Self { device: Device::new(), public, port: free_port_pair(), shamir: false, admin_group: None, runs: 0 }
+        Self {
+            device: Device::new(),
+            public,
+            port: free_port_pair(),
+            shamir: false,
+            admin_group: None,
+            seed_file: None,
+            runs: 0,
+        }
     }
 
     /// A new device whose supervised OpenBao is sealed with Shamir shares (`seal: shamir`).
@@ -55,6 +64,11 @@ impl Boot {
     /// Gives this group access to the admin socket (mode 0660).
     pub fn set_admin_group(&mut self, gid: Option<u32>) {
         self.admin_group = gid;
+    }
+
+    /// Gives `demo` an EdgeX seed file (`services.demo.seed_file`).
+    pub fn set_seed_file(&mut self, path: Option<PathBuf>) {
+        self.seed_file = path;
     }
 
     /// Switches the seal the configuration asks for (`seal: shamir` or the default, static).
@@ -158,6 +172,7 @@ impl Boot {
                 docker: None,
             },
             secrets: vec!["greeting".into()],
+            seed_file: self.seed_file.clone(),
             ..Default::default()
         };
         config.services.insert(ServiceName("demo".into()), demo);
