@@ -289,4 +289,7 @@ pub struct ServiceSetup {
     pub token: TokenSettings,
     /// Also write the file-token fallback, owned by this uid/gid.
     pub file_token: Option<FileTokenOwner>,
+    /// An EdgeX SecretsFile (absolute path) imported into the service's secrets at setup, then
+    /// scrubbed ([`crate::seed`]).
+    pub seed_file: Option<PathBuf>,
 }

@@ -47,6 +47,10 @@ pub const STATIC_POINTS: &[&str] = &[
 pub const STATIC_FIRST_BOOT_ONLY: &[&str] =
     &["after-pending-marker", "after-seal-material", "after-first-login", "after-recovery-key"];
 
+/// The points only a run with a seed file still to scrub reaches (`services.<svc>.seed_file`): after
+/// its values were written to the store, before the file is rewritten without them.
+pub const SEED_POINTS: &[&str] = &["before-seed-scrub"];
+
 /// The points only a first initialization reaches.
 pub const FIRST_INIT_ONLY: &[&str] = &["before-init", "after-init", "after-keystore"];
 

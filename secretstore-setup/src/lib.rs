@@ -4,6 +4,8 @@
 //! - [`keystore`]: `keystore.json` — unseal shares and other long-lived secrets, AES-256-GCM under the
 //!   KEK from a KDF plug-in; atomic, durable, never overwritten by a different keystore (SPEC §5).
 //! - [`edgex_import`]: converting an EdgeX `resp-init.json` (plain or `EDGEX_IKM_HOOK`-encrypted).
+//! - [`seed`]: EdgeX seed files (`services.<svc>.seed_file`): the SecretsFile JSON checked into typed
+//!   seeds, and its scrubbed form; imported at setup by [`setup::seed_files`].
 //! - [`secret`]: [`UnsealShare`] and [`SecretBytes`], which wipe themselves and never print.
 //! - [`config`]: the `keystore:` section of `edgeseal.yaml`.
 //! - [`seal`]: the static seal of a supervised OpenBao: seal key and client identity in the keystore,
@@ -24,6 +26,7 @@ pub mod edgex_import;
 pub mod keystore;
 pub mod seal;
 pub mod secret;
+pub mod seed;
 pub mod server_config;
 pub mod setup;
 pub mod supervise;

@@ -34,6 +34,7 @@ pub struct Boot {
     shamir: bool,
     admin_group: Option<u32>,
     metrics_listen: Option<std::net::SocketAddr>,
+    seed_file: Option<PathBuf>,
     runs: usize,
 }
 
@@ -50,6 +51,7 @@ impl Boot {
             shamir: false,
             admin_group: None,
             metrics_listen: None,
+            seed_file: None,
             runs: 0,
         }
     }
@@ -69,6 +71,11 @@ impl Boot {
     /// Serves `GET /metrics` on this address too (`metrics.listen`).
     pub fn set_metrics_listen(&mut self, listen: Option<std::net::SocketAddr>) {
         self.metrics_listen = listen;
+    }
+
+    /// Gives `demo` an EdgeX seed file (`services.demo.seed_file`).
+    pub fn set_seed_file(&mut self, path: Option<PathBuf>) {
+        self.seed_file = path;
     }
 
     /// Switches the seal the configuration asks for (`seal: shamir` or the default, static).
@@ -208,6 +215,7 @@ impl Boot {
                 docker: None,
             },
             secrets: vec!["greeting".into()],
+            seed_file: self.seed_file.clone(),
             ..Default::default()
         };
         config.services.insert(ServiceName("demo".into()), demo);

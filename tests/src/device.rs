@@ -195,5 +195,6 @@ pub fn service(name: &str, secrets: &[&str], file_token: Option<(u32, u32)>) -> 
         secrets: secrets.iter().map(|s| s.to_string()).collect(),
         token: TokenSettings { ttl: Duration::from_secs(3600), period: None },
         file_token: file_token.map(|(uid, gid)| FileTokenOwner { uid, gid }),
+        seed_file: None,
     }
 }

@@ -1,5 +1,9 @@
 //! KV version 2: read a secret (a version of it), create one only if it does not exist, write a new
 //! version (optionally check-and-set), delete or destroy, list, and read its metadata.
+//!
+//! Also edgeseal's two conventions for the secrets below a service's folder, shared by every writer
+//! (the admin API, EdgeX seeding at setup): what a secret name may be ([`valid_secret_name`]), and who
+//! wrote each version, kept in the secret's custom metadata as `v<N>` ([`Client::kv_record_source`]).
 
 use hyper::Method;
 use serde::Deserialize;
@@ -86,6 +90,22 @@ pub fn is_upgrading(error: &Error) -> bool {
     matches!(error, Error::Api { status: 400, message, .. } if message.contains("Upgrading from non-versioned to versioned data"))
 }
 
+/// Versions whose provenance ([`Client::kv_record_source`]) is kept in a secret's custom metadata.
+pub const PROVENANCE_KEPT: u64 = 32;
+
+/// A secret name: 1-128 of `[A-Za-z0-9._-]`, not `.` or `..` (it becomes one KV path segment).
+pub fn valid_secret_name(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// The custom-metadata key holding who wrote `version`.
+pub fn provenance_key(version: u64) -> String {
+    format!("v{version}")
+}
+
 /// How long a KV call waits out a mount's upgrade.
 const UPGRADE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -139,7 +159,7 @@ impl Client {
     }
 
     /// `GET <mount>/data/<path>[?version=N]`: that version (the newest without one), or `None` when it
-    /// does not exist or is deleted.
+    /// does not exist or is deleted. Waits out a mount's upgrade (see [`is_upgrading`]).
     pub async fn kv_read_version(
         &self,
         token: &Token,
@@ -151,8 +171,9 @@ impl Client {
             Some(v) => format!("{mount}/data/{path}?version={v}"),
             None => format!("{mount}/data/{path}"),
         };
-        let envelope: Option<KvEnvelope> =
-            self.call_opt(Method::GET, &api, Some(token), None::<&()>, Retry::Idempotent).await?;
+        let envelope: Option<KvEnvelope> = self
+            .through_upgrade(|| self.call_opt(Method::GET, &api, Some(token), None::<&()>, Retry::Idempotent))
+            .await?;
         Ok(envelope.and_then(|e| {
             let version = e.data.metadata.map(|m| m.version).unwrap_or_default();
             e.data.data.map(|data| Versioned { data, version })
@@ -207,6 +228,26 @@ impl Client {
         let api = format!("{mount}/metadata/{path}");
         let body = json!({"custom_metadata": custom});
         self.call_empty(Method::POST, &api, Some(token), Some(&body), Retry::Idempotent).await
+    }
+
+    /// Records who wrote `version` (e.g. "set by uid 0", "seeded from /etc/x.json") in the secret's
+    /// custom metadata under `v<version>`, keeping the entries of the last [`PROVENANCE_KEPT`] versions.
+    /// Read-modify-write: a concurrent writer's entry can be lost, never a secret value.
+    pub async fn kv_record_source(
+        &self,
+        token: &Token,
+        mount: &str,
+        path: &str,
+        version: u64,
+        what: &str,
+    ) -> Result<(), Error> {
+        let current = self.kv_metadata(token, mount, path).await?;
+        let mut custom = current.and_then(|m| m.custom_metadata).unwrap_or_default();
+        custom.retain(|key, _| {
+            key.strip_prefix('v').and_then(|n| n.parse::<u64>().ok()).is_some_and(|n| n + PROVENANCE_KEPT > version)
+        });
+        custom.insert(provenance_key(version), Value::String(what.to_string()));
+        self.kv_set_custom_metadata(token, mount, path, &custom).await
     }
 
     /// `LIST <mount>/metadata/<path>/`: the names below a folder (folders end with `/`).

@@ -1,6 +1,7 @@
 //! Converging OpenBao's configuration with a root token: mounts, the bootstrap AppRole, service
-//! policies and roles, generated secrets, the token-issuing token, file tokens. Reads first and
-//! writes only what differs, so a converged store is left untouched.
+//! policies and roles, EdgeX seed files ([`super::seed_files`]), generated secrets, the
+//! token-issuing token, file tokens. Reads first and writes only what differs, so a converged store
+//! is left untouched.
 
 use std::collections::BTreeSet;
 
@@ -65,6 +66,7 @@ pub async fn converge(
     }
     converge_services(setup, client, token, report).await?;
     crash::point("after-services");
+    super::seed_files::import(setup, client, token, report).await?;
     ensure_secrets(setup, client, token, report).await?;
     crash::point("after-secrets");
     let issuer = ensure_issuer(client, token, store, kek, report).await?;

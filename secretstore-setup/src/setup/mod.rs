@@ -5,7 +5,8 @@
 //! 3. Unseal with the shares from the keystore ([`unseal`]).
 //! 4. Get a root token for this run only: the init token on first boot, later one generated from the
 //!    shares with the bootstrap AppRole (or the unauthenticated endpoint as a fallback) ([`root`]).
-//! 5. Converge the configuration: KV mount, AppRole, per-service policies and roles, generated secrets,
+//! 5. Converge the configuration: KV mount, AppRole, per-service policies and roles, EdgeX seed files
+//!    ([`seed_files`]; before generation, so a seeded name is never generated), generated secrets,
 //!    the token-issuing token, file tokens; remove what was dropped from the config ([`configure`],
 //!    [`file_tokens`]).
 //! 6. Revoke the root token.
@@ -23,6 +24,7 @@ pub mod file_tokens;
 pub mod init;
 pub mod policy;
 pub mod root;
+pub mod seed_files;
 pub mod unseal;
 
 use std::path::PathBuf;

@@ -173,6 +173,7 @@ mod tests {
             secrets: vec![],
             token: TokenSettings { ttl: Duration::from_secs(3600), period: Some(Duration::from_secs(7200)) },
             file_token: None,
+            seed_file: None,
         }
     }
 

@@ -141,6 +141,9 @@ async fn boot(
             changes = converged.changes.len(),
             "setup done"
         );
+        for problem in &converged.problems {
+            tracing::error!(problem = %problem, "setup problem (one service; the others are served)");
+        }
         serve(&config, &setup, admin, ready_file.as_deref(), stop_rx.clone(), stopped).await
     }
     .await;

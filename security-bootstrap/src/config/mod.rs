@@ -114,6 +114,21 @@ pub struct ServiceEntry {
     /// Hand all callers of this service one shared, renewed token (token server).
     #[serde(default)]
     pub reuse: bool,
+    /// An EdgeX SecretsFile (absolute path) whose entries setup imports into the service's secrets,
+    /// then rewrites with `imported: true` and no values (EdgeX's scrub).
+    #[serde(default, deserialize_with = "seed_file", skip_serializing_if = "Option::is_none")]
+    pub seed_file: Option<PathBuf>,
+}
+
+fn seed_file<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    let path = PathBuf::deserialize(d)?;
+    if !path.is_absolute() || path.file_name().is_none() {
+        return Err(serde::de::Error::custom(format!(
+            "seed_file {} must be an absolute path to a file (EdgeX's SecretsFile JSON)",
+            path.display()
+        )));
+    }
+    Ok(Some(path))
 }
 
 fn secret_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -301,6 +316,7 @@ impl Config {
                 secrets: entry.secrets.clone(),
                 token: entry.token.clone(),
                 file_token: entry.file_token,
+                seed_file: entry.seed_file.clone(),
             })
             .collect()
     }

@@ -66,6 +66,8 @@ fn every_rule_of_every_section_is_checked_at_load_with_line_and_key() {
         ("kdf:\n  protocol: ikm-v2\n", 2, 13, "kdf.protocol", "unknown variant `ikm-v2`"),
         ("services:\n  Core Data: {}\n", 2, 3, "services", "service name \"Core Data\" is not valid"),
         ("services:\n  a:\n    secrets: [\"../b\"]\n", 3, 5, "services.a", "secret name \"../b\" is not valid"),
+        ("services:\n  a:\n    seed_file: edgex/secrets.json\n", 3, 0, "services.a", "seed_file edgex/secrets.json must be an absolute path"),
+        ("services:\n  a:\n    seed_file: /\n", 3, 0, "services.a", "seed_file / must be an absolute path to a file"),
         ("secret_store:\n  kv_mount: \"Sys\"\n", 2, 3, "secret_store.kv_mount", "secret_store.kv_mount: \"Sys\" is not a valid name"),
         ("secret_store:\n  server_cert: relative/cert.pem\n", 2, 0, "secret_store.server_cert", "neither an absolute path"),
         ("token_server:\n  max_connections: -1\n", 2, 0, "token_server.max_connections", "invalid type: integer `-1`"),
