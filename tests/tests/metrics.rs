@@ -260,7 +260,13 @@ fn the_watchdogs_unseal_of_a_restarted_shamir_sealed_openbao_is_counted() {
         .unwrap_or_else(|| panic!("no new OpenBao child:\n{}", boot.log()));
     boot.token_until_ok(Duration::from_secs(60));
 
-    let after = parse(&scrape(&["--unix-socket", admin, "http://admin/metrics"]));
+    // The watchdog counts its unseal once `unseal_from_keystore` returns, which may be a moment after
+    // OpenBao already serves the token that proved it open.
+    let after = edgeseal_tests::poll_until(Duration::from_secs(30), || {
+        let after = parse(&scrape(&["--unix-socket", admin, "http://admin/metrics"]));
+        (value(&after, "edgeseal_watchdog_unseals_total", &[]) >= 1.0).then_some(after)
+    })
+    .unwrap_or_else(|| panic!("the watchdog's unseal was never counted:\n{}", boot.log()));
     assert_eq!(value(&after, "edgeseal_watchdog_unseals_total", &[]), 1.0, "{}", boot.log());
     assert_eq!(value(&after, "edgeseal_store_state", &[("state", "active")]), 1.0);
     let status: Value =

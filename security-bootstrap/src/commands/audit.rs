@@ -33,15 +33,17 @@ pub fn run(args: &AuditArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
     let answer = runtime.block_on(call(&args.socket, Method::GET, &path, None))?;
-    let events = answer["events"].as_array().cloned().unwrap_or_default();
+    let events = answer["events"].as_array().map(Vec::as_slice).unwrap_or_default();
+    // One write per event would be one system call per line on a line-buffered stdout.
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
     if args.json {
-        for event in &events {
+        for event in events {
             writeln!(out, "{event}")?;
         }
-        return Ok(());
+        return Ok(out.flush()?);
     }
     writeln!(out, "{:<27}  {:<16} {:<36} WHAT", "TIME", "SERVICE", "WHO")?;
-    for event in &events {
+    for event in events {
         writeln!(
             out,
             "{:<27}  {:<16} {:<36} {}",

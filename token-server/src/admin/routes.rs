@@ -247,27 +247,37 @@ async fn audit_report(state: &AdminState, request: &Request<Incoming>) -> Respon
     };
     let openbao = state.openbao_audit_log.clone();
     let layout = KvLayout { mount: state.kv_mount.clone(), prefix: state.prefix.clone() };
-    let joined = tokio::task::spawn_blocking(move || -> std::io::Result<Value> {
+    let joined = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
         let mut records = Vec::new();
         let unreadable = crate::audit_log::read(log.path(), |line| records.push(line))?;
-        let report = match &openbao {
-            Some(path) => match std::fs::File::open(path) {
-                Ok(file) => audit::join(records, std::io::BufReader::new(file), &layout, &Query { service, since })?,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    audit::join(records, std::io::empty(), &layout, &Query { service, since })?
-                }
-                Err(e) => return Err(e),
-            },
-            None => audit::join(records, std::io::empty(), &layout, &Query { service, since })?,
+        let query = Query { service, since };
+        let report = match openbao.as_deref().map(std::fs::File::open) {
+            Some(Ok(file)) => audit::join(records, std::io::BufReader::with_capacity(1 << 20, file), &layout, &query)?,
+            Some(Err(e)) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => audit::join(records, std::io::empty(), &layout, &query)?,
         };
-        let mut answer = serde_json::to_value(&report).unwrap_or_default();
-        answer["unreadable_lines"] = json!(report.unreadable_lines + unreadable);
-        answer["sources"] = json!({"edgeseal": log.path(), "openbao": openbao});
-        Ok(answer)
+        #[derive(Serialize)]
+        struct Answer<'a> {
+            events: &'a [audit::Event],
+            unreadable_lines: usize,
+            unattributed_requests: usize,
+            sources: Value,
+        }
+        let answer = Answer {
+            events: &report.events,
+            unreadable_lines: report.unreadable_lines + unreadable,
+            unattributed_requests: report.unattributed_requests,
+            sources: json!({"edgeseal": log.path(), "openbao": openbao}),
+        };
+        serde_json::to_vec(&answer).map_err(std::io::Error::other)
     })
     .await;
     match joined {
-        Ok(Ok(answer)) => json(StatusCode::OK, &answer),
+        Ok(Ok(answer)) => {
+            let mut response = Response::new(Full::new(Bytes::from(answer)));
+            response.headers_mut().insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+            response
+        }
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("reading the audit logs: {e}")),
         Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "reading the audit logs failed"),
     }
