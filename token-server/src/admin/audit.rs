@@ -340,7 +340,8 @@ mod tests {
             bao("2026-11-30T10:00:02Z", "accB", "read", "secret/data/edgeseal/beta/db"),
             // edgeseal's own credential: not a service's.
             bao("2026-11-30T10:00:03Z", "accAdmin", "update", "secret/data/edgeseal/alpha/db"),
-            "{not json but \"type\":\"response\"".into(),
+            // A torn line of a known token's response.
+            r#"{"type":"response","auth":{"accessor":"accA","client_token":"hm"#.into(),
         ]);
         let report = join(edgeseal, openbao, &layout(), &Query::default()).unwrap();
         let kinds: Vec<_> = report.events.iter().map(|e| (e.kind, e.service.as_deref().unwrap())).collect();
