@@ -36,7 +36,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use edgeseal_tests::bench::{bao_version, cpus, loadavg, verdict};
 use edgeseal_tests::device::{service, Device};
-use edgeseal_tests::newest_mtime;
 use edgeseal_tests::openbao::{bao_binary, OpenBao};
 use edgeseal_tests::pki::TestPki;
 use openbao_client::{Client, Token};
@@ -48,7 +47,6 @@ const SERVICES: usize = 20;
 const FILE_TOKENS: usize = 5;
 const TARGET_WARM: Duration = Duration::from_millis(300);
 const TARGET_RATIO: f64 = 10.0;
-const BUILD_HINT: &str = "cargo build --release -p security-bootstrap";
 
 fn main() {
     let bootstrap = bootstrap_binary();
@@ -231,29 +229,8 @@ fn text(output: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
 }
 
-/// The release `security-bootstrap`: `$EDGESEAL_BOOTSTRAP`, else next to this bench's profile dir.
 fn bootstrap_binary() -> PathBuf {
-    let path = match std::env::var_os("EDGESEAL_BOOTSTRAP") {
-        Some(path) => PathBuf::from(path),
-        // target/release/deps/setup-HASH -> target/release/security-bootstrap
-        None => std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("security-bootstrap"),
-    };
-    assert!(
-        path.is_file(),
-        "{} is missing: build it first with `{BUILD_HINT}` (or set EDGESEAL_BOOTSTRAP)",
-        path.display()
-    );
-    // A stale binary would measure old code: compare with the sources it is built from.
-    let built = fs::metadata(&path).and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let newest = ["openbao-client/src", "secretstore-setup/src", "security-bootstrap/src", "kdf-plugins/src"]
-        .iter()
-        .filter_map(|dir| newest_mtime(&root.join(dir)))
-        .max();
-    if newest.is_some_and(|n| n > built) {
-        eprintln!("warning: {} is older than its sources; rebuild with `{BUILD_HINT}`", path.display());
-    }
-    path
+    edgeseal_tests::release::release_binary("security-bootstrap")
 }
 
 fn services(uid_gid: (u32, u32)) -> Vec<ServiceSetup> {

@@ -42,7 +42,6 @@ use std::time::{Duration, Instant, SystemTime};
 use edgeseal_tests::bench::{bao_version, cpus, loadavg, verdict};
 use edgeseal_tests::device::{service, Device, DEVICE_IKM};
 use edgeseal_tests::docker::{Docker, RunSpec};
-use edgeseal_tests::newest_mtime;
 use edgeseal_tests::openbao::{bao_binary, OpenBao};
 use edgeseal_tests::pki::TestPki;
 use edgeseal_tests::process::ChildGuard;
@@ -55,7 +54,6 @@ use security_bootstrap::config::ServiceName;
 use serde_json::{json, Map, Value};
 use token_server::config::{DockerSelector, ServerConfig};
 
-const BUILD_HINT: &str = "cargo build --release --locked -p security-bootstrap";
 /// (a) p50 at most this many times (d) p50.
 const TARGET_A_RATIO: f64 = 1.3;
 /// (b) with 8 clients: at least this many fetches per second …
@@ -846,34 +844,6 @@ fn tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// The release `security-bootstrap`: `$EDGESEAL_BOOTSTRAP`, else next to this bench's profile dir.
 fn bootstrap_binary() -> PathBuf {
-    let path = match std::env::var_os("EDGESEAL_BOOTSTRAP") {
-        Some(path) => PathBuf::from(path),
-        // target/release/deps/tokens-HASH -> target/release/security-bootstrap
-        None => std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("security-bootstrap"),
-    };
-    assert!(
-        path.is_file(),
-        "{} is missing: build it first with `{BUILD_HINT}` (or set EDGESEAL_BOOTSTRAP)",
-        path.display()
-    );
-    // A stale binary would measure old code: compare with the sources it is built from.
-    let built = fs::metadata(&path).and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let newest = [
-        "token-server/src",
-        "openbao-client/src",
-        "secretstore-setup/src",
-        "security-bootstrap/src",
-        "kdf-plugins/src",
-        "pki-init/src",
-    ]
-    .iter()
-    .filter_map(|dir| newest_mtime(&root.join(dir)))
-    .max();
-    if newest.is_some_and(|n| n > built) {
-        eprintln!("warning: {} is older than its sources; rebuild with `{BUILD_HINT}`", path.display());
-    }
-    path
+    edgeseal_tests::release::release_binary("security-bootstrap")
 }

@@ -32,18 +32,25 @@ pub fn release_dir() -> PathBuf {
     target.join("release")
 }
 
-/// The release binary `name`, warning when it is older than its sources.
+/// The release binary `name` (`security-bootstrap` may be given by `$EDGESEAL_BOOTSTRAP`), warning
+/// when it is older than its sources: a stale binary would measure old code.
 pub fn release_binary(name: &str) -> PathBuf {
-    let path = release_dir().join(name);
+    let given = (name == "security-bootstrap").then(|| std::env::var_os("EDGESEAL_BOOTSTRAP")).flatten();
+    let path = given.map_or_else(|| release_dir().join(name), PathBuf::from);
     assert!(path.is_file(), "{} is missing: run `{BUILD_HINT}` (make bench does)", path.display());
-    // A stale binary would measure old code: compare with the sources it is built from.
     let built = fs::metadata(&path).and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let newest =
-        ["token-server/src", "openbao-client/src", "secretstore-setup/src", "security-bootstrap/src", "pki-init/src"]
-            .iter()
-            .filter_map(|dir| newest_mtime(&root.join(dir)))
-            .max();
+    let newest = [
+        "token-server/src",
+        "openbao-client/src",
+        "secretstore-setup/src",
+        "security-bootstrap/src",
+        "kdf-plugins/src",
+        "pki-init/src",
+    ]
+    .iter()
+    .filter_map(|dir| newest_mtime(&root.join(dir)))
+    .max();
     if newest.is_some_and(|n| n > built) {
         eprintln!("warning: {} is older than its sources; rebuild with `{BUILD_HINT}`", path.display());
     }
