@@ -97,6 +97,30 @@ impl Seed {
         self.data.iter().map(|k| (k.key.clone(), Value::String(k.value.expose().to_string()))).collect()
     }
 
+    /// A marker of this seed (this file, this name, these keys and values) keyed by the device's KEK:
+    /// stored with the secret once imported, it tells a later run that this exact seed was imported
+    /// already, whatever happened to the secret since (an admin's new version is never overwritten by
+    /// a file that could not be scrubbed). Without the KEK it reveals nothing about the values.
+    pub fn marker(&self, file: &Path, kek: &kdf_plugins::Kek) -> String {
+        let mut info = zeroize::Zeroizing::new(Vec::new());
+        for part in [file.as_os_str().as_encoded_bytes(), self.name.as_bytes()] {
+            info.extend_from_slice(part);
+            info.push(0);
+        }
+        let mut keys: Vec<&SeedKey> = self.data.iter().collect();
+        keys.sort_by(|a, b| a.key.cmp(&b.key));
+        for key in keys {
+            for part in [key.key.as_bytes(), key.value.expose().as_bytes()] {
+                info.extend_from_slice(&(part.len() as u64).to_be_bytes());
+                info.extend_from_slice(part);
+            }
+        }
+        let mut out = [0u8; 16];
+        // 16 bytes is a valid HKDF-SHA256 output length: this cannot fail.
+        let _ = kdf_plugins::kek::hkdf_sha256(kek.expose(), b"edgeseal seed marker v1", &info, &mut out);
+        hex::encode(out)
+    }
+
     /// Whether `current` (a secret's data in the store) holds exactly this seed's keys and values:
     /// then importing it again would only add an identical version.
     pub fn matches(&self, current: &Map<String, Value>) -> bool {

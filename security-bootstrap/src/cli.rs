@@ -299,6 +299,9 @@ pub struct AuditArgs {
     /// Only events of the last DURATION (e.g. 30m, 1h, 7d).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub since: Option<std::time::Duration>,
+    /// Only the newest N events.
+    #[arg(long, value_name = "N", default_value_t = token_server::admin::routes::AUDIT_DEFAULT_LIMIT)]
+    pub limit: usize,
     /// One JSON object per event, one per line, instead of a table.
     #[arg(long)]
     pub json: bool,

@@ -95,7 +95,9 @@ fn an_operator_sets_updates_reads_by_version_and_removes_a_secret_that_the_servi
     let audit = fs::read_to_string(boot.audit_log()).unwrap();
     let revoked = audit.lines().any(|line| {
         let entry: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
-        entry["type"] == "request"
+        // The response of a revoke-self that succeeded (a failed one carries an error).
+        entry["type"] == "response"
+            && entry["error"].as_str().is_none_or(str::is_empty)
             && entry["request"]["path"] == "auth/token/revoke-self"
             && entry["auth"]["policies"].as_array().is_some_and(|p| p.iter().any(|p| p == "edgeseal-admin"))
     });
@@ -292,7 +294,8 @@ fn the_standalone_token_server_serves_the_admin_socket_of_a_store_setup_configur
     let revoked_by = |policy: &str| {
         audit.lines().skip(setup_lines).any(|line| {
             let entry: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
-            entry["type"] == "request"
+            entry["type"] == "response"
+                && entry["error"].as_str().is_none_or(str::is_empty)
                 && entry["request"]["path"] == "auth/token/revoke-self"
                 && entry["auth"]["policies"].as_array().is_some_and(|p| p.iter().any(|p| p == policy))
         })

@@ -169,12 +169,14 @@ fn metrics_count_the_tokens_issued_and_denied_and_carry_no_token_accessor_or_val
         assert!(!text.contains(&greeting), "the generated secret's value is in the metrics");
     }
 
-    // metrics.listen serves nothing else.
-    let other = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &format!("http://{listen}/v1/status")])
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&other.stdout), "404");
+    // metrics.listen serves nothing else: no status, no audit, no secret.
+    for path in ["/v1/status", "/v1/audit", "/v1/secrets/demo/greeting", "/v1/secrets"] {
+        let other = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &format!("http://{listen}{path}")])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&other.stdout), "404", "{path}");
+    }
 }
 
 #[test]

@@ -223,13 +223,49 @@ fn a_seed_file_that_cannot_be_rewritten_is_imported_and_reported_as_still_holdin
         "{problem}"
     );
     assert!(!log.contains(PASSWORD) && !log.contains(TOKEN), "no value in the log");
+    // The admin replaces the seeded credentials (say they leaked) while the file still holds them.
+    let replaced = json!({"username": USER, "password": "rotated-after-leak-77c1"});
+    stdout(&boot.secrets(&["set", "demo/credentials", "--json"], replaced.to_string().as_bytes()));
     run.stop(Signal::SIGTERM, Duration::from_secs(30));
 
-    // Made writable again: the next run scrubs it without writing a second version.
+    // A reboot with the file still unscrubbed does not bring the old value back.
+    let mut run = boot.start();
+    let token = boot.token_until_ok(Duration::from_secs(10));
+    assert_eq!(boot.read(&token, "credentials"), Some(replaced.clone()), "the admin's version stands");
+    run.stop(Signal::SIGTERM, Duration::from_secs(30));
+
+    // Made writable again: the next run scrubs it without writing another version.
     drop(immutable);
     let _run = boot.start();
     assert_scrubbed(&path);
-    assert_eq!(history(&boot, "credentials"), [(1, format!("seeded from {}", path.display()))]);
+    let seeded = format!("seeded from {}", path.display());
+    assert_eq!(history(&boot, "credentials"), [(1, seeded), (2, "set by uid 0".to_string())]);
+    let token = boot.token_until_ok(Duration::from_secs(10));
+    assert_eq!(boot.read(&token, "credentials"), Some(replaced));
+}
+
+#[test]
+fn a_seed_file_that_is_a_symlink_or_a_fifo_is_refused_and_the_boot_goes_on() {
+    // A symbolic link to another service's seed file would import its values into this service's
+    // folder; a FIFO would block setup on open for ever.
+    let mut boot = Boot::new();
+    let elsewhere = seed_file(&boot);
+    let link = boot.device.path().join("link.json");
+    std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+    boot.set_seed_file(Some(link.clone()));
+    let mut run = boot.start();
+    let token = boot.token_until_ok(Duration::from_secs(10));
+    assert_eq!(boot.read(&token, "credentials"), None, "nothing imported through the link");
+    let log = boot.log();
+    assert!(log.contains("is a symbolic link"), "{log}");
+    assert!(fs::read_to_string(&elsewhere).unwrap().contains(PASSWORD), "the target is left as it was");
+    run.stop(Signal::SIGTERM, Duration::from_secs(30));
+
+    let fifo = boot.device.path().join("fifo.json");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    boot.set_seed_file(Some(fifo));
+    let _run = boot.start();
+    assert!(boot.log().contains("is not a regular file"), "{}", boot.log());
 }
 
 #[test]

@@ -6,7 +6,9 @@
 //! - A line never holds a value or a token. It holds the accessor of an issued token (the key of the
 //!   join; OpenBao's audit device logs accessors in clear too), who asked (pid, uid, container) and
 //!   what happened.
-//! - The file is created 0600, opened with `O_APPEND | O_NOFOLLOW`, and each record is one `write`.
+//! - The file is created 0600, opened with `O_APPEND | O_NOFOLLOW`, and each record is one `write`,
+//!   made by a thread of the log's own (the token path never waits for the disk). A line torn by a
+//!   crash is ended before the next record.
 //!   At `max_size` it is renamed to `<file>.1` (replacing an older one) and a new file is started:
 //!   the log holds between one and two `max_size` of history.
 //! - A record that cannot be written is reported in edgeseal's log (warn) and does not stop the
@@ -14,8 +16,11 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::fs::FileExt as _;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
@@ -53,8 +58,11 @@ impl AuditConfig {
                 return Err(format!("{key} {} must be an absolute path", path.display()));
             }
         }
-        if self.max_size < 64 * 1024 {
-            return Err(format!("max_size {} is too small: give at least 65536 (bytes)", self.max_size));
+        if !(64 * 1024..=1024 * 1024 * 1024).contains(&self.max_size) {
+            return Err(format!(
+                "max_size {} is out of range: give 65536 to 1073741824 (bytes; two of it are kept)",
+                self.max_size
+            ));
         }
         Ok(())
     }
@@ -98,6 +106,9 @@ pub enum Record {
         /// The admin's pid.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pid: Option<i32>,
+        /// The admin's executable.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exe: Option<String>,
         /// `set`, `get`, `rotate`, `rm`, `destroy`.
         action: String,
         /// The secret's service.
@@ -120,12 +131,25 @@ pub struct Line {
     pub record: Record,
 }
 
-/// The open log.
+/// The log. Records are written by a thread of its own: the token path never waits for the disk
+/// (an SD card that stalls delays the log, not the services). Up to [`QUEUED`] records wait for it;
+/// beyond that, records are dropped and counted (and the count logged).
 #[derive(Debug)]
 pub struct AuditLog {
     path: PathBuf,
+    queue: Mutex<Option<SyncSender<Message>>>,
     max_size: u64,
-    file: Mutex<Option<Open>>,
+    dropped: AtomicU64,
+}
+
+/// Records that may wait for the writer thread.
+pub const QUEUED: usize = 4096;
+
+#[derive(Debug)]
+enum Message {
+    Line(Vec<u8>),
+    /// Answered once every record sent before it is written.
+    Flush(SyncSender<()>),
 }
 
 #[derive(Debug)]
@@ -135,9 +159,9 @@ struct Open {
 }
 
 impl AuditLog {
-    /// A log at `path`, rotated at `max_size`. Opened at the first record.
+    /// A log at `path`, rotated at `max_size`. The file is opened at the first record.
     pub fn new(path: PathBuf, max_size: u64) -> Self {
-        Self { path, max_size, file: Mutex::new(None) }
+        Self { path, queue: Mutex::new(None), max_size, dropped: AtomicU64::new(0) }
     }
 
     /// Where it is written.
@@ -145,25 +169,79 @@ impl AuditLog {
         &self.path
     }
 
-    /// Appends `record`, stamped now. Failures are logged, never returned (see the module docs).
+    /// Queues `record`, stamped now, for the writer. Failures are logged, never returned (see the
+    /// module docs).
     pub fn record(&self, record: Record) {
         let line = Line { time: humantime::format_rfc3339_micros(SystemTime::now()).to_string(), record };
         let Ok(mut text) = serde_json::to_vec(&line) else { return };
         text.push(b'\n');
-        if let Err(e) = self.append(&text) {
-            tracing::warn!(file = %self.path.display(), error = %e, "writing edgeseal's audit log failed");
+        if let Err(e) = self.send(Message::Line(text)) {
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if dropped.is_power_of_two() {
+                tracing::warn!(file = %self.path.display(), dropped, error = %e, "edgeseal's audit log is not keeping up: records dropped");
+            }
         }
     }
 
-    fn append(&self, text: &[u8]) -> io::Result<()> {
-        let mut guard = self.file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if guard.as_ref().is_some_and(|open| open.size > 0 && open.size + text.len() as u64 > self.max_size) {
-            *guard = None;
+    /// Waits until every record queued so far is written (or the writer has gone).
+    pub fn flush(&self) {
+        let (done, wait) = sync_channel(1);
+        if self.send(Message::Flush(done)).is_ok() {
+            let _ = wait.recv();
+        }
+    }
+
+    fn send(&self, message: Message) -> io::Result<()> {
+        let mut queue = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if queue.is_none() {
+            let (sender, receiver) = sync_channel(QUEUED);
+            let writer = Writer { path: self.path.clone(), max_size: self.max_size, open: None };
+            std::thread::Builder::new().name("audit-log".into()).spawn(move || writer.run(receiver))?;
+            *queue = Some(sender);
+        }
+        let sender = queue.as_ref().ok_or_else(|| io::Error::other("no writer"))?;
+        match message {
+            // A flush waits its turn; a record never waits.
+            Message::Flush(_) => sender.send(message).map_err(|_| io::Error::other("the writer has stopped")),
+            Message::Line(_) => sender.try_send(message).map_err(|e| match e {
+                TrySendError::Full(_) => io::Error::other("the queue is full"),
+                TrySendError::Disconnected(_) => io::Error::other("the writer has stopped"),
+            }),
+        }
+    }
+}
+
+/// The writer thread's end: the open file and its rotation.
+struct Writer {
+    path: PathBuf,
+    max_size: u64,
+    open: Option<Open>,
+}
+
+impl Writer {
+    fn run(mut self, queue: Receiver<Message>) {
+        for message in queue {
+            match message {
+                Message::Line(text) => {
+                    if let Err(e) = self.append(&text) {
+                        tracing::warn!(file = %self.path.display(), error = %e, "writing edgeseal's audit log failed");
+                    }
+                }
+                Message::Flush(done) => {
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+
+    fn append(&mut self, text: &[u8]) -> io::Result<()> {
+        if self.open.as_ref().is_some_and(|open| open.size > 0 && open.size + text.len() as u64 > self.max_size) {
+            self.open = None;
             std::fs::rename(&self.path, rotated(&self.path))?;
         }
-        let open = match guard.as_mut() {
+        let open = match self.open.as_mut() {
             Some(open) => open,
-            None => guard.insert(open_append(&self.path)?),
+            None => self.open.insert(open_append(&self.path)?),
         };
         open.file.write_all(text)?;
         open.size += text.len() as u64;
@@ -179,13 +257,23 @@ pub fn rotated(path: &Path) -> PathBuf {
 }
 
 fn open_append(path: &Path) -> io::Result<Open> {
-    let file = OpenOptions::new()
+    let mut file = OpenOptions::new()
+        .read(true)
         .append(true)
         .create(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)?;
-    let size = file.metadata()?.len();
+    let mut size = file.metadata()?.len();
+    // A record torn by a crash would swallow the next one: end it first.
+    if size > 0 {
+        let mut last = [0u8];
+        file.read_exact_at(&mut last, size - 1)?;
+        if last[0] != b'\n' {
+            file.write_all(b"\n")?;
+            size += 1;
+        }
+    }
     Ok(Open { file, size })
 }
 
@@ -233,6 +321,7 @@ mod tests {
         let admin = Record::Admin {
             uid: 0,
             pid: Some(7),
+            exe: Some("/usr/bin/security-bootstrap".into()),
             action: "set".into(),
             service: "alpha".into(),
             name: "db".into(),
@@ -240,6 +329,7 @@ mod tests {
         };
         log.record(issued(1));
         log.record(admin.clone());
+        log.flush();
         let mut got = Vec::new();
         assert_eq!(read(log.path(), |line| got.push(line.record)).unwrap(), 0);
         assert_eq!(got.len(), 2);
@@ -259,6 +349,7 @@ mod tests {
         for n in 0..40 {
             log.record(issued(n));
         }
+        log.flush();
         assert!(rotated(log.path()).exists());
         assert!(std::fs::metadata(log.path()).unwrap().len() <= 1000);
         let mut accessors = Vec::new();
@@ -281,15 +372,25 @@ mod tests {
         let path = dir.path().join("audit.log");
         let log = AuditLog::new(path.clone(), DEFAULT_MAX_SIZE);
         log.record(issued(1));
+        log.flush();
         std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"{\"time\":\"20").unwrap();
         let mut n = 0;
         assert_eq!(read(&path, |_| n += 1).unwrap(), 1);
         assert_eq!(n, 1);
+        // The next start ends the torn line before its first record: only the torn one is lost.
+        let again = AuditLog::new(path.clone(), DEFAULT_MAX_SIZE);
+        again.record(issued(2));
+        again.flush();
+        let mut n = 0;
+        assert_eq!(read(&path, |_| n += 1).unwrap(), 1);
+        assert_eq!(n, 2);
 
         let target = dir.path().join("elsewhere");
         let link = dir.path().join("link.log");
         std::os::unix::fs::symlink(&target, &link).unwrap();
-        AuditLog::new(link, DEFAULT_MAX_SIZE).record(issued(2));
+        let linked = AuditLog::new(link, DEFAULT_MAX_SIZE);
+        linked.record(issued(2));
+        linked.flush();
         assert!(!target.exists());
     }
 

@@ -361,9 +361,9 @@ mod tests {
 
     #[test]
     fn labels_carry_names_and_closed_sets_never_a_value_token_or_accessor() {
+        // The API takes names and closed sets only (no token, accessor or value can be handed to it);
+        // what it renders is checked against those sets.
         let t = Telemetry::new();
-        // What a request handler has at hand besides the names: none of it may reach the text.
-        let (token, accessor, value) = ("s.Xq9TOKENw0rd", "acc-7hFzACCESSOR", "hunter2-VALUE");
         t.issued("demo", Attestation::unix);
         t.denied(None, DenyReason::rate_limited);
         t.denied(Some("demo"), DenyReason::store_unavailable);
@@ -371,9 +371,6 @@ mod tests {
         t.set_certificates(&[("root CA".into(), 1), ("openbao".into(), 2)]);
         t.set_secret_versions(&[("demo".into(), "greeting".into(), 1)]);
         let text = t.render();
-        for secret in [token, accessor, value] {
-            assert!(!text.contains(secret), "{secret} in\n{text}");
-        }
         let allowed_keys = ["service", "attestation", "reason", "state", "cert", "name", "le"];
         let reasons = DenyReason::ALL.map(|r| format!("{r:?}"));
         let states = StoreState::ALL.map(|s| format!("{s:?}"));

@@ -241,12 +241,30 @@ impl Client {
         version: u64,
         what: &str,
     ) -> Result<(), Error> {
+        self.kv_record_source_with(token, mount, path, version, what, &[]).await
+    }
+
+    /// [`Client::kv_record_source`], also setting the custom metadata keys `extra` (other than
+    /// `v<N>`) in the same write. Keys that are not `v<N>` are kept.
+    pub async fn kv_record_source_with(
+        &self,
+        token: &Token,
+        mount: &str,
+        path: &str,
+        version: u64,
+        what: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<(), Error> {
         let current = self.kv_metadata(token, mount, path).await?;
         let mut custom = current.and_then(|m| m.custom_metadata).unwrap_or_default();
-        custom.retain(|key, _| {
-            key.strip_prefix('v').and_then(|n| n.parse::<u64>().ok()).is_some_and(|n| n + PROVENANCE_KEPT > version)
+        custom.retain(|key, _| match key.strip_prefix('v').and_then(|n| n.parse::<u64>().ok()) {
+            Some(n) => n + PROVENANCE_KEPT > version,
+            None => true,
         });
         custom.insert(provenance_key(version), Value::String(what.to_string()));
+        for (key, value) in extra {
+            custom.insert((*key).to_string(), Value::String((*value).to_string()));
+        }
         self.kv_set_custom_metadata(token, mount, path, &custom).await
     }
 

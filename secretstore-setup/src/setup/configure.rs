@@ -66,7 +66,7 @@ pub async fn converge(
     }
     converge_services(setup, client, token, report).await?;
     crash::point("after-services");
-    super::seed_files::import(setup, client, token, report).await?;
+    super::seed_files::import(setup, client, token, kek, report).await?;
     ensure_secrets(setup, client, token, report).await?;
     crash::point("after-secrets");
     let issuer = ensure_issuer(client, token, store, kek, report).await?;

@@ -368,16 +368,18 @@ impl Setup {
             let client = self.tcp_client_as(Some(&identity))?;
             let token = crate::seal::boot::login(&client, self.store.wait_timeout, || false).await?;
             let admin = configure::admin_token(&client, &token).await;
-            client.revoke_self(&token).await.doing(|| "revoking the login token".into())?;
-            return admin;
+            let revoked = client.revoke_self(&token).await.doing(|| "revoking the login token".into());
+            return keep_if_revoked(&client, admin, revoked).await;
         }
         let client = self.client()?;
         unseal::wait_for_openbao(&client, self.store.wait_timeout).await?;
         let root = root::obtain(self, &client, &store, &keystore).await?;
         let admin = configure::admin_token(&client, &root.token).await;
-        client.revoke_self(&root.token).await.doing(|| "revoking this run's root token".into())?;
-        root::forget_pending(&store);
-        admin
+        let revoked = client.revoke_self(&root.token).await.doing(|| "revoking this run's root token".into());
+        if revoked.is_ok() {
+            root::forget_pending(&store);
+        }
+        keep_if_revoked(&client, admin, revoked).await
     }
 
     async fn converge(&self, admin: bool) -> Result<(Report, Option<Token>), SetupError> {
@@ -465,4 +467,23 @@ impl Setup {
 pub(crate) fn file_kek(store: &KeystoreDir, file: &KeystoreFile, ikm: &Ikm) -> Result<Kek, SetupError> {
     derive_file_kek(file, ikm)
         .map_err(|reason| SetupError::Keystore(KeystoreError::Corrupt { path: store.path().to_path_buf(), reason }))
+}
+
+/// The admin credential made with a privileged token, if that token was revoked; otherwise the
+/// credential is revoked too and the failure returned (nothing privileged outlives an error).
+async fn keep_if_revoked(
+    client: &Client,
+    admin: Result<Token, SetupError>,
+    revoked: Result<(), SetupError>,
+) -> Result<Token, SetupError> {
+    match (admin, revoked) {
+        (Ok(admin), Ok(())) => Ok(admin),
+        (Ok(admin), Err(e)) => {
+            if let Err(again) = client.revoke_self(&admin).await {
+                tracing::warn!(error = %again, "revoking the admin credential failed; it expires within its period");
+            }
+            Err(e)
+        }
+        (Err(e), _) => Err(e),
+    }
 }

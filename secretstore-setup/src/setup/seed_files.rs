@@ -19,10 +19,11 @@
 //! next run completes the import from the same, still unscrubbed, file.
 
 use std::io::Read as _;
-use std::os::unix::fs::MetadataExt as _;
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+use std::path::Path;
 
-use openbao_client::api::kv::{provenance_key, Written};
+use kdf_plugins::Kek;
+use openbao_client::api::kv::Written;
 use openbao_client::{Client, Token};
 use zeroize::Zeroizing;
 
@@ -32,11 +33,20 @@ use crate::config::ServiceSetup;
 use crate::crash;
 use crate::seed::{SecretsFile, Seed, MAX_FILE_LEN};
 
+/// The custom metadata key of a secret imported from a seed file: [`Seed::marker`].
+const SEED_MARKER: &str = "seed";
+
 /// Imports and scrubs every configured seed file (see the module documentation).
-pub async fn import(setup: &Setup, client: &Client, token: &Token, report: &mut Report) -> Result<(), SetupError> {
+pub async fn import(
+    setup: &Setup,
+    client: &Client,
+    token: &Token,
+    kek: &Kek,
+    report: &mut Report,
+) -> Result<(), SetupError> {
     for service in &setup.services {
         let Some(path) = &service.seed_file else { continue };
-        let (real, file) = match read(path) {
+        let file = match read(path) {
             Ok(read) => read,
             Err(problem) => {
                 report.problems.push(format!(
@@ -47,13 +57,13 @@ pub async fn import(setup: &Setup, client: &Client, token: &Token, report: &mut 
             }
         };
         for seed in file.pending() {
-            import_one(setup, client, token, service, path, seed, report).await?;
+            import_one(setup, client, token, kek, service, path, seed, report).await?;
         }
         if !file.needs_scrub() {
             continue;
         }
         crash::point("before-seed-scrub");
-        match scrub(&real, &file) {
+        match scrub(path, &file) {
             Ok(()) => report.changes.push(format!("seed file {} scrubbed (entries imported, values removed)", path.display())),
             Err(e) => report.problems.push(format!(
                 "the values of seed file {} (service {}) are in the store, but the file could not be rewritten without them ({e}): it still holds them in clear. Make it writable (a writable mount, chattr -i) so that the next setup scrubs it, or delete it",
@@ -65,30 +75,44 @@ pub async fn import(setup: &Setup, client: &Client, token: &Token, report: &mut 
     Ok(())
 }
 
-/// Reads and checks the file. Returns the path it resolves to (a symlink is followed: the file that
-/// holds the values is the one scrubbed) and its seeds, or a problem naming the configured path.
-fn read(path: &Path) -> Result<(PathBuf, SecretsFile), String> {
+/// Reads and checks the file, or says why not (naming the configured path). The path must name a
+/// regular file itself, with one link: not a symbolic link (another service's seed file would be
+/// imported into this service's folder, and scrubbed), not a FIFO or a device (which would stop
+/// setup, and every service's boot, on an open that never returns).
+fn read(path: &Path) -> Result<SecretsFile, String> {
     let shown = path.display();
-    let real = std::fs::canonicalize(path).map_err(|e| format!("seed file {shown} cannot be read: {e}"))?;
-    let handle = std::fs::File::open(&real).map_err(|e| format!("seed file {shown} cannot be read: {e}"))?;
-    let meta = handle.metadata().map_err(|e| format!("seed file {shown} cannot be read: {e}"))?;
+    let unreadable = |e: std::io::Error| format!("seed file {shown} cannot be read: {e}");
+    if std::fs::symlink_metadata(path).map_err(unreadable)?.file_type().is_symlink() {
+        return Err(format!("seed file {shown} is a symbolic link: name the file itself"));
+    }
+    let handle = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(unreadable)?;
+    let meta = handle.metadata().map_err(unreadable)?;
     if !meta.is_file() {
         return Err(format!("seed file {shown} is not a regular file"));
     }
+    if meta.nlink() != 1 {
+        return Err(format!("seed file {shown} has {} hard links: give each service a file of its own", meta.nlink()));
+    }
     let mut bytes = Zeroizing::new(Vec::new());
-    handle
-        .take(MAX_FILE_LEN as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("seed file {shown} cannot be read: {e}"))?;
-    let file = SecretsFile::parse(path, &bytes).map_err(|e| e.to_string())?;
-    Ok((real, file))
+    handle.take(MAX_FILE_LEN as u64 + 1).read_to_end(&mut bytes).map_err(unreadable)?;
+    SecretsFile::parse(path, &bytes).map_err(|e| e.to_string())
 }
 
-/// Writes one seed unless the store already holds it, and records where the version came from.
+/// Imports one seed, once: a seed whose marker (see [`Seed::marker`]) the secret carries was
+/// imported by an earlier run and is never written again, even if the secret changed since (an
+/// admin's version is not overwritten by a file that could not be scrubbed). Otherwise it is written
+/// unless the secret's current version already holds exactly it (a run killed between its write and
+/// its marker), and the version gets its provenance and the marker in one metadata write.
+#[allow(clippy::too_many_arguments)]
 async fn import_one(
     setup: &Setup,
     client: &Client,
     token: &Token,
+    kek: &Kek,
     service: &ServiceSetup,
     file: &Path,
     seed: &Seed,
@@ -96,22 +120,20 @@ async fn import_one(
 ) -> Result<(), SetupError> {
     let mount = &setup.store.kv_mount;
     let kv_path = secret_path(setup, &service.name, &seed.name);
+    let marker = seed.marker(file, kek);
+    let metadata =
+        client.kv_metadata(token, mount, &kv_path).await.doing(|| format!("reading metadata of {kv_path}"))?;
+    let imported = metadata
+        .and_then(|m| m.custom_metadata)
+        .and_then(|custom| custom.get(SEED_MARKER).and_then(|v| v.as_str()).map(|v| v == marker))
+        .unwrap_or(false);
+    if imported {
+        return Ok(());
+    }
     let current =
         client.kv_read_version(token, mount, &kv_path, None).await.doing(|| format!("reading secret {kv_path}"))?;
-    let source = format!("seeded from {}", file.display());
     let version = match current {
-        Some(current) if seed.matches(&current.data) => {
-            // Imported by a run that died before the scrub: record the provenance if it did not.
-            let metadata =
-                client.kv_metadata(token, mount, &kv_path).await.doing(|| format!("reading metadata of {kv_path}"))?;
-            let recorded = metadata
-                .and_then(|m| m.custom_metadata)
-                .is_some_and(|custom| custom.contains_key(&provenance_key(current.version)));
-            if recorded {
-                return Ok(());
-            }
-            current.version
-        }
+        Some(current) if seed.matches(&current.data) => current.version,
         _ => match client
             .kv_write(token, mount, &kv_path, &seed.kv_data(), None)
             .await
@@ -130,19 +152,34 @@ async fn import_one(
             }
         },
     };
+    let source = format!("seeded from {}", file.display());
     client
-        .kv_record_source(token, mount, &kv_path, version, &source)
+        .kv_record_source_with(token, mount, &kv_path, version, &source, &[(SEED_MARKER, &marker)])
         .await
         .doing(|| format!("recording the provenance of {kv_path}"))
 }
 
-/// Rewrites the file scrubbed, atomically and durably, keeping its mode and owner.
-fn scrub(real: &Path, file: &SecretsFile) -> Result<(), durable_file::Error> {
-    let meta = std::fs::metadata(real).map_err(|source| durable_file::Error {
-        op: "reading the mode and owner of",
-        path: real.to_path_buf(),
-        source,
-    })?;
+/// Rewrites the file scrubbed, atomically and durably, keeping its mode and owner. A file that is a
+/// mount point of its own (Docker's `-v file:file`) cannot be renamed over (EBUSY): it is then
+/// rewritten in place (truncated, written, fsynced). Either way it never holds a value afterwards:
+/// a crash midway leaves a scrubbed prefix, which the next run reports as malformed.
+fn scrub(path: &Path, file: &SecretsFile) -> Result<(), durable_file::Error> {
+    let error = |op, source| durable_file::Error { op, path: path.to_path_buf(), source };
+    let meta = std::fs::symlink_metadata(path).map_err(|e| error("reading the mode and owner of", e))?;
     let options = durable_file::Options::with_mode(meta.mode()).owner(meta.uid(), meta.gid());
-    durable_file::write(real, &file.scrubbed(), &options).map(|_| ())
+    let scrubbed = file.scrubbed();
+    match durable_file::write(path, &scrubbed, &options) {
+        Err(e) if e.source.raw_os_error() == Some(libc::EBUSY) => {
+            use std::io::Write as _;
+            let mut handle = std::fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(path)
+                .map_err(|e| error("opening to rewrite in place", e))?;
+            handle.write_all(&scrubbed).map_err(|e| error("rewriting in place", e))?;
+            handle.sync_all().map_err(|e| error("syncing", e))
+        }
+        outcome => outcome.map(|_| ()),
+    }
 }

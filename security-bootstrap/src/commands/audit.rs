@@ -29,7 +29,8 @@ pub fn run(args: &AuditArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     if let Some(since) = args.since {
         query.push(format!("since={}", since.as_secs().max(1)));
     }
-    let path = if query.is_empty() { "/v1/audit".to_string() } else { format!("/v1/audit?{}", query.join("&")) };
+    query.push(format!("limit={}", args.limit));
+    let path = format!("/v1/audit?{}", query.join("&"));
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
     let answer = runtime.block_on(call(&args.socket, Method::GET, &path, None))?;
@@ -47,10 +48,10 @@ pub fn run(args: &AuditArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         writeln!(
             out,
             "{:<27}  {:<16} {:<36} {}",
-            event["time"].as_str().unwrap_or_default(),
-            event["service"].as_str().unwrap_or("-"),
-            who(event),
-            what(event)
+            printable(event["time"].as_str().unwrap_or_default()),
+            printable(event["service"].as_str().unwrap_or("-")),
+            printable(&who(event)),
+            printable(&what(event))
         )?;
     }
     if answer["sources"]["openbao"].is_null() {
@@ -59,10 +60,19 @@ pub fn run(args: &AuditArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             "note: OpenBao's audit log is not known (external store without audit.openbao_log): only tokens issued and admin actions are listed"
         )?;
     }
+    if let Some(n) = answer["omitted"].as_u64().filter(|n| *n > 0) {
+        writeln!(out, "note: {n} older events left out (--limit {})", args.limit)?;
+    }
     if let Some(n) = answer["unreadable_lines"].as_u64().filter(|n| *n > 0) {
         writeln!(out, "note: {n} lines of the audit logs were not records and were skipped")?;
     }
     Ok(())
+}
+
+/// `text` with control characters (a terminal's escape sequences) shown as `\u{…}` escapes: paths
+/// and OpenBao's errors come from what a service asked, container names from Docker.
+fn printable(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { c.escape_unicode().to_string() } else { c.to_string() }).collect()
 }
 
 /// The process or container a service's token went to, or the admin.
@@ -93,5 +103,17 @@ fn what(event: &Value) -> String {
             Some(secret) => format!("{} {secret}{version}{outcome}", text("operation")),
             None => format!("{} {}{outcome}", text("operation"), text("path")),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_shows_no_control_character_a_service_or_docker_chose() {
+        assert_eq!(printable("secret/data/a\u{1b}[2Jb"), "secret/data/a\\u{1b}[2Jb");
+        assert_eq!(printable("line\nbreak"), "line\\u{a}break");
+        assert_eq!(printable("démo/mqtt-password v1"), "démo/mqtt-password v1");
     }
 }

@@ -202,10 +202,19 @@ async fn serve<F: std::future::Future<Output = ()> + Send + 'static>(
     stopped: impl Fn(watch::Receiver<bool>) -> F,
 ) -> anyhow::Result<()> {
     let audit_log = token_server::audit_log(config);
-    let server = token_server::server(config, setup, Some(audit_log.clone())).await?;
-    // Bound before readiness is announced: from here on clients can connect (they queue in the kernel).
-    let listener = server.bind()?;
-    let client = setup.client()?;
+    let started = async {
+        let server = token_server::server(config, setup, Some(audit_log.clone())).await?;
+        // Bound before readiness is announced: from here on clients can connect (they queue in the kernel).
+        let listener = server.bind()?;
+        anyhow::Ok((server, listener, setup.client()?))
+    };
+    let (server, listener, client) = match started.await {
+        Ok(started) => started,
+        Err(e) => {
+            token_server::revoke_quietly(setup, &admin).await;
+            return Err(e);
+        }
+    };
     let watchdog_setup = setup.clone();
     let watchdog_stop = stopped(stop_rx.clone());
     let telemetry = server.state().telemetry.clone();
@@ -213,8 +222,8 @@ async fn serve<F: std::future::Future<Output = ()> + Send + 'static>(
     let watchdog = tokio::spawn(async move {
         secretstore_setup::watchdog::run_counting(&watchdog_setup, &client, watchdog_stop, &unsealed).await;
     });
-    let admin = token_server::admin_server(config, setup, admin, audit_log, telemetry)?;
-    let admin = token_server::serve_admin(config, admin, || stopped(stop_rx.clone())).await?;
+    let admin =
+        token_server::serve_admin(config, setup, admin, audit_log, telemetry, || stopped(stop_rx.clone())).await?;
     let server = tokio::spawn(server.run(listener, stopped(stop_rx.clone())));
     if let Some(path) = ready_file {
         std::fs::write(path, format!("{}\n", std::process::id()))

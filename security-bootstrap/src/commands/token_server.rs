@@ -101,6 +101,18 @@ fn certificate_probe(pki: pki_init::PkiConfig) -> CertProbe {
     })
 }
 
+/// Revokes this run's admin credential on an error path (logged if that fails too: it expires
+/// within its period, and it was never written anywhere).
+pub async fn revoke_quietly(setup: &Setup, credential: &Token) {
+    let revoked = match setup.tcp_client() {
+        Ok(client) => client.revoke_self(credential).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = revoked {
+        tracing::warn!(error = %e, "revoking the admin credential failed; it expires within its period");
+    }
+}
+
 /// The admin socket and `metrics.listen`, being served.
 #[derive(Debug)]
 pub struct AdminServing {
@@ -120,29 +132,47 @@ impl AdminServing {
     }
 }
 
-/// Binds the admin socket and, when configured, `metrics.listen`, and serves both until the future
-/// `stopped()` makes completes (each server gets its own).
+/// Serves the admin socket with `credential` (this run's admin credential) and, when configured,
+/// `metrics.listen`, until the future `stopped()` makes completes (each server gets its own). If the
+/// admin socket cannot be served, the credential is revoked before the error is returned. A
+/// `metrics.listen` that cannot be bound is logged, not fatal: the token service matters more.
 pub async fn serve_admin<F>(
     config: &Config,
-    admin: AdminServer,
+    setup: &Setup,
+    credential: Token,
+    audit_log: Arc<AuditLog>,
+    telemetry: Arc<Telemetry>,
     stopped: impl Fn() -> F,
 ) -> anyhow::Result<AdminServing>
 where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
-    let admin_listener =
-        admin.bind().with_context(|| format!("binding the admin socket {}", config.admin.socket.display()))?;
-    let metrics = match config.metrics.listen {
-        Some(address) => {
-            let listener = tokio::net::TcpListener::bind(address)
-                .await
-                .with_context(|| format!("binding metrics.listen {address} (is another program on that port?)"))?;
-            if !address.ip().is_loopback() {
-                tracing::warn!(%address, "metrics are served on an address that is not loopback (metrics.allow_remote)");
-            }
-            tracing::info!(%address, "metrics listening (GET /metrics)");
-            Some(tokio::spawn(token_server::admin::observe::serve_metrics(listener, admin.state(), stopped())))
+    let bound = admin_server(config, setup, credential.clone(), audit_log, telemetry).and_then(|admin| {
+        let listener =
+            admin.bind().with_context(|| format!("binding the admin socket {}", config.admin.socket.display()))?;
+        Ok((admin, listener))
+    });
+    let (admin, admin_listener) = match bound {
+        Ok(bound) => bound,
+        Err(e) => {
+            revoke_quietly(setup, &credential).await;
+            return Err(e);
         }
+    };
+    let metrics = match config.metrics.listen {
+        Some(address) => match tokio::net::TcpListener::bind(address).await {
+            Ok(listener) => {
+                if !address.ip().is_loopback() {
+                    tracing::warn!(%address, "metrics are served on an address that is not loopback (metrics.allow_remote)");
+                }
+                tracing::info!(%address, "metrics listening (GET /metrics)");
+                Some(tokio::spawn(token_server::admin::observe::serve_metrics(listener, admin.state(), stopped())))
+            }
+            Err(e) => {
+                tracing::error!(%address, error = %e, "metrics.listen cannot be bound (is another program on that port?); serving without it (/metrics on the admin socket still answers)");
+                None
+            }
+        },
         None => None,
     };
     Ok(AdminServing { admin: tokio::spawn(admin.run(admin_listener, stopped())), metrics })
@@ -191,11 +221,10 @@ pub fn run(config_path: &std::path::Path) -> anyhow::Result<()> {
     runtime.block_on(async {
         let audit_log = audit_log(&config);
         let server = server(&config, &setup, Some(audit_log.clone())).await?;
-        let admin = setup.admin_credential().await.context("making the admin socket's credential")?;
-        let admin = admin_server(&config, &setup, admin, audit_log, server.state().telemetry.clone())?;
         let listener = server.bind()?;
+        let admin = setup.admin_credential().await.context("making the admin socket's credential")?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let admin = serve_admin(&config, admin, || {
+        let admin = serve_admin(&config, &setup, admin, audit_log, server.state().telemetry.clone(), || {
             let mut rx = stop_rx.clone();
             async move {
                 let _ = rx.wait_for(|stop| *stop).await;

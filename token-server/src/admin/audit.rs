@@ -24,6 +24,8 @@ pub struct Query {
     pub service: Option<String>,
     /// Only events at or after this instant.
     pub since: Option<SystemTime>,
+    /// Only the newest this many events (memory stays bounded however long the logs are).
+    pub limit: Option<usize>,
 }
 
 /// Where the services' secrets live in KV v2: `<mount>/data/<prefix>/<service>/<name>`.
@@ -80,6 +82,9 @@ pub struct Event {
     /// The admin's pid (admin events).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_pid: Option<i32>,
+    /// The admin's executable (admin events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_exe: Option<String>,
     /// `read`, `update`, … (requests); `set`, `get`, `rotate`, `rm`, `destroy` (admin).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub operation: Option<String>,
@@ -109,6 +114,7 @@ impl Event {
             caller: None,
             admin_uid: None,
             admin_pid: None,
+            admin_exe: None,
             operation: None,
             path: None,
             secret: None,
@@ -126,6 +132,8 @@ pub struct Report {
     pub events: Vec<Event>,
     /// Lines of either log that were not records (a torn last line, another format).
     pub unreadable_lines: usize,
+    /// Older events left out by [`Query::limit`].
+    pub omitted: usize,
     /// Requests OpenBao logged for accessors edgeseal's log does not know (tokens issued before
     /// its log starts, or edgeseal's own credentials).
     pub unattributed_requests: usize,
@@ -147,7 +155,8 @@ pub fn join(
                 issued.insert(accessor, (service.clone(), caller.clone()));
                 Event { service: Some(service), caller: Some(caller), ..Event::new(line.time, at, Kind::Issued) }
             }
-            Record::Admin { uid, pid, action, service, name, version } => Event {
+            Record::Admin { uid, pid, exe, action, service, name, version } => Event {
+                admin_exe: exe,
                 secret: Some(format!("{service}/{name}")),
                 service: Some(service),
                 admin_uid: Some(uid),
@@ -196,11 +205,23 @@ pub fn join(
         };
         if wanted(&event, query) {
             report.events.push(event);
+            if query.limit.is_some_and(|limit| report.events.len() >= limit.saturating_mul(2).max(1024)) {
+                keep_newest(&mut report, query.limit);
+            }
         }
     }
-    // Stable: events of one instant keep their order (edgeseal's before OpenBao's).
-    report.events.sort_by_key(|e| e.at);
+    keep_newest(&mut report, query.limit);
     Ok(report)
+}
+
+/// Sorts the events oldest first (stable: events of one instant keep their order, edgeseal's before
+/// OpenBao's) and keeps the newest `limit`, counting the others in `omitted`.
+fn keep_newest(report: &mut Report, limit: Option<usize>) {
+    report.events.sort_by_key(|e| e.at);
+    if let Some(excess) = limit.and_then(|limit| report.events.len().checked_sub(limit)) {
+        report.events.drain(..excess);
+        report.omitted += excess;
+    }
 }
 
 /// The values of every `"accessor":"…"` in an audit line, found without parsing it (OpenBao writes
@@ -326,6 +347,7 @@ mod tests {
                 Record::Admin {
                     uid: 0,
                     pid: Some(5),
+                    exe: None,
                     action: "set".into(),
                     service: "alpha".into(),
                     name: "db".into(),
@@ -368,6 +390,27 @@ mod tests {
     }
 
     #[test]
+    fn a_limit_keeps_the_newest_events_and_counts_the_others() {
+        let edgeseal = vec![issued("2026-11-30T10:00:00Z", "alpha", "accA", 11)];
+        let lines: Vec<String> = (0..3000)
+            .map(|i| {
+                bao(
+                    &format!("2026-11-30T11:{:02}:{:02}Z", i / 60 % 60, i % 60),
+                    "accA",
+                    "read",
+                    "secret/data/edgeseal/alpha/db",
+                )
+            })
+            .collect();
+        let query = Query { limit: Some(10), ..Query::default() };
+        let report = join(edgeseal, bao_log(&lines), &layout(), &query).unwrap();
+        assert_eq!(report.events.len(), 10);
+        assert_eq!(report.omitted, 2991);
+        assert_eq!(report.events.last().unwrap().time, "2026-11-30T11:49:59.000000Z");
+        assert!(report.events.windows(2).all(|w| w[0].at <= w[1].at));
+    }
+
+    #[test]
     fn service_and_since_filter_every_kind_of_event() {
         let edgeseal = vec![
             issued("2026-11-30T09:00:00Z", "alpha", "old", 1),
@@ -380,13 +423,13 @@ mod tests {
             bao("2026-11-30T10:30:00Z", "accB", "read", "secret/data/edgeseal/beta/db"),
         ]);
         let since = humantime::parse_rfc3339("2026-11-30T10:00:00Z").unwrap();
-        let query = Query { service: Some("alpha".into()), since: Some(since) };
+        let query = Query { service: Some("alpha".into()), since: Some(since), limit: None };
         let report = join(edgeseal, openbao, &layout(), &query).unwrap();
         assert_eq!(report.events.len(), 2, "{:?}", report.events);
         assert!(report.events.iter().all(|e| e.service.as_deref() == Some("alpha") && e.at >= Some(since)));
         assert!(report.events.iter().all(|e| e.caller.as_ref().unwrap().pid == Some(11)));
         // A token issued before `since` still attributes later requests (the map sees every line).
-        let query = Query { service: None, since: Some(since + Duration::from_secs(60)) };
+        let query = Query { service: None, since: Some(since + Duration::from_secs(60)), limit: None };
         let openbao = bao_log(&[bao("2026-11-30T10:30:00Z", "old", "read", "secret/data/edgeseal/alpha/db")]);
         let report = join(vec![issued("2026-11-30T09:00:00Z", "alpha", "old", 1)], openbao, &layout(), &query).unwrap();
         assert_eq!(report.events.len(), 1);

@@ -14,7 +14,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -55,8 +55,9 @@ pub struct Observed {
     pub certificates: CertProbe,
     /// How the store is sealed, as configured (`static`, `shamir`, `external`).
     pub seal: String,
-    /// Held while a scrape replaces the scrape-time families.
-    pub scraping: Arc<tokio::sync::Mutex<()>>,
+    /// When the store, the certificates and the secret versions were last sampled; held while a
+    /// scrape samples them.
+    pub scraping: Arc<tokio::sync::Mutex<Option<Instant>>>,
 }
 
 impl fmt::Debug for Observed {
@@ -187,11 +188,22 @@ async fn certificates(state: &AdminState) -> Vec<CertExpiry> {
     tokio::task::spawn_blocking(move || probe()).await.unwrap_or_default()
 }
 
-/// Samples the store, the certificates and the secret versions into the registry, and renders it.
+/// Least time between two samples of the store, the certificates and the secret versions: scrapes
+/// in between render the registry as it is (its counters are always current). A scraper polling
+/// `metrics.listen` in a loop thus costs OpenBao one sample (a list per service, a metadata read
+/// per secret) per interval, not one per request.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(10);
+
+/// Samples the store, the certificates and the secret versions into the registry (at most once per
+/// [`SAMPLE_EVERY`]), and renders it.
 pub async fn scrape(state: &AdminState) -> String {
     let telemetry = &state.observed.telemetry;
     // One scrape at a time: each replaces the scrape-time families whole.
-    let _one = state.observed.scraping.lock().await;
+    let mut sampled = state.observed.scraping.lock().await;
+    if sampled.is_some_and(|at| at.elapsed() < SAMPLE_EVERY) {
+        return telemetry.render();
+    }
+    *sampled = Some(Instant::now());
     let store = store_status(state).await;
     telemetry.set_store_state(store.state);
     let certs: Vec<(String, i64)> = certificates(state).await.into_iter().map(|c| (c.name, c.not_after)).collect();

@@ -9,7 +9,7 @@
 //! | `DELETE /v1/secrets/<service>/<name>[?destroy=true]` | `{}` |
 //! | `GET /v1/secrets/<service>/<name>/history` | `{"versions": [{version, created_time, deletion_time, destroyed, source}]}` |
 //! | `GET /v1/secrets[?service=S]` | `{"secrets": [{service, name, version, updated, source}]}` |
-//! | `GET /v1/audit[?service=S][&since=SECONDS]` | [`super::audit::Report`] plus `{"sources": {edgeseal, openbao}}` |
+//! | `GET /v1/audit[?service=S][&since=SECONDS][&limit=N]` | [`super::audit::Report`] plus `{"sources": {edgeseal, openbao}}` |
 //! | `GET /metrics`, `GET /v1/status` | see [`super::observe`] |
 
 use base64::Engine as _;
@@ -213,11 +213,17 @@ fn store_error(e: &openbao_client::Error) -> Response<Full<Bytes>> {
 }
 
 fn audit(state: &AdminState, admin: Admin, action: &str, service: &str, name: &str, version: Option<u64>) {
-    tracing::info!(target: "edgeseal::audit", event = "admin", uid = admin.uid, pid = admin.pid, action, service, name, version);
+    // The admin's process waits for this answer: its pid is still its own.
+    let exe = admin
+        .pid
+        .and_then(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).ok())
+        .map(|exe| exe.to_string_lossy().into_owned());
+    tracing::info!(target: "edgeseal::audit", event = "admin", uid = admin.uid, pid = admin.pid, exe, action, service, name, version);
     if let Some(log) = &state.audit_log {
         log.record(Record::Admin {
             uid: admin.uid,
             pid: admin.pid,
+            exe,
             action: action.into(),
             service: service.into(),
             name: name.into(),
@@ -225,6 +231,12 @@ fn audit(state: &AdminState, admin: Admin, action: &str, service: &str, name: &s
         });
     }
 }
+
+/// Events `audit` returns unless it asks for another number: the newest.
+pub const AUDIT_DEFAULT_LIMIT: usize = 10_000;
+/// The most events one `audit` returns.
+pub const AUDIT_MAX_LIMIT: usize = 1_000_000;
+static AUDIT_JOBS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
 /// `GET /v1/audit`: edgeseal's audit log joined with OpenBao's (read off the async workers).
 async fn audit_report(state: &AdminState, request: &Request<Incoming>) -> Response<Full<Bytes>> {
@@ -242,15 +254,24 @@ async fn audit_report(state: &AdminState, request: &Request<Incoming>) -> Respon
         }),
         Err(_) => return error(StatusCode::BAD_REQUEST, "since must be a number of seconds"),
     };
+    let limit = match query(request, "limit").map(str::parse::<usize>).transpose() {
+        Ok(limit) => limit.unwrap_or(AUDIT_DEFAULT_LIMIT).clamp(1, AUDIT_MAX_LIMIT),
+        Err(_) => return error(StatusCode::BAD_REQUEST, "limit must be a number of events"),
+    };
+    // One join at a time: each reads both logs whole.
+    let Ok(_one) = AUDIT_JOBS.try_acquire() else {
+        return error(StatusCode::TOO_MANY_REQUESTS, "another audit is running; try again when it is done");
+    };
     let Some(log) = state.audit_log.clone() else {
         return error(StatusCode::NOT_FOUND, "this server keeps no audit log (audit.file)");
     };
     let openbao = state.openbao_audit_log.clone();
     let layout = KvLayout { mount: state.kv_mount.clone(), prefix: state.prefix.clone() };
     let joined = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+        log.flush();
         let mut records = Vec::new();
         let unreadable = crate::audit_log::read(log.path(), |line| records.push(line))?;
-        let query = Query { service, since };
+        let query = Query { service, since, limit: Some(limit) };
         let report = match openbao.as_deref().map(std::fs::File::open) {
             Some(Ok(file)) => audit::join(records, std::io::BufReader::with_capacity(1 << 20, file), &layout, &query)?,
             Some(Err(e)) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
@@ -259,12 +280,14 @@ async fn audit_report(state: &AdminState, request: &Request<Incoming>) -> Respon
         #[derive(Serialize)]
         struct Answer<'a> {
             events: &'a [audit::Event],
+            omitted: usize,
             unreadable_lines: usize,
             unattributed_requests: usize,
             sources: Value,
         }
         let answer = Answer {
             events: &report.events,
+            omitted: report.omitted,
             unreadable_lines: report.unreadable_lines + unreadable,
             unattributed_requests: report.unattributed_requests,
             sources: json!({"edgeseal": log.path(), "openbao": openbao}),
