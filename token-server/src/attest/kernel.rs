@@ -136,8 +136,8 @@ impl Pinned {
     /// only waits for its parent to collect the status).
     fn read_start_time(&self) -> io::Result<u64> {
         let stat = self.read("stat")?;
-        if matches!(parse_state(&stat), Some('Z' | 'X' | 'x')) {
-            return Err(io::Error::new(io::ErrorKind::NotFound, "the process has exited (zombie)"));
+        if matches!(parse_state(&stat), Some('Z' | 'X' | 'x')) || is_exiting(&stat) {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "the process has exited (or is exiting)"));
         }
         parse_start_time(&stat).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed stat"))
     }
@@ -173,13 +173,28 @@ pub fn parse_nspid_depth(status: &str) -> Option<usize> {
 /// `PF_KTHREAD`: the flag the kernel sets on its own threads (field 9 of `stat`).
 const PF_KTHREAD: u64 = 0x0020_0000;
 
+/// `PF_EXITING`: set when a process starts to exit, before its memory (and so its executable link)
+/// is released and long before it shows as a zombie.
+const PF_EXITING: u64 = 0x4;
+
+/// Field 9 of `/proc/<pid>/stat` (the kernel's `PF_*` flags).
+fn parse_flags(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // After ")": field 3 (state) is the first; field 9 (flags) is the 7th.
+    rest.split_whitespace().nth(6)?.parse().ok()
+}
+
 /// Whether a `/proc/<pid>/stat` line describes a kernel thread. Kernel threads exist only in the
 /// initial pid namespace, and no process can set the flag: seeing one in a `/proc` proves that
 /// `/proc` belongs to the host's pid namespace.
 pub fn is_kernel_thread(stat: &str) -> bool {
-    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else { return false };
-    // After ")": field 3 (state) is the first; field 9 (flags) is the 7th.
-    rest.split_whitespace().nth(6).and_then(|f| f.parse::<u64>().ok()).is_some_and(|flags| flags & PF_KTHREAD != 0)
+    parse_flags(stat).is_some_and(|flags| flags & PF_KTHREAD != 0)
+}
+
+/// Whether a `/proc/<pid>/stat` line describes a process that has begun to exit: its executable
+/// link may already be unreadable while its state is not yet `Z`.
+pub fn is_exiting(stat: &str) -> bool {
+    parse_flags(stat).is_some_and(|flags| flags & PF_EXITING != 0)
 }
 
 /// Field 3 of `/proc/<pid>/stat`: the process state (`R`, `S`, `Z` for a zombie, …).
@@ -238,6 +253,18 @@ mod tests {
         assert!(!is_kernel_thread("garbage"));
         if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
             assert!(!is_kernel_thread(&stat), "this test is not a kernel thread");
+        }
+    }
+
+    #[test]
+    fn an_exiting_process_is_told_by_its_flags() {
+        // 4194564 = PF_RANDOMIZE | PF_EXITING: released its memory, not yet a zombie.
+        assert!(is_exiting("2265 (python3.11) R 1 2 2 0 -1 4194564 0 0 0 0"));
+        assert!(!is_exiting("2265 (python3.11) S 1 2 2 0 -1 4194560 0 0 0 0"));
+        assert!(!is_exiting("2 (x) 4) S 1 2 2 0 -1 0 0"), "the flags are counted after the last ')'");
+        assert!(!is_exiting("garbage"));
+        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+            assert!(!is_exiting(&stat), "this test is not exiting");
         }
     }
 
