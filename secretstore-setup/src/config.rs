@@ -246,16 +246,37 @@ impl Default for FileTokensConfig {
     }
 }
 
+/// Which kind of OpenBao token a service's callers get.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenType {
+    /// A stored token (one raft write per token): renewable, revocable. The default, because EdgeX's
+    /// clients renew their tokens.
+    #[default]
+    Service,
+    /// An encrypted blob OpenBao never stores (no storage write per token, several times faster): it
+    /// can be neither renewed nor revoked and lives exactly its TTL. Clients come back to the socket
+    /// for a new one instead of renewing.
+    Batch,
+}
+
 /// A service's `token:` settings.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenSettings {
-    /// Initial TTL of the service's tokens.
+    /// `service` (default) or `batch`.
+    #[serde(default, rename = "type", skip_serializing_if = "is_service")]
+    pub kind: TokenType,
+    /// Initial TTL of the service's tokens (a batch token's whole life).
     #[serde(default = "default_token_ttl", with = "humantime_serde")]
     pub ttl: Duration,
-    /// When set, tokens are periodic: renewable forever, each renewal for this long.
+    /// When set, tokens are periodic: renewable forever, each renewal for this long. Service tokens only.
     #[serde(default, with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
     pub period: Option<Duration>,
+}
+
+fn is_service(kind: &TokenType) -> bool {
+    *kind == TokenType::Service
 }
 
 fn default_token_ttl() -> Duration {
@@ -264,7 +285,102 @@ fn default_token_ttl() -> Duration {
 
 impl Default for TokenSettings {
     fn default() -> Self {
-        Self { ttl: default_token_ttl(), period: None }
+        Self { kind: TokenType::Service, ttl: default_token_ttl(), period: None }
+    }
+}
+
+impl TokenSettings {
+    /// Whether the service's tokens are batch tokens.
+    pub fn is_batch(&self) -> bool {
+        self.kind == TokenType::Batch
+    }
+
+    /// Checks the settings of service `service` with what else it asks for: a shared token (`reuse`,
+    /// renewed by the token server), a file token (refreshed only at boot, renewed by its client) and
+    /// the cap on batch TTLs (`token_server.max_batch_ttl`).
+    pub fn validate(
+        &self,
+        service: &str,
+        reuse: bool,
+        file_token: bool,
+        max_batch_ttl: Duration,
+    ) -> Result<(), TokenSettingsError> {
+        let service = service.to_string();
+        if !self.is_batch() {
+            return Ok(());
+        }
+        if self.ttl.is_zero() {
+            return Err(TokenSettingsError::ZeroTtl { service });
+        }
+        if self.period.is_some() {
+            return Err(TokenSettingsError::BatchPeriod { service });
+        }
+        if reuse {
+            return Err(TokenSettingsError::BatchReuse { service });
+        }
+        if file_token {
+            return Err(TokenSettingsError::BatchFileToken { service });
+        }
+        if self.ttl > max_batch_ttl {
+            return Err(TokenSettingsError::BatchTtl { service, ttl: self.ttl, max: max_batch_ttl });
+        }
+        Ok(())
+    }
+}
+
+fn human(d: &Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(*d)
+}
+
+/// A service's `token:` settings that cannot be used together. A config error (exit 64).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum TokenSettingsError {
+    /// A batch TTL of zero (OpenBao would give the system's maximum, 32 days by default).
+    #[error("services.{service}.token.ttl must be longer than 0s for a batch token: 0s would make OpenBao use its maximum TTL, and batch tokens cannot be revoked")]
+    ZeroTtl {
+        /// The service.
+        service: String,
+    },
+    /// Batch tokens cannot be periodic (OpenBao refuses such a role).
+    #[error("services.{service}.token.type is batch, which cannot have a period: batch tokens cannot be renewed and die with their TTL; remove token.period, or use type: service for periodic tokens")]
+    BatchPeriod {
+        /// The service.
+        service: String,
+    },
+    /// A shared token saves storage writes, which batch tokens do not make, and one shared batch token
+    /// could not be revoked or renewed.
+    #[error("services.{service}.token.type is batch, which cannot be combined with reuse: true: one token shared by every caller could be neither renewed nor revoked, and sharing saves nothing (a batch token costs OpenBao no storage write); remove reuse to give each caller a fresh batch token, or use type: service")]
+    BatchReuse {
+        /// The service.
+        service: String,
+    },
+    /// A file token is written once per boot and renewed by its client; a batch token cannot be.
+    #[error("services.{service}.token.type is batch, which cannot be combined with file_token: a token file is written once per boot and its client renews it, and batch tokens cannot be renewed; use type: service for this service, or fetch tokens over the socket")]
+    BatchFileToken {
+        /// The service.
+        service: String,
+    },
+    /// A batch TTL above the cap: batch tokens cannot be revoked.
+    #[error("services.{service}.token.ttl is {} for a batch token, above token_server.max_batch_ttl ({}): batch tokens cannot be revoked, so a leaked or superseded one stays valid for its whole TTL; shorten the ttl (clients come back to the socket for a new token), or raise token_server.max_batch_ttl knowingly", human(.ttl), human(.max))]
+    BatchTtl {
+        /// The service.
+        service: String,
+        /// The TTL asked for.
+        ttl: Duration,
+        /// `token_server.max_batch_ttl`.
+        max: Duration,
+    },
+}
+
+impl TokenSettingsError {
+    /// The key the error is about, e.g. `services.core-data.token.type`.
+    pub fn key(&self) -> String {
+        match self {
+            Self::ZeroTtl { service } | Self::BatchTtl { service, .. } => format!("services.{service}.token.ttl"),
+            Self::BatchPeriod { service } | Self::BatchReuse { service } | Self::BatchFileToken { service } => {
+                format!("services.{service}.token.type")
+            }
+        }
     }
 }
 

@@ -193,7 +193,7 @@ pub fn service(name: &str, secrets: &[&str], file_token: Option<(u32, u32)>) -> 
     ServiceSetup {
         name: name.to_string(),
         secrets: secrets.iter().map(|s| s.to_string()).collect(),
-        token: TokenSettings { ttl: Duration::from_secs(3600), period: None },
+        token: TokenSettings { ttl: Duration::from_secs(3600), ..Default::default() },
         file_token: file_token.map(|(uid, gid)| FileTokenOwner { uid, gid }),
         seed_file: None,
     }

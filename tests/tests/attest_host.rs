@@ -80,6 +80,7 @@ fn unix_rule(name: &str, unix: UnixSelector) -> ServiceRule {
         selectors: Selectors { unix: Some(unix), docker: None },
         ttl: Some(Duration::from_secs(600)),
         reuse: false,
+        batch: false,
     }
 }
 

@@ -59,6 +59,7 @@ impl World {
             },
             ttl: Some(Duration::from_secs(600)),
             reuse: false,
+            batch: false,
         }
     }
 

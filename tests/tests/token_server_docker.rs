@@ -30,6 +30,7 @@ fn compose_rule(name: &str, compose_service: &str) -> ServiceRule {
         },
         ttl: Some(Duration::from_secs(600)),
         reuse: false,
+        batch: false,
     }
 }
 

@@ -72,6 +72,7 @@ impl World {
             },
             ttl: Some(Duration::from_secs(600)),
             reuse: false,
+            batch: false,
         }
     }
 
@@ -330,6 +331,7 @@ fn a_flood_from_one_container_does_not_stop_another_container() {
         },
         ttl: Some(Duration::from_secs(600)),
         reuse: false,
+        batch: false,
     };
     let server = TestServer::start(&setup, config, vec![rule("alpha"), rule("beta")], Some(&docker.socket()), |_| {});
     let load = PathBuf::from(env!("CARGO_BIN_EXE_token-load"));

@@ -60,6 +60,17 @@ pub struct ServerConfig {
     /// which starts at accept time rather than at connect time. Off by default.
     #[serde(default)]
     pub allow_without_pidfd: bool,
+    /// Longest TTL a service's batch tokens may have (`services.<svc>.token.ttl` with `type: batch`):
+    /// a batch token can be neither revoked nor renewed, so it stays valid for its whole TTL.
+    #[serde(default = "default_max_batch_ttl", with = "humantime_serde")]
+    pub max_batch_ttl: Duration,
+}
+
+/// Default `max_batch_ttl`.
+pub const DEFAULT_MAX_BATCH_TTL: Duration = Duration::from_secs(3600);
+
+fn default_max_batch_ttl() -> Duration {
+    DEFAULT_MAX_BATCH_TTL
 }
 
 fn default_socket() -> PathBuf {
@@ -111,6 +122,7 @@ impl Default for ServerConfig {
             health_cache: default_health_cache(),
             exe_hash_limit: default_hash_limit(),
             allow_without_pidfd: false,
+            max_batch_ttl: default_max_batch_ttl(),
         }
     }
 }
@@ -142,7 +154,11 @@ impl ServerConfig {
         if self.max_connections_per_peer > self.max_connections_per_uid {
             return Err(E::PeerAboveUid { peer: self.max_connections_per_peer, uid: self.max_connections_per_uid });
         }
-        let timeouts = [("header_timeout", self.header_timeout), ("store_timeout", self.store_timeout)];
+        let timeouts = [
+            ("header_timeout", self.header_timeout),
+            ("store_timeout", self.store_timeout),
+            ("max_batch_ttl", self.max_batch_ttl),
+        ];
         if let Some((key, _)) = timeouts.into_iter().find(|(_, d)| d.is_zero()) {
             return Err(E::ZeroTimeout(key));
         }
@@ -263,8 +279,10 @@ pub struct ServiceRule {
     pub selectors: Selectors,
     /// TTL requested for its tokens (`None` for periodic tokens: the role's period applies).
     pub ttl: Option<Duration>,
-    /// Hand all callers one shared, renewed token.
+    /// Hand all callers one shared, renewed token. Never with `batch`.
     pub reuse: bool,
+    /// The role makes batch tokens: never stored, never renewed, valid for exactly their TTL.
+    pub batch: bool,
 }
 
 /// A set of services whose selectors cannot be used safely. Reported as a config error (exit 64).

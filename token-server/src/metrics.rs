@@ -142,6 +142,11 @@ struct StateLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabels {
+    service: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CertLabels {
     cert: String,
 }
@@ -163,6 +168,7 @@ pub struct Telemetry {
     unseals: Counter,
     cert_expiry: Family<CertLabels, Gauge>,
     secret_version: Family<SecretLabels, Gauge>,
+    batch_expiry: Family<ServiceLabels, Gauge>,
 }
 
 impl Default for Telemetry {
@@ -208,12 +214,35 @@ impl Telemetry {
             "Current KV version of each service secret",
             secret_version.clone(),
         );
-        Self { registry, issued, denied, duration, store_state, unseals, cert_expiry, secret_version }
+        let batch_expiry = Family::<ServiceLabels, Gauge>::default();
+        registry.register_with_unit(
+            "edgeseal_batch_token_expiry_timestamp",
+            "End of the longest-lived batch token issued to each service since boot (Unix time): batch \
+             tokens cannot be revoked, so a service's tokens stay valid until then",
+            Unit::Seconds,
+            batch_expiry.clone(),
+        );
+        Self { registry, issued, denied, duration, store_state, unseals, cert_expiry, secret_version, batch_expiry }
     }
 
     /// One token issued to `service`.
     pub fn issued(&self, service: &str, attestation: Attestation) {
         self.issued.get_or_create(&IssuedLabels { service: service.to_string(), attestation }).inc();
+    }
+
+    /// One batch token issued to `service`, valid until `expires` (Unix time): kept if it outlives
+    /// every earlier one.
+    pub fn batch_issued(&self, service: &str, expires: i64) {
+        self.batch_expiry
+            .get_or_create(&ServiceLabels { service: service.to_string() })
+            .inner()
+            .fetch_max(expires, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// When the longest-lived batch token issued to `service` since boot expires (Unix time), if any
+    /// was issued.
+    pub fn batch_expiry(&self, service: &str) -> Option<i64> {
+        self.batch_expiry.get(&ServiceLabels { service: service.to_string() }).map(|g| g.get())
     }
 
     /// One token request denied; `service` is `None` when no service was matched.
@@ -305,6 +334,21 @@ mod tests {
 
     fn sample_lines(text: &str) -> Vec<&str> {
         text.lines().filter(|l| !l.starts_with('#')).collect()
+    }
+
+    #[test]
+    fn the_batch_expiry_is_the_latest_one_issued_whatever_the_order() {
+        let t = Telemetry::new();
+        assert_eq!(t.batch_expiry("core-data"), None);
+        t.batch_issued("core-data", 2_000);
+        t.batch_issued("core-data", 1_000);
+        assert_eq!(t.batch_expiry("core-data"), Some(2_000));
+        t.batch_issued("core-data", 3_000);
+        assert_eq!(t.batch_expiry("core-data"), Some(3_000));
+        assert_eq!(t.batch_expiry("mqtt"), None);
+        let text = t.render();
+        let want = r#"edgeseal_batch_token_expiry_timestamp_seconds{service="core-data"} 3000"#;
+        assert!(sample_lines(&text).contains(&want), "{text}");
     }
 
     #[test]

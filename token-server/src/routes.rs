@@ -98,6 +98,12 @@ async fn token(state: &State, caller: &Caller, request: Request<Incoming>) -> Re
             state.metrics.issued.fetch_add(1, Ordering::Relaxed);
             let attestation = if facts.container_id.is_some() { Attestation::docker } else { Attestation::unix };
             state.telemetry.issued(&service, attestation);
+            if rule.batch {
+                // Batch tokens cannot be revoked: `status` tells how long the service's stay valid.
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                let expires = now.as_secs().saturating_add(auth.lease_duration);
+                state.telemetry.batch_issued(&service, i64::try_from(expires).unwrap_or(i64::MAX));
+            }
             tracing::info!(
                 target: "edgeseal::audit",
                 event = "issued",

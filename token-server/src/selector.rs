@@ -236,6 +236,7 @@ mod tests {
             selectors: Selectors { unix, docker },
             ttl: None,
             reuse: false,
+            batch: false,
         }
     }
 

@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::config::ServiceSetup;
+use crate::config::{ServiceSetup, TokenSettings};
 
 /// Prefix of every per-service policy and token role. secretstore-setup owns this contract: it
 /// creates the roles, and the token server is told each service's role ([`service_role_name`])
@@ -95,24 +95,35 @@ pub fn bootstrap_policy() -> String {
         .to_string()
 }
 
-/// The token role of a service: its own policy only, orphan, renewable service tokens. (Token roles
-/// carry no TTL: the TTL is given when each token is created, see [`token_ttl`].)
+/// The token role of a service: its own policy only, orphan; renewable service tokens, or (for
+/// `type: batch`) non-renewable batch tokens with no period and no explicit max TTL, the only batch
+/// role OpenBao accepts. Every key is written either way, so a service that switches type converges
+/// its role on the next setup. (Token roles carry no TTL: the TTL is given when each token is
+/// created, see [`token_ttl`].)
 pub fn service_role(service: &ServiceSetup) -> Value {
+    let batch = service.token.is_batch();
+    let period = if batch { 0 } else { service.token.period.map(|p| p.as_secs()).unwrap_or(0) };
     json!({
         "allowed_policies": [service_policy_name(&service.name)],
         "orphan": true,
-        "renewable": true,
-        "token_type": "service",
-        "token_period": service.token.period.map(|p| p.as_secs()).unwrap_or(0),
+        "renewable": !batch,
+        "token_type": if batch { "batch" } else { "service" },
+        "token_period": period,
         "token_explicit_max_ttl": 0,
     })
 }
 
-/// The TTL to request when creating a service's token (a periodic token takes its period instead).
+/// The TTL to request when creating a service's token (a periodic token takes its period instead;
+/// a batch token is never periodic).
 pub fn token_ttl(service: &ServiceSetup) -> Option<u64> {
-    match service.token.period {
-        Some(_) => None,
-        None => Some(service.token.ttl.as_secs()),
+    token_ttl_of(&service.token).map(|ttl| ttl.as_secs())
+}
+
+/// [`token_ttl`] from the `token:` settings alone (the token server's `ServiceRule::ttl`).
+pub fn token_ttl_of(token: &TokenSettings) -> Option<std::time::Duration> {
+    match token.period {
+        Some(_) if !token.is_batch() => None,
+        _ => Some(token.ttl),
     }
 }
 
@@ -164,14 +175,18 @@ pub fn role_matches(current: &serde_json::Map<String, Value>, desired: &Value) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::TokenSettings;
+    use crate::config::TokenType;
     use std::time::Duration;
 
     fn svc(name: &str) -> ServiceSetup {
         ServiceSetup {
             name: name.into(),
             secrets: vec![],
-            token: TokenSettings { ttl: Duration::from_secs(3600), period: Some(Duration::from_secs(7200)) },
+            token: TokenSettings {
+                kind: TokenType::Service,
+                ttl: Duration::from_secs(3600),
+                period: Some(Duration::from_secs(7200)),
+            },
             file_token: None,
             seed_file: None,
         }
@@ -212,5 +227,22 @@ mod tests {
         assert!(!role_matches(&current, &desired));
         current.remove("token_period");
         assert!(!role_matches(&current, &desired));
+    }
+
+    #[test]
+    fn a_batch_service_gets_a_non_renewable_batch_role_without_period_or_max_ttl() {
+        let mut service = svc("a");
+        let periodic = service_role(&service);
+        assert_eq!(periodic["token_type"], "service");
+        assert_eq!(periodic["token_period"], 7200);
+        service.token = TokenSettings { kind: TokenType::Batch, ttl: Duration::from_secs(900), period: None };
+        let batch = service_role(&service);
+        assert_eq!(batch["token_type"], "batch");
+        assert_eq!(batch["renewable"], false);
+        assert_eq!(batch["token_period"], 0);
+        assert_eq!(batch["token_explicit_max_ttl"], 0);
+        assert_eq!(token_ttl(&service), Some(900));
+        // The role OpenBao holds for the service-token role does not satisfy the batch one: setup rewrites it.
+        assert!(!role_matches(periodic.as_object().unwrap(), &batch));
     }
 }

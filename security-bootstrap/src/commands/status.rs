@@ -71,7 +71,23 @@ pub fn write_table(status: &Value, out: &mut dyn Write) -> std::io::Result<()> {
             secrets
         )?;
     }
-    writeln!(out, "{:<20} {:>7} {:>7}  (callers no service matched)", "-", "", text(&status["tokens_denied_unmatched"]))
+    writeln!(
+        out,
+        "{:<20} {:>7} {:>7}  (callers no service matched)",
+        "-",
+        "",
+        text(&status["tokens_denied_unmatched"])
+    )?;
+    for service in status["services"].as_array().into_iter().flatten() {
+        if let Some(until) = service["batch_tokens_valid_until"].as_str() {
+            writeln!(
+                out,
+                "{}: batch tokens issued since boot stay valid until {until} (they cannot be revoked)",
+                text(&service["name"])
+            )?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -85,7 +101,11 @@ mod tests {
             "store": {"address": "https://127.0.0.1:8200", "state": "active", "sealed": false, "version": "2.4.1", "seal_type": "static"},
             "cluster": "not configured", "fleet": "not configured",
             "certificates": [{"name": "openbao", "not_after": 1, "not_after_text": "2027-01-01T00:00:00Z"}],
-            "services": [{"name": "demo", "selectors": "unix uid=0", "secrets": ["greeting"], "tokens_issued": 3, "tokens_denied": 1}],
+            "services": [
+                {"name": "demo", "selectors": "unix uid=0", "secrets": ["greeting"], "tokens_issued": 3, "tokens_denied": 1},
+                {"name": "fast", "selectors": "unix uid=1", "secrets": [], "tokens_issued": 1, "tokens_denied": 0,
+                 "batch_tokens_valid_until": "2026-12-01T10:00:00Z"},
+            ],
             "tokens_denied_unmatched": 2, "watchdog_unseals": 0,
         });
         let mut out = Vec::new();
@@ -98,5 +118,7 @@ mod tests {
         }
         let demo = out.lines().find(|l| l.starts_with("demo")).unwrap();
         assert_eq!(demo.split_whitespace().take(3).collect::<Vec<_>>(), ["demo", "3", "1"]);
+        assert!(out.contains("fast: batch tokens issued since boot stay valid until 2026-12-01T10:00:00Z"), "{out}");
+        assert!(!out.contains("demo: batch"), "{out}");
     }
 }

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use kdf_plugins::KdfConfig;
 use secretstore_setup::config::{
     valid_segment, FileTokenOwner, FileTokensConfig, SecretStoreConfig, SecretStoreConfigError, ServiceSetup,
-    TokenSettings,
+    TokenSettings, TokenSettingsError,
 };
 use secretstore_setup::setup::policy;
 use secretstore_setup::KeystoreConfig;
@@ -105,7 +105,7 @@ pub struct ServiceEntry {
     /// Secrets generated once and stored in KV under the service's path.
     #[serde(default, deserialize_with = "secret_names")]
     pub secrets: Vec<String>,
-    /// Token TTL and period.
+    /// Token type (`service` or `batch`), TTL and period.
     #[serde(default)]
     pub token: TokenSettings,
     /// Also write the file-token fallback, owned by this uid/gid.
@@ -198,6 +198,9 @@ pub enum Problem {
     /// The services' selectors, taken together.
     #[error(transparent)]
     Selectors(SelectorsError),
+    /// A service's `token:` settings, with its `reuse`, `file_token` and `token_server.max_batch_ttl`.
+    #[error(transparent)]
+    Token(TokenSettingsError),
     /// Which server is OpenBao: `secret_store`, `pki` and `supervise` taken together.
     #[error(transparent)]
     StoreIdentity(StoreIdentityError),
@@ -220,6 +223,7 @@ impl Problem {
             Problem::SecretStore(e) => Some(e.key()),
             Problem::TokenServer(e) => Some(e.key()),
             Problem::Selectors(e) => Some(e.key()),
+            Problem::Token(e) => Some(e.key()),
             Problem::StoreIdentity(e) => Some(e.key()),
             Problem::Admin(_) => Some("admin".into()),
             Problem::Audit(_) => Some("audit".into()),
@@ -330,8 +334,9 @@ impl Config {
                 name: name.0.clone(),
                 role: policy::service_role_name(&name.0),
                 selectors: entry.selectors.clone(),
-                ttl: if entry.token.period.is_some() { None } else { Some(entry.token.ttl) },
+                ttl: policy::token_ttl_of(&entry.token),
                 reuse: entry.reuse,
+                batch: entry.token.is_batch(),
             })
             .collect()
     }
@@ -401,6 +406,12 @@ impl Config {
             )));
         }
         self.metrics.validate().map_err(Problem::Metrics)?;
+        for (name, entry) in &self.services {
+            entry
+                .token
+                .validate(&name.0, entry.reuse, entry.file_token.is_some(), self.token_server.max_batch_ttl)
+                .map_err(Problem::Token)?;
+        }
         token_server::config::check_selectors(
             self.services.iter().map(|(name, entry)| (name.0.as_str(), &entry.selectors)),
         )

@@ -47,6 +47,18 @@ fn service_rules_carry_the_role_secretstore_setup_makes() {
 }
 
 #[test]
+fn a_batch_service_rule_asks_for_its_ttl_and_says_it_is_batch() {
+    let text = "services:\n  a:\n    token: { type: batch, ttl: 15m }\n  b:\n    token: { ttl: 1h, period: 2h }\n";
+    let config = Config::parse(text).unwrap();
+    let rules = config.service_rules();
+    assert_eq!((rules[0].batch, rules[0].ttl), (true, Some(std::time::Duration::from_secs(900))));
+    assert_eq!((rules[1].batch, rules[1].ttl), (false, None));
+    let setups = config.service_setups();
+    assert_eq!(policy::service_role(&setups[0])["token_type"], "batch");
+    assert_eq!(policy::service_role(&setups[1])["token_type"], "service");
+}
+
+#[test]
 fn the_host_install_example_parses() {
     let config = Config::parse(include_str!("../../../packaging/edgeseal.host.yaml")).unwrap();
     assert!(config.secret_store.supervise.is_some());
@@ -131,6 +143,30 @@ fn every_rule_of_every_section_is_checked_at_load_with_line_and_key() {
             "services:\n  a:\n    selectors:\n      unix: { uid: 998, path: /usr/bin/a }\n  b:\n    selectors:\n      unix: { uid: 998, path: /usr/bin/b }\n",
             6, 5, "services.b.selectors", "services a and b could both match a process of uid 998",
         ),
+        // services: token settings (batch tokens cannot be renewed or revoked)
+        (
+            "services:\n  a:\n    token: { type: batch, ttl: 15m, period: 1h }\n",
+            3, 14, "services.a.token.type", "services.a.token.type is batch, which cannot have a period: batch tokens cannot be renewed",
+        ),
+        (
+            "services:\n  a:\n    reuse: true\n    token:\n      type: batch\n",
+            5, 7, "services.a.token.type", "cannot be combined with reuse: true",
+        ),
+        (
+            "services:\n  a:\n    file_token: { uid: 1, gid: 1 }\n    token: { type: batch, ttl: 5m }\n",
+            4, 14, "services.a.token.type", "cannot be combined with file_token",
+        ),
+        (
+            "services:\n  a:\n    token:\n      type: batch\n      ttl: 2h\n",
+            5, 7, "services.a.token.ttl", "services.a.token.ttl is 2h for a batch token, above token_server.max_batch_ttl (1h): batch tokens cannot be revoked",
+        ),
+        (
+            "token_server:\n  max_batch_ttl: 10m\nservices:\n  a:\n    token: { type: batch, ttl: 15m }\n",
+            5, 27, "services.a.token.ttl", "above token_server.max_batch_ttl (10m)",
+        ),
+        ("services:\n  a:\n    token: { type: batch, ttl: 0s }\n", 3, 27, "services.a.token.ttl", "must be longer than 0s for a batch token"),
+        ("token_server:\n  max_batch_ttl: 0s\n", 2, 3, "token_server.max_batch_ttl", "token_server.max_batch_ttl must be longer than 0s"),
+        ("services:\n  a:\n    token: { type: bulk }\n", 3, 20, "services.a.token.type", "unknown variant `bulk`, expected `service` or `batch`"),
         // Which server is OpenBao: secret_store and pki together.
         (
             "secret_store:\n  address: https://127.0.0.1:8200\npki:\n  certs:\n    openbao: { sans: [127.0.0.1] }\n    rogue: { sans: [127.0.0.1] }\n",
@@ -186,6 +222,8 @@ fn rules_pass_on_what_they_allow() {
         "secret_store:\n  address: https://127.0.0.1:8200\npki:\n  certs:\n    openbao: { sans: [127.0.0.1, localhost] }\n    client: { sans: [127.0.0.1], usages: [client] }\n    svc: { sans: [svc, 10.0.0.5] }\n",
         "token_server:\n  rate_per_second: 0\n  health_cache: 0s\n  docker_socket: null\n",
         "token_server:\n  max_connections: 1\n  max_connections_per_peer: 5\n  max_connections_per_uid: 5\n",
+        // Batch tokens at the cap; a service-token service may still be periodic, shared and filed.
+        "token_server:\n  max_batch_ttl: 2h\nservices:\n  a:\n    token: { type: batch, ttl: 2h }\n  b:\n    reuse: true\n    file_token: { uid: 1, gid: 1 }\n    token: { type: service, ttl: 1h, period: 1h }\n",
         // No `secret_store:` section: a file for `kdf check` or `keystore` commands needs no pin.
         "kdf:\n  plugin: /usr/bin/kdf\nkeystore:\n  dir: /k\n",
         // A leaf pinned explicitly may cover the store's address.

@@ -277,8 +277,19 @@ pub async fn status(state: &AdminState) -> Value {
             .find(|(name, _)| name == service)
             .map(|(_, s)| describe_selectors(s))
             .unwrap_or_else(|| "none (file token only)".into());
+        // Batch tokens cannot be revoked: the longest-lived one still valid says until when removing
+        // the service or rotating its policy leaves tokens behind.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let batch_until =
+            telemetry.batch_expiry(service).and_then(|at| u64::try_from(at).ok()).filter(|&at| at > now.as_secs()).map(
+                |at| {
+                    let at = std::time::UNIX_EPOCH + Duration::from_secs(at);
+                    humantime::format_rfc3339_seconds(at).to_string()
+                },
+            );
         services.push(json!({
             "name": service,
+            "batch_tokens_valid_until": batch_until,
             "selectors": selectors,
             "secrets": names,
             "tokens_issued": telemetry.issued_count(service),
