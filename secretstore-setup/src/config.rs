@@ -349,7 +349,7 @@ pub enum TokenSettingsError {
     },
     /// A shared token saves storage writes, which batch tokens do not make, and one shared batch token
     /// could not be revoked or renewed.
-    #[error("services.{service}.token.type is batch, which cannot be combined with reuse: true: one token shared by every caller could be neither renewed nor revoked, and sharing saves nothing (a batch token costs OpenBao no storage write); remove reuse to give each caller a fresh batch token, or use type: service")]
+    #[error("services.{service}.token.type is batch, which cannot be combined with reuse: true: batch tokens cannot be renewed or revoked, so one token shared by every caller could not be cut off, and sharing saves nothing (a batch token costs OpenBao no storage write); remove reuse to give each caller a fresh batch token, or use type: service")]
     BatchReuse {
         /// The service.
         service: String,

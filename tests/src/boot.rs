@@ -10,6 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use pki_init::CaKeys;
+use secretstore_setup::config::TokenSettings;
 use security_bootstrap::config::{Config, ServiceEntry, ServiceName};
 use token_server::config::{Selectors, UnixSelector};
 
@@ -35,6 +36,9 @@ pub struct Boot {
     admin_group: Option<u32>,
     metrics_listen: Option<std::net::SocketAddr>,
     seed_file: Option<PathBuf>,
+    token: TokenSettings,
+    reuse: bool,
+    others: Vec<(String, ServiceEntry)>,
     runs: usize,
 }
 
@@ -52,6 +56,9 @@ impl Boot {
             admin_group: None,
             metrics_listen: None,
             seed_file: None,
+            token: TokenSettings::default(),
+            reuse: false,
+            others: Vec::new(),
             runs: 0,
         }
     }
@@ -76,6 +83,17 @@ impl Boot {
     /// Gives `demo` an EdgeX seed file (`services.demo.seed_file`).
     pub fn set_seed_file(&mut self, path: Option<PathBuf>) {
         self.seed_file = path;
+    }
+
+    /// `demo`'s token settings (`services.demo.token`) and `reuse`.
+    pub fn set_token(&mut self, token: TokenSettings, reuse: bool) {
+        self.token = token;
+        self.reuse = reuse;
+    }
+
+    /// Configures one more service beside `demo`.
+    pub fn add_service(&mut self, name: &str, entry: ServiceEntry) {
+        self.others.push((name.to_string(), entry));
     }
 
     /// Switches the seal the configuration asks for (`seal: shamir` or the default, static).
@@ -216,9 +234,14 @@ impl Boot {
             },
             secrets: vec!["greeting".into()],
             seed_file: self.seed_file.clone(),
+            token: self.token.clone(),
+            reuse: self.reuse,
             ..Default::default()
         };
         config.services.insert(ServiceName("demo".into()), demo);
+        for (name, entry) in &self.others {
+            config.services.insert(ServiceName(name.clone()), entry.clone());
+        }
         config
     }
 
