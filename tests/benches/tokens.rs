@@ -12,12 +12,16 @@
 //!   does); (c') with a new TLS connection per login (what a script or entrypoint does), 1 client.
 //! * (d) the floor: `auth/token/create/edgeseal-svc-fresh` with the issuing token, from the host, with the
 //!   pooled client the token server itself uses: (a) makes this very call, plus its own work.
+//! * (e) as (a), for service `batch` (`token: {type: batch}`, container label `bench-batch`, its only
+//!   selector, so every token is Docker-attested): a fresh *batch* token per call, which OpenBao never
+//!   writes to storage. For (a) and (e), OpenBao's raft commit index (`GET sys/leader`) is read around
+//!   each run: raft writes per 1,000 fetches, warm-up fetches included.
 //!
 //! The token server is the real `security-bootstrap token-server --config FILE` process (release
 //! build), so its RSS is measured from `/proc/<pid>/status` (VmRSS sampled every 10 ms, VmHWM) idle,
 //! under load and idle again. Every load generator is single-threaded with C concurrent requests in
 //! flight, so the load generator takes at most one CPU away from the server and OpenBao on both sides.
-//! Scenarios run interleaved in rounds (d, a, c at 1 client, then at 8, then c', b) so that the
+//! Scenarios run interleaved in rounds (d, a, e, c at 1 client, then at 8, then c', b) so that the
 //! storage noise of raft on ext4 hits them alike; the figures merge all rounds, and the (a)/(d)
 //! ratio is also given round by round (the two ran back to back) to show how much of a difference is
 //! that noise. OpenBao's audit log then splits each scenario's mean latency into the time its calls
@@ -26,7 +30,7 @@
 //! Environment: `EDGESEAL_BOOTSTRAP` (default: `target/release/security-bootstrap`, next to this
 //! bench's profile dir), `EDGESEAL_BAO` (the `bao` binary, see the harness), `BENCH_SECONDS` (per
 //! scenario per round, default 1.2), `BENCH_ROUNDS` (default 5), `BENCH_ONLY` (which of the scenarios
-//! `abcd` to run, default all: e.g. `BENCH_ONLY=b` to profile the token server's reuse path alone).
+//! `abcde` to run, default all: e.g. `BENCH_ONLY=b` to profile the token server's reuse path alone).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
 
@@ -60,9 +64,16 @@ const TARGET_A_RATIO: f64 = 1.3;
 const TARGET_B_RATE: f64 = 5000.0;
 /// … with p99 under this.
 const TARGET_B_P99_US: u64 = 5_000;
+/// (e) p50 at most this many times (d) p50 (issue 18).
+const TARGET_E_RATIO: f64 = 0.3;
+/// (e) with 8 clients: at least this many fresh batch tokens per second.
+const TARGET_E_RATE: f64 = 3000.0;
+/// Requests `token-load` sends before its clock starts (they reach OpenBao too).
+const WARMUP: u64 = 10;
 /// Token-server RSS under load below 20 MB (decimal: 20 × 10^6 bytes).
 const TARGET_RSS_BYTES: u64 = 20_000_000;
-/// The token TTL of both services (`device::service`): the same TTL is asked for in (c) and (d).
+/// The token TTL of every service (`device::service`; the batch one within the default
+/// `max_batch_ttl`): the same TTL is asked for in (c) and (d).
 const TTL_SECS: u64 = 3600;
 const APPROLE_MOUNT: &str = "bench-approle";
 
@@ -70,7 +81,7 @@ fn main() {
     let bootstrap = bootstrap_binary();
     let load = PathBuf::from(env!("CARGO_BIN_EXE_token-load"));
     let secs = env_number("BENCH_SECONDS", 1.2);
-    let only = std::env::var("BENCH_ONLY").unwrap_or_else(|_| "abcd".into());
+    let only = std::env::var("BENCH_ONLY").unwrap_or_else(|_| "abcde".into());
     let on = |scenario: char| only.contains(scenario);
     let rounds = env_number("BENCH_ROUNDS", 5.0) as usize;
     assert!(secs > 0.0 && rounds >= 1, "BENCH_SECONDS must be > 0 and BENCH_ROUNDS >= 1");
@@ -89,14 +100,16 @@ fn main() {
         "  each scenario: {rounds} rounds x {secs} s, interleaved (BENCH_ROUNDS, BENCH_SECONDS); BENCH_ONLY={only}"
     );
 
-    // OpenBao with two services: `fresh` (a token per call) and `shared` (reuse).
+    // OpenBao with three services: `fresh` (a token per call), `shared` (reuse), `batch` (batch tokens).
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let pki = TestPki::new();
     let bao = OpenBao::start(&pki);
     println!("  raft storage: {} ({})", bao.dir().display(), fs_type(bao.dir()));
     let device = Device::new();
-    let setup =
-        device.setup(&bao, vec![service("fresh", &["db-password"], None), service("shared", &["db-password"], None)]);
+    let mut batch = service("batch", &["db-password"], None);
+    batch.token.kind = secretstore_setup::config::TokenType::Batch;
+    let setup = device
+        .setup(&bao, vec![service("fresh", &["db-password"], None), service("shared", &["db-password"], None), batch]);
     rt.block_on(setup.run()).unwrap();
     let client = setup.client().unwrap();
     let issuer = issuer_token(&device.keystore_dir());
@@ -137,7 +150,7 @@ fn main() {
             "--duration".into(),
             secs.to_string(),
             "--warmup".into(),
-            "10".into(),
+            WARMUP.to_string(),
             "--raw".into(),
         ];
         let container = docker.run(
@@ -176,17 +189,31 @@ fn main() {
         Row::new("(c') AppRole login, new TLS conn", 1),
         Row::new("(d) token create, issuing token", 1),
         Row::new("(d) token create, issuing token", 8),
+        Row::new("(e) edgeseal socket, batch token", 1),
+        Row::new("(e) edgeseal socket, batch token", 8),
     ];
-    let (a1, a8, b1, b8, c1, c8, cn, d1, d8) = (0, 1, 2, 3, 4, 5, 6, 7, 8);
-    let (mut peak_a, mut peak_b) = (Peak::default(), Peak::default());
+    let (a1, a8, b1, b8, c1, c8, cn, d1, d8, e1, e8) = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10);
+    let (mut peak_a, mut peak_b, mut peak_e) = (Peak::default(), Peak::default(), Peak::default());
     let mut windows = Vec::new();
+    // Raft writes (commit index delta) and fetches (warm-up included) of (a) and (e).
+    let (mut raft_a, mut raft_e) = (Raft::default(), Raft::default());
+    let raft_index = || rt.block_on(raft_committed_index(&client));
     for round in 0..rounds {
-        for (a, c, d, n) in [(a1, c1, d1, 1), (a8, c8, d8, 8)] {
+        for (a, c, d, e, n) in [(a1, c1, d1, e1, 1), (a8, c8, d8, e8, 8)] {
             if on('d') {
                 rows[d].add(timed(&mut windows, d, || host_load(create.clone(), n)));
             }
             if on('a') {
-                rows[a].add(timed(&mut windows, a, || run_load("bench-fresh", n, &mut peak_a)));
+                let before = raft_index();
+                let load = timed(&mut windows, a, || run_load("bench-fresh", n, &mut peak_a));
+                raft_a.add(before, raft_index(), load.ok + WARMUP);
+                rows[a].add(load);
+            }
+            if on('e') {
+                let before = raft_index();
+                let load = timed(&mut windows, e, || run_load("bench-batch", n, &mut peak_e));
+                raft_e.add(before, raft_index(), load.ok + WARMUP);
+                rows[e].add(load);
             }
             if on('c') {
                 rows[c].add(timed(&mut windows, c, || host_load(login.clone(), n)));
@@ -212,8 +239,14 @@ fn main() {
         assert_eq!(meta.get("attestation"), Some(&json!("docker")), "(a) tokens must be Docker-attested: {meta:?}");
         assert_eq!(info.role.as_deref(), Some("edgeseal-svc-fresh"));
     }
-    for i in [a1, a8, d1, d8, c1, c8, cn] {
+    for i in [a1, a8, d1, d8, c1, c8, cn, e1, e8] {
         assert_eq!(rows[i].distinct, rows[i].ok, "{}: every call must return its own token", rows[i].label);
+    }
+    // (e) tokens are batch tokens: no accessor (token-load counts them by a hash of the token).
+    for i in [e1, e8] {
+        if let Some(sample) = &rows[i].sample {
+            assert!(sample.starts_with("batch:"), "{}: not a batch token (accessor {sample})", rows[i].label);
+        }
     }
     for i in [b1, b8] {
         assert!(rows[i].distinct <= rounds as u64, "{}: reuse must hand out one token", rows[i].label);
@@ -226,10 +259,11 @@ fn main() {
     println!();
     let mb = |kb: u64| format!("{:.1} MB", (kb * 1024) as f64 / 1e6);
     println!(
-        "token-server RSS (VmRSS): idle {} | peak under (a) {} | peak under (b) {} | idle after {} | VmHWM {}",
+        "token-server RSS (VmRSS): idle {} | peak under (a) {} | peak under (b) {} | peak under (e) {} | idle after {} | VmHWM {}",
         mb(idle.rss_kb),
         mb(peak_a.rss_kb),
         mb(peak_b.rss_kb),
+        mb(peak_e.rss_kb),
         mb(after.rss_kb),
         mb(after.hwm_kb),
     );
@@ -247,6 +281,13 @@ fn main() {
         peak_b.server_us_per(nb),
         peak_b.main_us_per(nb),
     );
+    if on('a') || on('e') {
+        println!(
+            "raft writes per 1,000 fetches (OpenBao's raft commit index around each run, warm-up included): (a) service tokens {} | (e) batch tokens {}",
+            raft_a.per_thousand(),
+            raft_e.per_thousand()
+        );
+    }
     println!();
 
     // Verdicts.
@@ -282,13 +323,34 @@ fn main() {
     } else {
         println!("{target_b}: not run (BENCH_ONLY)");
     }
-    let peak = peak_a.rss_kb.max(peak_b.rss_kb).max(after.hwm_kb) * 1024;
+    let target_e =
+        format!("target (e) p50 <= {TARGET_E_RATIO}x (d) p50 and >= {TARGET_E_RATE:.0} fresh tokens/s with 8 clients");
+    if on('e') && on('d') {
+        let (e1r, e8r) = (ratio(e1, d1), ratio(e8, d8));
+        let rate = rows[e8].rate();
+        println!(
+            "{target_e}: {} (1 client: {} vs {} = {e1r:.2}x; 8 clients: {} vs {} = {e8r:.2}x, {rate:.0}/s)",
+            verdict(e1r <= TARGET_E_RATIO && e8r <= TARGET_E_RATIO && rate >= TARGET_E_RATE),
+            ms(rows[e1].p(50.0)),
+            ms(rows[d1].p(50.0)),
+            ms(rows[e8].p(50.0)),
+            ms(rows[d8].p(50.0)),
+        );
+        println!(
+            "  same-round (e)/(d) p50 ratios, median [min..max]: 1 client {}; 8 clients {}",
+            paired(&rows[e1], &rows[d1]),
+            paired(&rows[e8], &rows[d8])
+        );
+    } else {
+        println!("{target_e}: not run (BENCH_ONLY)");
+    }
+    let peak = peak_a.rss_kb.max(peak_b.rss_kb).max(peak_e.rss_kb).max(after.hwm_kb) * 1024;
     let target_rss = format!("target RSS under load < {} MB", TARGET_RSS_BYTES / 1_000_000);
-    if on('a') || on('b') {
+    if on('a') || on('b') || on('e') {
         println!(
             "{target_rss}: {} (peak VmRSS {:.1} MB, VmHWM {:.1} MB)",
             verdict(peak < TARGET_RSS_BYTES),
-            (peak_a.rss_kb.max(peak_b.rss_kb) * 1024) as f64 / 1e6,
+            (peak_a.rss_kb.max(peak_b.rss_kb).max(peak_e.rss_kb) * 1024) as f64 / 1e6,
             (after.hwm_kb * 1024) as f64 / 1e6
         );
     } else {
@@ -311,7 +373,7 @@ fn main() {
         "    and (d) are bound by OpenBao's storage, here raft on {}; the harness's OpenBao also",
         fs_type(bao.dir())
     );
-    println!("    writes a file audit log line per request and response.");
+    println!("    writes a file audit log line per request and response. A batch token (e) is never stored.");
     println!("  * The bench config raises token_server.rate_per_second/rate_burst to 1000000: the defaults (50/s,");
     println!("    burst 100 per container) would cap (a) and (b) at 50 fetches/s from one container.");
     println!("  * (c) needs a role_id and secret_id delivered to the service; (a)/(b) need no credential at all.");
@@ -328,9 +390,46 @@ fn main() {
     println!(
         "  * token-server log: {} audit lines for {} timed fetches (EDGESEAL_LOG), {} warning/error lines.",
         count("edgeseal::audit"),
-        rows.iter().filter(|r| r.label.starts_with("(a)") || r.label.starts_with("(b)")).map(|r| r.ok).sum::<u64>(),
+        rows.iter().filter(|r| ["(a)", "(b)", "(e)"].iter().any(|p| r.label.starts_with(p))).map(|r| r.ok).sum::<u64>(),
         count("WARN") + count("ERROR")
     );
+}
+
+/// Raft writes counted around load runs: OpenBao's commit index before and after, and the fetches made.
+#[derive(Debug, Default)]
+struct Raft {
+    writes: u64,
+    fetches: u64,
+}
+
+impl Raft {
+    fn add(&mut self, before: u64, after: u64, fetches: u64) {
+        self.writes += after.saturating_sub(before);
+        self.fetches += fetches;
+    }
+
+    fn per_thousand(&self) -> String {
+        if self.fetches == 0 {
+            return "not run".into();
+        }
+        format!(
+            "{:.0} ({} writes / {} fetches)",
+            self.writes as f64 * 1000.0 / self.fetches as f64,
+            self.writes,
+            self.fetches
+        )
+    }
+}
+
+/// OpenBao's raft commit index (`GET sys/leader`, unauthenticated): one step per raft write.
+async fn raft_committed_index(client: &Client) -> u64 {
+    let leader: Value = client
+        .call(hyper::Method::GET, "sys/leader", None, None::<&()>, openbao_client::Retry::Idempotent)
+        .await
+        .unwrap_or_else(|e| panic!("GET sys/leader: {e}"));
+    leader["raft_committed_index"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("sys/leader has no raft_committed_index: {leader}"))
 }
 
 /// When a scenario ran (its OpenBao calls are the audited ones inside the window).
@@ -351,7 +450,11 @@ fn timed(windows: &mut Vec<Window>, row: usize, run: impl FnOnce() -> Load) -> L
 /// AppRole login, per row (by the window it fell in), in microseconds.
 fn openbao_times(log: &Path, windows: &[Window], rows: usize) -> Vec<Vec<u64>> {
     use std::io::BufRead as _;
-    let paths = ["auth/token/create/edgeseal-svc-fresh", &format!("auth/{APPROLE_MOUNT}/login")];
+    let paths = [
+        "auth/token/create/edgeseal-svc-fresh",
+        "auth/token/create/edgeseal-svc-batch",
+        &format!("auth/{APPROLE_MOUNT}/login"),
+    ];
     let mut pending: std::collections::HashMap<String, SystemTime> = std::collections::HashMap::new();
     let mut out = vec![Vec::new(); rows];
     let file = fs::File::open(log).unwrap_or_else(|e| panic!("OpenBao audit log {}: {e}", log.display()));
@@ -623,7 +726,9 @@ fn write_server_config(
     docker: &Path,
 ) -> PathBuf {
     let mut config = device.config(setup);
-    for (name, label, reuse) in [("fresh", "bench-fresh", false), ("shared", "bench-shared", true)] {
+    for (name, label, reuse) in
+        [("fresh", "bench-fresh", false), ("shared", "bench-shared", true), ("batch", "bench-batch", false)]
+    {
         let service = config.services.get_mut(&ServiceName(name.into()));
         let service = service.unwrap_or_else(|| panic!("the base config has no service {name}"));
         service.selectors.docker = Some(DockerSelector { compose_service: Some(label.into()), ..Default::default() });

@@ -9,8 +9,9 @@
 //!
 //! Prints one JSON object on stdout: counts per status, throughput, latency percentiles in
 //! microseconds (connect to last body byte), how many distinct token accessors were returned (every
-//! request gets its own token, or all share one), one sample accessor (accessors are not secrets; the
-//! token itself is never printed), the first error seen, and with `--raw` every latency.
+//! request gets its own token, or all share one; a batch token, which has no accessor, counts as
+//! `batch:<hash of the token>`), one sample accessor (accessors are not secrets; the token itself is
+//! never printed), the first error seen, and with `--raw` every latency.
 //! Exit codes: 0 all requests answered 200, 1 some failed, 64 bad usage.
 //!
 //! `--hold N` instead opens N connections, sends nothing on them, prints `held N` and waits until it
@@ -85,11 +86,16 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
+thread_local! {
+    /// One hasher per run, so equal tokens hash alike (the runtime is single-threaded).
+    static HASHER: std::hash::RandomState = std::hash::RandomState::new();
+}
+
 /// What one request gave.
 struct Outcome {
     /// HTTP status, or `None` when the exchange itself failed.
     status: Option<u16>,
-    /// The token's accessor (200) or the error message (otherwise).
+    /// The token's accessor, `batch:<hash>` for a batch token (200), or the error message (otherwise).
     detail: String,
 }
 
@@ -126,7 +132,15 @@ async fn fetch(socket: &std::path::Path, path: &str) -> Outcome {
     };
     let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let detail = if status == 200 {
-        json["auth"]["accessor"].as_str().unwrap_or_default().to_string()
+        match json["auth"]["accessor"].as_str().filter(|a| !a.is_empty()) {
+            Some(accessor) => accessor.to_string(),
+            // A batch token has no accessor: a hash of the token tells tokens apart without printing it.
+            None => {
+                use std::hash::BuildHasher as _;
+                let token = json["auth"]["client_token"].as_str().unwrap_or_default();
+                format!("batch:{:016x}", HASHER.with(|h| h.hash_one(token)))
+            }
+        }
     } else {
         json["error"].as_str().map(str::to_string).unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned())
     };
