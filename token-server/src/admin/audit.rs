@@ -152,7 +152,11 @@ pub fn join(
         let at = humantime::parse_rfc3339_weak(&line.time).ok();
         let event = match line.record {
             Record::Issued { service, accessor, caller } => {
-                issued.insert(accessor, (service.clone(), caller.clone()));
+                // A batch token has no accessor: its requests cannot be told from unauthenticated
+                // ones (whose accessor is empty too), so they are not attributed.
+                if !accessor.is_empty() {
+                    issued.insert(accessor, (service.clone(), caller.clone()));
+                }
                 Event { service: Some(service), caller: Some(caller), ..Event::new(line.time, at, Kind::Issued) }
             }
             Record::Admin { uid, pid, exe, action, service, name, version } => Event {
@@ -335,6 +339,18 @@ mod tests {
         for (path, want) in cases {
             assert_eq!(layout().secret_of(path), want, "{path}");
         }
+    }
+
+    #[test]
+    fn a_batch_token_without_accessor_claims_no_request() {
+        let edgeseal = vec![issued("2026-11-30T10:00:00Z", "fast", "", 11)];
+        let openbao = bao_log(&[
+            bao("2026-11-30T10:00:01Z", "", "read", "secret/data/edgeseal/fast/db"),
+            bao("2026-11-30T10:00:02Z", "", "read", "sys/health"),
+        ]);
+        let report = join(edgeseal, openbao, &layout(), &Query::default()).unwrap();
+        let kinds: Vec<_> = report.events.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, [Kind::Issued], "{:?}", report.events);
     }
 
     #[test]
