@@ -22,12 +22,13 @@
 use std::fs;
 use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use edgeseal_tests::bench::{bao_version, cpus, env_count, loadavg, ms, percentile, verdict};
 use edgeseal_tests::device::DEVICE_IKM;
 use edgeseal_tests::openbao::bao_binary;
+use edgeseal_tests::output_with_stdin;
 use edgeseal_tests::release::{release_binary, Node, Seal};
 use openbao_client::{Client, Pin, Token};
 use secretstore_setup::keystore::{derive_file_kek, open};
@@ -37,16 +38,7 @@ use secretstore_setup::KeystoreDir;
 
 /// Runs `program args` with `stdin`, with `env`; its output (must succeed).
 fn exec(program: &Path, args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Output {
-    let mut child = Command::new(program)
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = output_with_stdin(Command::new(program).args(args).envs(env.iter().copied()), stdin);
     assert!(out.status.success(), "{} {args:?}: {}", program.display(), String::from_utf8_lossy(&out.stderr));
     out
 }

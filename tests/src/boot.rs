@@ -152,7 +152,6 @@ impl Boot {
     /// `security-bootstrap <command> <args> --admin-socket …` with `stdin`, as another uid/gid
     /// (through `setpriv`) or as root when `None`; its output.
     pub fn admin_command_as(&self, user: Option<(u32, u32)>, command: &str, args: &[&str], stdin: &[u8]) -> Output {
-        use std::io::Write as _;
         let subcommand = command;
         let mut command = match user {
             Some((uid, gid)) => {
@@ -163,10 +162,7 @@ impl Boot {
             None => Command::new(self.client()),
         };
         command.arg(subcommand).args(args).arg("--admin-socket").arg(self.admin_socket());
-        let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        // A refused caller may exit before it reads its stdin.
-        let _ = child.stdin.take().unwrap().write_all(stdin);
-        child.wait_with_output().unwrap()
+        crate::output_with_stdin(&mut command, stdin)
     }
 
     /// `security-bootstrap audit <args> --admin-socket …`, as root; its output.

@@ -75,6 +75,21 @@ pub fn write_script(dst: &std::path::Path, body: &str) {
     let _ = std::fs::remove_file(&side);
 }
 
+/// Every regular file below `dir` (recursively; symbolic links are not followed), for the scans
+/// that no secret lands in clear on disk.
+pub fn regular_files_below(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())).flatten() {
+        let kind = entry.file_type().unwrap_or_else(|e| panic!("{}: {e}", entry.path().display()));
+        if kind.is_dir() {
+            out.extend(regular_files_below(&entry.path()));
+        } else if kind.is_file() {
+            out.push(entry.path());
+        }
+    }
+    out
+}
+
 /// The newest modification time of any file below `dir` (to tell a stale binary from its sources).
 pub fn newest_mtime(dir: &std::path::Path) -> Option<std::time::SystemTime> {
     let mut newest = None;
@@ -84,6 +99,22 @@ pub fn newest_mtime(dir: &std::path::Path) -> Option<std::time::SystemTime> {
         newest = newest.max(time);
     }
     newest
+}
+
+/// Runs `command` with `stdin` piped in (a child that exits before reading it is fine) and its
+/// output captured.
+pub fn output_with_stdin(command: &mut std::process::Command, stdin: &[u8]) -> std::process::Output {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    // A refused caller may exit before it reads its stdin.
+    let _ = child.stdin.take().map(|mut pipe| pipe.write_all(stdin));
+    child.wait_with_output().unwrap_or_else(|e| panic!("{command:?}: {e}"))
 }
 
 /// A world-readable (0755) temp directory holding a copy of the workspace's `security-bootstrap`, so

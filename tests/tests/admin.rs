@@ -10,6 +10,7 @@ use std::fs;
 use std::time::Duration;
 
 use edgeseal_tests::boot::Boot;
+use edgeseal_tests::regular_files_below;
 use nix::sys::signal::Signal;
 use serde_json::json;
 
@@ -20,20 +21,6 @@ fn stdout(out: &std::process::Output) -> String {
 
 fn code(out: &std::process::Output) -> i32 {
     out.status.code().unwrap_or(-1)
-}
-
-/// Every file below `dir`, with its contents.
-fn files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    for entry in fs::read_dir(dir).unwrap().flatten() {
-        let kind = entry.file_type().unwrap();
-        if kind.is_dir() {
-            out.extend(files(&entry.path()));
-        } else if kind.is_file() {
-            out.push((entry.path(), fs::read(entry.path()).unwrap_or_default()));
-        }
-    }
-    out
 }
 
 #[test]
@@ -80,9 +67,9 @@ fn an_operator_sets_updates_reads_by_version_and_removes_a_secret_that_the_servi
 
     // No value in any file edgeseal or OpenBao writes outside OpenBao's (encrypted) storage, nor in
     // the logs; OpenBao's audit log holds only HMACs.
-    for (path, bytes) in files(boot.device.path()).into_iter().filter(|(p, _)| !p.to_string_lossy().contains("/raft/"))
+    for path in regular_files_below(boot.device.path()).into_iter().filter(|p| !p.to_string_lossy().contains("/raft/"))
     {
-        let text = String::from_utf8_lossy(&bytes);
+        let text = String::from_utf8_lossy(&fs::read(&path).unwrap_or_default()).into_owned();
         for value in [first, second, "db-pass-9f8e"] {
             assert!(!text.contains(value), "{} holds a value", path.display());
         }
@@ -268,19 +255,9 @@ fn the_standalone_token_server_serves_the_admin_socket_of_a_store_setup_configur
         device.admin_socket().exists().then_some(())
     });
     let secrets = |args: &[&str], stdin: &[u8]| {
-        use std::io::Write as _;
-        let mut child = Command::new(edgeseal_tests::workspace_binary("security-bootstrap"))
-            .arg("secrets")
-            .args(args)
-            .arg("--admin-socket")
-            .arg(device.admin_socket())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(stdin).unwrap();
-        child.wait_with_output().unwrap()
+        let mut command = Command::new(edgeseal_tests::workspace_binary("security-bootstrap"));
+        command.arg("secrets").args(args).arg("--admin-socket").arg(device.admin_socket());
+        edgeseal_tests::output_with_stdin(&mut command, stdin)
     };
     assert!(stdout(&secrets(&["set", "alpha/mqtt-password"], b"standalone-pass-81f2")).contains("version 1"));
     assert_eq!(stdout(&secrets(&["get", "alpha/mqtt-password"], b"")), "standalone-pass-81f2");

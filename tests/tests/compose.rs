@@ -30,6 +30,7 @@ use edgeseal_tests::compose::{self, Compose, Project};
 use edgeseal_tests::docker::Docker;
 use edgeseal_tests::openbao::bao_binary;
 use edgeseal_tests::ports::free_port_pair;
+use edgeseal_tests::regular_files_below;
 use edgeseal_tests::{poll_until, workspace_binary};
 use secretstore_setup::server_config::SEAL_KEY_ENV;
 
@@ -229,20 +230,6 @@ fn seal_key(project: &Project, bootstrapper: &str) -> String {
     key
 }
 
-/// Every regular file below `dir`.
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())).flatten() {
-        let kind = entry.file_type().unwrap();
-        if kind.is_dir() {
-            out.extend(files(&entry.path()));
-        } else if kind.is_file() {
-            out.push(entry.path());
-        }
-    }
-    out
-}
-
 /// Where the daemon keeps the files of `volume` (the private daemon runs in this mount namespace).
 fn mountpoint(docker: &Docker, volume: &str) -> PathBuf {
     let out = compose::run(
@@ -285,7 +272,7 @@ fn search_key(project: &Project, key_hex: &str) -> KeySearch {
     for volume in project.volumes() {
         let root = mountpoint(project.docker(), &volume);
         let mut names = Vec::new();
-        for file in files(&root) {
+        for file in regular_files_below(&root) {
             let bytes = fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
             let name = file.strip_prefix(&root).unwrap().display().to_string();
             if holds(&bytes) {

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use edgeseal_tests::boot::Boot;
@@ -49,15 +49,7 @@ for family in text_string_to_metric_families(sys.stdin.read()):
         out.append([s.name, s.labels, s.value])
 print(json.dumps(out))
 "#;
-    let mut child = Command::new(python())
-        .args(["-c", SCRIPT])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = edgeseal_tests::output_with_stdin(Command::new(python()).args(["-c", SCRIPT]), text.as_bytes());
     assert!(
         out.status.success(),
         "the OpenMetrics parser refused the text:\n{}\n{text}",

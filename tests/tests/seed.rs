@@ -14,6 +14,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use edgeseal_tests::boot::Boot;
+use edgeseal_tests::regular_files_below;
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
@@ -24,20 +25,6 @@ const TOKEN: &str = "seed-mqtt-2b7f55aa";
 fn stdout(out: &std::process::Output) -> String {
     assert!(out.status.success(), "{:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Every file below `dir` outside OpenBao's (encrypted) raft storage, with its contents.
-fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    for entry in fs::read_dir(dir).unwrap().flatten() {
-        let kind = entry.file_type().unwrap();
-        if kind.is_dir() && entry.file_name() != "raft" {
-            out.extend(files(&entry.path()));
-        } else if kind.is_file() {
-            out.push((entry.path(), fs::read(entry.path()).unwrap_or_default()));
-        }
-    }
-    out
 }
 
 /// A seed file for `demo` in the device directory: two secrets to import and one imported earlier.
@@ -89,8 +76,10 @@ fn assert_scrubbed(path: &Path) {
 /// No seeded value in any file below the device directory outside raft: the scrubbed seed file,
 /// edgeseal's log (`run.log`), OpenBao's log and its audit log (which holds HMACs only).
 fn assert_no_value_in_files_or_logs(boot: &Boot) {
-    for (path, bytes) in files(boot.device.path()) {
-        let text = String::from_utf8_lossy(&bytes);
+    // Outside OpenBao's (encrypted) raft storage.
+    let files = regular_files_below(boot.device.path());
+    for path in files.iter().filter(|p| !p.components().any(|c| c.as_os_str() == "raft")) {
+        let text = String::from_utf8_lossy(&fs::read(path).unwrap_or_default()).into_owned();
         for value in [USER, PASSWORD, TOKEN] {
             assert!(!text.contains(value), "{} holds a seeded value", path.display());
         }

@@ -17,6 +17,7 @@ use base64::Engine as _;
 use edgeseal_tests::boot::Boot;
 use edgeseal_tests::device::{DEVICE_IKM, OTHER_IKM};
 use edgeseal_tests::openbao::race_init;
+use edgeseal_tests::regular_files_below;
 use edgeseal_tests::{poll_until, wait_until};
 use kdf_plugins::Ikm;
 use nix::sys::signal::Signal;
@@ -373,7 +374,7 @@ fn the_seal_key_and_client_key_are_in_no_file_or_log_and_openbaos_environment_is
         recovery_hex,
         recovery_b64,
     ];
-    for file in files(boot.device.path()) {
+    for file in regular_files_below(boot.device.path()) {
         let bytes = fs::read(&file).unwrap_or_default();
         let text = String::from_utf8_lossy(&bytes);
         for needle in &needles {
@@ -396,24 +397,12 @@ fn the_seal_key_and_client_key_are_in_no_file_or_log_and_openbaos_environment_is
     assert!(!as_nobody.status.success(), "another user read OpenBao's environment");
 }
 
-/// Every regular file below `dir`.
-fn files(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in fs::read_dir(dir).unwrap().flatten() {
-        let kind = entry.file_type().unwrap();
-        if kind.is_dir() {
-            out.extend(files(&entry.path()));
-        } else if kind.is_file() {
-            out.push(entry.path());
-        }
-    }
-    out
-}
-
 /// Names, sizes and contents hashes of every file below `dir`.
 fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out: Vec<_> =
-        files(dir).into_iter().map(|f| (f.display().to_string(), fs::read(&f).unwrap_or_default())).collect();
+    let mut out: Vec<_> = regular_files_below(dir)
+        .into_iter()
+        .map(|f| (f.display().to_string(), fs::read(&f).unwrap_or_default()))
+        .collect();
     out.sort();
     out
 }

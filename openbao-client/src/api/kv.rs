@@ -231,22 +231,10 @@ impl Client {
     }
 
     /// Records who wrote `version` (e.g. "set by uid 0", "seeded from /etc/x.json") in the secret's
-    /// custom metadata under `v<version>`, keeping the entries of the last [`PROVENANCE_KEPT`] versions.
-    /// Read-modify-write: a concurrent writer's entry can be lost, never a secret value.
+    /// custom metadata under `v<version>`, keeping the entries of the last [`PROVENANCE_KEPT`] versions,
+    /// and sets the keys `extra` (other than `v<N>`; keys that are not `v<N>` are kept) in the same
+    /// write. Read-modify-write: a concurrent writer's entry can be lost, never a secret value.
     pub async fn kv_record_source(
-        &self,
-        token: &Token,
-        mount: &str,
-        path: &str,
-        version: u64,
-        what: &str,
-    ) -> Result<(), Error> {
-        self.kv_record_source_with(token, mount, path, version, what, &[]).await
-    }
-
-    /// [`Client::kv_record_source`], also setting the custom metadata keys `extra` (other than
-    /// `v<N>`) in the same write. Keys that are not `v<N>` are kept.
-    pub async fn kv_record_source_with(
         &self,
         token: &Token,
         mount: &str,

@@ -154,7 +154,7 @@ async fn import_one(
     };
     let source = format!("seeded from {}", file.display());
     client
-        .kv_record_source_with(token, mount, &kv_path, version, &source, &[(SEED_MARKER, &marker)])
+        .kv_record_source(token, mount, &kv_path, version, &source, &[(SEED_MARKER, &marker)])
         .await
         .doing(|| format!("recording the provenance of {kv_path}"))
 }

@@ -14,9 +14,6 @@ use tokio::sync::watch;
 use super::token_server;
 use crate::config::Config;
 
-/// A supervised OpenBao's file audit log, in its `data_dir` (unless `audit.openbao_log` says otherwise).
-pub const OPENBAO_AUDIT_LOG: &str = "audit.log";
-
 /// The OpenBao configuration for a supervised server, from the PKI and `secret_store`: the TCP
 /// listener on `secret_store.address` (`locked` on first boot, see `secretstore_setup::server_config`)
 /// and the private Unix listener setup and the watchdog use.

@@ -38,7 +38,7 @@ pub async fn server(config: &Config, setup: &Setup, audit_log: Option<Arc<AuditL
 
 /// The admin socket's server, acting with `admin` (this run's admin credential), recording admin
 /// actions in `audit_log` and reporting the token server's `telemetry`.
-pub fn admin_server(
+fn admin_server(
     config: &Config,
     setup: &Setup,
     admin: Token,

@@ -29,6 +29,9 @@ use token_server::config::{Selectors, SelectorsError, ServerConfig, ServiceRule,
 pub use identity::StoreIdentityError;
 pub use locate::Location;
 
+/// A supervised OpenBao's file audit log, in its `data_dir` (unless `audit.openbao_log` says otherwise).
+const OPENBAO_AUDIT_LOG: &str = "audit.log";
+
 /// Largest configuration file accepted.
 const MAX_CONFIG_LEN: u64 = 1024 * 1024;
 
@@ -355,9 +358,10 @@ impl Config {
     /// OpenBao's audit log: `audit.openbao_log`, else a supervised OpenBao's (`audit.log` in its
     /// `data_dir`); unknown for an external store that names none.
     pub fn openbao_audit_log(&self) -> Option<PathBuf> {
-        self.audit.openbao_log.clone().or_else(|| {
-            self.secret_store.supervise.as_ref().map(|s| s.data_dir.join(crate::commands::run::OPENBAO_AUDIT_LOG))
-        })
+        self.audit
+            .openbao_log
+            .clone()
+            .or_else(|| self.secret_store.supervise.as_ref().map(|s| s.data_dir.join(OPENBAO_AUDIT_LOG)))
     }
 
     /// Reads and checks a configuration file (see [`Config::parse`]).

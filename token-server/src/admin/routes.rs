@@ -340,7 +340,7 @@ async fn write(
 /// Keeps "who wrote version N" in the secret's custom metadata (the last
 /// [`openbao_client::api::kv::PROVENANCE_KEPT`]).
 async fn record_provenance(state: &AdminState, kv_path: &str, version: u64, what: &str) {
-    if let Err(e) = state.client.kv_record_source(&state.token, &state.kv_mount, kv_path, version, what).await {
+    if let Err(e) = state.client.kv_record_source(&state.token, &state.kv_mount, kv_path, version, what, &[]).await {
         tracing::warn!(error = %e, "recording who wrote a secret version failed");
     }
 }
