@@ -320,9 +320,22 @@ impl Client {
             })?),
             None => Bytes::new(),
         };
+        self.send_bytes(method, path, token, payload, retry, MAX_RESPONSE).await
+    }
+
+    /// Sends raw bytes (JSON or not) and reads an answer of up to `limit` bytes: raft snapshots.
+    pub async fn send_bytes(
+        &self,
+        method: &Method,
+        path: &str,
+        token: Option<&Token>,
+        payload: Bytes,
+        retry: Retry,
+        limit: usize,
+    ) -> Result<(StatusCode, Bytes), Error> {
         let attempts = if retry == Retry::Idempotent { ATTEMPTS } else { 1 };
         retry::retry(Backoff::attempts(attempts, BACKOFF), || async {
-            match self.send_once(method, path, token, payload.clone()).await {
+            match self.send_once(method, path, token, payload.clone(), limit).await {
                 Ok(answer) => Attempt::Done(answer),
                 Err(e) if e.is_unreachable() => Attempt::Retry(e),
                 Err(e) => Attempt::Fail(e),
@@ -337,6 +350,7 @@ impl Client {
         path: &str,
         token: Option<&Token>,
         payload: Bytes,
+        limit: usize,
     ) -> Result<(StatusCode, Bytes), Error> {
         let api_path = format!("/v1/{}", path.trim_start_matches('/'));
         let uri: hyper::Uri = match &self.transport {
@@ -364,13 +378,12 @@ impl Client {
             };
             let response = sent.map_err(|e| self.transport_error(method, path, &e))?;
             let status = response.status();
-            let body =
-                Limited::new(response.into_body(), MAX_RESPONSE).collect().await.map_err(|e| Error::Unreachable {
-                    addr: self.base.clone(),
-                    method: method.to_string(),
-                    path: path.to_string(),
-                    reason: format!("reading the response: {e}"),
-                })?;
+            let body = Limited::new(response.into_body(), limit).collect().await.map_err(|e| Error::Unreachable {
+                addr: self.base.clone(),
+                method: method.to_string(),
+                path: path.to_string(),
+                reason: format!("reading the response: {e}"),
+            })?;
             Ok((status, body.to_bytes()))
         };
         tokio::time::timeout(self.timeout, exchange).await.unwrap_or_else(|_| {
@@ -396,7 +409,7 @@ impl Client {
     }
 }
 
-fn api_error(method: &Method, path: &str, status: StatusCode, body: &[u8]) -> Error {
+pub(crate) fn api_error(method: &Method, path: &str, status: StatusCode, body: &[u8]) -> Error {
     let message = serde_json::from_slice::<ErrorBody>(body)
         .ok()
         .filter(|b| !b.errors.is_empty())

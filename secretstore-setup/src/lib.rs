@@ -3,7 +3,9 @@
 //! Layout:
 //! - [`keystore`]: `keystore.json` — unseal shares and other long-lived secrets, AES-256-GCM under the
 //!   KEK from a KDF plug-in; atomic, durable, never overwritten by a different keystore (SPEC §5).
+//! - [`backup`]: what a backup carries (snapshot, seal key or shares, travelling keystore items).
 //! - [`edgex_import`]: converting an EdgeX `resp-init.json` (plain or `EDGEX_IKM_HOOK`-encrypted).
+//! - [`identity`]: the node identity (age recipient, signing key, TLS client key), keystore items.
 //! - [`seed`]: EdgeX seed files (`services.<svc>.seed_file`): the SecretsFile JSON checked into typed
 //!   seeds, and its scrubbed form; imported at setup by [`setup::seed_files`].
 //! - [`secret`]: [`UnsealShare`] and [`SecretBytes`], which wipe themselves and never print.
@@ -20,9 +22,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod backup;
 pub mod config;
 pub mod crash;
 pub mod edgex_import;
+pub mod identity;
 pub mod keystore;
 pub mod seal;
 pub mod secret;

@@ -115,6 +115,22 @@ pub enum Command {
     /// revoke the root token. No root token is ever stored.
     #[command(after_help = "Example:\n  security-bootstrap setup --config /etc/edgeseal/edgeseal.yaml")]
     Setup(ConfigArg),
+    /// This node's identity (SPEC §13).
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Back up this device's store to one file, encrypted to an offline recovery key (through the
+    /// admin socket): the raft snapshot and the keys that open it. Never the IKM, the KEK or a token.
+    #[command(
+        after_help = "Example:\n  age-keygen -o recovery.key   # once, kept offline; prints its recipient age1…\n  security-bootstrap backup --to age1… -o /media/usb/gw-17.backup"
+    )]
+    Backup(BackupArgs),
+    /// Restore a backup onto this device (stop edgeseal first): the store, opened with the backup's
+    /// key, re-encrypted under this device's KEK, converged; every token issued before the backup is
+    /// revoked. Refuses to replace a store this device holds unless --force. Crash-safe: rerun it.
+    #[command(
+        after_help = "Example:\n  security-bootstrap restore --identity recovery.key /media/usb/gw-17.backup --config /etc/edgeseal/edgeseal.yaml"
+    )]
+    Restore(RestoreArgs),
     /// Start a rotation of the static seal key of the supervised OpenBao.
     ///
     /// Stores a new random key in the keystore as the next one; the next start of `run` completes the
@@ -388,6 +404,117 @@ pub enum SecretsCommand {
         #[arg(long = "admin-socket", value_name = "PATH", default_value = token_server::admin::DEFAULT_SOCKET)]
         socket: PathBuf,
     },
+    /// Export secrets as a bundle for another device or person: age-encrypted to --to, signed by this
+    /// node.
+    #[command(
+        after_help = "Example:\n  security-bootstrap secrets export --to age1qy… core-data/* app/api-key -o secrets.age\n\nSelectors: SERVICE/NAME or SERVICE/*. The receiver imports it with\n  security-bootstrap secrets import secrets.age --from <this node's signing key>"
+    )]
+    Export {
+        /// Whom the bundle is encrypted to (age recipients, age1…; repeatable).
+        #[arg(long = "to", value_name = "AGE_RECIPIENT", required = true)]
+        to: Vec<String>,
+        /// SERVICE/NAME or SERVICE/*.
+        #[arg(required = true)]
+        selectors: Vec<String>,
+        /// Where the bundle goes (a new file; never overwritten).
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: PathBuf,
+        /// The admin socket.
+        #[arg(long = "admin-socket", value_name = "PATH", default_value = token_server::admin::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Import a bundle made for this node: all of it or nothing; reports what changes.
+    #[command(
+        after_help = "Example:\n  security-bootstrap secrets import secrets.age --from ed25519:Qk… --dry-run\n\nA bundle made with the plain `age` CLI (a JSON object \"service/name\": value, encrypted to\nthis node's recipient) is unsigned: it needs --allow-unsigned."
+    )]
+    Import {
+        /// The bundle.
+        file: PathBuf,
+        /// Accept only bundles signed by this key (ed25519:…, from the sender's `node show`; repeatable).
+        #[arg(long = "from", value_name = "SIGNING_KEY")]
+        from: Vec<String>,
+        /// Accept a bundle with no signature (made with `age` or `secrets seal`).
+        #[arg(long)]
+        allow_unsigned: bool,
+        /// Report what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The admin socket.
+        #[arg(long = "admin-socket", value_name = "PATH", default_value = token_server::admin::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Make a bundle from a JSON object on stdin ({"service/name": "value" or {…}}), with no device:
+    /// encrypted to --to, unsigned (the receiver imports it with --allow-unsigned).
+    #[command(after_help = "Example:\n  security-bootstrap secrets seal --to age1qy… < secrets.json > secrets.age")]
+    Seal {
+        /// Whom the bundle is encrypted to (age1…; repeatable).
+        #[arg(long = "to", value_name = "AGE_RECIPIENT", required = true)]
+        to: Vec<String>,
+        /// Write the bundle here (a new file) instead of stdout.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+}
+
+/// `node …`
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// This node's identity: node id, age recipient, signing key, TLS certificate SHA-256 (public
+    /// values only).
+    #[command(
+        after_help = "Examples:\n  security-bootstrap node show                      # a running device (admin socket)\n  security-bootstrap node show --config edgeseal.yaml  # offline; makes the identity if there is none yet"
+    )]
+    Show(NodeShowArgs),
+}
+
+/// `node show`
+#[derive(Debug, Args)]
+pub struct NodeShowArgs {
+    /// JSON (with the TLS certificate's PEM).
+    #[arg(long)]
+    pub json: bool,
+    /// Read the keystore directly (edgeseal stopped, or before the first boot) instead of asking `run`.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The admin socket.
+    #[arg(long = "admin-socket", value_name = "PATH", default_value = token_server::admin::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+}
+
+/// `backup`
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The recovery recipient(s) the backup is encrypted to (age1…, an offline key you keep; repeatable).
+    #[arg(long = "to", value_name = "AGE_RECIPIENT", required = true)]
+    pub to: Vec<String>,
+    /// Where the backup goes (a new file; never overwritten).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: PathBuf,
+    /// The admin socket.
+    #[arg(long = "admin-socket", value_name = "PATH", default_value = token_server::admin::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+}
+
+/// `restore`
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup file.
+    pub file: PathBuf,
+    /// The recovery identity file (age-keygen output) the backup was encrypted to.
+    #[arg(long, value_name = "KEYFILE")]
+    pub identity: PathBuf,
+    /// edgeseal.yaml of this device.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Accept only a backup signed by this node key (ed25519:…; repeatable).
+    #[arg(long = "from", value_name = "SIGNING_KEY")]
+    pub from: Vec<String>,
+    /// Replace the store this device already holds.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `keystore …`

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod kv;
+pub mod restore;
 pub mod sys;
 
 use serde::Deserialize;

@@ -32,7 +32,7 @@ const CREATE_ATTEMPTS: u32 = 3;
 /// self-initialization takes ~2.5 s: the raft election, then the `initialize` requests).
 const SELF_INIT_PATIENCE: Duration = Duration::from_secs(30);
 /// How long a killed OpenBao may take to let go of the storage.
-const HELD_PATIENCE: Duration = Duration::from_secs(10);
+pub(super) const HELD_PATIENCE: Duration = Duration::from_secs(10);
 /// Converge attempts when OpenBao goes away in the middle (it is restarted by the supervisor).
 const CONVERGE_TRIES: u32 = 5;
 /// Pause between two looks at a starting OpenBao.
@@ -82,6 +82,7 @@ pub async fn open(setup: &Setup, server: ServerConfig) -> Result<Opened, SetupEr
         shares: keystore.has_shares(),
         pending: marker.exists(),
         migrating: super::migrate::pending_marker(store.dir()).exists(),
+        restoring: super::restore::restore_marker(store.dir()).exists(),
         storage: storage::has_data(&server.data_dir).map_err(io("inspecting", &server.data_dir))?,
     };
     let plan = storage::plan(seen).map_err(|refusal| refused(setup, &server, &store, refusal))?;
@@ -236,16 +237,16 @@ where
 }
 
 /// Starts the supervised OpenBao with a given pair of seal keys.
-struct Launcher<'a> {
-    supervise: &'a SuperviseConfig,
+pub(super) struct Launcher<'a> {
+    pub(super) supervise: &'a SuperviseConfig,
     /// Everything but the seal stanza.
-    server: ServerConfig,
+    pub(super) server: ServerConfig,
 }
 
 impl Launcher<'_> {
     /// Writes the configuration naming `current` (and `previous`), and starts OpenBao with the keys
     /// in its environment.
-    fn start(&self, (current, previous): (&SealKey, Option<&SealKey>)) -> Result<Supervisor, SetupError> {
+    pub(super) fn start(&self, (current, previous): (&SealKey, Option<&SealKey>)) -> Result<Supervisor, SetupError> {
         let server = ServerConfig {
             static_seal: Some(StaticSeal {
                 current_id: current.id.clone(),
@@ -334,7 +335,7 @@ async fn rotate(
 
 /// Opens the keystore with the plug-in's IKM, or makes an empty one. Nothing is written when the
 /// keystore exists and the KEK does not open it.
-fn open_or_create(store: &KeystoreDir, ikm: &Ikm) -> Result<(Keystore, Kek), SetupError> {
+pub(super) fn open_or_create(store: &KeystoreDir, ikm: &Ikm) -> Result<(Keystore, Kek), SetupError> {
     if store.read()?.is_some() {
         return Ok(store.open_with_ikm(ikm)?);
     }
@@ -422,13 +423,17 @@ fn refused(setup: &Setup, server: &ServerConfig, store: &KeystoreDir, refusal: R
             "a seal migration of this store was interrupted ({} exists); finish it with `security-bootstrap migrate-seal` before starting edgeseal",
             super::migrate::pending_marker(store.dir()).display()
         )),
+        Refusal::RestorePending => SetupError::Config(format!(
+            "a restore into this store was interrupted ({} exists); finish it with `security-bootstrap restore` (the same backup file) before starting edgeseal",
+            super::restore::restore_marker(store.dir()).display()
+        )),
         Refusal::StorageMissing => {
             SetupError::StorageMissing { keystore, storage, address: setup.store.address.clone() }
         }
     }
 }
 
-fn remove_durably(path: &std::path::Path) -> Result<(), SetupError> {
+pub(super) fn remove_durably(path: &std::path::Path) -> Result<(), SetupError> {
     match std::fs::remove_file(path) {
         Ok(()) => crate::setup::init::sync_parent(path),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

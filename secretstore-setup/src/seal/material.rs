@@ -119,10 +119,15 @@ pub const CLIENT_CN: &str = "edgeseal setup";
 impl IdentityPem {
     /// A new P-256 key and a self-signed client-auth certificate for it.
     pub fn generate() -> Result<Self, rcgen::Error> {
+        Self::generate_named(CLIENT_CN)
+    }
+
+    /// A new P-256 key and a self-signed client-auth certificate for it, with common name `cn`.
+    pub fn generate_named(cn: &str) -> Result<Self, rcgen::Error> {
         let key = rcgen::KeyPair::generate()?;
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
         params.distinguished_name.push(rcgen::DnType::OrganizationName, "edgeseal");
-        params.distinguished_name.push(rcgen::DnType::CommonName, CLIENT_CN);
+        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
         params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
         let cert = params.self_signed(&key)?;
@@ -140,13 +145,13 @@ impl IdentityPem {
         ClientIdentity::from_pem(&self.cert, self.key.expose().as_bytes())
     }
 
-    fn to_item(&self) -> SecretBytes {
+    pub(crate) fn to_item(&self) -> SecretBytes {
         let stored = StoredIdentity { cert: self.cert.clone(), key: self.key.clone() };
         SecretBytes::new(serde_json::to_vec(&stored).unwrap_or_default())
     }
 
-    fn from_item(bytes: &[u8]) -> Result<Self, MalformedItem> {
-        let bad = |reason: String| MalformedItem { item: ITEM_CLIENT_IDENTITY, reason };
+    pub(crate) fn from_item(item: &'static str, bytes: &[u8]) -> Result<Self, MalformedItem> {
+        let bad = |reason: String| MalformedItem { item, reason };
         let stored: StoredIdentity = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
         let identity = Self { cert: stored.cert, key: stored.key };
         identity.client_identity().map_err(|e| bad(e.to_string()))?;
@@ -209,7 +214,7 @@ impl SealMaterial {
             item: ITEM_CLIENT_IDENTITY,
             reason: "missing beside the seal key".into(),
         })?;
-        let identity = IdentityPem::from_item(identity.expose())?;
+        let identity = IdentityPem::from_item(ITEM_CLIENT_IDENTITY, identity.expose())?;
         Ok(Some(Self { current, next, identity }))
     }
 

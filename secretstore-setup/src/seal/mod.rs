@@ -10,11 +10,13 @@
 //! - [`storage`]: the one on-disk fact that decides a boot — whether edgeseal is still *creating*
 //!   the store (`store-pending` beside the keystore) — and what the raft directory holds ([`plan`]).
 //! - [`boot`]: the supervised boot itself: keystore, OpenBao, login, converge; seal-key rotation.
+//! - [`restore`]: `restore`, a backup's store and keys moved onto this device, crash-safe.
 //! - [`migrate`]: `migrate-seal`, a Shamir-sealed store moved to the static seal, crash-safe.
 
 pub mod boot;
 pub mod material;
 pub mod migrate;
+pub mod restore;
 pub mod storage;
 
 use serde::{Deserialize, Serialize};
@@ -58,6 +60,8 @@ pub fn setup_policy(kv_mount: &str, service_prefix: &str) -> String {
         ("sys/policies/acl", r#"["list"]"#),
         ("sys/policies/acl/*", crud),
         ("sys/rotate/recovery/*", r#"["update", "sudo"]"#),
+        // `restore`: the backup's snapshot into a store that has just initialized itself.
+        ("sys/storage/raft/snapshot-force", r#"["update", "sudo"]"#),
         ("auth/token/roles", r#"["list"]"#),
         ("auth/token/*", r#"["create", "read", "update", "delete", "list", "sudo"]"#),
         ("auth/edgeseal-cert/certs/*", crud),

@@ -91,6 +91,8 @@ pub struct Seen {
     pub storage: bool,
     /// `migrate-pending` exists: `migrate-seal` was interrupted.
     pub migrating: bool,
+    /// `restore-pending` exists: `restore` was interrupted.
+    pub restoring: bool,
 }
 
 /// What the boot does.
@@ -115,12 +117,15 @@ pub enum Refusal {
     StorageMissing,
     /// A `migrate-seal` was interrupted: only it may continue.
     MigrationPending,
+    /// A `restore` was interrupted: only it may continue.
+    RestorePending,
 }
 
 /// The decision, as a pure function of what was seen (table-tested).
 pub fn plan(seen: Seen) -> Result<Plan, Refusal> {
     match seen {
         Seen { migrating: true, .. } => Err(Refusal::MigrationPending),
+        Seen { restoring: true, .. } => Err(Refusal::RestorePending),
         Seen { material: true, pending: true, .. } => Ok(Plan::Create),
         Seen { material: true, storage: true, .. } => Ok(Plan::Open),
         Seen { material: true, .. } => Err(Refusal::StorageMissing),
@@ -159,9 +164,10 @@ mod tests {
             ((true, true, false, false), Err(StorageMissing)),
         ];
         for ((material, shares, pending, storage), want) in cases {
-            let seen = Seen { material, shares, pending, storage, migrating: false };
+            let seen = Seen { material, shares, pending, storage, migrating: false, restoring: false };
             assert_eq!(plan(seen), want, "{seen:?}");
             assert_eq!(plan(Seen { migrating: true, ..seen }), Err(MigrationPending), "{seen:?}");
+            assert_eq!(plan(Seen { restoring: true, ..seen }), Err(RestorePending), "{seen:?}");
         }
     }
 

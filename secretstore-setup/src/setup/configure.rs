@@ -50,6 +50,10 @@ pub async fn converge(
     kek: &Kek,
     report: &mut Report,
 ) -> Result<(), SetupError> {
+    let (_, made) = crate::identity::ensure(store, kek).map_err(|e| SetupError::Config(e.to_string()))?;
+    if made {
+        report.changes.push("node identity made and stored in the keystore".into());
+    }
     match bootstrap {
         Bootstrap::Approle { ok } => {
             ensure_kv_mount(setup, client, token, report).await?;

@@ -28,15 +28,18 @@ pub const ADMIN_ROLE: &str = "edgeseal-admin";
 /// Period of the admin credential: renewed by the server, revoked at shutdown.
 pub const ADMIN_PERIOD_SECS: u64 = 24 * 3600;
 
-/// The admin credential may read, write, version, delete and list the services' secrets, and nothing
-/// else: no policy, no token, no mount, no other path.
+/// The admin credential may read, write, version, delete and list the services' secrets, and read
+/// the raft snapshot a `backup` carries (useless without the seal key), and nothing else: no
+/// policy, no token, no mount, no other path.
 pub fn admin_policy(kv_mount: &str, prefix: &str) -> String {
     format!(
         "# edgeseal: the admin socket's credential (operators' secrets)\n\
          path \"{kv_mount}/data/{prefix}/*\" {{\n  capabilities = [\"create\", \"read\", \"update\", \"delete\"]\n}}\n\
          path \"{kv_mount}/metadata/{prefix}/*\" {{\n  capabilities = [\"create\", \"read\", \"update\", \"delete\", \"list\"]\n}}\n\
          path \"{kv_mount}/delete/{prefix}/*\" {{\n  capabilities = [\"update\"]\n}}\n\
-         path \"{kv_mount}/destroy/{prefix}/*\" {{\n  capabilities = [\"update\"]\n}}\n"
+         path \"{kv_mount}/destroy/{prefix}/*\" {{\n  capabilities = [\"update\"]\n}}\n\
+         # `backup`: the store's raft snapshot (sealed by the store's keys; the backup adds the key)\n\
+         path \"sys/storage/raft/snapshot\" {{\n  capabilities = [\"read\"]\n}}\n"
     )
 }
 

@@ -1,11 +1,14 @@
 //! One module per command. Each writes a human report to `out` and never prints a secret.
 
 pub mod audit;
+pub mod bundles;
+pub mod device;
 pub mod gate;
 pub mod import_edgex;
 pub mod inspect;
 pub mod kdf_check;
 pub mod pki;
+pub mod restore;
 pub mod run;
 pub mod seal;
 pub mod secrets;

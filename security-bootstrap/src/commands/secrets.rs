@@ -25,6 +25,15 @@ pub fn run(command: &SecretsCommand, out: &mut dyn Write) -> anyhow::Result<()> 
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
     match command {
+        SecretsCommand::Export { to, selectors, output, socket } => {
+            return super::bundles::export(to, selectors, output, socket, out)
+        }
+        SecretsCommand::Import { file, from, allow_unsigned, dry_run, json, socket } => {
+            let options =
+                super::bundles::ImportOptions { allow_unsigned: *allow_unsigned, dry_run: *dry_run, json: *json };
+            return super::bundles::import(file, from, options, socket, out);
+        }
+        SecretsCommand::Seal { to, output } => return super::bundles::seal(to, output.as_deref(), out),
         SecretsCommand::Set { target, value, cas, socket } => {
             let (service, name) = split(target)?;
             let data = read_value(value.from_file.as_deref(), value.json, false)?.unwrap_or_default();

@@ -60,6 +60,11 @@ fn admin_server(
         services,
         audit_log: Some(audit_log),
         openbao_audit_log: config.openbao_audit_log(),
+        device: Some(Arc::new(super::device::KeystoreDevice {
+            kdf: config.kdf.clone(),
+            store: secretstore_setup::KeystoreDir::new(&config.keystore.dir),
+            config: serde_json::to_vec(config).unwrap_or_default(),
+        })),
         observed: Observed {
             telemetry,
             selectors: config.services.iter().map(|(name, entry)| (name.0.clone(), entry.selectors.clone())).collect(),

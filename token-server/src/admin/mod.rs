@@ -12,11 +12,14 @@
 //!   action, service, name, resulting version — never a value.
 //!
 //! [`routes`] holds the HTTP API and its (pure, table-tested) input rules; [`audit`] joins edgeseal's
-//! audit log with OpenBao's for `security-bootstrap audit`; [`observe`] the metrics and status reports.
+//! audit log with OpenBao's for `security-bootstrap audit`; [`observe`] the metrics and status reports;
+//! [`transfer`] the node identity, secrets bundles and backups (with the keystore through [`device`]).
 
 pub mod audit;
+pub mod device;
 pub mod observe;
 pub mod routes;
+pub mod transfer;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -98,6 +101,8 @@ pub struct AdminState {
     pub openbao_audit_log: Option<PathBuf>,
     /// Metrics and status: the token server's counters, selectors, certificates.
     pub observed: observe::Observed,
+    /// The keystore, for the node identity, bundles and backups ([`transfer`]).
+    pub device: Option<transfer::DeviceHandle>,
 }
 
 /// How often the admin credential (period 24 h) is renewed.

@@ -11,6 +11,7 @@
 //! | `GET /v1/secrets[?service=S]` | `{"secrets": [{service, name, version, updated, source}]}` |
 //! | `GET /v1/audit[?service=S][&since=SECONDS][&limit=N]` | [`super::audit::Report`] plus `{"sources": {edgeseal, openbao}}` |
 //! | `GET /metrics`, `GET /v1/status` | see [`super::observe`] |
+//! | `GET /v1/node`, `POST /v1/export`, `/v1/import`, `/v1/backup` | see [`super::transfer`] |
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -100,7 +101,7 @@ struct ErrorBody<'a> {
     error: &'a str,
 }
 
-fn json(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+pub(super) fn json(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(serde_json::to_vec(body).unwrap_or_default())));
     *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
@@ -112,7 +113,7 @@ pub fn refused(reason: &str) -> Response<Full<Bytes>> {
     error(StatusCode::FORBIDDEN, reason)
 }
 
-fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+pub(super) fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     json(status, &serde_json::to_value(ErrorBody { error: message }).unwrap_or_default())
 }
 
@@ -122,8 +123,27 @@ pub async fn handle(state: &AdminState, admin: Admin, request: Request<Incoming>
         (&Method::GET, "/metrics") => return super::observe::metrics(state).await,
         (&Method::GET, "/v1/status") => return json(StatusCode::OK, &super::observe::status(state).await),
         (&Method::GET, "/v1/audit") => return audit_report(state, &request).await,
-        (_, "/metrics" | "/v1/status" | "/v1/audit") => {
+        (&Method::GET, "/v1/node") => return super::transfer::node(state).await,
+        (_, "/metrics" | "/v1/status" | "/v1/audit" | "/v1/node") => {
             return error(StatusCode::METHOD_NOT_ALLOWED, "only GET is allowed here")
+        }
+        (&Method::POST, "/v1/export" | "/v1/import" | "/v1/backup") => {
+            let route = request.uri().path().to_string();
+            let limit = if route == "/v1/import" { super::transfer::MAX_IMPORT } else { MAX_BODY };
+            let bytes = match Limited::new(request.into_body(), limit).collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(_) => {
+                    return error(StatusCode::PAYLOAD_TOO_LARGE, &format!("the request is larger than {limit} bytes"))
+                }
+            };
+            return match route.as_str() {
+                "/v1/export" => super::transfer::export(state, admin, &bytes).await,
+                "/v1/import" => super::transfer::import(state, admin, &bytes).await,
+                _ => super::transfer::backup(state, admin, &bytes).await,
+            };
+        }
+        (_, "/v1/export" | "/v1/import" | "/v1/backup") => {
+            return error(StatusCode::METHOD_NOT_ALLOWED, "only POST is allowed here")
         }
         _ => {}
     }
@@ -191,11 +211,11 @@ pub fn check_data(data: &Map<String, Value>) -> Result<(), &'static str> {
     Ok(())
 }
 
-fn path(state: &AdminState, service: &str, name: &str) -> String {
+pub(super) fn path(state: &AdminState, service: &str, name: &str) -> String {
     format!("{}/{service}/{name}", state.prefix)
 }
 
-fn unknown(state: &AdminState, service: &str) -> Option<Response<Full<Bytes>>> {
+pub(super) fn unknown(state: &AdminState, service: &str) -> Option<Response<Full<Bytes>>> {
     (!state.services.contains_key(service)).then(|| {
         error(
             StatusCode::NOT_FOUND,
@@ -207,12 +227,12 @@ fn unknown(state: &AdminState, service: &str) -> Option<Response<Full<Bytes>>> {
     })
 }
 
-fn store_error(e: &openbao_client::Error) -> Response<Full<Bytes>> {
+pub(super) fn store_error(e: &openbao_client::Error) -> Response<Full<Bytes>> {
     let status = if e.is_unreachable() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::BAD_GATEWAY };
     error(status, &format!("the secret store: {e}"))
 }
 
-fn audit(state: &AdminState, admin: Admin, action: &str, service: &str, name: &str, version: Option<u64>) {
+pub(super) fn audit(state: &AdminState, admin: Admin, action: &str, service: &str, name: &str, version: Option<u64>) {
     // The admin's process waits for this answer: its pid is still its own.
     let exe = admin
         .pid
@@ -339,7 +359,7 @@ async fn write(
 
 /// Keeps "who wrote version N" in the secret's custom metadata (the last
 /// [`openbao_client::api::kv::PROVENANCE_KEPT`]).
-async fn record_provenance(state: &AdminState, kv_path: &str, version: u64, what: &str) {
+pub(super) async fn record_provenance(state: &AdminState, kv_path: &str, version: u64, what: &str) {
     if let Err(e) = state.client.kv_record_source(&state.token, &state.kv_mount, kv_path, version, what, &[]).await {
         tracing::warn!(error = %e, "recording who wrote a secret version failed");
     }

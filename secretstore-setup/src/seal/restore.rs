@@ -1,0 +1,208 @@
+//! `security-bootstrap restore` (SPEC §13): a backup restored into this device's supervised,
+//! static-sealed OpenBao.
+//!
+//! 1. `restore-pending` is written durably beside the keystore. From here until the last step a
+//!    boot refuses to start (only a rerun of `restore` continues), and the storage holds nothing
+//!    that is not in the backup file.
+//! 2. The backup's keystore items (its seal key(s), edgeseal's client identity, the recovery key,
+//!    CA keys) replace this keystore's, re-encrypted under this device's KEK. The node identity
+//!    stays this device's own.
+//! 3. OpenBao starts on wiped storage with the backup's seal key and initializes itself (registering
+//!    the backup's client certificate); edgeseal logs in and hands it the snapshot
+//!    (`snapshot-force`). OpenBao seals itself.
+//! 4. OpenBao starts again without the `initialize` block and opens the restored store with the
+//!    backup's key; edgeseal logs in with the backup's certificate and revokes every token in the
+//!    store — all of them were issued before the backup.
+//! 5. The markers go; a normal boot converges the store to this device's configuration; OpenBao
+//!    stops.
+//!
+//! A crash anywhere before step 5 leaves `restore-pending`: a rerun starts again at step 1 with the
+//! same file. After it, the device boots normally.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use openbao_client::{Client, Token};
+
+use super::boot::{self, open_or_create, remove_durably, Launcher};
+use super::material::{SealMaterial, ITEM_SEAL_KEY};
+use super::{self_init, storage, SealMode};
+use crate::backup::{travels, Backup};
+use crate::crash;
+use crate::server_config::ServerConfig;
+use crate::setup::{Doing, Report, Setup, SetupError};
+use crate::supervise::{self, DataDirLock};
+
+/// The marker: a restore into this keystore's store is under way.
+pub fn restore_marker(keystore_dir: &Path) -> PathBuf {
+    keystore_dir.join("restore-pending")
+}
+
+/// What a restore did.
+#[derive(Debug)]
+pub struct Restored {
+    /// The converging boot's report.
+    pub report: Report,
+    /// Tokens of the backed-up store revoked (every one issued before the backup).
+    pub revoked: usize,
+    /// Whether an earlier, interrupted restore was finished.
+    pub resumed: bool,
+}
+
+/// Restores `backup` into the supervised OpenBao of `setup` (described by `server`, as `run` starts
+/// it). Refuses a device that already holds a store unless `force`.
+pub async fn restore(
+    setup: &Setup,
+    server: ServerConfig,
+    backup: &Backup,
+    force: bool,
+) -> Result<Restored, SetupError> {
+    let supervise = match &setup.store.supervise {
+        Some(s) if s.seal == SealMode::Static => s.clone(),
+        _ => {
+            return Err(SetupError::Config(
+                "restore needs a supervised OpenBao with the static seal (secret_store.supervise, seal: static)".into(),
+            ))
+        }
+    };
+    if !backup.items.contains_key(ITEM_SEAL_KEY) {
+        return Err(SetupError::Config(
+            "this backup is of a Shamir-sealed store (it holds unseal shares, no seal key); restore it with `bao operator raft snapshot restore -force` and its shares, then `security-bootstrap keystore import-edgex`-style import of the shares is needed: edgeseal restores static-sealed backups only".into(),
+        ));
+    }
+    setup.validate()?;
+    let lock = DataDirLock::acquire(&supervise.data_dir).map_err(|source| SetupError::Io {
+        doing: "locking (is edgeseal running? stop it before a restore)",
+        path: supervise.data_dir.clone(),
+        source,
+    })?;
+    let ikm = setup.ikm().await?;
+    let store = setup.keystore_dir();
+    let (keystore, kek) = open_or_create(&store, &ikm)?;
+    drop(ikm);
+    let marker = restore_marker(store.dir());
+    let resumed = marker.exists();
+    let raft = server.data_dir.clone();
+    let io = |doing: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SetupError::Io { doing, path, source }
+    };
+    if keystore.has_shares() {
+        return Err(SetupError::Config(format!(
+            "keystore {} belongs to a Shamir-sealed store; a restore replaces a static-sealed one. Move the keystore and {} away first",
+            store.path().display(),
+            raft.display()
+        )));
+    }
+    let holds_store =
+        keystore.item(ITEM_SEAL_KEY).is_some() || storage::has_data(&raft).map_err(io("inspecting", &raft))?;
+    if holds_store && !resumed && !force {
+        return Err(SetupError::Config(format!(
+            "this device already holds a store (keystore {} has a seal key, or {} holds data); a restore would replace it and everything in it. Run restore again with --force to replace it",
+            store.path().display(),
+            raft.display()
+        )));
+    }
+
+    let note = b"edgeseal is restoring a backup into this keystore's store; rerun `security-bootstrap restore`\n";
+    durable_file::write(&marker, note, &durable_file::Options::private()).map_err(|e| SetupError::Io {
+        doing: "marking the restore",
+        path: e.path,
+        source: e.source,
+    })?;
+    crash::point("restore-after-marker");
+    store.update(&kek, |k| {
+        let old: Vec<String> = k.item_names().filter(|n| travels(n)).map(str::to_string).collect();
+        for name in old {
+            k.remove_item(&name);
+        }
+        for (name, value) in &backup.items {
+            k.set_item(name, value.clone())?;
+        }
+        Ok(())
+    })?;
+    crash::point("restore-after-keys");
+    let material = SealMaterial::from_keystore(&store.open(&kek)?)
+        .map_err(|e| SetupError::Config(e.to_string()))?
+        .ok_or_else(|| SetupError::Config("the backup's seal key did not reach the keystore".into()))?;
+    tracing::info!(key_id = %material.current.id, next = material.next.is_some(), "the backup's seal key is in this device's keystore, under its KEK");
+
+    let identity = material.identity.client_identity().doing(|| "loading the backup's client identity".into())?;
+    let client = setup.tcp_client_as(Some(&identity))?;
+    let fresh = Launcher {
+        supervise: &supervise,
+        server: ServerConfig {
+            api_socket: None,
+            tcp_client_ca: None,
+            unauthed_generate_root: false,
+            self_init: Some(self_init(&material.identity.cert, &setup.store.kv_mount, &setup.store.service_prefix)),
+            ..server.clone()
+        },
+    };
+    supervise::reap_orphan(&supervise.config_file()).await;
+    storage::wait_unheld(&raft, boot::HELD_PATIENCE).await.map_err(io("checking", &raft))?;
+    storage::wipe(&raft).map_err(io("wiping the storage for the restore", &raft))?;
+    let supervisor = fresh.start(material.keys())?;
+    let restored = async {
+        let token = boot::login(&client, setup.store.wait_timeout, || false).await?;
+        crash::point("restore-after-self-init");
+        client
+            .raft_restore_force(&token, Bytes::from(backup.snapshot.clone()))
+            .await
+            .doing(|| "restoring the backup's raft snapshot (sys/storage/raft/snapshot-force)".into())
+    }
+    .await;
+    supervisor.stop().await;
+    restored?;
+    crash::point("restore-after-snapshot");
+
+    let backed_up = Launcher { server: ServerConfig { self_init: None, ..fresh.server.clone() }, ..fresh };
+    let supervisor = backed_up.start(material.keys())?;
+    let revoked = async {
+        let token = boot::login(&client, setup.store.wait_timeout, || false).await?;
+        let revoked = revoke_all_but(&client, &token).await?;
+        crash::point("restore-after-revoke");
+        client.revoke_self(&token).await.doing(|| "revoking the restore's setup token".into())?;
+        Ok::<_, SetupError>(revoked)
+    }
+    .await;
+    supervisor.stop().await;
+    let revoked = revoked?;
+    tracing::info!(
+        revoked,
+        "the backup's store is open on this device; every token issued before the backup is revoked"
+    );
+    remove_durably(&storage::pending_marker(store.dir()))?;
+    remove_durably(&marker)?;
+    crash::point("restore-after-marker-removed");
+    drop(lock);
+
+    // A normal boot: converges the restored store to this device's edgeseal.yaml.
+    let opened = boot::open(setup, server).await?;
+    // The boot made an admin credential for a server that will not run: revoke it.
+    let revoked_admin = match setup.tcp_client() {
+        Ok(client) => client.revoke_self(&opened.admin).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = revoked_admin {
+        tracing::warn!(error = %e, "revoking the converging boot's admin credential failed; it expires within its period");
+    }
+    opened.supervisor.stop().await;
+    Ok(Restored { report: opened.report, revoked, resumed })
+}
+
+/// Revokes every token of the store but `token` (by accessor). Returns how many.
+async fn revoke_all_but(client: &Client, token: &Token) -> Result<usize, SetupError> {
+    let own = client.lookup_self(token).await.doing(|| "looking up the restore's own token".into())?.accessor;
+    let accessors = client.list_token_accessors(token).await.doing(|| "listing the restored store's tokens".into())?;
+    let mut revoked = 0;
+    for accessor in accessors.iter().filter(|a| **a != own) {
+        match client.revoke_accessor(token, accessor).await {
+            Ok(()) => revoked += 1,
+            Err(e) => {
+                return Err(SetupError::OpenBao { doing: "revoking the backed-up store's tokens".into(), source: e })
+            }
+        }
+    }
+    Ok(revoked)
+}
