@@ -14,7 +14,7 @@ deps:
 ## What the integration tests start for real: OpenBao (PyPI), swtpm + tpm2-tools, openssl, dockerd;
 ## and the reference OpenMetrics parser (prometheus_client, PyPI) the metrics test reads /metrics with.
 test-deps: deps
-	@scripts/ensure-deps.sh openbao python tpm openssl docker
+	@scripts/ensure-deps.sh openbao python tpm openssl docker age
 
 build: deps
 	$(CARGO) build --workspace --locked --bins

@@ -9,6 +9,7 @@
 #            edgeseal's /metrics) in the same venv; `--python-path` prints that venv's python.
 #   tpm      swtpm, swtpm-tools, tpm2-tools (Debian)
 #   docker   docker.io and docker-compose 1.29 (Debian); the test harness starts dockerd itself
+#   age      the reference age CLI (Debian `age`): bundle interoperability tests
 set -euo pipefail
 
 need_root() {
@@ -96,6 +97,11 @@ ensure_bench() {
     command -v jq >/dev/null 2>&1 || apt_install jq
 }
 
+# The reference age CLI: the tests check that bundles and backups interoperate with it both ways.
+ensure_age() {
+    command -v age >/dev/null 2>&1 && command -v age-keygen >/dev/null 2>&1 || apt_install age
+}
+
 ensure_openssl() {
     command -v openssl >/dev/null 2>&1 || apt_install openssl
 }
@@ -121,6 +127,7 @@ for what in "${@:-rust}"; do
         docker) ensure_docker ;;
         openssl) ensure_openssl ;;
         bench) ensure_bench ;;
+        age) ensure_age ;;
         *) echo "ensure-deps: unknown component $what" >&2; exit 64 ;;
     esac
 done

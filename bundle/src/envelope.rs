@@ -153,6 +153,23 @@ pub fn encrypt(plaintext: &[u8], recipients: &[Recipient]) -> Result<String, Bun
     String::from_utf8(out).map_err(|e| failed(&e))
 }
 
+/// An age file as text: armored files as they are, binary ones armored (the same bytes in the
+/// standard PEM-style armor, which every age implementation reads).
+pub fn to_armored(file: &[u8]) -> Result<String, BundleError> {
+    if file.trim_ascii_start().starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----") {
+        return std::str::from_utf8(file).map(str::to_string).map_err(|_| BundleError::NotAge("the armor is not text".into()));
+    }
+    if !file.starts_with(b"age-encryption.org/") {
+        return Err(BundleError::NotAge("it does not start like an age file, armored or binary".into()));
+    }
+    let failed = |e: std::io::Error| BundleError::Encrypt(e.to_string());
+    let mut out = Vec::with_capacity(file.len() * 4 / 3 + 128);
+    let mut armor = age::armor::ArmoredWriter::wrap_output(&mut out, age::armor::Format::AsciiArmor).map_err(failed)?;
+    armor.write_all(file).map_err(failed)?;
+    armor.finish().map_err(failed)?;
+    String::from_utf8(out).map_err(|e| BundleError::Encrypt(e.to_string()))
+}
+
 /// Decrypts an age file (armored or binary) with `identities`; `whom` names them in errors.
 pub fn decrypt(bundle: &[u8], identities: &Identities, whom: &str) -> Result<Zeroizing<Vec<u8>>, BundleError> {
     if bundle.len() > MAX_BUNDLE {
@@ -339,6 +356,20 @@ mod tests {
             let opened = open(bundle.as_bytes(), &b.identities(), "b", &trust(&[], true), "secrets").unwrap();
             assert_eq!((opened.payload, opened.sender), (json!({"svc/x": "v"}), None));
         }
+    }
+
+    #[test]
+    fn a_binary_age_file_armors_to_one_that_opens_the_same() {
+        let b = node();
+        let armored = encrypt(br#"{"svc/x": "v"}"#, &[b.recipient()]).unwrap();
+        let mut binary = Vec::new();
+        std::io::Read::read_to_end(&mut age::armor::ArmoredReader::new(armored.as_bytes()), &mut binary).unwrap();
+        assert!(binary.starts_with(b"age-encryption.org/v1"));
+        let again = to_armored(&binary).unwrap();
+        let opened = open(again.as_bytes(), &b.identities(), "b", &Trust { senders: vec![], allow_unsigned: true }, "secrets");
+        assert_eq!(opened.unwrap().payload, json!({"svc/x": "v"}));
+        assert_eq!(to_armored(armored.as_bytes()).unwrap(), armored);
+        assert!(matches!(to_armored(b"PK\x03\x04"), Err(BundleError::NotAge(_))));
     }
 
     #[test]

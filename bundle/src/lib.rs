@@ -12,7 +12,7 @@ pub mod canonical;
 pub mod envelope;
 pub mod keys;
 
-pub use envelope::{open, seal, BundleError, Opened, Sender, Trust};
+pub use envelope::{open, seal, to_armored, BundleError, Opened, Sender, Trust};
 pub use keys::{Identities, KeyError, NodeKeys, NodePublic, Recipient, SignerKey};
 
 /// Bundle kinds edgeseal makes.

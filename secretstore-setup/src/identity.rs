@@ -7,7 +7,7 @@
 
 use base64::Engine as _;
 use edgeseal_bundle::{NodeKeys, NodePublic};
-use kdf_plugins::Kek;
+use kdf_plugins::{Ikm, Kek};
 use sha2::{Digest, Sha256};
 
 use crate::keystore::BuildError;
@@ -87,26 +87,10 @@ fn pem_sha256(pem: &str) -> String {
     hex::encode(Sha256::digest(der))
 }
 
-/// The identity of the keystore in `store`, made and stored durably first if it has none (and the
-/// keystore itself, without shares, if there is none yet: a gateway shows its identity before its
-/// first boot). Returns it and whether it was made now.
+/// The identity of the keystore in `store`, made and stored durably first if it has none. Returns
+/// it and whether it was made now.
 pub fn ensure(store: &KeystoreDir, kek: &Kek) -> Result<(NodeIdentity, bool), IdentityError> {
-    let existing = match store.read()? {
-        Some(_) => store.open(kek)?,
-        None => {
-            let made = NodeIdentity::generate()?;
-            let build = |source| KeystoreError::Build { path: store.path().to_path_buf(), source };
-            let mut keystore = Keystore::without_shares().map_err(build)?;
-            made.store(&mut keystore).map_err(build)?;
-            match store.create(&keystore.seal(kek).map_err(build)?) {
-                Ok(_) => return Ok((made, true)),
-                // Another process created it meanwhile: use what it holds.
-                Err(KeystoreError::AlreadyExists { .. }) => store.open(kek)?,
-                Err(e) => return Err(e.into()),
-            }
-        }
-    };
-    if let Some(identity) = NodeIdentity::from_keystore(&existing)? {
+    if let Some(identity) = NodeIdentity::from_keystore(&store.open(kek)?)? {
         return Ok((identity, false));
     }
     let made = NodeIdentity::generate()?;
@@ -119,6 +103,27 @@ pub fn ensure(store: &KeystoreDir, kek: &Kek) -> Result<(NodeIdentity, bool), Id
         .ok_or_else(|| MalformedItem { item: ITEM_NODE_KEYS, reason: "missing after it was stored".into() })?;
     let created = identity.public() == made.public();
     Ok((identity, created))
+}
+
+/// [`ensure`] from the plug-in's IKM, creating the keystore itself (without shares) if there is none
+/// yet: a gateway shows its identity before its first boot. Returns the KEK too.
+pub fn ensure_with_ikm(store: &KeystoreDir, ikm: &Ikm) -> Result<(Kek, NodeIdentity), IdentityError> {
+    if store.read()?.is_none() {
+        let build = |source| KeystoreError::Build { path: store.path().to_path_buf(), source };
+        let mut keystore = Keystore::without_shares().map_err(build)?;
+        let kek = keystore.derive_kek(ikm);
+        let made = NodeIdentity::generate()?;
+        made.store(&mut keystore).map_err(build)?;
+        match store.create(&keystore.seal(&kek).map_err(build)?) {
+            Ok(_) => return Ok((kek, made)),
+            // Another process (a boot) created it meanwhile: use what it holds.
+            Err(KeystoreError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let (_, kek) = store.open_with_ikm(ikm)?;
+    let (identity, _) = ensure(store, &kek)?;
+    Ok((kek, identity))
 }
 
 #[cfg(test)]

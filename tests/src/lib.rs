@@ -126,3 +126,25 @@ pub fn public_client_dir() -> tempfile::TempDir {
     install_executable(&workspace_binary("security-bootstrap"), &dir.path().join("security-bootstrap"));
     dir
 }
+
+/// The reference `age` CLI's `tool` (`age` or `age-keygen`), or a loud failure naming the install
+/// command.
+pub fn age_tool(tool: &str) -> std::path::PathBuf {
+    for dir in ["/usr/bin", "/usr/local/bin"] {
+        let path = std::path::Path::new(dir).join(tool);
+        if path.is_file() {
+            return path;
+        }
+    }
+    panic!("{tool} (the reference age CLI) is not installed: run `scripts/ensure-deps.sh age` (apt-get install -y age)")
+}
+
+/// A new age identity file made with `age-keygen` in `dir`: its path and its recipient.
+pub fn age_keygen(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, String) {
+    let path = dir.join(name);
+    let out = std::process::Command::new(age_tool("age-keygen")).arg("-o").arg(&path).output().unwrap();
+    assert!(out.status.success(), "age-keygen: {}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let recipient = text.lines().find_map(|l| l.strip_prefix("# public key: ")).unwrap().to_string();
+    (path, recipient)
+}

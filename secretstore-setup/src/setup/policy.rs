@@ -212,12 +212,14 @@ mod tests {
     }
 
     #[test]
-    fn the_admin_credential_reaches_the_services_secrets_and_nothing_else() {
+    fn the_admin_credential_reaches_the_services_secrets_and_the_snapshot_and_nothing_else() {
         let policy = admin_policy("secret", "edgeseal");
         let paths: Vec<&str> = policy.lines().filter_map(|l| l.strip_prefix("path \"")).collect();
-        assert_eq!(paths.len(), 4, "{policy}");
-        assert!(paths.iter().all(|p| p.starts_with("secret/") && p.contains("/edgeseal/*\"")), "{policy}");
-        assert!(!policy.contains("sys/") && !policy.contains("auth/") && !policy.contains("sudo"), "{policy}");
+        assert_eq!(paths.len(), 5, "{policy}");
+        let (kv, other): (Vec<&str>, Vec<&str>) = paths.iter().partition(|p| p.starts_with("secret/"));
+        assert!(kv.iter().all(|p| p.contains("/edgeseal/*\"")), "{policy}");
+        assert_eq!(other, ["sys/storage/raft/snapshot\" {"], "{policy}");
+        assert!(!policy.contains("auth/") && !policy.contains("sudo") && !policy.contains("snapshot-force"), "{policy}");
     }
 
     #[test]

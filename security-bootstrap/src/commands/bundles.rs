@@ -173,9 +173,7 @@ fn read_limited(path: &Path, limit: usize) -> anyhow::Result<String> {
     if bytes.len() > limit {
         return Err(UsageError(format!("{} is larger than {limit} bytes", path.display())).into());
     }
-    String::from_utf8(bytes).map_err(|_| {
-        UsageError(format!("{} is not an armored bundle (binary age files: `age --armor`)", path.display())).into()
-    })
+    edgeseal_bundle::to_armored(&bytes).map_err(|e| UsageError(format!("{}: {e}", path.display())).into())
 }
 
 /// `backup`.

@@ -25,14 +25,7 @@ impl KeystoreDevice {
     /// none (and the keystore itself, if there is none yet).
     pub fn identity(&self) -> anyhow::Result<(Kek, NodeIdentity)> {
         let ikm = kdf_plugins::run_plugin(&self.kdf)?;
-        let kek = match self.store.read()? {
-            Some(file) => secretstore_setup::keystore::derive_file_kek(&file, &ikm)
-                .map_err(|reason| anyhow::anyhow!("keystore {}: {reason}", self.store.path().display()))?,
-            None => secretstore_setup::Keystore::without_shares()?.derive_kek(&ikm),
-        };
-        drop(ikm);
-        let (identity, _) = identity::ensure(&self.store, &kek)?;
-        Ok((kek, identity))
+        Ok(identity::ensure_with_ikm(&self.store, &ikm)?)
     }
 }
 
