@@ -43,6 +43,17 @@ pub const STATIC_POINTS: &[&str] = &[
     "before-setup-revoke",
 ];
 
+/// The points of `restore` ([`crate::seal::restore`]), in order. After the last one the restore is
+/// done but for its converging boot, which `run` also does.
+pub const RESTORE_POINTS: &[&str] = &[
+    "restore-after-marker",
+    "restore-after-keys",
+    "restore-after-self-init",
+    "restore-after-snapshot",
+    "restore-after-revoke",
+    "restore-after-marker-removed",
+];
+
 /// The static-seal points only a first boot reaches.
 pub const STATIC_FIRST_BOOT_ONLY: &[&str] =
     &["after-pending-marker", "after-seal-material", "after-first-login", "after-recovery-key"];

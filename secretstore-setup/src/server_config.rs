@@ -46,6 +46,9 @@ pub struct ServerConfig {
 
 /// Environment variable of the supervised OpenBao holding the current static seal key (hex).
 pub const SEAL_KEY_ENV: &str = "EDGESEAL_SEAL_KEY";
+/// The raft node id of a supervised OpenBao (one node).
+pub const NODE_ID: &str = "edgeseal-node1";
+
 /// Environment variable holding the previous key during a seal-key rotation.
 pub const PREVIOUS_SEAL_KEY_ENV: &str = "EDGESEAL_SEAL_KEY_PREVIOUS";
 /// Path of the file audit device (`sys/audit`).
@@ -81,12 +84,19 @@ pub struct SelfInit {
 }
 
 impl ServerConfig {
+    /// The raft membership of this one node, as OpenBao's `peers.json` recovery file writes it: a
+    /// store restored from another device's snapshot still names that device's cluster address, and
+    /// this file (read once at start, then removed by OpenBao) makes this node its only voter.
+    pub fn peers_json(&self) -> String {
+        format!(r#"[{{"id": "{NODE_ID}", "address": "{}", "non_voter": false}}]"#, self.cluster)
+    }
+
     /// Renders HCL. Paths are quoted with HCL string escaping.
     pub fn render(&self) -> String {
         let mut hcl = String::new();
         let _ = writeln!(hcl, "storage \"raft\" {{");
         let _ = writeln!(hcl, "  path = {}", quote(&self.data_dir.display().to_string()));
-        let _ = writeln!(hcl, "  node_id = \"edgeseal-node1\"");
+        let _ = writeln!(hcl, "  node_id = \"{NODE_ID}\"");
         let _ = writeln!(hcl, "  # a single node elects itself after 1 s instead of 5-10 s");
         let _ = writeln!(hcl, "  performance_multiplier = 1");
         let _ = writeln!(hcl, "}}\n");

@@ -156,7 +156,16 @@ pub async fn restore(
     restored?;
     crash::point("restore-after-snapshot");
 
-    let backed_up = Launcher { server: ServerConfig { self_init: None, ..fresh.server.clone() }, ..fresh };
+    // The snapshot's raft membership names the backed-up device's node and cluster address: make this
+    // node the store's only voter (OpenBao's `peers.json` recovery, read at start).
+    let peers = raft.join("raft").join("peers.json");
+    durable_file::write(&peers, fresh.server.peers_json().as_bytes(), &durable_file::Options::private())
+        .map_err(|e| SetupError::Io { doing: "writing raft's peers.json", path: e.path, source: e.source })?;
+    // Without the audit device: the restored store's audit table declares the backed-up device's
+    // own (its log path), which OpenBao refuses to see changed by configuration. Started without
+    // one, OpenBao drops it; the converging boot below declares this device's.
+    let backed_up =
+        Launcher { server: ServerConfig { self_init: None, audit_log: None, ..fresh.server.clone() }, ..fresh };
     let supervisor = backed_up.start(material.keys())?;
     let revoked = async {
         let token = boot::login(&client, setup.store.wait_timeout, || false).await?;
