@@ -257,3 +257,56 @@ fn neither_plugin_a_failing_or_unstable_one_or_bad_flags_change_nothing() {
     unchanged("a drifting new plug-in");
     assert_eq!(opened_by(&boot), DEVICE_IKM);
 }
+
+/// A Shamir-sealed store: the unseal shares move too. `run` keeps serving through a rewrap, but the
+/// watchdog's next unseal (it decrypts the keystore with the plug-in `run` was started with) fails,
+/// saying why, until `run` is restarted with the new `kdf:`; then boots and re-unseals use the new KEK.
+#[test]
+fn a_shamir_sealed_device_moves_its_shares_and_unseals_with_the_new_plugin_after_a_restart() {
+    let mut boot = Boot::shamir();
+    let mut run = boot.start();
+    let set = boot.secrets(&["set", "demo/api-key"], VALUE.as_bytes());
+    assert!(set.status.success(), "{}", text(&set));
+    let new = new_plugin(&boot);
+    let out = rewrap_to(&boot, &new, None);
+    assert!(out.status.success(), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(opened_by(&boot), OTHER_IKM);
+    let (moved, _) = KeystoreDir::new(boot.device.keystore_dir()).open_with_ikm(&ikm(OTHER_IKM)).unwrap();
+    assert!(!moved.shares().is_empty());
+    assert!(said.contains(&format!(" {} unseal shares", moved.shares().len())), "the shares moved: {said}");
+    assert_eq!(read_value(&boot), VALUE, "run keeps serving after the rewrap");
+
+    // OpenBao restarts sealed; run's watchdog, still on the old plug-in, cannot unseal it and says why.
+    boot.kill_openbao();
+    wait_until("the watchdog's wrong-KEK error", Duration::from_secs(60), || {
+        boot.log().contains("after a `keystore rewrap` the kdf: section must name").then_some(())
+    });
+    run.stop(Signal::SIGTERM, Duration::from_secs(30));
+
+    boot.set_kdf(Some(kdf(&new)));
+    let _run = boot.start();
+    assert_eq!(read_value(&boot), VALUE);
+    let unseals = boot.log().matches("unsealing from the keystore").count();
+    boot.kill_openbao();
+    wait_until("the watchdog's unseal with the new plug-in", Duration::from_secs(60), || {
+        (boot.log().matches("unsealing from the keystore").count() > unseals).then_some(())
+    });
+    assert_eq!(read_value(&boot), VALUE);
+    let mut secrets = needles_shamir(&boot);
+    secrets.extend([DEVICE_IKM.to_string(), OTHER_IKM.to_string(), VALUE.to_string()]);
+    scan(&boot, &secrets, "shamir, after the boot with the new plug-in");
+}
+
+/// The unseal shares (hex and base64) and the KEK, for a Shamir-sealed device.
+fn needles_shamir(boot: &Boot) -> Vec<String> {
+    use base64::Engine as _;
+    let (keystore, kek) = KeystoreDir::new(boot.device.keystore_dir()).open_with_ikm(&ikm(OTHER_IKM)).unwrap();
+    assert!(!keystore.shares().is_empty());
+    let mut out = vec![hex::encode(kek.expose())];
+    for share in keystore.shares() {
+        out.push(hex::encode(share.expose()));
+        out.push(base64::engine::general_purpose::STANDARD.encode(share.expose()));
+    }
+    out
+}
