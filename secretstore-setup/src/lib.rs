@@ -16,6 +16,7 @@
 //! - [`supervise`]: run a local OpenBao as a child, restarted when it dies, with a private Unix
 //!   listener for setup and a TCP listener locked until the first boot stored the shares.
 //! - [`watchdog`]: re-unseal an OpenBao that comes back sealed.
+//! - [`rewrap`]: `keystore rewrap`, moving the keystore to another KDF plug-in's KEK.
 //! - [`crash`]: named crash points for the crash-safety tests (cargo feature `crash-points`, off by
 //!   default: without it a crash point is nothing).
 //! - [`server_config`]: the OpenBao `config.hcl` edgeseal writes for an OpenBao it starts.
@@ -28,6 +29,7 @@ pub mod crash;
 pub mod edgex_import;
 pub mod identity;
 pub mod keystore;
+pub mod rewrap;
 pub mod seal;
 pub mod secret;
 pub mod seed;

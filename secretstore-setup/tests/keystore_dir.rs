@@ -308,3 +308,39 @@ fn two_processes_updating_at_once_both_land() {
     assert_eq!(counter(&keystore, "shared"), 2 * RACE_ROUNDS, "no update was lost");
     assert_eq!(snapshot(&dir).len(), 1, "no temp file left behind");
 }
+
+/// `keystore rewrap`'s replace: the same shares and items under the new KEK with a new salt; the old KEK
+/// no longer opens it; a keystore that changed since it was read, or that the old KEK does not open,
+/// is left as it is.
+#[test]
+fn rewrap_moves_everything_to_the_new_kek_and_refuses_a_changed_or_foreign_keystore() {
+    let (_root, dir) = ks_dir();
+    create(&dir, 1);
+    let store = KeystoreDir::new(&dir);
+    store.update(&kek(), |k| k.set_item("pki-ca-key", SecretBytes::new(b"ca key".to_vec()))).unwrap();
+    let keystore = store.open(&kek()).unwrap();
+    let moved = keystore.resalted().unwrap();
+    assert_ne!(moved.salt(), keystore.salt(), "a fresh salt");
+    let new_kek = Kek::from_bytes([43; 32]);
+
+    // Changed since it was read (another writer): refused, nothing written.
+    let stale = {
+        let mut stale = keystore.clone();
+        stale.set_item("other", SecretBytes::new(b"x".to_vec())).unwrap();
+        stale.resalted().unwrap()
+    };
+    let before = fs::read(store.path()).unwrap();
+    assert!(matches!(store.rewrap(&kek(), &stale, &new_kek), Err(KeystoreError::Concurrent { .. })));
+    // A KEK that does not open it: refused.
+    assert!(matches!(store.rewrap(&new_kek, &moved, &new_kek), Err(KeystoreError::WrongKek { .. })));
+    assert_eq!(fs::read(store.path()).unwrap(), before, "nothing written");
+
+    store.rewrap(&kek(), &moved, &new_kek).unwrap();
+    let opened = store.open(&new_kek).unwrap();
+    assert!(opened.same_contents(&keystore));
+    assert_eq!(opened.salt(), moved.salt());
+    assert_eq!(opened.item("pki-ca-key").unwrap().expose(), b"ca key");
+    let err = store.open(&kek()).unwrap_err();
+    assert!(err.to_string().contains("keystore rewrap"), "{err}");
+    assert_eq!(fs::metadata(store.path()).unwrap().mode() & 0o777, 0o600);
+}

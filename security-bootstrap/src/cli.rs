@@ -45,7 +45,9 @@ Examples:
   security-bootstrap kdf check --plugin /usr/libexec/edgeseal/edgeseal-kdf-hwfp
   security-bootstrap keystore inspect --config /etc/edgeseal/edgeseal.yaml
   security-bootstrap keystore import-edgex --config /etc/edgeseal/edgeseal.yaml \\
-      --resp-init /vault/config/assets/resp-init.json --salt /vault/config/assets/kdf-salt.dat";
+      --resp-init /vault/config/assets/resp-init.json --salt /vault/config/assets/kdf-salt.dat
+  security-bootstrap keystore rewrap --config /etc/edgeseal/edgeseal.yaml \\
+      --to-plugin /usr/libexec/edgeseal/edgeseal-kdf-tpm2";
 
 /// edgeseal's security bootstrapper for edge devices.
 #[derive(Debug, Parser)]
@@ -537,6 +539,40 @@ pub enum KeystoreCommand {
         after_help = "Example:\n  security-bootstrap keystore import-edgex --resp-init /vault/config/assets/resp-init.json \\\n      --salt /vault/config/assets/kdf-salt.dat --dir /var/lib/edgeseal \\\n      --kdf-plugin /usr/libexec/edgeseal/edgeseal-kdf-hwfp --edgex-ikm-hook /usr/local/bin/ikm-hook"
     )]
     ImportEdgex(ImportArgs),
+    /// Move the keystore to another KDF plug-in's KEK (hardware fingerprint → TPM, a planned board swap).
+    ///
+    /// The old plug-in (the config's `kdf:` section) must still answer. Every unseal share and item is
+    /// re-encrypted under the new plug-in's KEK with a fresh salt, in one atomic write under the
+    /// keystore's lock; the new plug-in must answer the same twice first. Crash-safe and idempotent: a
+    /// rerun after a kill finishes the move, or says the keystore is already under the new KEK (exit 0).
+    /// Then edit the `kdf:` section as printed and restart edgeseal: a boot with the old section fails
+    /// with "the KEK does not open keystore". Safe while `run` runs: it read the keystore at boot and
+    /// keeps serving (a supervised static-sealed OpenBao is restarted with the seal key it holds in
+    /// memory); a Shamir-sealed store sealed again before the restart is unsealed only after it.
+    /// Exit 0 done or already done, 1 neither plug-in opens the keystore (nothing changed), 64 bad flags.
+    #[command(after_help = "Example:
+  security-bootstrap keystore rewrap --config /etc/edgeseal/edgeseal.yaml \\\n      --to-plugin /usr/libexec/edgeseal/edgeseal-kdf-tpm2 --to-arg --tcti --to-arg device:/dev/tpmrm0")]
+    Rewrap(RewrapArgs),
+}
+
+/// `keystore rewrap` arguments.
+#[derive(Debug, Args)]
+pub struct RewrapArgs {
+    /// edgeseal.yaml: `keystore.dir`, and the old plug-in in `kdf:`.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Absolute path of the new KDF plug-in.
+    #[arg(long, value_name = "PATH")]
+    pub to_plugin: PathBuf,
+    /// An argument of the new plug-in, after `ikm-v1` (repeatable).
+    #[arg(long = "to-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub to_args: Vec<String>,
+    /// Protocol of the new plug-in: ikm-v1 (default) or edgex.
+    #[arg(long, value_enum)]
+    pub to_protocol: Option<ProtocolArg>,
+    /// Kill the new plug-in after this long (default 30s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub to_timeout: Option<Duration>,
 }
 
 /// Which plug-in to run: flags, or the `kdf:` section of a config file.

@@ -32,6 +32,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         cli::Command::Kdf(cli::KdfCommand::Check(args)) => commands::kdf_check::run(&args, out),
         cli::Command::Keystore(cli::KeystoreCommand::Inspect(args)) => commands::inspect::run(&args, out),
         cli::Command::Keystore(cli::KeystoreCommand::ImportEdgex(args)) => commands::import_edgex::run(&args, out),
+        cli::Command::Keystore(cli::KeystoreCommand::Rewrap(args)) => commands::rewrap::run(&args, out),
         cli::Command::Run(args) => commands::run::run(&args.config, args.ready_file.as_deref()),
         cli::Command::PkiInit(args) => commands::pki::run(&args.config, args.check, out),
         cli::Command::Setup(args) => commands::setup::run(&args.config, out),

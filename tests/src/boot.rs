@@ -39,6 +39,7 @@ pub struct Boot {
     token: TokenSettings,
     reuse: bool,
     others: Vec<(String, ServiceEntry)>,
+    kdf: Option<kdf_plugins::KdfConfig>,
     runs: usize,
 }
 
@@ -59,6 +60,7 @@ impl Boot {
             token: TokenSettings::default(),
             reuse: false,
             others: Vec::new(),
+            kdf: None,
             runs: 0,
         }
     }
@@ -94,6 +96,11 @@ impl Boot {
     /// Configures one more service beside `demo`.
     pub fn add_service(&mut self, name: &str, entry: ServiceEntry) {
         self.others.push((name.to_string(), entry));
+    }
+
+    /// The `kdf:` section the configuration names (`None`: the device's plug-in, [`Device::plugin`]).
+    pub fn set_kdf(&mut self, kdf: Option<kdf_plugins::KdfConfig>) {
+        self.kdf = kdf;
     }
 
     /// Switches the seal the configuration asks for (`seal: shamir` or the default, static).
@@ -223,6 +230,9 @@ impl Boot {
         config.admin.socket = self.admin_socket();
         config.admin.group = self.admin_group;
         config.metrics.listen = self.metrics_listen;
+        if let Some(kdf) = &self.kdf {
+            config.kdf = kdf.clone();
+        }
         let demo = ServiceEntry {
             selectors: Selectors {
                 unix: Some(UnixSelector { uid: Some(0), path: Some(self.client()), ..Default::default() }),

@@ -137,6 +137,20 @@ impl Keystore {
         Ok(())
     }
 
+    /// The same shares and items with a fresh random salt: what `keystore rewrap` seals under the new
+    /// plug-in's KEK (derive it with [`Keystore::derive_kek`] of the copy), so that no KEK is ever
+    /// derived twice from one salt by two plug-ins.
+    pub fn resalted(&self) -> Result<Self, BuildError> {
+        let mut salt = [0u8; SALT_LEN];
+        random(&mut salt)?;
+        Ok(Self { salt, ..self.clone() })
+    }
+
+    /// Whether `other` holds the same shares, threshold and items (the salt aside).
+    pub fn same_contents(&self, other: &Self) -> bool {
+        self.shares == other.shares && self.threshold == other.threshold && self.items == other.items
+    }
+
     /// The salt the KEK is derived with.
     pub fn salt(&self) -> &[u8; SALT_LEN] {
         &self.salt

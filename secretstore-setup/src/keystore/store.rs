@@ -84,7 +84,7 @@ pub enum KeystoreError {
         version: u64,
     },
     /// The KEK does not open the file.
-    #[error("the KEK does not open keystore {path}: the hardware or the KDF plug-in changed since it was written (compare `security-bootstrap kdf check` with the plug-in that created it)")]
+    #[error("the KEK does not open keystore {path}: the hardware or the KDF plug-in changed since it was written (compare `security-bootstrap kdf check` with the plug-in that created it; after a `keystore rewrap` the kdf: section must name the plug-in it moved to)")]
     WrongKek {
         /// The file.
         path: PathBuf,
@@ -213,6 +213,26 @@ impl KeystoreDir {
         durable_file::write_in(&dir, FILE_NAME, &sealed.to_bytes(), &self.write_options()).map_err(durable_error)?;
         dir.sync().map_err(durable_error)?;
         Ok(keystore)
+    }
+
+    /// Moves the keystore to another KEK (`keystore rewrap`): under the directory's lock, decrypts the
+    /// file with `old` — it must still hold exactly `moved`'s shares and items, else
+    /// [`KeystoreError::Concurrent`] (another writer changed it since `moved` was read: retry) — and
+    /// replaces it atomically and durably with `moved` sealed under `new`, fresh nonces. `moved` is a
+    /// [`Keystore::resalted`] copy and `new` its KEK ([`Keystore::derive_kek`]). A crash leaves the
+    /// old file (opened by `old`) or the new one (opened by `new`), never a mix.
+    pub fn rewrap(&self, old: &Kek, moved: &Keystore, new: &Kek) -> Result<(), KeystoreError> {
+        let dir = self.lock()?;
+        let before = self.read_bytes()?.ok_or_else(|| KeystoreError::Missing(self.file.clone()))?;
+        let current = KeystoreFile::parse(&before).map_err(|reason| self.format_error(reason))?;
+        let keystore = open(&current, old).map_err(|e| self.open_error(e))?;
+        if !keystore.same_contents(moved) {
+            return Err(KeystoreError::Concurrent { path: self.file.clone() });
+        }
+        let sealed = moved.seal(new).map_err(|source| KeystoreError::Build { path: self.file.clone(), source })?;
+        durable_file::write_in(&dir, FILE_NAME, &sealed.to_bytes(), &self.write_options()).map_err(durable_error)?;
+        dir.sync().map_err(durable_error)?;
+        Ok(())
     }
 
     /// Makes the directory private if needed, then takes its exclusive lock (released when the

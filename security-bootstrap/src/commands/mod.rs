@@ -9,6 +9,7 @@ pub mod inspect;
 pub mod kdf_check;
 pub mod pki;
 pub mod restore;
+pub mod rewrap;
 pub mod run;
 pub mod seal;
 pub mod secrets;
