@@ -157,7 +157,9 @@ pub fn encrypt(plaintext: &[u8], recipients: &[Recipient]) -> Result<String, Bun
 /// standard PEM-style armor, which every age implementation reads).
 pub fn to_armored(file: &[u8]) -> Result<String, BundleError> {
     if file.trim_ascii_start().starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----") {
-        return std::str::from_utf8(file).map(str::to_string).map_err(|_| BundleError::NotAge("the armor is not text".into()));
+        return std::str::from_utf8(file)
+            .map(str::to_string)
+            .map_err(|_| BundleError::NotAge("the armor is not text".into()));
     }
     if !file.starts_with(b"age-encryption.org/") {
         return Err(BundleError::NotAge("it does not start like an age file, armored or binary".into()));
@@ -366,7 +368,8 @@ mod tests {
         std::io::Read::read_to_end(&mut age::armor::ArmoredReader::new(armored.as_bytes()), &mut binary).unwrap();
         assert!(binary.starts_with(b"age-encryption.org/v1"));
         let again = to_armored(&binary).unwrap();
-        let opened = open(again.as_bytes(), &b.identities(), "b", &Trust { senders: vec![], allow_unsigned: true }, "secrets");
+        let opened =
+            open(again.as_bytes(), &b.identities(), "b", &Trust { senders: vec![], allow_unsigned: true }, "secrets");
         assert_eq!(opened.unwrap().payload, json!({"svc/x": "v"}));
         assert_eq!(to_armored(armored.as_bytes()).unwrap(), armored);
         assert!(matches!(to_armored(b"PK\x03\x04"), Err(BundleError::NotAge(_))));

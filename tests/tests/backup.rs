@@ -59,7 +59,10 @@ fn back_up_device_a() -> Backedup {
     let mut a = Boot::new();
     let mut run = a.start();
     ok(&a.secrets(&["set", "demo/mqtt-password"], MQTT.as_bytes()));
-    ok(&a.secrets(&["set", "demo/db", "--json"], format!(r#"{{"username": "edgex", "password": "{DB_PASS}"}}"#).as_bytes()));
+    ok(&a.secrets(
+        &["set", "demo/db", "--json"],
+        format!(r#"{{"username": "edgex", "password": "{DB_PASS}"}}"#).as_bytes(),
+    ));
     let old_token = a.token_until_ok(Duration::from_secs(10));
     let greeting = a.read(&old_token, "greeting").expect("the generated secret");
     let dir = tempfile::tempdir().unwrap();
@@ -97,7 +100,8 @@ fn assert_serves_a(b: &mut Boot, backed: &Backedup) {
 fn assert_nothing_in_clear(boot: &Boot, backed: &Backedup) {
     let b64 = base64::engine::general_purpose::STANDARD;
     let key_b64 = b64.encode(hex::decode(&backed.seal_key).unwrap());
-    for path in regular_files_below(boot.device.path()).into_iter().filter(|p| !p.to_string_lossy().contains("/raft/")) {
+    for path in regular_files_below(boot.device.path()).into_iter().filter(|p| !p.to_string_lossy().contains("/raft/"))
+    {
         let text = String::from_utf8_lossy(&fs::read(&path).unwrap_or_default()).into_owned();
         for secret in [MQTT, DB_PASS, backed.seal_key.as_str(), key_b64.as_str(), backed.old_token.as_str()] {
             assert!(!text.contains(secret), "{} holds a secret in clear", path.display());
@@ -119,7 +123,9 @@ fn a_backup_restores_onto_other_hardware_which_serves_its_values_and_refuses_its
     let envelope: Value = serde_json::from_slice(&opened.stdout).unwrap();
     assert_eq!((envelope["format"].as_str(), envelope["kind"].as_str()), (Some("edgeseal-bundle-v1"), Some("backup")));
     assert_eq!(envelope["payload"]["format"], "edgeseal-backup-v1");
-    assert!(envelope["payload"]["items"]["seal-key"].is_string() && envelope["payload"]["items"].get("node-keys").is_none());
+    assert!(
+        envelope["payload"]["items"]["seal-key"].is_string() && envelope["payload"]["items"].get("node-keys").is_none()
+    );
 
     // Wrong identity, tampered file: refused, nothing changed on B (its keystore does not even exist).
     let mut b = Boot::new();
@@ -137,7 +143,12 @@ fn a_backup_restores_onto_other_hardware_which_serves_its_values_and_refuses_its
     assert!(!b.device.keystore_dir().join("keystore.json").exists(), "a refused restore wrote nothing");
 
     let restored = restore(&b, &backed, &[], None);
-    assert!(restored.status.success(), "{}\nopenbao.log:\n{}", String::from_utf8_lossy(&restored.stderr), b.openbao_log());
+    assert!(
+        restored.status.success(),
+        "{}\nopenbao.log:\n{}",
+        String::from_utf8_lossy(&restored.stderr),
+        b.openbao_log()
+    );
     let restored = String::from_utf8_lossy(&restored.stdout);
     assert!(restored.contains("revoked"), "{restored}");
     assert_serves_a(&mut b, &backed);
@@ -162,7 +173,12 @@ fn a_restore_killed_at_any_step_finishes_when_run_again() {
     let points = secretstore_setup::crash::RESTORE_POINTS;
     for (i, point) in points.iter().enumerate() {
         let killed = restore(&b, &backed, &["--force"], Some(point));
-        assert_eq!(killed.status.code(), None, "{point}: restore was killed: {}", String::from_utf8_lossy(&killed.stderr));
+        assert_eq!(
+            killed.status.code(),
+            None,
+            "{point}: restore was killed: {}",
+            String::from_utf8_lossy(&killed.stderr)
+        );
         if i == 0 {
             // An interrupted restore: `run` refuses to start, pointing at restore.
             let mut run = b.spawn();

@@ -64,7 +64,11 @@ fn node_show_gives_the_same_public_identity_offline_before_the_first_boot_and_th
     for path in regular_files_below(boot.device.path()) {
         let text = String::from_utf8_lossy(&fs::read(&path).unwrap_or_default()).into_owned();
         let pki = path.starts_with(boot.device.path().join("pki"));
-        assert!(!text.contains("AGE-SECRET-KEY") && (pki || !text.contains("PRIVATE KEY")), "{} holds a private key", path.display());
+        assert!(
+            !text.contains("AGE-SECRET-KEY") && (pki || !text.contains("PRIVATE KEY")),
+            "{} holds a private key",
+            path.display()
+        );
     }
 }
 
@@ -95,7 +99,10 @@ fn secrets_move_between_devices_and_a_bad_bundle_changes_nothing() {
     let at = tampered.len() / 2;
     tampered[at] = if tampered[at] == b'A' { b'B' } else { b'A' };
     let for_a = dir.path().join("for-a.age");
-    stdout(&b.secrets(&["export", "--to", node_a["recipient"].as_str().unwrap(), "demo/*", "-o", for_a.to_str().unwrap()], b""));
+    stdout(&b.secrets(
+        &["export", "--to", node_a["recipient"].as_str().unwrap(), "demo/*", "-o", for_a.to_str().unwrap()],
+        b"",
+    ));
     let key_b = node_b["signing_key"].as_str().unwrap();
     let cases: Vec<(&str, Vec<u8>, Vec<&str>, &str)> = vec![
         ("truncated", truncated.into_bytes(), vec!["--from", key_a], "damaged"),
@@ -140,7 +147,9 @@ fn secrets_move_between_devices_and_a_bad_bundle_changes_nothing() {
     assert!(again.lines().skip(1).all(|l| l.contains("unchanged")), "{again}");
 
     for boot in [&a, &b] {
-        for path in regular_files_below(boot.device.path()).into_iter().filter(|p| !p.to_string_lossy().contains("/raft/")) {
+        for path in
+            regular_files_below(boot.device.path()).into_iter().filter(|p| !p.to_string_lossy().contains("/raft/"))
+        {
             let text = String::from_utf8_lossy(&fs::read(&path).unwrap_or_default()).into_owned();
             assert!(!text.contains("VALUE-from-A") && !text.contains("VALUE-of-B"), "{} holds a value", path.display());
         }
@@ -156,7 +165,8 @@ fn bundles_interoperate_with_the_age_cli_both_ways() {
     let dir = tempfile::tempdir().unwrap();
 
     // age → edgeseal: plain JSON encrypted with `age -r`; unsigned, so only with --allow-unsigned.
-    let plain = br#"{"demo/from-age": "age-CLI-VALUE-3141", "demo/multi": {"user": "u1", "pass": "age-CLI-PASS-2718"}}"#;
+    let plain =
+        br#"{"demo/from-age": "age-CLI-VALUE-3141", "demo/multi": {"user": "u1", "pass": "age-CLI-PASS-2718"}}"#;
     let made = output_with_stdin(Command::new(age_tool("age")).args(["-r", &recipient]), plain);
     assert!(made.status.success());
     let file = dir.path().join("from-age.age");
@@ -187,7 +197,10 @@ fn bundles_interoperate_with_the_age_cli_both_ways() {
     assert_eq!(envelope["payload"]["demo/from-age"], "age-CLI-VALUE-3141");
     assert!(envelope["signature"].is_string() && envelope["from"].as_str().unwrap().starts_with("node-"));
     // Bad input to seal: a clear usage error, no output.
-    let bad = output_with_stdin(Command::new(boot.client()).args(["secrets", "seal", "--to", &key_recipient]), b"{\"nope\": \"x\"}");
+    let bad = output_with_stdin(
+        Command::new(boot.client()).args(["secrets", "seal", "--to", &key_recipient]),
+        b"{\"nope\": \"x\"}",
+    );
     assert_eq!(bad.status.code(), Some(64), "{}", String::from_utf8_lossy(&bad.stderr));
     assert!(bad.stdout.is_empty());
 }

@@ -10,11 +10,11 @@
 //! 3. OpenBao starts on wiped storage with the backup's seal key and initializes itself (registering
 //!    the backup's client certificate); edgeseal logs in and hands it the snapshot
 //!    (`snapshot-force`). OpenBao seals itself.
-//! 4. OpenBao starts again without the `initialize` block and opens the restored store with the
-//!    backup's key; edgeseal logs in with the backup's certificate and revokes every token in the
-//!    store — all of them were issued before the backup.
-//! 5. The markers go; a normal boot converges the store to this device's configuration; OpenBao
-//!    stops.
+//! 4. OpenBao starts again without the `initialize` block (and with this node as the raft store's
+//!    only voter) and opens the restored store with the backup's key; edgeseal logs in with the
+//!    backup's certificate, revokes every token in the store — all of them were issued before the
+//!    backup — and converges the store to this device's edgeseal.yaml, as a boot does.
+//! 5. OpenBao stops; the markers go.
 //!
 //! A crash anywhere before step 5 leaves `restore-pending`: a rerun starts again at step 1 with the
 //! same file. After it, the device boots normally.
@@ -30,6 +30,7 @@ use super::{self_init, storage, SealMode};
 use crate::backup::{travels, Backup};
 use crate::crash;
 use crate::server_config::ServerConfig;
+use crate::setup::configure::{self, Bootstrap};
 use crate::setup::{Doing, Report, Setup, SetupError};
 use crate::supervise::{self, DataDirLock};
 
@@ -41,7 +42,7 @@ pub fn restore_marker(keystore_dir: &Path) -> PathBuf {
 /// What a restore did.
 #[derive(Debug)]
 pub struct Restored {
-    /// The converging boot's report.
+    /// What converging the restored store changed.
     pub report: Report,
     /// Tokens of the backed-up store revoked (every one issued before the backup).
     pub revoked: usize,
@@ -167,37 +168,27 @@ pub async fn restore(
     let backed_up =
         Launcher { server: ServerConfig { self_init: None, audit_log: None, ..fresh.server.clone() }, ..fresh };
     let supervisor = backed_up.start(material.keys())?;
-    let revoked = async {
+    let converged = async {
         let token = boot::login(&client, setup.store.wait_timeout, || false).await?;
         let revoked = revoke_all_but(&client, &token).await?;
         crash::point("restore-after-revoke");
+        let mut report = Report::default();
+        configure::converge(setup, &client, &token, Bootstrap::Cert, &store, &kek, &mut report).await?;
         client.revoke_self(&token).await.doing(|| "revoking the restore's setup token".into())?;
-        Ok::<_, SetupError>(revoked)
+        Ok::<_, SetupError>((revoked, report))
     }
     .await;
     supervisor.stop().await;
-    let revoked = revoked?;
+    let (revoked, report) = converged?;
     tracing::info!(
         revoked,
-        "the backup's store is open on this device; every token issued before the backup is revoked"
+        "the backup's store opens on this device and is converged; every token issued before the backup is revoked"
     );
     remove_durably(&storage::pending_marker(store.dir()))?;
     remove_durably(&marker)?;
     crash::point("restore-after-marker-removed");
     drop(lock);
-
-    // A normal boot: converges the restored store to this device's edgeseal.yaml.
-    let opened = boot::open(setup, server).await?;
-    // The boot made an admin credential for a server that will not run: revoke it.
-    let revoked_admin = match setup.tcp_client() {
-        Ok(client) => client.revoke_self(&opened.admin).await.map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
-    if let Err(e) = revoked_admin {
-        tracing::warn!(error = %e, "revoking the converging boot's admin credential failed; it expires within its period");
-    }
-    opened.supervisor.stop().await;
-    Ok(Restored { report: opened.report, revoked, resumed })
+    Ok(Restored { report, revoked, resumed })
 }
 
 /// Revokes every token of the store but `token` (by accessor). Returns how many.

@@ -219,7 +219,10 @@ mod tests {
         let (kv, other): (Vec<&str>, Vec<&str>) = paths.iter().partition(|p| p.starts_with("secret/"));
         assert!(kv.iter().all(|p| p.contains("/edgeseal/*\"")), "{policy}");
         assert_eq!(other, ["sys/storage/raft/snapshot\" {"], "{policy}");
-        assert!(!policy.contains("auth/") && !policy.contains("sudo") && !policy.contains("snapshot-force"), "{policy}");
+        assert!(
+            !policy.contains("auth/") && !policy.contains("sudo") && !policy.contains("snapshot-force"),
+            "{policy}"
+        );
     }
 
     #[test]
