@@ -127,6 +127,18 @@ fn a_backup_restores_onto_other_hardware_which_serves_its_values_and_refuses_its
         envelope["payload"]["items"]["seal-key"].is_string() && envelope["payload"]["items"].get("node-keys").is_none()
     );
 
+    // A rekeys after the backup (a new static seal key, completed by its next boot): the backup keeps
+    // the key it was made with, and still restores below.
+    let mut a = backed.a;
+    ok(&a.command(&["rotate-seal-key"], None));
+    let mut run = a.start();
+    run.stop(Signal::SIGTERM, Duration::from_secs(30));
+    let ikm = Ikm::new(hex::decode(DEVICE_IKM).unwrap());
+    let (keystore, _) = KeystoreDir::new(a.device.keystore_dir()).open_with_ikm(&ikm).unwrap();
+    let rekeyed = SealMaterial::from_keystore(&keystore).unwrap().unwrap();
+    assert!(rekeyed.next.is_none() && rekeyed.current.hex().expose() != backed.seal_key, "A's rekey completed");
+    let backed = Backedup { a, ..backed };
+
     // Wrong identity, tampered file: refused, nothing changed on B (its keystore does not even exist).
     let mut b = Boot::new();
     b.device.set_hardware(OTHER_IKM);

@@ -68,7 +68,7 @@ pub async fn restore(
     };
     if !backup.items.contains_key(ITEM_SEAL_KEY) {
         return Err(SetupError::Config(
-            "this backup is of a Shamir-sealed store (it holds unseal shares, no seal key); restore it with `bao operator raft snapshot restore -force` and its shares, then `security-bootstrap keystore import-edgex`-style import of the shares is needed: edgeseal restores static-sealed backups only".into(),
+            "this backup is of a Shamir-sealed store (it holds unseal shares, no seal key): edgeseal restores static-sealed backups only. Move the store to the static seal first (`security-bootstrap migrate-seal` on the device), or restore it by hand: `bao operator raft snapshot restore -force` with the snapshot in the backup, then unseal with the backup's shares".into(),
         ));
     }
     setup.validate()?;
