@@ -24,6 +24,13 @@ pub fn travels(item: &str) -> bool {
     ![ITEM_NODE_KEYS, ITEM_NODE_TLS, ITEM_ISSUER].contains(&item)
 }
 
+/// Whether `restore` puts a travelling item into the restoring device's keystore: everything but the
+/// CA keys (`pki-*`). Those stay in the backup; the restoring device keeps the PKI it already issued
+/// its certificates from (putting another CA's key beside them would not match its `pki.dir`).
+pub fn restored(item: &str) -> bool {
+    travels(item) && !item.starts_with("pki-")
+}
+
 /// The config digest a backup records: SHA-256, hex.
 pub fn digest(config: &[u8]) -> String {
     hex::encode(Sha256::digest(config))

@@ -4,9 +4,9 @@
 //! 1. `restore-pending` is written durably beside the keystore. From here until the last step a
 //!    boot refuses to start (only a rerun of `restore` continues), and the storage holds nothing
 //!    that is not in the backup file.
-//! 2. The backup's keystore items (its seal key(s), edgeseal's client identity, the recovery key,
-//!    CA keys) replace this keystore's, re-encrypted under this device's KEK. The node identity
-//!    stays this device's own.
+//! 2. The backup's keystore items (its seal key(s), edgeseal's client identity, the recovery key)
+//!    replace this keystore's, re-encrypted under this device's KEK. The node identity and the PKI
+//!    (CA keys) stay this device's own.
 //! 3. OpenBao starts on wiped storage with the backup's seal key and initializes itself (registering
 //!    the backup's client certificate); edgeseal logs in and hands it the snapshot
 //!    (`snapshot-force`). OpenBao seals itself.
@@ -27,7 +27,7 @@ use openbao_client::{Client, Token};
 use super::boot::{self, open_or_create, remove_durably, Launcher};
 use super::material::{SealMaterial, ITEM_SEAL_KEY};
 use super::{self_init, storage, SealMode};
-use crate::backup::{travels, Backup};
+use crate::backup::{restored, Backup};
 use crate::crash;
 use crate::server_config::ServerConfig;
 use crate::setup::configure::{self, Bootstrap};
@@ -113,11 +113,11 @@ pub async fn restore(
     })?;
     crash::point("restore-after-marker");
     store.update(&kek, |k| {
-        let old: Vec<String> = k.item_names().filter(|n| travels(n)).map(str::to_string).collect();
+        let old: Vec<String> = k.item_names().filter(|n| restored(n)).map(str::to_string).collect();
         for name in old {
             k.remove_item(&name);
         }
-        for (name, value) in &backup.items {
+        for (name, value) in backup.items.iter().filter(|(name, _)| restored(name)) {
             k.set_item(name, value.clone())?;
         }
         Ok(())
