@@ -200,22 +200,29 @@ impl Boot {
         (pid, json["auth"]["client_token"].as_str().unwrap().to_string())
     }
 
-    /// `demo`'s secret `name` read with `token` over HTTPS: `None` on 404.
-    pub fn read(&self, token: &str, name: &str) -> Option<serde_json::Value> {
+    /// `method /v1/<path>` against the device's OpenBao with `token`, over HTTPS: the HTTP status and
+    /// the body.
+    pub fn bao(&self, method: &str, path: &str, token: &str) -> (u16, String) {
         let out = Command::new("curl")
-            .args(["-sS", "-w", "\n%{http_code}", "--cacert"])
+            .args(["-sS", "-w", "\n%{http_code}", "-X", method, "--cacert"])
             .arg(self.device.path().join("pki/ca/ca.pem"))
             .arg("-H")
             .arg(format!("X-Vault-Token: {token}"))
-            .arg(format!("https://127.0.0.1:{}/v1/secret/data/edgeseal/demo/{name}", self.port))
+            .arg(format!("https://127.0.0.1:{}/v1/{path}", self.port))
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let (body, code) = text.rsplit_once('\n').unwrap();
-        match code.trim() {
-            "200" => Some(serde_json::from_str::<serde_json::Value>(body).unwrap()["data"]["data"].clone()),
-            "404" => None,
-            other => panic!("reading demo/{name}: HTTP {other}: {body}"),
+        let (body, code) =
+            text.rsplit_once('\n').unwrap_or_else(|| panic!("curl: {}", String::from_utf8_lossy(&out.stderr)));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    /// `demo`'s secret `name` read with `token` over HTTPS: `None` on 404.
+    pub fn read(&self, token: &str, name: &str) -> Option<serde_json::Value> {
+        match self.bao("GET", &format!("secret/data/edgeseal/demo/{name}"), token) {
+            (200, body) => Some(serde_json::from_str::<serde_json::Value>(&body).unwrap()["data"]["data"].clone()),
+            (404, _) => None,
+            (other, body) => panic!("reading demo/{name}: HTTP {other}: {body}"),
         }
     }
 

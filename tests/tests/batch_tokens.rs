@@ -7,7 +7,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::Command;
 use std::time::Duration;
 
 use edgeseal_tests::boot::Boot;
@@ -19,18 +18,7 @@ use serde_json::Value;
 
 /// `method path` against the device's OpenBao with `token`: the HTTP status and the body.
 fn bao(boot: &Boot, method: &str, path: &str, token: &str) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-sS", "-w", "\n%{http_code}", "-X", method, "--cacert"])
-        .arg(boot.device.path().join("pki/ca/ca.pem"))
-        .arg("-H")
-        .arg(format!("X-Vault-Token: {token}"))
-        .arg(format!("https://127.0.0.1:{}/v1/{path}", boot.port))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) =
-        text.rsplit_once('\n').unwrap_or_else(|| panic!("curl: {}", String::from_utf8_lossy(&out.stderr)));
-    (code.trim().parse().unwrap(), body.to_string())
+    boot.bao(method, path, token)
 }
 
 /// The token server's whole answer for `demo` (the client binary prints it).
