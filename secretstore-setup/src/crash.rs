@@ -51,6 +51,10 @@ pub const STATIC_FIRST_BOOT_ONLY: &[&str] =
 /// its values were written to the store, before the file is rewritten without them.
 pub const SEED_POINTS: &[&str] = &["before-seed-scrub"];
 
+/// The points of a Shamir `security-bootstrap rekey` ([`crate::rekey`]), in order.
+pub const REKEY_POINTS: &[&str] =
+    &["rekey-after-init", "rekey-after-pending", "rekey-after-verify", "rekey-after-promote"];
+
 /// The points only a first initialization reaches.
 pub const FIRST_INIT_ONLY: &[&str] = &["before-init", "after-init", "after-keystore"];
 

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod kv;
+pub mod rekey;
 pub mod sys;
 
 use serde::Deserialize;

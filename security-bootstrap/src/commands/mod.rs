@@ -6,6 +6,7 @@ pub mod import_edgex;
 pub mod inspect;
 pub mod kdf_check;
 pub mod pki;
+pub mod rekey;
 pub mod run;
 pub mod seal;
 pub mod secrets;
