@@ -227,7 +227,7 @@ async fn settle_pending(
         k.discard_pending_shares();
         Ok(())
     })?;
-    tracing::info!("discarded the new shares of an interrupted rekey that OpenBao never switched to");
+    tracing::warn!("discarded the new shares of an interrupted rekey that OpenBao never switched to (it was restarted or the attempt cancelled)");
     Ok((keystore, false))
 }
 

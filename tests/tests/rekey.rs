@@ -221,14 +221,27 @@ fn rekey_killed_at_every_step_leaves_a_store_that_opens_and_a_rerun_converges() 
                 run = boot.start();
                 assert_eq!(boot.secret(&boot.token_until_ok(Duration::from_secs(30))), value, "{what}");
                 let booted = generations(&boot);
+                if point == "rekey-after-pending" {
+                    assert_eq!(booted, crashed, "{what}: the boot opened the store with the current shares, the pending ones wait");
+                }
                 if point == "rekey-after-verify" {
+                    assert!(boot.log().contains("the new shares of an interrupted rekey opened OpenBao"), "{what}");
                     assert_eq!(booted.pending, None, "{what}: the verified shares were promoted by the boot");
                     assert_eq!((booted.shares.len(), booted.threshold), want, "{what}");
                 }
             }
+            let discarded = boot.log().matches("discarded the new shares of an interrupted rekey").count();
             let out = rekey(&boot, &["--shares", shares, "--threshold", threshold], None);
             assert_ok(&out, &boot);
-            outputs.push(String::from_utf8_lossy(&out.stdout).into_owned());
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            // OpenBao still waits to verify the pending shares, or already switched to them: the rerun
+            // completes that rekey. Restarted before verifying: it forgot them, the rerun discards them.
+            let finishes = matches!((point, restart_first), ("rekey-after-pending" | "rekey-after-verify", false));
+            assert_eq!(stdout.contains("an interrupted rekey was completed"), finishes, "{what}: {stdout}");
+            let discards = (point, restart_first) == ("rekey-after-pending", true);
+            let now = boot.log().matches("discarded the new shares of an interrupted rekey").count();
+            assert_eq!(now > discarded, discards, "{what}: {}", String::from_utf8_lossy(&out.stderr));
+            outputs.push(stdout);
             let after = generations(&boot);
             remember(&after, &mut seen);
             assert_eq!((after.shares.len(), after.threshold, &after.pending), (want.0, want.1, &None), "{what}");
