@@ -86,7 +86,7 @@ fn assert_no_share_in_clear(boot: &Boot, shares: &[Vec<u8>], outputs: &[String])
         needles.push(hex::encode(share).into_bytes());
         needles.push(hex::encode_upper(share).into_bytes());
         // Base64 without its last (padding-dependent) characters.
-        needles.push(b64.encode(share)[..40].as_bytes().to_vec());
+        needles.push(b64.encode(share).as_bytes()[..40].to_vec());
     }
     // One pass per file: candidates by their first 8 bytes, then a full compare.
     let mut by_prefix: HashMap<[u8; 8], Vec<&Vec<u8>>> = HashMap::new();
@@ -222,7 +222,10 @@ fn rekey_killed_at_every_step_leaves_a_store_that_opens_and_a_rerun_converges() 
                 assert_eq!(boot.secret(&boot.token_until_ok(Duration::from_secs(30))), value, "{what}");
                 let booted = generations(&boot);
                 if point == "rekey-after-pending" {
-                    assert_eq!(booted, crashed, "{what}: the boot opened the store with the current shares, the pending ones wait");
+                    assert_eq!(
+                        booted, crashed,
+                        "{what}: the boot opened the store with the current shares, the pending ones wait"
+                    );
                 }
                 if point == "rekey-after-verify" {
                     assert!(boot.log().contains("the new shares of an interrupted rekey opened OpenBao"), "{what}");

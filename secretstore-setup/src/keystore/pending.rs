@@ -155,7 +155,8 @@ mod tests {
     #[test]
     fn decoding_refuses_what_a_keystore_would_not_hold() {
         // (description, mutation of a valid encoding)
-        let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
+        type Mutation = Box<dyn Fn(&mut Vec<u8>)>;
+        let cases: Vec<(&str, Mutation)> = vec![
             ("wrong magic", Box::new(|b| b[0] ^= 1)),
             ("threshold 0", Box::new(|b| b[MAGIC.len()] = 0)),
             ("threshold above the count", Box::new(|b| b[MAGIC.len()] = 6)),
