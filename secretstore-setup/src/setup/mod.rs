@@ -302,7 +302,9 @@ impl Setup {
 
     /// Unseals OpenBao from the keystore (the plug-in runs again; the shares live only for this
     /// call), and waits until it is active. What the watchdog does on "sealed", and `run` after it
-    /// restarted a supervised OpenBao. Returns whether it was sealed.
+    /// restarted a supervised OpenBao. Returns whether it was sealed. With the pending shares of an
+    /// interrupted rekey in the keystore, those are tried when OpenBao refuses the current ones (and
+    /// promoted if they open it): see [`crate::rekey::unseal_generations`].
     pub async fn unseal_from_keystore(&self, client: &Client) -> Result<bool, SetupError> {
         if self.static_seal() {
             return Err(SetupError::StaticSealed { address: self.store.address.clone() });
