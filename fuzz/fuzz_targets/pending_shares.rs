@@ -11,7 +11,15 @@
 use libfuzzer_sys::fuzz_target;
 use secretstore_setup::keystore::PendingShares;
 
+/// The encoding's fixed prefix, so that mutations explore what follows it.
+const MAGIC: &[u8] = b"edgeseal-pending-shares/v1";
+
 fuzz_target!(|data: &[u8]| {
+    check(data);
+    check(&[MAGIC, data].concat());
+});
+
+fn check(data: &[u8]) {
     let Some(pending) = PendingShares::decode(data) else {
         return;
     };
@@ -19,4 +27,4 @@ fuzz_target!(|data: &[u8]| {
     let encoded = pending.encode();
     assert_eq!(encoded.as_slice(), data, "decode accepted a non-canonical encoding");
     assert_eq!(PendingShares::decode(&encoded), Some(pending));
-});
+}
