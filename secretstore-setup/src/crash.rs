@@ -66,6 +66,10 @@ pub const SEED_POINTS: &[&str] = &["before-seed-scrub"];
 /// keystore, once the new KEK is derived (nothing written yet), once the new file is in place.
 pub const REWRAP_POINTS: &[&str] = &["rewrap-after-old-kek", "rewrap-after-new-kek", "rewrap-after-write"];
 
+/// The points of a Shamir `security-bootstrap rekey` ([`crate::rekey`]), in order.
+pub const REKEY_POINTS: &[&str] =
+    &["rekey-after-init", "rekey-after-pending", "rekey-after-verify", "rekey-after-promote"];
+
 /// The points only a first initialization reaches.
 pub const FIRST_INIT_ONLY: &[&str] = &["before-init", "after-init", "after-keystore"];
 

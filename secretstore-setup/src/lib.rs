@@ -12,6 +12,8 @@
 //! - [`config`]: the `keystore:` section of `edgeseal.yaml`.
 //! - [`seal`]: the static seal of a supervised OpenBao: seal key and client identity in the keystore,
 //!   self-initialization, the boot that converges from any crash.
+//! - [`rekey`]: new unseal shares for a Shamir store (OpenBao's verified rekey), crash-safe through a
+//!   pending generation in the keystore that every unseal path can fall back to.
 //! - [`setup`]: initialize, unseal and configure OpenBao, converging on every run (SPEC §6, §8).
 //! - [`supervise`]: run a local OpenBao as a child, restarted when it dies, with a private Unix
 //!   listener for setup and a TCP listener locked until the first boot stored the shares.
@@ -30,6 +32,7 @@ pub mod edgex_import;
 pub mod identity;
 pub mod keystore;
 pub mod rewrap;
+pub mod rekey;
 pub mod seal;
 pub mod secret;
 pub mod seed;

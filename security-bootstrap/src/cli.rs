@@ -139,9 +139,25 @@ pub enum Command {
     /// rotation (OpenBao opens with either key and rewraps to the new one; the old key is forgotten
     /// only once the new one alone opens the store). Crash-safe at every step.
     #[command(
+        hide = true,
         after_help = "Example:\n  security-bootstrap rotate-seal-key --config /etc/edgeseal/edgeseal.yaml && systemctl restart edgeseal"
     )]
     RotateSealKey(ConfigArg),
+    /// New unseal shares (Shamir store) or a new seal key (static seal); crash-safe at every step.
+    ///
+    /// Static seal (supervised, the default): stores a new random seal key as the next one; the next
+    /// start of `run` completes the rotation (what `rotate-seal-key` did). --shares/--threshold make no
+    /// sense there and are refused (exit 64).
+    ///
+    /// Shamir store (not started by edgeseal, or `seal: shamir`; OpenBao must be running, e.g. under
+    /// `run`): OpenBao's verified rekey. The new shares go KEK-encrypted into the keystore as a pending
+    /// generation before OpenBao switches to them; after verification they replace the old ones. Killed
+    /// at any step, the store still opens (every unseal tries both generations); run `rekey` again to
+    /// finish or discard the interrupted one. Default: the current number of shares and threshold.
+    #[command(
+        after_help = "Examples:\n  security-bootstrap rekey --config /etc/edgeseal/edgeseal.yaml --shares 5 --threshold 3\n  security-bootstrap rekey --config /etc/edgeseal/edgeseal.yaml && systemctl restart edgeseal   # static seal\n\nExit codes: 0 done, 1 failure (the store still opens; run it again), 64 bad usage or configuration."
+    )]
+    Rekey(RekeyArgs),
     /// Move a supervised Shamir-sealed store to the static seal (stop edgeseal first).
     ///
     /// Copies the raft storage aside, stores a seal key and edgeseal's client identity in the
@@ -274,6 +290,20 @@ pub struct PkiArgs {
     /// Report only; change nothing.
     #[arg(long)]
     pub check: bool,
+}
+
+/// `rekey --config FILE [--shares N --threshold T]`.
+#[derive(Debug, Args)]
+pub struct RekeyArgs {
+    /// edgeseal.yaml.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// New number of unseal shares (Shamir store only; 1-255).
+    #[arg(long, value_name = "N", requires = "threshold")]
+    pub shares: Option<u64>,
+    /// Shares needed to unseal (Shamir store only; 2..=N when N > 1).
+    #[arg(long, value_name = "T", requires = "shares")]
+    pub threshold: Option<u64>,
 }
 
 /// `--config FILE` (required).

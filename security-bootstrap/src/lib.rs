@@ -43,6 +43,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         cli::Command::Audit(args) => commands::audit::run(&args, out),
         cli::Command::Status(args) => commands::status::run(&args, out),
         cli::Command::RotateSealKey(args) => commands::seal::rotate(&args.config, out),
+        cli::Command::Rekey(args) => commands::rekey::run(&args, out),
         cli::Command::MigrateSeal(args) => commands::seal::migrate(&args.config, out),
         cli::Command::TokenServer(args) => commands::token_server::run(&args.config),
         cli::Command::Health(args) => commands::token::health(&args.socket, out),

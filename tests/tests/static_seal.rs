@@ -422,7 +422,15 @@ fn a_seal_key_rotation_completes_at_the_next_boot_whatever_step_a_kill_interrupt
     run.stop(Signal::SIGTERM, Duration::from_secs(30));
     let (old, _) = seal_keys(&boot);
 
-    let out = boot.command(&["rotate-seal-key"], None);
+    // Unseal shares are no part of a static seal: refused as bad usage, nothing changed.
+    let keystore = fs::read(boot.device.keystore_dir().join("keystore.json")).unwrap();
+    let refused = boot.command(&["rekey", "--shares", "5", "--threshold", "3"], None);
+    assert_eq!(refused.status.code(), Some(64), "{}", String::from_utf8_lossy(&refused.stderr));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("static seal"));
+    assert_eq!(fs::read(boot.device.keystore_dir().join("keystore.json")).unwrap(), keystore);
+
+    // `rekey` starts the rotation; `rotate-seal-key` is its hidden alias.
+    let out = boot.command(&["rekey"], None);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let (current, next) = seal_keys(&boot);
     let next = next.expect("a next key is pending");

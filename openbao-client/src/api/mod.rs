@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod kv;
 pub mod restore;
+pub mod rekey;
 pub mod sys;
 
 use serde::Deserialize;

@@ -9,6 +9,7 @@
 
 pub mod canonical;
 pub mod format;
+pub mod pending;
 pub mod store;
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ use thiserror::Error;
 use zeroize::Zeroizing;
 
 pub use format::{FormatError, KeystoreFile};
+pub use pending::{PendingShares, ITEM_PENDING_SHARES};
 pub use store::{KeystoreDir, KeystoreError};
 
 use crate::secret::{SecretBytes, UnsealShare};

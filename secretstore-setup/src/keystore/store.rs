@@ -195,6 +195,22 @@ impl KeystoreDir {
         kek: &Kek,
         change: impl FnOnce(&mut Keystore) -> Result<(), BuildError>,
     ) -> Result<Keystore, KeystoreError> {
+        self.rewrite(kek, false, change)
+    }
+
+    /// Makes the keystore's pending generation of unseal shares (a Shamir rekey's, see
+    /// [`super::pending`]) its current shares, durably: the one way shares ever change. Only once
+    /// OpenBao opens with them.
+    pub fn promote_pending_shares(&self, kek: &Kek) -> Result<Keystore, KeystoreError> {
+        self.rewrite(kek, true, Keystore::promote_pending_shares)
+    }
+
+    fn rewrite(
+        &self,
+        kek: &Kek,
+        promote: bool,
+        change: impl FnOnce(&mut Keystore) -> Result<(), BuildError>,
+    ) -> Result<Keystore, KeystoreError> {
         let dir = self.lock()?;
         let before = self.read_bytes()?.ok_or_else(|| KeystoreError::Missing(self.file.clone()))?;
         let current = KeystoreFile::parse(&before).map_err(|reason| self.format_error(reason))?;
@@ -203,7 +219,7 @@ impl KeystoreDir {
         change(&mut keystore).map_err(|source| KeystoreError::Build { path: self.file.clone(), source })?;
         // Shares may be filled in once (a keystore made before init); never changed afterwards.
         let shares_kept = keystore.shares == shares && keystore.threshold == threshold;
-        if (!shares.is_empty() && !shares_kept) || keystore.salt != salt {
+        if (!shares.is_empty() && !shares_kept && !promote) || keystore.salt != salt {
             return Err(KeystoreError::AlreadyExists { path: self.file.clone() });
         }
         let sealed = keystore.seal(kek).map_err(|source| KeystoreError::Build { path: self.file.clone(), source })?;

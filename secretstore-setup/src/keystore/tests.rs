@@ -232,3 +232,36 @@ fn an_authenticated_but_empty_or_duplicate_share_is_refused_on_open() {
         );
     }
 }
+
+#[test]
+fn only_a_pending_generation_ever_replaces_the_shares_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = KeystoreDir::new(dir.path().join("keystore"));
+    let (keystore, file) = sealed();
+    store.create(&file).unwrap();
+    let new: Vec<UnsealShare> = (20..23u8).map(|i| UnsealShare::new(vec![i; 33])).collect();
+
+    // A plain update cannot swap the shares, and promoting with nothing pending changes nothing.
+    let before = std::fs::read(store.path()).unwrap();
+    let swapped = store.update(&kek(7), |k| {
+        *k = Keystore { shares: new.clone(), threshold: 2, ..k.clone() };
+        Ok(())
+    });
+    assert!(swapped.is_err());
+    assert!(store.promote_pending_shares(&kek(7)).is_err());
+    assert_eq!(std::fs::read(store.path()).unwrap(), before, "bad requests wrote nothing");
+
+    let pending = PendingShares::new(new.clone(), 2, "verification-7754".into()).unwrap();
+    store.update(&kek(7), |k| k.set_pending_shares(&pending)).unwrap();
+    let reopened = store.open(&kek(7)).unwrap();
+    assert_eq!(reopened.shares(), keystore.shares(), "pending is not current");
+    assert_eq!(reopened.pending_shares().unwrap(), Some(pending));
+    assert!(!std::fs::read_to_string(store.path()).unwrap().contains("verification-7754"), "the item is encrypted");
+
+    store.promote_pending_shares(&kek(7)).unwrap();
+    let promoted = store.open(&kek(7)).unwrap();
+    assert_eq!((promoted.shares(), promoted.threshold()), (new.as_slice(), 2));
+    assert_eq!(promoted.pending_shares().unwrap(), None);
+    assert_eq!(promoted.item("pki-ca-key"), keystore.item("pki-ca-key"), "other items are kept");
+    assert_eq!(KeystoreFile::parse(&std::fs::read(store.path()).unwrap()).unwrap().secret_shares, 3);
+}

@@ -98,6 +98,13 @@ pub async fn migrate(setup: &Setup, server: ServerConfig) -> Result<Migrated, Se
                 store.path().display()
             )));
         }
+        // Which generation opens the store is settled by `run` or `rekey` (both try each), not here.
+        if keystore.item(crate::keystore::ITEM_PENDING_SHARES).is_some() {
+            return Err(SetupError::Config(format!(
+                "keystore {} holds the new shares of an interrupted rekey; nothing was changed. Start `security-bootstrap run` with seal: shamir and run `security-bootstrap rekey` to finish it, then migrate",
+                store.path().display()
+            )));
+        }
         if !super::storage::has_data(&raft).map_err(io("inspecting", &raft))? {
             return Err(SetupError::Config(format!("{} holds no store to migrate", raft.display())));
         }

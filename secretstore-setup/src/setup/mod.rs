@@ -143,6 +143,9 @@ pub enum SetupError {
     /// Invalid configuration.
     #[error("{0}")]
     Config(String),
+    /// A Shamir rekey that did not complete (the store still opens; see [`crate::rekey`]).
+    #[error("rekey: {0}")]
+    Rekey(String),
     /// A supervised, static-sealed OpenBao did not accept edgeseal's client certificate in time.
     #[error("OpenBao at {address} did not let edgeseal log in with its client certificate within {} (last: {last}). Its log is openbao.log in secret_store.supervise.data_dir", humantime::format_duration(*.waited))]
     NoLogin {
@@ -299,7 +302,9 @@ impl Setup {
 
     /// Unseals OpenBao from the keystore (the plug-in runs again; the shares live only for this
     /// call), and waits until it is active. What the watchdog does on "sealed", and `run` after it
-    /// restarted a supervised OpenBao. Returns whether it was sealed.
+    /// restarted a supervised OpenBao. Returns whether it was sealed. With the pending shares of an
+    /// interrupted rekey in the keystore, those are tried when OpenBao refuses the current ones (and
+    /// promoted if they open it): see [`crate::rekey::unseal_generations`].
     pub async fn unseal_from_keystore(&self, client: &Client) -> Result<bool, SetupError> {
         if self.static_seal() {
             return Err(SetupError::StaticSealed { address: self.store.address.clone() });
@@ -314,7 +319,9 @@ impl Setup {
         let kek = file_kek(&store, &file, &ikm)?;
         drop(ikm);
         let keystore = store.open(&kek)?;
-        unseal::unseal(client, &keystore, self.store.wait_timeout).await
+        crate::rekey::unseal_generations(client, &store, &kek, keystore, self.store.wait_timeout)
+            .await
+            .map(|(sealed, _)| sealed)
     }
 
     /// Runs the KDF plug-in (on a blocking thread) and returns the IKM.
@@ -353,7 +360,7 @@ impl Setup {
         self.validate()?;
         let ikm = self.ikm().await?;
         let store = self.keystore_dir();
-        let (keystore, _kek) = store.open_with_ikm(&ikm)?;
+        let (keystore, kek) = store.open_with_ikm(&ikm)?;
         drop(ikm);
         if self.static_seal() {
             let material = crate::seal::material::SealMaterial::from_keystore(&keystore)
@@ -373,7 +380,7 @@ impl Setup {
         }
         let client = self.client()?;
         unseal::wait_for_openbao(&client, self.store.wait_timeout).await?;
-        let root = root::obtain(self, &client, &store, &keystore).await?;
+        let (root, _, _) = crate::rekey::obtain_root(self, &client, &store, &kek, keystore).await?;
         let admin = configure::admin_token(&client, &root.token).await;
         let revoked = client.revoke_self(&root.token).await.doing(|| "revoking this run's root token".into());
         if revoked.is_ok() {
@@ -414,12 +421,14 @@ impl Setup {
         };
         drop(ikm);
 
-        report.unsealed = unseal::unseal(&client, &keystore, self.store.wait_timeout).await?;
+        let (unsealed, keystore) =
+            crate::rekey::unseal_generations(&client, &store, &kek, keystore, self.store.wait_timeout).await?;
+        report.unsealed = unsealed;
         crash::point("after-unseal");
 
         let root = match init_root {
             Some(token) => root::remember(&client, &store, root::Root { token, approle_ok: false }).await?,
-            None => root::obtain(self, &client, &store, &keystore).await?,
+            None => crate::rekey::obtain_root(self, &client, &store, &kek, keystore).await?.0,
         };
         crash::point("after-root");
 

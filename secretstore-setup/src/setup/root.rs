@@ -84,6 +84,13 @@ pub async fn obtain(
     remember(client, store, root).await
 }
 
+/// One root generation with `keystore`'s shares, not retried: `Err` says what was tried. (A rekey
+/// interrupted before its verification finished asks this of each generation of shares.) The token
+/// is not yet recorded: pass it to [`remember`] before using it.
+pub(crate) async fn generate_once(setup: &Setup, client: &Client, keystore: &Keystore) -> Result<Root, String> {
+    generate(setup, client, keystore).await.0
+}
+
 /// One try: the bootstrap credential, then the unauthenticated endpoint. `true` when a failure looks
 /// like someone else's hand (an attempt in progress, a wrong nonce, a generation that did not complete).
 async fn generate(setup: &Setup, client: &Client, keystore: &Keystore) -> (Result<Root, String>, bool) {

@@ -10,6 +10,7 @@ pub mod kdf_check;
 pub mod pki;
 pub mod restore;
 pub mod rewrap;
+pub mod rekey;
 pub mod run;
 pub mod seal;
 pub mod secrets;
