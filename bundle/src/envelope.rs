@@ -61,6 +61,14 @@ pub enum BundleError {
         /// Its node id.
         node: String,
     },
+    /// Signed by a key nobody named, and no flag accepts any signer.
+    #[error("the bundle is signed by {signer} ({node}), a key you did not name: check it against the sender's `node show` and pass it with --from, or accept any signer with --allow-any-signer")]
+    UnknownSigner {
+        /// The signer's key.
+        signer: String,
+        /// Its node id.
+        node: String,
+    },
     /// Unsigned, and unsigned bundles were not accepted.
     #[error("the bundle is not signed (made with plain `age` or `secrets seal`); accept it with --allow-unsigned if you trust where it came from")]
     Unsigned,
@@ -80,13 +88,24 @@ pub enum BundleError {
     Encrypt(String),
 }
 
-/// Whom a receiver accepts.
+/// Whom a receiver accepts. By default nobody: a bundle is opened only when its signer is named
+/// (`--from`), or the receiver says it trusts the channel instead.
 #[derive(Debug, Clone, Default)]
 pub struct Trust {
-    /// Accept only bundles signed by one of these (`--from`); empty: any valid signature.
+    /// Bundles signed by one of these (`--from`).
     pub senders: Vec<SignerKey>,
-    /// Accept bundles with no signature (`--allow-unsigned`).
+    /// Bundles with a valid signature by any key (`--allow-any-signer`; the signer is reported).
+    pub any_signer: bool,
+    /// Bundles with no signature (`--allow-unsigned`); a signature by an unknown key proves no less
+    /// than none, so those are accepted too.
     pub allow_unsigned: bool,
+}
+
+impl Trust {
+    /// Only bundles signed by one of `senders`.
+    pub fn senders(senders: Vec<SignerKey>) -> Self {
+        Self { senders, ..Self::default() }
+    }
 }
 
 /// Who made a signed bundle.
@@ -98,8 +117,7 @@ pub struct Sender {
     pub key: SignerKey,
 }
 
-/// An opened, verified bundle.
-#[derive(Debug)]
+/// An opened, verified bundle. `Debug` shows everything but the payload.
 pub struct Opened {
     /// Its kind.
     pub kind: String,
@@ -109,6 +127,16 @@ pub struct Opened {
     pub created: Option<String>,
     /// The payload. It may hold secrets: never log it.
     pub payload: Value,
+}
+
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opened")
+            .field("kind", &self.kind)
+            .field("sender", &self.sender)
+            .field("created", &self.created)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Seals `payload` as a bundle of `kind` for `recipients`, signed by `signer` when given. Returns
@@ -271,8 +299,13 @@ fn verify(mut fields: Map<String, Value>, trust: &Trust) -> Result<Opened, Bundl
             if text(&fields, "from")?.as_deref() != Some(key.node_id().as_str()) {
                 return Err(BundleError::BadSignature(key.to_string()));
             }
-            if !trust.senders.is_empty() && !trust.senders.contains(&key) {
-                return Err(BundleError::Untrusted { signer: key.to_string(), node: key.node_id() });
+            let named = trust.senders.contains(&key);
+            if !named && !trust.any_signer && !trust.allow_unsigned {
+                let (signer, node) = (key.to_string(), key.node_id());
+                return Err(match trust.senders.is_empty() {
+                    true => BundleError::UnknownSigner { signer, node },
+                    false => BundleError::Untrusted { signer, node },
+                });
             }
             Some(Sender { node: key.node_id(), key })
         }
@@ -300,7 +333,7 @@ mod tests {
     }
 
     fn trust(senders: &[&NodeKeys], allow_unsigned: bool) -> Trust {
-        Trust { senders: senders.iter().map(|k| k.signer()).collect(), allow_unsigned }
+        Trust { senders: senders.iter().map(|k| k.signer()).collect(), any_signer: false, allow_unsigned }
     }
 
     #[test]
@@ -344,15 +377,21 @@ mod tests {
             (unsigned.as_bytes(), &b, strict.clone(), "secrets", "not signed"),
             (plain_age.as_bytes(), &b, strict.clone(), "secrets", "not signed"),
             (forged.as_bytes(), &b, trust(&[], true), "secrets", "signature does not verify"),
+            (good.as_bytes(), &b, trust(&[], false), "secrets", "a key you did not name"),
             (truncated.as_bytes(), &b, strict.clone(), "secrets", "damaged"),
-            (&flipped, &b, strict.clone(), "secrets", ""),
+            (&flipped, &b, strict.clone(), "secrets", "damaged|not an age"),
             (b"hello", &b, strict.clone(), "secrets", "not an age"),
         ];
         for (i, (bundle, receiver, trust, kind, says)) in cases.into_iter().enumerate() {
             let e = open(bundle, &receiver.identities(), "this node", &trust, kind).unwrap_err().to_string();
-            assert!(e.contains(says), "case {i}: {e}");
+            assert!(says.split('|').any(|says| e.contains(says)), "case {i}: {e}");
             assert!(!e.contains("evil") && !e.contains("\"v\""), "case {i} leaks a value: {e}");
         }
+        // Any signer when allowed, with the signer reported; the payload never in Debug.
+        let any = Trust { any_signer: true, ..Trust::default() };
+        let opened = open(good.as_bytes(), &b.identities(), "b", &any, "secrets").unwrap();
+        assert_eq!(opened.sender.as_ref().map(|s| s.key), Some(a.signer()));
+        assert!(!format!("{opened:?}").contains("\"v\""), "{opened:?}");
         // Unsigned ones open when allowed; the plain one's whole document is the payload.
         for bundle in [&unsigned, &plain_age] {
             let opened = open(bundle.as_bytes(), &b.identities(), "b", &trust(&[], true), "secrets").unwrap();
@@ -368,8 +407,13 @@ mod tests {
         std::io::Read::read_to_end(&mut age::armor::ArmoredReader::new(armored.as_bytes()), &mut binary).unwrap();
         assert!(binary.starts_with(b"age-encryption.org/v1"));
         let again = to_armored(&binary).unwrap();
-        let opened =
-            open(again.as_bytes(), &b.identities(), "b", &Trust { senders: vec![], allow_unsigned: true }, "secrets");
+        let opened = open(
+            again.as_bytes(),
+            &b.identities(),
+            "b",
+            &Trust { allow_unsigned: true, ..Trust::default() },
+            "secrets",
+        );
         assert_eq!(opened.unwrap().payload, json!({"svc/x": "v"}));
         assert_eq!(to_armored(armored.as_bytes()).unwrap(), armored);
         assert!(matches!(to_armored(b"PK\x03\x04"), Err(BundleError::NotAge(_))));

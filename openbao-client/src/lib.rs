@@ -251,6 +251,12 @@ impl Client {
         &self.base
     }
 
+    /// The same connection pool with another per-request timeout (a raft snapshot takes longer
+    /// than an API call).
+    pub fn with_timeout(&self, timeout: Duration) -> Self {
+        Self { timeout, ..self.clone() }
+    }
+
     /// Calls `method /v1/{path}` and decodes a JSON answer.
     pub async fn call<T: DeserializeOwned>(
         &self,

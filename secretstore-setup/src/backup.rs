@@ -19,9 +19,11 @@ use crate::{Keystore, SecretBytes, UnsealShare};
 pub const PAYLOAD_FORMAT: &str = "edgeseal-backup-v1";
 
 /// Whether a keystore item travels in a backup: everything but the node identity (this device's
-/// own) and the token-issuing token (a restore revokes every token and setup makes a new one).
+/// own), the token-issuing token (a restore revokes every token and setup makes a new one) and the
+/// keys of a store a restore replaced (`replaced-*`).
 pub fn travels(item: &str) -> bool {
     ![ITEM_NODE_KEYS, ITEM_NODE_TLS, ITEM_ISSUER].contains(&item)
+        && !item.starts_with(crate::seal::restore::REPLACED_PREFIX)
 }
 
 /// Whether `restore` puts a travelling item into the restoring device's keystore: everything but the

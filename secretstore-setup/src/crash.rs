@@ -47,6 +47,7 @@ pub const STATIC_POINTS: &[&str] = &[
 /// done but for its converging boot, which `run` also does.
 pub const RESTORE_POINTS: &[&str] = &[
     "restore-after-marker",
+    "restore-after-set-aside",
     "restore-after-keys",
     "restore-after-self-init",
     "restore-after-snapshot",

@@ -140,8 +140,11 @@ mod tests {
         let back = NodeIdentity::from_keystore(&keystore).unwrap().unwrap();
         assert_eq!(back.public(), identity.public());
         let public = identity.public();
-        assert!(public.tls_cert.contains(&public.node_id) || !public.tls_cert.is_empty());
-        assert_eq!(public.tls_cert_sha256.len(), 64);
+        // The certificate's common name is the node id (a UTF8String in the DER).
+        let body: String = public.tls_cert.lines().filter(|l| !l.starts_with("-----")).collect();
+        let der = base64::engine::general_purpose::STANDARD.decode(body).unwrap();
+        assert!(der.windows(public.node_id.len()).any(|w| w == public.node_id.as_bytes()), "CN is the node id");
+        assert_eq!(public.tls_cert_sha256, hex::encode(Sha256::digest(&der)));
         let shown = format!("{identity:?} {}", serde_json::to_string(&public).unwrap());
         assert!(!shown.contains("AGE-SECRET-KEY") && !shown.contains("PRIVATE KEY"), "{shown}");
         keystore.remove_item(ITEM_NODE_TLS);

@@ -130,7 +130,7 @@ pub enum Command {
     /// key, re-encrypted under this device's KEK, converged; every token issued before the backup is
     /// revoked. Refuses to replace a store this device holds unless --force. Crash-safe: rerun it.
     #[command(
-        after_help = "Example:\n  security-bootstrap restore --identity recovery.key /media/usb/gw-17.backup --config /etc/edgeseal/edgeseal.yaml"
+        after_help = "Example:\n  security-bootstrap restore --identity recovery.key /media/usb/gw-17.backup \\\n      --from ed25519:… --config /etc/edgeseal/edgeseal.yaml"
     )]
     Restore(RestoreArgs),
     /// Start a rotation of the static seal key of the supervised OpenBao.
@@ -457,15 +457,18 @@ pub enum SecretsCommand {
     },
     /// Import a bundle made for this node: all of it or nothing; reports what changes.
     #[command(
-        after_help = "Example:\n  security-bootstrap secrets import secrets.age --from ed25519:Qk… --dry-run\n\nA bundle made with the plain `age` CLI (a JSON object \"service/name\": value, encrypted to\nthis node's recipient) is unsigned: it needs --allow-unsigned."
+        after_help = "Example:\n  security-bootstrap secrets import secrets.age --from ed25519:Qk… --dry-run\n\nA signed bundle needs its signer named with --from (or --allow-any-signer). A bundle made with\nthe plain `age` CLI (a JSON object \"service/name\": value, encrypted to this node's recipient)\nis unsigned: it needs --allow-unsigned."
     )]
     Import {
         /// The bundle.
         file: PathBuf,
-        /// Accept only bundles signed by this key (ed25519:…, from the sender's `node show`; repeatable).
+        /// Accept bundles signed by this key (ed25519:…, from the sender's `node show`; repeatable).
         #[arg(long = "from", value_name = "SIGNING_KEY")]
         from: Vec<String>,
-        /// Accept a bundle with no signature (made with `age` or `secrets seal`).
+        /// Accept a bundle signed by any key (the signer is reported): you trust how it reached you.
+        #[arg(long)]
+        allow_any_signer: bool,
+        /// Accept a bundle with no signature (made with `age` or `secrets seal`), or signed by any key.
         #[arg(long)]
         allow_unsigned: bool,
         /// Report what would change; change nothing.
@@ -541,9 +544,13 @@ pub struct RestoreArgs {
     /// edgeseal.yaml of this device.
     #[arg(long, value_name = "FILE")]
     pub config: PathBuf,
-    /// Accept only a backup signed by this node key (ed25519:…; repeatable).
-    #[arg(long = "from", value_name = "SIGNING_KEY")]
+    /// Accept the backup if signed by this node key (ed25519:…, the backed-up device's `node show`;
+    /// repeatable). One of --from and --allow-any-signer is required.
+    #[arg(long = "from", value_name = "SIGNING_KEY", required_unless_present = "allow_any_signer")]
     pub from: Vec<String>,
+    /// Accept a backup signed by any node key (reported): you trust how the file reached you.
+    #[arg(long)]
+    pub allow_any_signer: bool,
     /// Replace the store this device already holds.
     #[arg(long)]
     pub force: bool,

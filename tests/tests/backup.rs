@@ -40,6 +40,8 @@ struct Backedup {
     greeting: Value,
     old_token: String,
     seal_key: String,
+    /// A's signing key (`node show`), what a restore pins with --from.
+    signer: String,
 }
 
 fn back_up_device_a() -> Backedup {
@@ -55,17 +57,21 @@ fn back_up_device_a() -> Backedup {
     let dir = tempfile::tempdir().unwrap();
     let (key, recipient) = age_keygen(dir.path(), "recovery.key");
     let file = dir.path().join("a.backup");
+    let node: Value = serde_json::from_str(&ok(&a.admin_command_as(None, "node", &["show", "--json"], b""))).unwrap();
+    let signer = node["signing_key"].as_str().unwrap().to_string();
+    // Only root makes backups (they carry the seal key), whatever admin.uids allows.
     let made = ok(&a.admin_command_as(None, "backup", &["--to", &recipient, "-o", file.to_str().unwrap()], b""));
     assert!(made.contains("written to"), "{made}");
     run.stop(Signal::SIGTERM, Duration::from_secs(30));
     let ikm = Ikm::new(hex::decode(DEVICE_IKM).unwrap());
     let (keystore, _) = KeystoreDir::new(a.device.keystore_dir()).open_with_ikm(&ikm).unwrap();
     let seal_key = SealMaterial::from_keystore(&keystore).unwrap().unwrap().current.hex().expose().to_string();
-    Backedup { a, dir, file, key, greeting, old_token, seal_key }
+    Backedup { a, dir, file, key, greeting, old_token, seal_key, signer }
 }
 
 fn restore(b: &Boot, backed: &Backedup, extra: &[&str], crash_at: Option<&str>) -> Output {
     let mut args = vec!["restore", "--identity", backed.key.to_str().unwrap(), backed.file.to_str().unwrap()];
+    args.extend(["--from", backed.signer.as_str()]);
     args.extend(extra);
     b.command(&args, crash_at)
 }
@@ -131,14 +137,31 @@ fn a_backup_restores_onto_other_hardware_which_serves_its_values_and_refuses_its
     let mut b = Boot::new();
     b.device.set_hardware(OTHER_IKM);
     let (other_key, _) = age_keygen(backed.dir.path(), "other.key");
-    let wrong = b.command(&["restore", "--identity", other_key.to_str().unwrap(), backed.file.to_str().unwrap()], None);
+    let wrong = b.command(
+        &["restore", "--identity", other_key.to_str().unwrap(), backed.file.to_str().unwrap(), "--allow-any-signer"],
+        None,
+    );
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("not encrypted to"), "{wrong:?}");
+    // The signer must be named (or any signer accepted explicitly).
+    let unnamed =
+        b.command(&["restore", "--identity", backed.key.to_str().unwrap(), backed.file.to_str().unwrap()], None);
+    assert_eq!(unnamed.status.code(), Some(64), "{unnamed:?}");
+    let other_node = format!("ed25519:{}", base64::engine::general_purpose::STANDARD.encode([7u8; 32]));
+    let pinned_wrong = b.command(
+        &["restore", "--identity", backed.key.to_str().unwrap(), backed.file.to_str().unwrap(), "--from", &other_node],
+        None,
+    );
+    let said = String::from_utf8_lossy(&pinned_wrong.stderr);
+    assert!(said.contains("not a sender you accept") || said.contains("not a signing key"), "{said}");
     let tampered = backed.dir.path().join("tampered.backup");
     let mut bytes = armored.clone().into_bytes();
     let at = bytes.len() / 2;
     bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
     fs::write(&tampered, bytes).unwrap();
-    let bad = b.command(&["restore", "--identity", backed.key.to_str().unwrap(), tampered.to_str().unwrap()], None);
+    let bad = b.command(
+        &["restore", "--identity", backed.key.to_str().unwrap(), tampered.to_str().unwrap(), "--from", &backed.signer],
+        None,
+    );
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("nothing was changed"), "{bad:?}");
     assert!(!b.device.keystore_dir().join("keystore.json").exists(), "a refused restore wrote nothing");
 
@@ -166,10 +189,17 @@ fn a_backup_restores_onto_other_hardware_which_serves_its_values_and_refuses_its
 }
 
 #[test]
-fn a_restore_killed_at_any_step_finishes_when_run_again() {
+fn a_restore_killed_at_any_step_finishes_when_run_again_and_a_replaced_store_is_kept() {
     let backed = back_up_device_a();
     let mut b = Boot::new();
     b.device.set_hardware(OTHER_IKM);
+    // B holds a store of its own, which `--force` replaces: it is kept aside, keys and storage.
+    let mut run = b.start();
+    ok(&b.secrets(&["set", "demo/mqtt-password"], b"B-OWN-VALUE-5150"));
+    run.stop(Signal::SIGTERM, Duration::from_secs(30));
+    let on_b = Ikm::new(hex::decode(OTHER_IKM).unwrap());
+    let store_b = KeystoreDir::new(b.device.keystore_dir());
+    let own_key = store_b.open_with_ikm(&on_b).unwrap().0.item("seal-key").unwrap().clone();
     let points = secretstore_setup::crash::RESTORE_POINTS;
     for (i, point) in points.iter().enumerate() {
         let killed = restore(&b, &backed, &["--force"], Some(point));
@@ -179,6 +209,17 @@ fn a_restore_killed_at_any_step_finishes_when_run_again() {
             "{point}: restore was killed: {}",
             String::from_utf8_lossy(&killed.stderr)
         );
+        if *point == "restore-after-set-aside" {
+            let (keystore, _) = store_b.open_with_ikm(&on_b).unwrap();
+            assert_eq!(keystore.item("replaced-seal-key"), Some(&own_key), "B's own seal key is kept");
+            let aside: Vec<_> = fs::read_dir(b.data_dir())
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with("raft.replaced-"))
+                .collect();
+            assert_eq!(aside.len(), 1, "B's own storage is kept aside");
+            assert!(fs::read_dir(aside[0].path()).unwrap().next().is_some());
+        }
         if i == 0 {
             // An interrupted restore: `run` refuses to start, pointing at restore.
             let mut run = b.spawn();

@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use edgeseal_tests::boot::Boot;
-use edgeseal_tests::device::OTHER_IKM;
+use edgeseal_tests::device::{DEVICE_IKM, OTHER_IKM};
 use edgeseal_tests::{age_keygen, age_tool, output_with_stdin, regular_files_below};
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
@@ -60,16 +60,24 @@ fn node_show_gives_the_same_public_identity_offline_before_the_first_boot_and_th
     let again: Value = serde_json::from_str(&stdout(&boot.command(&["node", "show", "--json"], None))).unwrap();
     assert_eq!(again, offline);
 
-    // No private half anywhere in clear (the device PKI's TLS keys live under pki/ by design).
+    // No private half anywhere in clear (the device PKI's TLS keys live under pki/ by design): not
+    // the age identity, not the signing seed, not the TLS key.
+    let ikm = kdf_plugins::Ikm::new(hex::decode(DEVICE_IKM).unwrap());
+    let (keystore, _) = secretstore_setup::KeystoreDir::new(boot.device.keystore_dir()).open_with_ikm(&ikm).unwrap();
+    let keys: Value = serde_json::from_slice(keystore.item("node-keys").unwrap().expose()).unwrap();
+    let seed = keys["ed25519"].as_str().unwrap().to_string();
+    let age_key = keys["age"].as_str().unwrap().to_string();
     for path in regular_files_below(boot.device.path()) {
         let text = String::from_utf8_lossy(&fs::read(&path).unwrap_or_default()).into_owned();
         let pki = path.starts_with(boot.device.path().join("pki"));
         assert!(
-            !text.contains("AGE-SECRET-KEY") && (pki || !text.contains("PRIVATE KEY")),
-            "{} holds a private key",
+            !text.contains("AGE-SECRET-KEY") && !text.contains(&seed) && !text.contains(&age_key[16..]),
+            "{} holds a node key",
             path.display()
         );
+        assert!(pki || !text.contains("PRIVATE KEY"), "{} holds a private key", path.display());
     }
+    assert!(!boot.log().contains(&seed) && !boot.log().contains("AGE-SECRET-KEY"));
 }
 
 #[test]
@@ -106,9 +114,10 @@ fn secrets_move_between_devices_and_a_bad_bundle_changes_nothing() {
     let key_b = node_b["signing_key"].as_str().unwrap();
     let cases: Vec<(&str, Vec<u8>, Vec<&str>, &str)> = vec![
         ("truncated", truncated.into_bytes(), vec!["--from", key_a], "damaged"),
-        ("tampered", tampered, vec!["--from", key_a], ""),
+        ("tampered", tampered, vec!["--from", key_a], "bundle"),
         ("wrong recipient", fs::read(&for_a).unwrap(), vec!["--from", key_b], "not encrypted to"),
         ("wrong signer", armored.clone().into_bytes(), vec!["--from", key_b], "not a sender you accept"),
+        ("signer not named", armored.clone().into_bytes(), vec![], "a key you did not name"),
         ("unsigned not allowed", Vec::new(), vec![], "not signed"),
     ];
     for (what, bytes, flags, says) in cases {
@@ -145,6 +154,15 @@ fn secrets_move_between_devices_and_a_bad_bundle_changes_nothing() {
     // Importing it again changes nothing.
     let again = stdout(&b.secrets(&["import", bundle.to_str().unwrap(), "--from", key_a], b""));
     assert!(again.lines().skip(1).all(|l| l.contains("unchanged")), "{again}");
+    // A secret removed with `secrets rm` (its newest version deleted) is written over, not refused.
+    stdout(&b.secrets(&["rm", "demo/db"], b""));
+    assert_eq!(b.read(&token, "db"), None);
+    let over = stdout(&b.secrets(&["import", bundle.to_str().unwrap(), "--from", key_a], b""));
+    assert!(over.contains("create    demo/db -> version 2"), "{over}");
+    assert_eq!(b.read(&token, "db"), Some(json!({"username": "edgex", "password": "db-VALUE-from-A-77aa"})));
+    // Any signer, when the receiver says so: the signer is reported.
+    let any = stdout(&b.secrets(&["import", bundle.to_str().unwrap(), "--allow-any-signer", "--dry-run"], b""));
+    assert!(any.contains(key_a), "{any}");
 
     for boot in [&a, &b] {
         for path in

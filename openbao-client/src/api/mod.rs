@@ -2,8 +2,8 @@
 
 pub mod auth;
 pub mod kv;
-pub mod restore;
 pub mod rekey;
+pub mod restore;
 pub mod sys;
 
 use serde::Deserialize;

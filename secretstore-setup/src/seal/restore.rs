@@ -34,6 +34,9 @@ use crate::setup::configure::{self, Bootstrap};
 use crate::setup::{Doing, Report, Setup, SetupError};
 use crate::supervise::{self, DataDirLock};
 
+/// Prefix of the keystore items that keep a replaced store's keys (`restore --force`).
+pub const REPLACED_PREFIX: &str = "replaced-";
+
 /// The marker: a restore into this keystore's store is under way.
 pub fn restore_marker(keystore_dir: &Path) -> PathBuf {
     keystore_dir.join("restore-pending")
@@ -82,36 +85,83 @@ pub async fn restore(
     let (keystore, kek) = open_or_create(&store, &ikm)?;
     drop(ikm);
     let marker = restore_marker(store.dir());
-    let resumed = marker.exists();
+    // The marker names the backup it restores (its snapshot's digest): a rerun with the same file
+    // continues; another file needs --force.
+    let digest = crate::backup::digest(&backup.snapshot);
+    let pending = std::fs::read_to_string(&marker).ok();
+    let resumed = pending.as_deref().is_some_and(|text| text.contains(&digest));
     let raft = server.data_dir.clone();
     let io = |doing: &'static str, path: &Path| {
         let path = path.to_path_buf();
         move |source| SetupError::Io { doing, path, source }
     };
-    if keystore.has_shares() {
+    if super::migrate::pending_marker(store.dir()).exists() {
+        return Err(SetupError::Config(
+            "a seal migration of this store was interrupted: finish it with `security-bootstrap migrate-seal` first"
+                .into(),
+        ));
+    }
+    if keystore.has_shares() && keystore.item(ITEM_SEAL_KEY).is_none() {
         return Err(SetupError::Config(format!(
-            "keystore {} belongs to a Shamir-sealed store; a restore replaces a static-sealed one. Move the keystore and {} away first",
+            "keystore {} belongs to a Shamir-sealed store; a restore replaces a static-sealed one. Move the keystore and {} away first (or `migrate-seal` the store)",
             store.path().display(),
             raft.display()
         )));
     }
     let holds_store =
         keystore.item(ITEM_SEAL_KEY).is_some() || storage::has_data(&raft).map_err(io("inspecting", &raft))?;
+    if pending.is_some() && !resumed && !force {
+        return Err(SetupError::Config(format!(
+            "a restore of another backup into this store was interrupted ({}); finish it with that file, or run this one with --force",
+            marker.display()
+        )));
+    }
     if holds_store && !resumed && !force {
         return Err(SetupError::Config(format!(
-            "this device already holds a store (keystore {} has a seal key, or {} holds data); a restore would replace it and everything in it. Run restore again with --force to replace it",
+            "this device already holds a store (keystore {} has a seal key, or {} holds data); a restore would replace it and everything in it. Run restore again with --force to replace it (the replaced store is kept aside)",
             store.path().display(),
             raft.display()
         )));
     }
 
-    let note = b"edgeseal is restoring a backup into this keystore's store; rerun `security-bootstrap restore`\n";
-    durable_file::write(&marker, note, &durable_file::Options::private()).map_err(|e| SetupError::Io {
+    let note = format!(
+        "edgeseal is restoring a backup into this keystore's store; rerun `security-bootstrap restore` with it\nsnapshot sha256: {digest}\n"
+    );
+    durable_file::write(&marker, note.as_bytes(), &durable_file::Options::private()).map_err(|e| SetupError::Io {
         doing: "marking the restore",
         path: e.path,
         source: e.source,
     })?;
     crash::point("restore-after-marker");
+    // Nothing of a store being replaced is lost: its storage moves aside and its keys stay in the
+    // keystore as `replaced-*` items, before anything is overwritten (each step is repeatable).
+    supervise::reap_orphan(&supervise.config_file()).await;
+    storage::wait_unheld(&raft, boot::HELD_PATIENCE).await.map_err(io("checking", &raft))?;
+    let replacing =
+        store.open(&kek)?.item(ITEM_SEAL_KEY).is_some_and(|key| Some(key) != backup.items.get(ITEM_SEAL_KEY));
+    if replacing {
+        if storage::has_data(&raft).map_err(io("inspecting", &raft))? {
+            let aside = raft.with_file_name(format!(
+                "raft.replaced-{}",
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+            ));
+            std::fs::rename(&raft, &aside).map_err(io("moving the replaced store aside", &raft))?;
+            crate::setup::init::sync_parent(&aside)?;
+            tracing::warn!(kept = %aside.display(), "the store this restore replaces is kept aside, with its keys in the keystore as replaced-* items");
+        }
+        store.update(&kek, |k| {
+            let kept: Vec<(String, crate::SecretBytes)> = k
+                .item_names()
+                .filter(|n| restored(n))
+                .filter_map(|n| k.item(n).map(|v| (format!("{REPLACED_PREFIX}{n}"), v.clone())))
+                .collect();
+            for (name, value) in kept {
+                k.set_item(&name, value)?;
+            }
+            Ok(())
+        })?;
+    }
+    crash::point("restore-after-set-aside");
     store.update(&kek, |k| {
         let old: Vec<String> = k.item_names().filter(|n| restored(n)).map(str::to_string).collect();
         for name in old {
@@ -140,8 +190,6 @@ pub async fn restore(
             ..server.clone()
         },
     };
-    supervise::reap_orphan(&supervise.config_file()).await;
-    storage::wait_unheld(&raft, boot::HELD_PATIENCE).await.map_err(io("checking", &raft))?;
     storage::wipe(&raft).map_err(io("wiping the storage for the restore", &raft))?;
     let supervisor = fresh.start(material.keys())?;
     let restored = async {

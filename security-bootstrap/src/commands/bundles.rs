@@ -98,6 +98,8 @@ pub fn export(
 /// How `secrets import` was asked to treat a bundle.
 #[derive(Debug, Clone, Copy)]
 pub struct ImportOptions {
+    /// `--allow-any-signer`.
+    pub allow_any_signer: bool,
     /// `--allow-unsigned`.
     pub allow_unsigned: bool,
     /// `--dry-run`.

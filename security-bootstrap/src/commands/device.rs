@@ -36,11 +36,13 @@ impl Device for KeystoreDevice {
         Ok((identity.keys, public))
     }
 
-    fn backup(&self, snapshot: Vec<u8>, recipients: &[Recipient]) -> Result<String, String> {
+    fn backup(&self, snapshot: Vec<u8>, recipients: &[Recipient]) -> Result<(String, String), String> {
         let (kek, identity) = self.identity().map_err(|e| format!("{e:#}"))?;
         let keystore = self.store.open(&kek).map_err(|e| e.to_string())?;
         let payload = Backup::new(&keystore, snapshot, &self.config).to_payload();
         drop(keystore);
-        edgeseal_bundle::seal(kind::BACKUP, payload, recipients, Some(&identity.keys)).map_err(|e| e.to_string())
+        let bundle = edgeseal_bundle::seal(kind::BACKUP, payload, recipients, Some(&identity.keys))
+            .map_err(|e| e.to_string())?;
+        Ok((bundle, identity.keys.node_id()))
     }
 }

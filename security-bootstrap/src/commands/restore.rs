@@ -25,15 +25,16 @@ pub fn run(args: &RestoreArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         Identities::parse(&identity).map_err(|e| UsageError(format!("{}: {e}", args.identity.display())))?;
     drop(identity);
     let bundle = std::fs::read(&args.file).map_err(|e| UsageError(format!("reading {}: {e}", args.file.display())))?;
-    // A backup is always signed by the node that made it; --from pins which.
-    let trust = Trust { senders, allow_unsigned: false };
+    // A backup is always signed by the node that made it: --from names it, or --allow-any-signer
+    // accepts any (reported below).
+    let trust = Trust { senders, any_signer: args.allow_any_signer, allow_unsigned: false };
     let whom = format!("the identity in {}", args.identity.display());
     let opened = edgeseal_bundle::open(&bundle, &identities, &whom, &trust, kind::BACKUP)
         .with_context(|| format!("{}: nothing was changed", args.file.display()))?;
     let backup = Backup::from_payload(&opened.payload)
         .map_err(|e| anyhow::anyhow!("{}: {e}; nothing was changed", args.file.display()))?;
     drop(opened.payload);
-    let sender = opened.sender.as_ref().map(|s| s.node.clone()).unwrap_or_default();
+    let sender = opened.sender.as_ref().map(|s| format!("{} (signed by {})", s.node, s.key)).unwrap_or_default();
 
     let config = Config::load(&args.config)?;
     let Some(supervise) = config.secret_store.supervise.clone() else {

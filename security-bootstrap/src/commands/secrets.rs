@@ -28,9 +28,13 @@ pub fn run(command: &SecretsCommand, out: &mut dyn Write) -> anyhow::Result<()> 
         SecretsCommand::Export { to, selectors, output, socket } => {
             return super::bundles::export(to, selectors, output, socket, out)
         }
-        SecretsCommand::Import { file, from, allow_unsigned, dry_run, json, socket } => {
-            let options =
-                super::bundles::ImportOptions { allow_unsigned: *allow_unsigned, dry_run: *dry_run, json: *json };
+        SecretsCommand::Import { file, from, allow_any_signer, allow_unsigned, dry_run, json, socket } => {
+            let options = super::bundles::ImportOptions {
+                allow_any_signer: *allow_any_signer,
+                allow_unsigned: *allow_unsigned,
+                dry_run: *dry_run,
+                json: *json,
+            };
             return super::bundles::import(file, from, options, socket, out);
         }
         SecretsCommand::Seal { to, output } => return super::bundles::seal(to, output.as_deref(), out),

@@ -13,6 +13,6 @@ pub trait Device: Send + Sync + std::fmt::Debug {
     fn node(&self) -> Result<(NodeKeys, NodePublic), String>;
 
     /// A backup bundle of the store whose raft `snapshot` is given, encrypted to `recipients` and
-    /// signed by the node. Blocks.
-    fn backup(&self, snapshot: Vec<u8>, recipients: &[Recipient]) -> Result<String, String>;
+    /// signed by the node; and the node's id. Blocks.
+    fn backup(&self, snapshot: Vec<u8>, recipients: &[Recipient]) -> Result<(String, String), String>;
 }

@@ -109,8 +109,9 @@ pub struct AdminState {
 const RENEW_EVERY: Duration = Duration::from_secs(3600);
 /// Slowloris guard.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest an admin connection may live.
-const MAX_CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+/// Longest an admin connection may live: long enough for a backup of a large store or an import of
+/// a large bundle (callers are admins; slow senders are bounded by the header timeout).
+const MAX_CONNECTION_LIFETIME: Duration = Duration::from_secs(600);
 
 /// The admin socket's server.
 #[derive(Debug)]

@@ -129,7 +129,7 @@ pub async fn handle(state: &AdminState, admin: Admin, request: Request<Incoming>
         }
         (&Method::POST, "/v1/export" | "/v1/import" | "/v1/backup") => {
             let route = request.uri().path().to_string();
-            let limit = if route == "/v1/import" { super::transfer::MAX_IMPORT } else { MAX_BODY };
+            let limit = if route == "/v1/import" { super::transfer::MAX_IMPORT_REQUEST } else { MAX_BODY };
             let bytes = match Limited::new(request.into_body(), limit).collect().await {
                 Ok(collected) => collected.to_bytes(),
                 Err(_) => {

@@ -26,8 +26,12 @@ use super::device::Device;
 use super::routes::{check_data, error, json, path, record_provenance, store_error, unknown, valid_name, Admin};
 use super::AdminState;
 
-/// Largest import request: a bundle of many secrets.
+/// Largest bundle file `secrets import` sends.
 pub const MAX_IMPORT: usize = 64 * 1024 * 1024;
+/// Largest import request: that file armored (+35 %) and JSON-escaped.
+pub const MAX_IMPORT_REQUEST: usize = 2 * MAX_IMPORT;
+/// How long reading the raft snapshot of a backup may take.
+const SNAPSHOT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// One secret of a set: where it goes and its data.
 #[derive(Clone, PartialEq, Eq)]
@@ -125,8 +129,12 @@ pub fn recipients(to: &[String]) -> Result<Vec<Recipient>, String> {
 /// What importing one entry would do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
-    /// No such secret yet: version 1.
-    Create,
+    /// No readable current version (none yet, or the newest was deleted with `secrets rm`): a new
+    /// version over `current` (0: none at all).
+    Create {
+        /// The metadata's current version (the write's check-and-set).
+        current: u64,
+    },
     /// A new version over `current`.
     Update {
         /// The version it replaces (the write's check-and-set).
@@ -140,18 +148,31 @@ pub enum Action {
 }
 
 impl Action {
-    /// Decides from the secret's current version and data (pure).
-    pub fn decide(current: Option<(u64, &Map<String, Value>)>, wanted: &Map<String, Value>) -> Self {
-        match current {
-            None => Self::Create,
+    /// Decides from the secret's readable current version and data, and the metadata's current
+    /// version (pure).
+    pub fn decide(
+        readable: Option<(u64, &Map<String, Value>)>,
+        metadata_version: u64,
+        wanted: &Map<String, Value>,
+    ) -> Self {
+        match readable {
+            None => Self::Create { current: metadata_version },
             Some((version, data)) if data == wanted => Self::Unchanged { current: version },
             Some((version, _)) => Self::Update { current: version },
         }
     }
 
+    /// The check-and-set version of the write, if there is one.
+    fn cas(self) -> Option<u64> {
+        match self {
+            Self::Create { current } | Self::Update { current } => Some(current),
+            Self::Unchanged { .. } => None,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
-            Self::Create => "create",
+            Self::Create { .. } => "create",
             Self::Update { .. } => "update",
             Self::Unchanged { .. } => "unchanged",
         }
@@ -171,6 +192,8 @@ struct ImportBody {
     bundle: String,
     #[serde(default)]
     from: Vec<String>,
+    #[serde(default)]
+    any_signer: bool,
     #[serde(default)]
     allow_unsigned: bool,
     #[serde(default)]
@@ -304,7 +327,7 @@ pub async fn import(state: &AdminState, admin: Admin, body: &[u8]) -> Response<F
         Ok(senders) => senders,
         Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
     };
-    let trust = Trust { senders, allow_unsigned: body.allow_unsigned };
+    let trust = Trust { senders, any_signer: body.any_signer, allow_unsigned: body.allow_unsigned };
     let bundle = body.bundle.into_bytes();
     let opened = on_device(state, move |device| {
         let (keys, public) = device.node()?;
@@ -342,7 +365,14 @@ pub async fn import(state: &AdminState, admin: Admin, body: &[u8]) -> Response<F
             Ok(current) => current,
             Err(e) => return store_error(&e),
         };
-        plan.push(Action::decide(current.as_ref().map(|c| (c.version, &c.data)), &entry.data));
+        let metadata_version = match &current {
+            Some(_) => 0,
+            None => match state.client.kv_metadata(&state.token, &state.kv_mount, &kv_path).await {
+                Ok(metadata) => metadata.map(|m| m.current_version).unwrap_or(0),
+                Err(e) => return store_error(&e),
+            },
+        };
+        plan.push(Action::decide(current.as_ref().map(|c| (c.version, &c.data)), metadata_version, &entry.data));
     }
     let sender = opened.sender.as_ref().map(|s| json!({"node": s.node, "key": s.key.to_string()}));
     let source = match &opened.sender {
@@ -350,35 +380,39 @@ pub async fn import(state: &AdminState, admin: Admin, body: &[u8]) -> Response<F
         None => format!("imported from an unsigned bundle by uid {}", admin.uid),
     };
     let mut changes = Vec::with_capacity(plan.len());
+    let mut written = 0;
     for (entry, action) in set.0.iter().zip(&plan) {
-        let version = match (body.dry_run, *action) {
+        let version = match (body.dry_run, action.cas()) {
             (true, _) => None,
-            (false, Action::Unchanged { current }) => Some(current),
-            (false, Action::Create | Action::Update { .. }) => {
-                let cas = match action {
-                    Action::Update { current } => *current,
-                    _ => 0,
-                };
+            (false, None) => match action {
+                Action::Unchanged { current } => Some(*current),
+                _ => None,
+            },
+            (false, Some(cas)) => {
                 let kv_path = path(state, &entry.service, &entry.name);
+                let stopped = |what: &str| {
+                    format!(
+                        "{}/{}: {what}; {written} of {} secrets were written before it (run the import again: those are unchanged then)",
+                        entry.service,
+                        entry.name,
+                        plan.len()
+                    )
+                };
                 match state.client.kv_write(&state.token, &state.kv_mount, &kv_path, &entry.data, Some(cas)).await {
                     Ok(Written::Version(version)) => {
+                        written += 1;
                         super::routes::audit(state, admin, "import", &entry.service, &entry.name, Some(version));
                         record_provenance(state, &kv_path, version, &source).await;
                         Some(version)
                     }
                     Ok(Written::CasMismatch) => {
-                        return error(
-                            StatusCode::CONFLICT,
-                            &format!(
-                                "{}/{} changed while importing; {} of {} secrets were written before it (run the import again: written ones are unchanged then)",
-                                entry.service,
-                                entry.name,
-                                changes.iter().filter(|c: &&Value| c["action"] != "unchanged").count(),
-                                plan.len()
-                            ),
-                        )
+                        return error(StatusCode::CONFLICT, &stopped("changed while importing"));
                     }
-                    Err(e) => return store_error(&e),
+                    Err(e) => {
+                        let status =
+                            if e.is_unreachable() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::BAD_GATEWAY };
+                        return error(status, &stopped(&format!("the secret store: {e}")));
+                    }
                 }
             }
         };
@@ -388,8 +422,12 @@ pub async fn import(state: &AdminState, admin: Admin, body: &[u8]) -> Response<F
     json(StatusCode::OK, &json!({"sender": sender, "dry_run": body.dry_run, "changes": changes}))
 }
 
-/// `POST /v1/backup`.
+/// `POST /v1/backup`: root only (whatever `admin.uids` says): a backup carries the seal key, so
+/// whoever chooses its recipient holds the whole store.
 pub async fn backup(state: &AdminState, admin: Admin, body: &[u8]) -> Response<Full<Bytes>> {
+    if admin.uid != 0 {
+        return error(StatusCode::FORBIDDEN, "a backup carries the seal key: only root (uid 0) may make one");
+    }
     let body: BackupBody = match parse(body) {
         Ok(body) => body,
         Err(answer) => return answer,
@@ -398,19 +436,16 @@ pub async fn backup(state: &AdminState, admin: Admin, body: &[u8]) -> Response<F
         Ok(to) => to,
         Err(message) => return error(StatusCode::BAD_REQUEST, &message),
     };
-    let snapshot = match state.client.raft_snapshot(&state.token).await {
+    let recipients_text = body.to.join(",");
+    let snapshot = match state.client.with_timeout(SNAPSHOT_TIMEOUT).raft_snapshot(&state.token).await {
         Ok(snapshot) => snapshot.to_vec(),
         Err(e) => return store_error(&e),
     };
     let size = snapshot.len();
-    let made = on_device(state, move |device| {
-        let from = device.node()?.1.node_id;
-        device.backup(snapshot, &to).map(|bundle| (bundle, from))
-    })
-    .await;
+    let made = on_device(state, move |device| device.backup(snapshot, &to)).await;
     match made {
         Ok((bundle, from)) => {
-            super::routes::audit(state, admin, "backup", "", "", None);
+            super::routes::audit(state, admin, "backup", "", &format!("to {recipients_text}"), None);
             json(StatusCode::OK, &json!({"bundle": bundle, "from": from, "snapshot_bytes": size}))
         }
         Err(answer) => answer,
@@ -467,8 +502,10 @@ mod tests {
     fn an_import_creates_updates_or_leaves_alone_by_the_current_data() {
         let data = |v: &str| Map::from_iter([("value".to_string(), json!(v))]);
         let (old, new) = (data("old"), data("new"));
-        assert_eq!(Action::decide(None, &new), Action::Create);
-        assert_eq!(Action::decide(Some((3, &old)), &new), Action::Update { current: 3 });
-        assert_eq!(Action::decide(Some((3, &new)), &new), Action::Unchanged { current: 3 });
+        assert_eq!(Action::decide(None, 0, &new), Action::Create { current: 0 });
+        // The newest version was deleted (`secrets rm`): written over it, not as version 1.
+        assert_eq!(Action::decide(None, 4, &new), Action::Create { current: 4 });
+        assert_eq!(Action::decide(Some((3, &old)), 3, &new), Action::Update { current: 3 });
+        assert_eq!(Action::decide(Some((3, &new)), 3, &new), Action::Unchanged { current: 3 });
     }
 }
