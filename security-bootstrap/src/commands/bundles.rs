@@ -120,8 +120,13 @@ pub fn import(
         key.parse::<edgeseal_bundle::SignerKey>().map_err(|e| UsageError(e.to_string()))?;
     }
     let bundle = read_limited(file, MAX_IMPORT)?;
-    let body =
-        json!({"bundle": bundle, "from": from, "allow_unsigned": options.allow_unsigned, "dry_run": options.dry_run});
+    let body = json!({
+        "bundle": bundle,
+        "from": from,
+        "any_signer": options.allow_any_signer,
+        "allow_unsigned": options.allow_unsigned,
+        "dry_run": options.dry_run,
+    });
     let answer = runtime()?.block_on(call(socket, Method::POST, "/v1/import", Some(body)))?;
     if options.json {
         writeln!(out, "{answer}")?;
