@@ -26,7 +26,8 @@
 //!
 //! Printed: backup vs snapshot save (time, size), restore to serving vs snapshot restore alone (the
 //! ratio and the verdict against the target, ≤ 2x), medians over `BENCH_ROUNDS` rounds, and
-//! where the time goes inside edgeseal's restore (its `--log-format json` log, one round).
+//! where the time goes inside edgeseal's restore (one round: its `--log-format json` log at info, its
+//! OpenBao's log and audit log, merged by time) and inside the alternative's (OpenBao's log).
 //! No timing is asserted.
 //!
 //! Environment: `CARGO_TARGET_DIR` (where the release binaries are), `EDGESEAL_BAO` (the `bao`
@@ -166,8 +167,9 @@ struct Ours {
     restore: Duration,
     serving: Duration,
     total: Duration,
-    /// When the restore command was spawned, its JSON log, and the log of the OpenBao it ran.
-    log: (SystemTime, String, String),
+    /// When the restore command was spawned, its JSON log, the log of the OpenBao it ran, and that
+    /// OpenBao's audit log (its first start, on the throwaway store, has one).
+    log: (SystemTime, String, String, String),
 }
 
 fn edgeseal_round(bootstrap: &Path, rt: &tokio::runtime::Runtime, values: &[String]) -> Ours {
@@ -206,6 +208,7 @@ fn edgeseal_round(bootstrap: &Path, rt: &tokio::runtime::Runtime, values: &[Stri
     let log = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "restore failed:\n{log}");
     let bao_log = fs::read_to_string(b.data_dir().join("openbao.log")).unwrap_or_default();
+    let audit = fs::read_to_string(b.data_dir().join("audit.log")).unwrap_or_default();
     let run_started = Instant::now();
     let (run, _) = b.boot();
     let read = retry(|| service_read(&b, PROBE));
@@ -213,7 +216,7 @@ fn edgeseal_round(bootstrap: &Path, rt: &tokio::runtime::Runtime, values: &[Stri
     let serving = run_started.elapsed();
     assert_eq!(read.as_deref(), Some(values[PROBE].as_str()), "B serves A's secret:\n{}", b.log_tail());
     b.stop(run);
-    Ours { backup, size, restore, serving, total, log: (spawned, log, bao_log) }
+    Ours { backup, size, restore, serving, total, log: (spawned, log, bao_log, audit) }
 }
 
 /// A plain OpenBao (raft, TLS from `pki`, no audit device) in its own directory.
@@ -411,7 +414,7 @@ const BAO_STEPS: [&str; 9] = [
 
 /// The restore's steps: edgeseal's JSON log events and OpenBao's step lines, as offsets from the
 /// command's spawn, in time order.
-fn log_steps(spawned: SystemTime, log: &str, bao_log: &str) -> Vec<(Duration, String)> {
+fn log_steps(spawned: SystemTime, log: &str, bao_log: &str, audit: &str) -> Vec<(Duration, String)> {
     let ours = log.lines().filter_map(|line| serde_json::from_str::<Value>(line).ok()).filter_map(|event| {
         let at = humantime::parse_rfc3339_weak(event["timestamp"].as_str()?).ok()?;
         Some((at, format!("edgeseal: {}", event["fields"]["message"].as_str()?)))
@@ -421,8 +424,17 @@ fn log_steps(spawned: SystemTime, log: &str, bao_log: &str) -> Vec<(Duration, St
         let at = humantime::parse_rfc3339_weak(time).ok()?;
         Some((at, format!("openbao: {}", rest.trim_start())))
     });
-    let mut steps: Vec<(Duration, String)> =
-        ours.chain(theirs).map(|(at, what)| (at.duration_since(spawned).unwrap_or_default(), what)).collect();
+    let requests = audit.lines().filter_map(|line| serde_json::from_str::<Value>(line).ok()).filter_map(|entry| {
+        (entry["type"] == "request").then_some(())?;
+        let at = humantime::parse_rfc3339_weak(entry["time"].as_str()?).ok()?;
+        let request = &entry["request"];
+        Some((at, format!("request: {} {}", request["operation"].as_str()?, request["path"].as_str()?)))
+    });
+    let mut steps: Vec<(Duration, String)> = ours
+        .chain(theirs)
+        .chain(requests)
+        .map(|(at, what)| (at.duration_since(spawned).unwrap_or_default(), what))
+        .collect();
     steps.sort_by_key(|(at, _)| *at);
     steps
 }
@@ -538,9 +550,9 @@ fn main() {
     let mut by_total: Vec<&Ours> = ours.iter().collect();
     by_total.sort_by_key(|o| o.total);
     let middle = by_total[(by_total.len() - 1) / 2];
-    let steps = log_steps(middle.log.0, &middle.log.1, &middle.log.2);
+    let steps = log_steps(middle.log.0, &middle.log.1, &middle.log.2, &middle.log.3);
     println!(
-        "Inside `restore` (median round, {} from spawn to exit), from its JSON log (EDGESEAL_LOG=info) and its OpenBao's:",
+        "Inside `restore` (median round, {} from spawn to exit): its JSON log (EDGESEAL_LOG=info), its OpenBao's log, and the requests in that OpenBao's audit log (its first start only has one):",
         ms(middle.restore)
     );
     println!();
@@ -555,7 +567,7 @@ fn main() {
         ms(middle.restore)
     );
     println!();
-    steps_table(&log_steps(middle.log.0, "", &middle.log.1), middle.restore, "(the secret read)");
+    steps_table(&log_steps(middle.log.0, "", &middle.log.1, ""), middle.restore, "(the secret read)");
 }
 
 fn steps_table(steps: &[(Duration, String)], end: Duration, last: &str) {
