@@ -7,8 +7,8 @@
 //!    `demo/` (written for the benchmark with a token of the `edgeseal-admin` policy, untimed).
 //!    Timed: `security-bootstrap backup --to <age recipient> -o FILE` through A's admin socket, and
 //!    the file's size. A stops. Device B (other hardware IKM, fresh directories, nothing running):
-//!    - *restore alone*: `security-bootstrap restore --identity KEY FILE --config B.yaml`, from its
-//!      spawn to its exit;
+//!    - *restore alone*: `security-bootstrap restore --identity KEY FILE --from <A's signing key>
+//!      --config B.yaml` (the key from A's `node show`, untimed), from its spawn to its exit;
 //!    - *run to serving*: then `security-bootstrap run` from its spawn until the ready file exists
 //!      AND a token fetched by the `demo` service over the token socket reads one of A's secrets
 //!      (value compared);
@@ -182,6 +182,10 @@ fn edgeseal_round(bootstrap: &Path, rt: &tokio::runtime::Runtime, values: &[Stri
     let (key, recipient) = age_keygen(dir.path(), "recovery.key");
     let file = dir.path().join("a.backup");
     let socket = a.admin_socket();
+    // A's signing key, which the restore pins (`--from`), as an operator notes it beside the backup.
+    let node = exec(bootstrap, &["node", "show", "--json", "--admin-socket", socket.to_str().unwrap()], b"");
+    let node: Value = serde_json::from_slice(&node.stdout).unwrap();
+    let signer = node["signing_key"].as_str().expect("node show names the signing key").to_string();
     let args = ["backup", "--to", &recipient, "-o", file.to_str().unwrap(), "--admin-socket", socket.to_str().unwrap()];
     let started = Instant::now();
     exec(bootstrap, &args, b"");
@@ -200,6 +204,7 @@ fn edgeseal_round(bootstrap: &Path, rt: &tokio::runtime::Runtime, values: &[Stri
         .args(["--log-format", "json", "restore", "--identity"])
         .arg(&key)
         .arg(&file)
+        .args(["--from", &signer])
         .arg("--config")
         .arg(b.config_path())
         .output()
