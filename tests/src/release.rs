@@ -133,6 +133,11 @@ impl Node {
         self.public.path().join("security-bootstrap")
     }
 
+    /// The edgeseal.yaml `run` is started with (for commands run beside it: `restore --config`).
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.public.path().join("run/token.sock")
     }
