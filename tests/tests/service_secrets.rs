@@ -221,6 +221,25 @@ fn each_service_reads_exactly_its_own_secrets_and_never_the_others() {
     let revoked = revocations(&boot) - revoked_at_boot;
     assert_eq!(revoked, 12, "12 reads and lists that passed attestation made 12 tokens");
 
+    // Metrics: reads by service and attestation (not by name), denials by the token denials'
+    // reasons; no value.
+    let metrics = Command::new(CURL)
+        .args(["-sS", "--fail", "--unix-socket"])
+        .arg(boot.admin_socket())
+        .arg("http://localhost/metrics")
+        .output()
+        .unwrap();
+    let metrics = stdout(&metrics);
+    assert!(metrics.contains("edgeseal_secret_reads_total{service=\"demo\",attestation=\"unix\"} 5"), "{metrics}");
+    assert!(metrics.contains("edgeseal_secret_reads_total{service=\"svc-b\",attestation=\"unix\"} 2"), "{metrics}");
+    assert!(
+        metrics.contains("edgeseal_tokens_denied_total{service=\"svc-b\",reason=\"asserted_mismatch\"} 1"),
+        "{metrics}"
+    );
+    for never in [a1, a2, a_pass, b1] {
+        assert!(!metrics.contains(never), "{never} in the metrics");
+    }
+
     // No value anywhere outside OpenBao's encrypted storage: edgeseal's log, its audit log,
     // OpenBao's audit log (HMACed), any other file.
     let log = boot.log();
