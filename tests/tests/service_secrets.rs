@@ -265,3 +265,36 @@ fn each_service_reads_exactly_its_own_secrets_and_never_the_others() {
     assert!(!text(&out).contains(a2) && !answer.to_string().contains(b1));
     assert_eq!(stdout(&demo(&boot, &["--secret", "mqtt-password"])), a2);
 }
+
+#[test]
+fn a_reuse_service_reads_with_its_shared_token_and_nothing_is_revoked() {
+    let mut boot = Boot::new();
+    boot.set_token(secretstore_setup::config::TokenSettings::default(), true);
+    let _run = boot.start();
+    let value = "shared-path-VALUE-77c2e1";
+    stdout(&boot.secrets(&["set", "demo/api-key"], value.as_bytes()));
+    let revocations = |boot: &Boot| boot.audited_paths().iter().filter(|p| *p == "auth/token/revoke-accessor").count();
+    let revoked_at_boot = revocations(&boot);
+
+    let shared: Value = serde_json::from_str(&stdout(&demo(&boot, &[]))).unwrap();
+    let accessor = shared["auth"]["accessor"].as_str().unwrap().to_string();
+    for _ in 0..3 {
+        assert_eq!(stdout(&demo(&boot, &["--secret", "api-key"])), value);
+    }
+    assert_eq!(revocations(&boot), revoked_at_boot, "the shared token is not revoked after a read");
+    let audit = poll_until(Duration::from_secs(10), || {
+        let audit = fs::read_to_string(boot.config().audit_file()).unwrap_or_default();
+        (audit.matches("\"secret\":\"api-key\"").count() >= 3).then_some(audit)
+    })
+    .unwrap_or_default();
+    let reads: Vec<Value> = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["secret"] == "api-key")
+        .collect();
+    assert_eq!(reads.len(), 3, "{audit}");
+    assert!(reads.iter().all(|l| l["accessor"] == accessor.as_str() && l["version"] == 1), "{audit}");
+    // The service's own token still works (it was not revoked under it).
+    assert_eq!(boot.read(shared["auth"]["client_token"].as_str().unwrap(), "api-key"), Some(json!({"value": value})));
+    assert!(!boot.log().contains(value) && !audit.contains(value));
+}
