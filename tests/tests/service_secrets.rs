@@ -9,7 +9,9 @@
 //! - each read is one audit line (name and version, never the value), its token is revoked after the
 //!   read, and no value reaches edgeseal's log, its audit log, OpenBao's audit log (HMACed) or any
 //!   other file outside OpenBao's encrypted storage;
-//! - OpenBao not answering (stopped with SIGSTOP) is a 503 (exit 69), and reads work again after.
+//! - OpenBao not answering (stopped with SIGSTOP) is a 503 (exit 69), and reads work again after;
+//! - a `reuse` service reads with its shared token (nothing created, nothing revoked);
+//! - a labelled container (Docker attestation) reads its own secret and is refused the host service's.
 //!
 //! Runs as root (another uid through `setpriv`).
 
@@ -20,10 +22,11 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use edgeseal_tests::boot::Boot;
+use edgeseal_tests::docker::RunSpec;
 use edgeseal_tests::{poll_until, regular_files_below};
 use security_bootstrap::config::ServiceEntry;
 use serde_json::{json, Value};
-use token_server::config::{Selectors, UnixSelector};
+use token_server::config::{DockerSelector, Selectors, UnixSelector};
 
 const B_UID: u32 = 4242;
 const CURL: &str = "/usr/bin/curl";
@@ -44,6 +47,11 @@ fn demo(boot: &Boot, args: &[&str]) -> Output {
 
 /// `curl` on the token socket as `uid` (or root): `(status, body)`.
 fn curl(boot: &Boot, uid: Option<u32>, method: &str, path: &str) -> (u16, Value) {
+    curl_with(boot, uid, method, path, &[])
+}
+
+/// The same with more curl arguments.
+fn curl_with(boot: &Boot, uid: Option<u32>, method: &str, path: &str, extra: &[&str]) -> (u16, Value) {
     let mut command = match uid {
         Some(uid) => {
             let mut c = Command::new("setpriv");
@@ -53,7 +61,9 @@ fn curl(boot: &Boot, uid: Option<u32>, method: &str, path: &str) -> (u16, Value)
         None => Command::new(CURL),
     };
     let out = command
-        .args(["-sS", "--path-as-is", "-w", "\n%{http_code}", "-X", method, "--unix-socket"])
+        .args(["-sS", "--path-as-is", "-w", "\n%{http_code}", "-X", method])
+        .args(extra)
+        .arg("--unix-socket")
         .arg(boot.socket())
         .arg(format!("http://localhost{path}"))
         .output()
@@ -183,6 +193,12 @@ fn each_service_reads_exactly_its_own_secrets_and_never_the_others() {
         let (status, answer) = curl(&boot, Some(B_UID), method, "/v1/secrets/b-pass");
         assert_eq!(status, 405, "{method}: {answer}");
     }
+    // A GET with a body: too large 413, any other 400.
+    let big = "x".repeat(5000);
+    let (status, answer) = curl_with(&boot, Some(B_UID), "GET", "/v1/secrets/b-pass", &["--data-binary", &big]);
+    assert_eq!(status, 413, "{answer}");
+    let (status, answer) = curl_with(&boot, Some(B_UID), "GET", "/v1/secrets/b-pass", &["--data-binary", "{}"]);
+    assert_eq!(status, 400, "{answer}");
     let out = demo(&boot, &["--secret", "../x"]);
     assert_eq!(out.status.code(), Some(64), "{}", text(&out));
 
@@ -297,4 +313,68 @@ fn a_reuse_service_reads_with_its_shared_token_and_nothing_is_revoked() {
     // The service's own token still works (it was not revoked under it).
     assert_eq!(boot.read(shared["auth"]["client_token"].as_str().unwrap(), "api-key"), Some(json!({"value": value})));
     assert!(!boot.log().contains(value) && !audit.contains(value));
+}
+
+#[test]
+fn a_labelled_container_reads_its_own_secret_and_is_refused_the_host_services() {
+    let docker = edgeseal_tests::docker::Docker::ensure();
+    let mut boot = Boot::new();
+    boot.set_docker_socket(Some(docker.socket()));
+    let selector = DockerSelector { compose_service: Some("ctr".into()), ..Default::default() };
+    boot.add_service(
+        "ctr",
+        ServiceEntry { selectors: Selectors { unix: None, docker: Some(selector) }, ..Default::default() },
+    );
+    let _run = boot.start();
+    let (mine, theirs) = ("container-pass-8b1e44", "host-pass-0c9d3a");
+    stdout(&boot.secrets(&["set", "ctr/ctr-pass"], mine.as_bytes()));
+    stdout(&boot.secrets(&["set", "demo/host-pass"], theirs.as_bytes()));
+
+    let client = edgeseal_tests::workspace_binary("security-bootstrap");
+    let image = docker.image_from_binaries("edgeseal-test/client:secrets", &[&client], &[client.to_str().unwrap()]);
+    let socket_dir = boot.socket().parent().unwrap().to_path_buf();
+    let read = |labels: &[(&str, &str)], args: &[&str]| {
+        let mut spec = RunSpec::new(&image)
+            .bind(&socket_dir, "/run/edgeseal")
+            .args(["token", "--socket", "/run/edgeseal/token.sock"].into_iter().chain(args.iter().copied()));
+        for (k, v) in labels {
+            spec = spec.label(*k, *v);
+        }
+        let container = docker.run(spec);
+        let code = container.wait(Duration::from_secs(60));
+        (code, container.stdout(), container.stderr(), container.id().to_string())
+    };
+    let labelled = [("com.docker.compose.service", "ctr"), ("com.docker.compose.project", "demo")];
+
+    let (code, out, err, _) = read(&labelled, &["--secret", "ctr-pass"]);
+    assert_eq!((code, out.as_str()), (0, mine), "{err}");
+    // The host service's secret: not in the container's folder (404, exit 76), and naming the host
+    // service is a denial that shows what was seen (the container).
+    let (code, out, err, _) = read(&labelled, &["--secret", "host-pass"]);
+    assert_eq!(code, 76, "{out}{err}");
+    assert!(err.contains("\"host-pass\"") && !out.contains(theirs) && !err.contains(theirs), "{err}");
+    let (code, out, err, id) = read(&labelled, &["--secret", "host-pass", "--service", "demo"]);
+    assert_eq!(code, 77, "{out}{err}");
+    assert!(
+        err.contains("denied: saw ") && err.contains(&id[..12]) && err.contains("asserts service \"demo\""),
+        "{err}"
+    );
+    // An unlabelled container is no service.
+    let (code, out, err, id) = read(&[], &["--secret", "ctr-pass"]);
+    assert_eq!(code, 77, "{out}{err}");
+    assert!(err.contains(&id[..12]) && !out.contains(mine) && !err.contains(mine), "{err}");
+
+    let audit = poll_until(Duration::from_secs(10), || {
+        let audit = fs::read_to_string(boot.config().audit_file()).unwrap_or_default();
+        audit.contains("\"secret\":\"ctr-pass\"").then_some(audit)
+    })
+    .unwrap_or_default();
+    let line = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["secret"] == "ctr-pass")
+        .unwrap_or_else(|| panic!("no audit line: {audit}"));
+    assert_eq!((&line["service"], &line["version"]), (&json!("ctr"), &json!(1)), "{line}");
+    assert!(line["container"].is_string(), "the line names the container: {line}");
+    assert!(!boot.log().contains(mine) && !audit.contains(mine));
 }
