@@ -1,5 +1,6 @@
 //! The HTTP routes of the token socket: `POST /v1/token`, `GET /v1/whoami`, `GET /v1/health`, and
-//! the JSON answers (SPEC §7). Every request counts against its peer's rate limit before any work.
+//! the JSON answers (SPEC §7); `GET /v1/secrets…` is in [`crate::secrets`], attested by the same
+//! [`attest`]. Every request counts against its peer's rate limit before any work.
 
 use std::sync::atomic::Ordering;
 
