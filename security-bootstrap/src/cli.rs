@@ -266,8 +266,18 @@ pub struct TokenArgs {
     #[arg(long, value_name = "NAME")]
     pub service: Option<String>,
     /// Show what the server sees about this process instead of fetching a token.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "secret")]
     pub whoami: bool,
+    /// Print this process's own secret NAME (read by the server with its service's token) instead of
+    /// a token: a single-value secret as its value, a multi-key one as a JSON object.
+    #[arg(long, value_name = "NAME")]
+    pub secret: Option<String>,
+    /// With --secret: that version instead of the current one.
+    #[arg(long, value_name = "N", requires = "secret")]
+    pub version: Option<u64>,
+    /// With --secret: print the data as a JSON object even when it has a single value.
+    #[arg(long, requires = "secret")]
+    pub json: bool,
 }
 
 /// `run` arguments.

@@ -55,7 +55,12 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             };
             commands::gate::run(&args.socket, &args.service, args.wait, sink, &args.command)
         }
-        cli::Command::Token(args) => commands::token::run(&args.socket, args.service.as_deref(), args.whoami, out),
+        cli::Command::Token(args) => match &args.secret {
+            Some(name) => {
+                commands::token::secret(&args.socket, args.service.as_deref(), name, args.version, args.json, out)
+            }
+            None => commands::token::run(&args.socket, args.service.as_deref(), args.whoami, out),
+        },
     }
 }
 

@@ -40,6 +40,7 @@ pub struct Boot {
     reuse: bool,
     others: Vec<(String, ServiceEntry)>,
     kdf: Option<kdf_plugins::KdfConfig>,
+    docker_socket: Option<PathBuf>,
     runs: usize,
 }
 
@@ -61,6 +62,7 @@ impl Boot {
             reuse: false,
             others: Vec::new(),
             kdf: None,
+            docker_socket: None,
             runs: 0,
         }
     }
@@ -101,6 +103,11 @@ impl Boot {
     /// The `kdf:` section the configuration names (`None`: the device's plug-in, [`Device::plugin`]).
     pub fn set_kdf(&mut self, kdf: Option<kdf_plugins::KdfConfig>) {
         self.kdf = kdf;
+    }
+
+    /// Attests containers through this Docker daemon (`token_server.docker_socket`; none by default).
+    pub fn set_docker_socket(&mut self, socket: Option<PathBuf>) {
+        self.docker_socket = socket;
     }
 
     /// Switches the seal the configuration asks for (`seal: shamir` or the default, static).
@@ -234,6 +241,9 @@ impl Boot {
         }
         config.pki.ca_keys = CaKeys::Keystore;
         config.token_server.socket = self.socket();
+        if let Some(socket) = &self.docker_socket {
+            config.token_server.docker_socket = Some(socket.clone());
+        }
         config.admin.socket = self.admin_socket();
         config.admin.group = self.admin_group;
         config.metrics.listen = self.metrics_listen;

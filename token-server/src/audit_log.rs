@@ -1,4 +1,4 @@
-//! edgeseal's own audit log: one JSON line per token issued on the service socket and per admin action
+//! edgeseal's own audit log: one JSON line per token issued (or secret read) on the service socket and per admin action
 //! (SPEC §12). Refusals go to edgeseal's log only: a local user could otherwise push the history out
 //! of a size-bounded file with requests that are refused anyway. `security-bootstrap audit` joins it with OpenBao's audit log (accessor →
 //! the requests that token made), see [`crate::admin::audit`].
@@ -98,6 +98,12 @@ pub enum Record {
         /// Who asked.
         #[serde(flatten)]
         caller: Caller,
+        /// The secret edgeseal read with this token for the caller (`GET /v1/secrets/<name>`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        secret: Option<String>,
+        /// The version of `secret` read (never the value).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<u64>,
     },
     /// An admin acted on a secret through the admin socket.
     Admin {
@@ -311,6 +317,8 @@ mod tests {
                 container: Some("0123456789ab".into()),
                 container_name: None,
             },
+            secret: None,
+            version: None,
         }
     }
 

@@ -74,6 +74,17 @@ impl Issuer {
             .map_err(|e| Unavailable(e.to_string()))
     }
 
+    /// The OpenBao client tokens are issued through (reads made with an issued token go through it too).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Revokes the token with `accessor` (one edgeseal created only to read a secret for its caller).
+    pub async fn revoke(&self, accessor: &str) -> Result<(), Unavailable> {
+        let token = self.token.read().await.clone();
+        self.client.revoke_accessor(&token, accessor).await.map_err(|e| Unavailable(e.to_string()))
+    }
+
     /// Healthy when OpenBao is unsealed and the issuing token is valid.
     pub async fn health(&self) -> Result<(), Unavailable> {
         let health = self.client.health().await.map_err(|e| Unavailable(e.to_string()))?;

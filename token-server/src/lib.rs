@@ -12,6 +12,7 @@
 //! - [`admin`]: the admin socket (operators' secrets), apart from the service socket.
 //! - [`server`]: assembly (`State`, `Server`), `serve(listener, state, shutdown)`, the accept loop.
 //! - [`routes`]: the HTTP routes, audit lines, JSON answers.
+//! - [`secrets`]: `GET /v1/secrets…`, the attested caller's own secrets, read with its service's token.
 //! - [`audit_log`]: edgeseal's audit log (tokens issued, admin actions), JSON lines.
 //! - [`attest`]: peer credentials, the pinned process, kernel and Docker facts.
 //! - [`selector`]: matching facts against services' selectors (pure).
@@ -40,6 +41,7 @@ pub mod issue;
 pub mod limits;
 pub mod metrics;
 pub mod routes;
+pub mod secrets;
 pub mod selector;
 pub mod server;
 pub mod shed;

@@ -162,6 +162,7 @@ struct SecretLabels {
 pub struct Telemetry {
     registry: Registry,
     issued: Family<IssuedLabels, Counter>,
+    secret_reads: Family<IssuedLabels, Counter>,
     denied: Family<DeniedLabels, Counter>,
     duration: Histogram,
     store_state: Family<StateLabels, Gauge>,
@@ -183,6 +184,12 @@ impl Telemetry {
         let mut registry = Registry::default();
         let issued = Family::<IssuedLabels, Counter>::default();
         registry.register("edgeseal_tokens_issued", "Tokens issued, by service and attestation", issued.clone());
+        let secret_reads = Family::<IssuedLabels, Counter>::default();
+        registry.register(
+            "edgeseal_secret_reads",
+            "Secrets read for their own service's callers on the service socket, by service and attestation",
+            secret_reads.clone(),
+        );
         let denied = Family::<DeniedLabels, Counter>::default();
         registry.register(
             "edgeseal_tokens_denied",
@@ -222,12 +229,39 @@ impl Telemetry {
             Unit::Seconds,
             batch_expiry.clone(),
         );
-        Self { registry, issued, denied, duration, store_state, unseals, cert_expiry, secret_version, batch_expiry }
+        Self {
+            registry,
+            issued,
+            secret_reads,
+            denied,
+            duration,
+            store_state,
+            unseals,
+            cert_expiry,
+            secret_version,
+            batch_expiry,
+        }
     }
 
     /// One token issued to `service`.
     pub fn issued(&self, service: &str, attestation: Attestation) {
         self.issued.get_or_create(&IssuedLabels { service: service.to_string(), attestation }).inc();
+    }
+
+    /// One secret read for a caller attested as `service` (the name is not a label: it is the
+    /// service's business, and the audit log has it).
+    pub fn secret_read(&self, service: &str, attestation: Attestation) {
+        self.secret_reads.get_or_create(&IssuedLabels { service: service.to_string(), attestation }).inc();
+    }
+
+    /// Secrets read for `service`'s callers since boot.
+    pub fn secret_read_count(&self, service: &str) -> u64 {
+        [Attestation::unix, Attestation::docker]
+            .into_iter()
+            .filter_map(|attestation| {
+                self.secret_reads.get(&IssuedLabels { service: service.to_string(), attestation }).map(|c| c.get())
+            })
+            .sum()
     }
 
     /// One batch token issued to `service`, valid until `expires` (Unix time): kept if it outlives

@@ -1,5 +1,6 @@
 //! The HTTP routes of the token socket: `POST /v1/token`, `GET /v1/whoami`, `GET /v1/health`, and
-//! the JSON answers (SPEC §7). Every request counts against its peer's rate limit before any work.
+//! the JSON answers (SPEC §7); `GET /v1/secrets…` is in [`crate::secrets`], attested by the same
+//! [`attest`]. Every request counts against its peer's rate limit before any work.
 
 use std::sync::atomic::Ordering;
 
@@ -11,9 +12,10 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 
 use crate::api::{ErrorBody, Health, TokenRequest, TokenResponse, WhoAmI, MAX_BODY};
-use crate::attest::facts::short;
+use crate::attest::facts::{short, Facts};
 use crate::attest::{AttestError, Peer};
 use crate::audit_log::{self, Record};
+use crate::config::ServiceRule;
 use crate::limits::PeerKey;
 use crate::metrics::{Attestation, DenyReason};
 use crate::selector::{match_services, Outcome};
@@ -40,8 +42,15 @@ pub async fn handle(state: &State, caller: &Caller, request: Request<Incoming>) 
         }
         (Method::GET, "/v1/whoami") => whoami(state, caller).await,
         (Method::GET, "/v1/health") => health(state, caller).await,
+        (method, path) if path == "/v1/secrets" || path.starts_with("/v1/secrets/") => match method {
+            Method::GET => crate::secrets::handle(state, caller, &request).await,
+            _ => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed (secrets are read with GET)"),
+        },
         (_, "/v1/token" | "/v1/whoami" | "/v1/health") => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
-        _ => error(StatusCode::NOT_FOUND, "no such endpoint (try POST /v1/token, GET /v1/whoami, GET /v1/health)"),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "no such endpoint (try POST /v1/token, GET /v1/secrets, GET /v1/whoami, GET /v1/health)",
+        ),
     }
 }
 
@@ -69,30 +78,11 @@ async fn token(state: &State, caller: &Caller, request: Request<Incoming>) -> Re
         state.telemetry.denied(None, DenyReason::rate_limited);
         return limited;
     }
-    let peer = match &caller.peer {
-        Ok(peer) => peer,
-        Err(e) => return deny(state, (None, DenyReason::no_credentials), None, None, &e.to_string()),
+    let (facts, rule) = match attest(state, caller, asserted.service.as_deref()).await {
+        Ok(attested) => attested,
+        Err(denied) => return denied,
     };
-    let facts = match state.attestor.attest(peer).await {
-        Ok(facts) => facts,
-        Err(e) => return deny(state, (None, DenyReason::attestation_failed), Some(peer), None, &e.to_string()),
-    };
-    let service = match match_services(&facts, &state.rules) {
-        Outcome::Matched(service) => service,
-        other => {
-            // The caller hears about its own process only; the per-service reasons go to the log.
-            tracing::warn!(target: "edgeseal::audit", event = "no_match", pid = peer.pid(), detail = %other.log_detail());
-            return deny(state, (None, DenyReason::no_match), Some(peer), Some(&facts.describe()), &other.explain());
-        }
-    };
-    if let Some(claimed) = asserted.service.as_deref().filter(|c| *c != service) {
-        let why = format!("the request asserts service {claimed:?} but the caller is attested as {service:?}");
-        let denied = (Some(service.as_str()), DenyReason::asserted_mismatch);
-        return deny(state, denied, Some(peer), Some(&facts.describe()), &why);
-    }
-    let Some(rule) = state.rules.iter().find(|r| r.name == service) else {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "matched service has no rule");
-    };
+    let service = rule.name.clone();
     match tokio::time::timeout(state.config.store_timeout, state.issuer.issue(rule, &facts)).await {
         Ok(Ok(auth)) => {
             state.metrics.issued.fetch_add(1, Ordering::Relaxed);
@@ -104,27 +94,7 @@ async fn token(state: &State, caller: &Caller, request: Request<Incoming>) -> Re
                 let expires = now.as_secs().saturating_add(auth.lease_duration);
                 state.telemetry.batch_issued(&service, i64::try_from(expires).unwrap_or(i64::MAX));
             }
-            tracing::info!(
-                target: "edgeseal::audit",
-                event = "issued",
-                pid = facts.pid,
-                uid = facts.uid,
-                container = facts.container_id.as_deref().map(short).unwrap_or("none"),
-                service = %service,
-                accessor = %auth.accessor,
-            );
-            if let Some(log) = &state.audit {
-                log.record(Record::Issued {
-                    service: service.clone(),
-                    accessor: auth.accessor.clone(),
-                    caller: audit_log::Caller {
-                        pid: Some(facts.pid),
-                        uid: Some(facts.uid),
-                        container: facts.container_id.as_deref().map(|id| short(id).to_string()),
-                        container_name: facts.container.as_ref().map(|c| c.name.clone()),
-                    },
-                });
-            }
+            record_issued(state, &facts, &service, &auth.accessor, None, None);
             json(StatusCode::OK, &TokenResponse { service, auth })
         }
         Ok(Err(e)) => {
@@ -135,6 +105,85 @@ async fn token(state: &State, caller: &Caller, request: Request<Incoming>) -> Re
             state.telemetry.denied(Some(&service), DenyReason::store_unavailable);
             unavailable(state, "the secret store did not answer in time")
         }
+    }
+}
+
+/// Attests the caller of a request and matches it to exactly one service, the way every request that
+/// acts for a service does (`POST /v1/token`, `GET /v1/secrets…`): `asserted` is a service the request
+/// names, which must be the attested one. Otherwise the 403 answer (what was seen, what did not match).
+pub(crate) async fn attest<'a>(
+    state: &'a State,
+    caller: &Caller,
+    asserted: Option<&str>,
+) -> Result<(Facts, &'a ServiceRule), Response<Full<Bytes>>> {
+    let peer = match &caller.peer {
+        Ok(peer) => peer,
+        Err(e) => return Err(deny(state, (None, DenyReason::no_credentials), None, None, &e.to_string())),
+    };
+    let facts = match state.attestor.attest(peer).await {
+        Ok(facts) => facts,
+        Err(e) => return Err(deny(state, (None, DenyReason::attestation_failed), Some(peer), None, &e.to_string())),
+    };
+    let service = match match_services(&facts, &state.rules) {
+        Outcome::Matched(service) => service,
+        other => {
+            // The caller hears about its own process only; the per-service reasons go to the log.
+            tracing::warn!(target: "edgeseal::audit", event = "no_match", pid = peer.pid(), detail = %other.log_detail());
+            return Err(deny(
+                state,
+                (None, DenyReason::no_match),
+                Some(peer),
+                Some(&facts.describe()),
+                &other.explain(),
+            ));
+        }
+    };
+    if let Some(claimed) = asserted.filter(|c| *c != service) {
+        let why = format!("the request asserts service {claimed:?} but the caller is attested as {service:?}");
+        let denied = (Some(service.as_str()), DenyReason::asserted_mismatch);
+        return Err(deny(state, denied, Some(peer), Some(&facts.describe()), &why));
+    }
+    match state.rules.iter().find(|r| r.name == service) {
+        Some(rule) => Ok((facts, rule)),
+        None => Err(error(StatusCode::INTERNAL_SERVER_ERROR, "matched service has no rule")),
+    }
+}
+
+/// The audit line (edgeseal's log and its audit log) of a token handed to `service`'s caller; with
+/// `secret`, the token was used by edgeseal to read that secret for the caller: the `version` read,
+/// or none when there was none (never the value).
+pub(crate) fn record_issued(
+    state: &State,
+    facts: &Facts,
+    service: &str,
+    accessor: &str,
+    secret: Option<&str>,
+    version: Option<u64>,
+) {
+    tracing::info!(
+        target: "edgeseal::audit",
+        event = if secret.is_some() { "secret_read" } else { "issued" },
+        pid = facts.pid,
+        uid = facts.uid,
+        container = facts.container_id.as_deref().map(short).unwrap_or("none"),
+        service = %service,
+        accessor = %accessor,
+        secret,
+        version,
+    );
+    if let Some(log) = &state.audit {
+        log.record(Record::Issued {
+            service: service.to_string(),
+            accessor: accessor.to_string(),
+            caller: audit_log::Caller {
+                pid: Some(facts.pid),
+                uid: Some(facts.uid),
+                container: facts.container_id.as_deref().map(|id| short(id).to_string()),
+                container_name: facts.container.as_ref().map(|c| c.name.clone()),
+            },
+            secret: secret.map(str::to_string),
+            version,
+        });
     }
 }
 
@@ -178,7 +227,7 @@ async fn health(state: &State, caller: &Caller) -> Response<Full<Bytes>> {
 }
 
 /// A 429 answer when the caller's peer is over its request rate.
-fn over_rate(state: &State, caller: &Caller) -> Option<Response<Full<Bytes>>> {
+pub(crate) fn over_rate(state: &State, caller: &Caller) -> Option<Response<Full<Bytes>>> {
     if state.limiter.allow(&caller.key) {
         return None;
     }
@@ -205,7 +254,7 @@ async fn read_body(state: &State, request: Request<Incoming>) -> Result<Bytes, R
 }
 
 /// A 403; `counted` is the service the denial is attributed to (if any) and its reason category.
-fn deny(
+pub(crate) fn deny(
     state: &State,
     counted: (Option<&str>, DenyReason),
     peer: Option<&Peer>,
@@ -220,7 +269,7 @@ fn deny(
     error(StatusCode::FORBIDDEN, &message)
 }
 
-fn unavailable(state: &State, why: &str) -> Response<Full<Bytes>> {
+pub(crate) fn unavailable(state: &State, why: &str) -> Response<Full<Bytes>> {
     state.metrics.unavailable.fetch_add(1, Ordering::Relaxed);
     state.health.invalidate();
     tracing::warn!(target: "edgeseal::audit", event = "unavailable", reason = %why);
@@ -232,7 +281,7 @@ pub fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     json(status, &ErrorBody { error: message.to_string() })
 }
 
-fn json(status: StatusCode, body: &impl Serialize) -> Response<Full<Bytes>> {
+pub(crate) fn json(status: StatusCode, body: &impl Serialize) -> Response<Full<Bytes>> {
     let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{\"error\":\"internal error\"}".to_vec());
     let mut response = Response::new(Full::new(Bytes::from(bytes)));
     *response.status_mut() = status;

@@ -83,6 +83,8 @@ pub struct State {
     pub audit: Option<Arc<AuditLog>>,
     /// The Prometheus registry (`GET /metrics` on the admin socket renders it).
     pub telemetry: Arc<crate::metrics::Telemetry>,
+    /// Where the services' secrets live, for `GET /v1/secrets…`; `None` answers those with 404.
+    pub secrets: Option<crate::secrets::SecretsLayout>,
 }
 
 impl State {
@@ -105,6 +107,7 @@ impl State {
             metrics: Metrics::default(),
             telemetry: Arc::default(),
             audit: None,
+            secrets: None,
         }
     }
 

@@ -145,6 +145,57 @@ pub fn run(socket: &Path, service: Option<&str>, whoami: bool, out: &mut dyn Wri
     Err(TokenFailure::answered("token server answered", status, &body).into())
 }
 
+/// `security-bootstrap token --secret NAME [--version N] [--json]`: `GET /v1/secrets/NAME`; prints the
+/// value as `secrets get` does (a single `value` as is, else the JSON object). Exit codes as `token`.
+pub fn secret(
+    socket: &Path,
+    service: Option<&str>,
+    name: &str,
+    version: Option<u64>,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    if !openbao_client::api::kv::valid_secret_name(name) {
+        return Err(TokenFailure {
+            message: format!("{name:?} is not a secret name: give 1-128 of [A-Za-z0-9._-], not '.' or '..'"),
+            code: crate::cli::EXIT_USAGE,
+        }
+        .into());
+    }
+    let mut query: Vec<String> = Vec::new();
+    if let Some(version) = version {
+        query.push(format!("version={version}"));
+    }
+    if let Some(service) = service {
+        query.push(format!("service={service}"));
+    }
+    let mut path = format!("/v1/secrets/{name}");
+    if !query.is_empty() {
+        path = format!("{path}?{}", query.join("&"));
+    }
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
+    let (status, body) = runtime.block_on(request(socket, Method::GET, &path, None))?;
+    if !status.is_success() {
+        return Err(TokenFailure::answered("token server answered", status, &body).into());
+    }
+    let answer: serde_json::Value = serde_json::from_slice(&body).map_err(|e| TokenFailure {
+        message: format!("the token server's answer is not JSON: {e}"),
+        code: EXIT_PROTOCOL,
+    })?;
+    let data = answer["data"].as_object().cloned().unwrap_or_default();
+    match (data.get("value").and_then(serde_json::Value::as_str), data.len(), json) {
+        (Some(value), 1, false) => {
+            out.write_all(value.as_bytes())?;
+            if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                writeln!(out)?;
+            }
+        }
+        _ => writeln!(out, "{}", serde_json::Value::Object(data))?,
+    }
+    Ok(())
+}
+
 /// `security-bootstrap health`: `GET /v1/health`; exit 0 when the server can issue tokens, else the
 /// code of [`exit_code_for`] (69 when the store is sealed or down).
 pub fn health(socket: &Path, out: &mut dyn Write) -> anyhow::Result<()> {

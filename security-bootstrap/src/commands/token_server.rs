@@ -33,6 +33,10 @@ pub async fn server(config: &Config, setup: &Setup, audit_log: Option<Arc<AuditL
     )?;
     let mut state = State::assemble(config.token_server.clone(), config.service_rules(), client, issuing_token).await;
     state.audit = audit_log;
+    state.secrets = Some(token_server::secrets::SecretsLayout {
+        kv_mount: config.secret_store.kv_mount.clone(),
+        prefix: config.secret_store.service_prefix.clone(),
+    });
     Ok(Server::from(state))
 }
 

@@ -151,13 +151,19 @@ pub fn join(
     for line in edgeseal {
         let at = humantime::parse_rfc3339_weak(&line.time).ok();
         let event = match line.record {
-            Record::Issued { service, accessor, caller } => {
+            Record::Issued { service, accessor, caller, secret, version } => {
                 // A batch token has no accessor: its requests cannot be told from unauthenticated
                 // ones (whose accessor is empty too), so they are not attributed.
                 if !accessor.is_empty() {
                     issued.insert(accessor, (service.clone(), caller.clone()));
                 }
-                Event { service: Some(service), caller: Some(caller), ..Event::new(line.time, at, Kind::Issued) }
+                Event {
+                    secret: secret.map(|name| format!("{service}/{name}")),
+                    version,
+                    service: Some(service),
+                    caller: Some(caller),
+                    ..Event::new(line.time, at, Kind::Issued)
+                }
             }
             Record::Admin { uid, pid, exe, action, service, name, version } => Event {
                 admin_exe: exe,
@@ -308,7 +314,10 @@ mod tests {
 
     fn issued(time: &str, service: &str, accessor: &str, pid: i32) -> Line {
         let caller = Caller { pid: Some(pid), uid: Some(1000), container: None, container_name: None };
-        line(time, Record::Issued { service: service.into(), accessor: accessor.into(), caller })
+        line(
+            time,
+            Record::Issued { service: service.into(), accessor: accessor.into(), caller, secret: None, version: None },
+        )
     }
 
     fn bao(time: &str, accessor: &str, operation: &str, path: &str) -> String {
