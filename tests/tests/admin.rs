@@ -136,14 +136,23 @@ fn a_non_admin_is_refused_and_bad_input_writes_nothing() {
         .unwrap();
     assert_eq!(in_container.status.code(), Some(77), "{}", String::from_utf8_lossy(&in_container.stderr));
     assert!(String::from_utf8_lossy(&in_container.stderr).contains("mount namespace"));
-    // The service socket never answers an admin path.
-    let on_service_socket = std::process::Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--unix-socket"])
-        .arg(boot.socket())
-        .arg("http://localhost/v1/secrets/demo/greeting")
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&on_service_socket.stdout), "404");
+    // The service socket never answers an admin path: the admin-only routes are unknown there, and
+    // the admin form of a secret's path (`<service>/<name>`) is not a name the service socket serves.
+    for (method, path, status) in [
+        ("GET", "/v1/audit", "404"),
+        ("GET", "/v1/node", "404"),
+        ("POST", "/v1/backup", "404"),
+        ("GET", "/v1/secrets/demo/greeting", "400"),
+        ("PUT", "/v1/secrets/demo/x", "405"),
+    ] {
+        let on_service_socket = std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", method, "--unix-socket"])
+            .arg(boot.socket())
+            .arg(format!("http://localhost{path}"))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&on_service_socket.stdout), status, "{method} {path}");
+    }
 
     // (args, stdin, exit code)
     let big = vec![b'x'; 2 * 1024 * 1024];
