@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::commands::gate;
+
 /// Exit codes, documented in `--help`.
 pub const EXIT_OK: u8 = 0;
 /// A runtime failure: a plug-in failed, a keystore cannot be opened, a file cannot be written.
@@ -202,14 +204,24 @@ pub enum Command {
         "Example:\n  security-bootstrap health --socket /run/edgeseal/token.sock"
     ))]
     Health(SocketArg),
-    /// A service container's entrypoint: wait for the socket, fetch the token, exec the service.
+    /// A service's entrypoint: wait for the socket, fetch the service's token or its secrets' values,
+    /// hand them to the app, run it.
     ///
     /// While the server is unavailable (69) or rate-limits (75) it asks again every 250 ms until
-    /// --wait has passed; any other answer is final. When it cannot exec the service it exits with the
-    /// codes below.
+    /// --wait has passed; any other answer is final, and then gate exits with the codes below (a
+    /// secret that is not set: 64, with the command that sets it). With only --token-* and
+    /// --secret-env and `--on-change none`, gate becomes the app (exec). With --secret-file or another
+    /// --on-change, gate stays the app's parent: it forwards SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1
+    /// and SIGUSR2, checks the secrets' versions every --check-interval (a failed check changes
+    /// nothing), rewrites the files and restarts or signals the app on a new version, removes the
+    /// files when the app exits, and exits with the app's status (128 + N if killed by signal N).
     #[command(after_help = concat!(
         socket_exit_codes!(),
-        "Example:\n  security-bootstrap gate --service core-data --token-file /tmp/token -- /core-data --config x"
+        "Examples:\n  security-bootstrap gate --service core-data --token-file /tmp/token -- /core-data --config x\n",
+        "  security-bootstrap gate --service db --secret-file /run/secrets/db-password=db-password \\\n",
+        "      --on-change restart -- docker-entrypoint.sh postgres   # with POSTGRES_PASSWORD_FILE=/run/secrets/db-password\n",
+        "  security-bootstrap gate --service broker --secret-env MQTT_PASSWORD=mqtt:password \\\n",
+        "      --secret-file /run/secrets/tls.key=broker-tls:key --on-change signal:HUP -- mosquitto -c /etc/mosquitto.conf"
     ))]
     Gate(GateArgs),
 }
@@ -235,6 +247,12 @@ pub struct SocketArg {
 
 /// `gate` arguments.
 #[derive(Debug, Args)]
+#[command(group(
+    clap::ArgGroup::new("deliver")
+        .required(true)
+        .multiple(true)
+        .args(["token_file", "token_env", "secret_env", "secret_file"])
+))]
 pub struct GateArgs {
     /// The service this container runs (asserted to the token server).
     #[arg(long, value_name = "NAME")]
@@ -246,14 +264,51 @@ pub struct GateArgs {
     #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
     pub wait: std::time::Duration,
     /// Write the token to this file (mode 0600; use a tmpfs).
-    #[arg(long, value_name = "PATH", conflicts_with = "token_env", required_unless_present = "token_env")]
+    #[arg(long, value_name = "PATH", conflicts_with = "token_env")]
     pub token_file: Option<PathBuf>,
     /// Put the token in this environment variable of the service.
     #[arg(long, value_name = "VAR")]
     pub token_env: Option<String>,
+    /// Put the value of the service's own secret NAME (its KEY, for a multi-key secret; without, a
+    /// single value as is, else the JSON object) in environment variable VAR of the app. Repeatable.
+    #[arg(long, value_name = "VAR=NAME[:KEY]")]
+    pub secret_env: Vec<gate::spec::EnvDelivery>,
+    /// Write the value of the service's own secret NAME (or its KEY) to file PATH: mode 0600, owned by
+    /// the app's user (or --file-owner), on a tmpfs (a persistent filesystem is refused unless
+    /// --allow-disk), replaced atomically when the secret changes, removed when the app exits. Repeatable.
+    #[arg(long, value_name = "PATH=NAME[:KEY]")]
+    pub secret_file: Vec<gate::spec::FileDelivery>,
+    /// Allow --secret-file on a persistent filesystem (the value then stays on disk until the app exits,
+    /// and after a power cut).
+    #[arg(long)]
+    pub allow_disk: bool,
+    /// The owner of the --secret-file files, for an app that drops privileges after start (default:
+    /// gate's own user, which is the app's).
+    #[arg(long, value_name = "UID[:GID]", value_parser = parse_owner)]
+    pub file_owner: Option<(u32, u32)>,
+    /// When a secret the app was given gets a new version: `restart` the app (SIGTERM, then SIGKILL
+    /// after --grace) with the new values, `signal:NAME` it (e.g. signal:HUP) after rewriting the
+    /// files, or `none` (files are still rewritten; the environment keeps its values).
+    #[arg(long, value_name = "restart|signal:NAME|none", default_value = "none")]
+    pub on_change: gate::spec::OnChange,
+    /// How often the secrets' versions are checked (one request to the token socket) while the app runs.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    pub check_interval: std::time::Duration,
+    /// How long a restarted app has to exit after SIGTERM before it is killed.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub grace: std::time::Duration,
     /// The service's command and arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<std::ffi::OsString>,
+}
+
+/// `UID[:GID]` (the group defaults to the uid).
+fn parse_owner(text: &str) -> Result<(u32, u32), String> {
+    let (uid, gid) = text.split_once(':').unwrap_or((text, text));
+    match (uid.parse(), gid.parse()) {
+        (Ok(uid), Ok(gid)) => Ok((uid, gid)),
+        _ => Err(format!("{text:?}: give UID or UID:GID (numbers)")),
+    }
 }
 
 /// `token` arguments.

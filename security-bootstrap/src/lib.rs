@@ -48,12 +48,32 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         cli::Command::TokenServer(args) => commands::token_server::run(&args.config),
         cli::Command::Health(args) => commands::token::health(&args.socket, out),
         cli::Command::Gate(args) => {
-            let sink = match (args.token_file, args.token_env) {
-                (Some(path), _) => commands::gate::Sink::File(path),
-                (None, Some(var)) => commands::gate::Sink::Env(var),
-                (None, None) => return Err(UsageError("give --token-file or --token-env".into()).into()),
+            use commands::gate::{spec::Deliveries, Gate, Sink};
+            let deliveries = Deliveries::new(
+                args.secret_env,
+                args.secret_file,
+                args.token_env.as_deref(),
+                args.token_file.as_deref(),
+            )
+            .map_err(UsageError)?;
+            let token = match (args.token_file, args.token_env) {
+                (Some(path), _) => Some(Sink::File(path)),
+                (None, Some(var)) => Some(Sink::Env(var)),
+                (None, None) => None,
             };
-            commands::gate::run(&args.socket, &args.service, args.wait, sink, &args.command)
+            let gate = Gate {
+                socket: args.socket,
+                service: args.service,
+                wait: args.wait,
+                token,
+                deliveries,
+                allow_disk: args.allow_disk,
+                file_owner: args.file_owner,
+                on_change: args.on_change,
+                check_interval: args.check_interval,
+                grace: args.grace,
+            };
+            commands::gate::run(gate, &args.command)
         }
         cli::Command::Token(args) => match &args.secret {
             Some(name) => {
@@ -69,6 +89,9 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
 pub fn exit_code(error: &anyhow::Error) -> u8 {
     if let Some(failure) = error.chain().find_map(|e| e.downcast_ref::<commands::token::TokenFailure>()) {
         return failure.code;
+    }
+    if let Some(commands::gate::AppExited(status)) = error.chain().find_map(|e| e.downcast_ref()) {
+        return *status;
     }
     let usage = error.chain().any(|e| {
         e.is::<UsageError>()

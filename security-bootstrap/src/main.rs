@@ -22,9 +22,10 @@ fn main() -> ExitCode {
     ) {
         no_core_dumps();
     }
-    // Long-running commands (and a restore, whose steps an operator follows) log their progress;
-    // one-shot tools only warnings.
-    let long_running = matches!(cli.command, Command::Run(_) | Command::TokenServer(_) | Command::Restore(_));
+    // Long-running commands (and a restore, whose steps an operator follows; and gate, which says
+    // when it rewrote an app's secret files) log their progress; one-shot tools only warnings.
+    let long_running =
+        matches!(cli.command, Command::Run(_) | Command::TokenServer(_) | Command::Restore(_) | Command::Gate(_));
     init_logging(cli.log_format, if long_running { "info" } else { "warn" });
     let mut stdout = std::io::stdout().lock();
     match security_bootstrap::run(cli, &mut stdout) {
