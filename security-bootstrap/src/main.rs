@@ -31,7 +31,10 @@ fn main() -> ExitCode {
     match security_bootstrap::run(cli, &mut stdout) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            // A supervised app's own exit status is not gate's error: the app has said what it had to.
+            if !error.is::<security_bootstrap::commands::gate::AppExited>() {
+                eprintln!("error: {error:#}");
+            }
             ExitCode::from(security_bootstrap::exit_code(&error))
         }
     }

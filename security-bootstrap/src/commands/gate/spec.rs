@@ -201,6 +201,9 @@ mod tests {
 
     use super::*;
 
+    /// A table row: the flag's text, and what it parses to or part of the refusal.
+    type Case<'a> = (&'a str, Result<(&'a str, Source), &'a str>);
+
     fn src(name: &str, key: Option<&str>) -> Source {
         Source { name: name.into(), key: key.map(Into::into) }
     }
@@ -233,7 +236,7 @@ mod tests {
 
     #[test]
     fn secret_env_is_a_variable_name_then_a_secret_name_and_an_optional_key() {
-        let cases: &[(&str, Result<(&str, Source), &str>)] = &[
+        let cases: &[Case] = &[
             ("DB_PASSWORD=db-password", Ok(("DB_PASSWORD", src("db-password", None)))),
             ("_X=a.b_c:user", Ok(("_X", src("a.b_c", Some("user"))))),
             ("X=n:key:with:colons", Ok(("X", src("n", Some("key:with:colons"))))),
@@ -262,7 +265,7 @@ mod tests {
 
     #[test]
     fn secret_file_is_an_absolute_plain_path_then_a_secret_name_and_an_optional_key() {
-        let cases: &[(&str, Result<(&str, Source), &str>)] = &[
+        let cases: &[Case] = &[
             ("/run/secrets/db=db-password", Ok(("/run/secrets/db", src("db-password", None)))),
             ("/run/s/a=b=mqtt:password", Ok(("/run/s/a=b", src("mqtt", Some("password"))))),
             ("run/secrets/db=db", Err("must be absolute")),

@@ -248,7 +248,8 @@ mod tests {
     #[test]
     fn a_change_is_any_other_version_and_an_unlisted_secret_is_missing_not_changed() {
         let have = versions(&[("a", 1), ("b", 3), ("c", 2)]);
-        let cases: &[(&[(&str, u64)], &[&str], &[&str])] = &[
+        type Case<'a> = (&'a [(&'a str, u64)], &'a [&'a str], &'a [&'a str]);
+        let cases: &[Case] = &[
             (&[("a", 1), ("b", 3), ("c", 2)], &[], &[]),
             (&[("a", 2), ("b", 3), ("c", 2), ("other", 9)], &["a"], &[]),
             (&[("a", 1), ("b", 2), ("c", 5)], &["b", "c"], &[]),
