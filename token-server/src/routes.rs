@@ -12,6 +12,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 
 use crate::api::{ErrorBody, Health, TokenRequest, TokenResponse, WhoAmI, MAX_BODY};
+use crate::attest::exe::ExeStalled;
 use crate::attest::facts::{short, Facts};
 use crate::attest::{AttestError, Peer};
 use crate::audit_log::{self, Record};
@@ -122,6 +123,12 @@ pub(crate) async fn attest<'a>(
     };
     let facts = match state.attestor.attest(peer).await {
         Ok(facts) => facts,
+        Err(e @ AttestError::ExeStalled(ExeStalled::Busy(_))) => {
+            // Not the caller's doing: it is told to try again (503; `gate` and `token` wait on it).
+            state.telemetry.denied(None, DenyReason::attestation_failed);
+            tracing::warn!(target: "edgeseal::audit", event = "busy", pid = peer.pid(), reason = %e);
+            return Err(error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()));
+        }
         Err(e) => return Err(deny(state, (None, DenyReason::attestation_failed), Some(peer), None, &e.to_string())),
     };
     let service = match match_services(&facts, &state.rules) {

@@ -163,10 +163,18 @@ impl std::fmt::Debug for ExeOpenHook {
 
 /// Opening the caller's executable did not finish in time.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "the caller's executable did not open within {0:?} (its file system does not answer); connect again once it does"
-)]
-pub struct ExeStalled(pub Duration);
+pub enum ExeStalled {
+    /// The open started and did not finish: the executable's own file system does not answer (the
+    /// caller's doing, e.g. its own FUSE mount): a denial.
+    #[error(
+        "the caller's executable did not open within {0:?} (its file system does not answer); connect again once it does"
+    )]
+    Stuck(Duration),
+    /// Every opener was busy with other callers until the deadline (a burst of callers, or stuck
+    /// opens of others): not this caller's doing, so it is told to try again (503), never denied.
+    #[error("the server is busy attesting other callers (no executable opened for this one within {0:?}); try again")]
+    Busy(Duration),
+}
 
 /// Opens callers' executables (through `/proc/<pid>/exe`) off the async workers, bounded and with a
 /// deadline.
@@ -198,8 +206,11 @@ impl ExeOpener {
     pub async fn open(&self, dir: OwnedFd, path: Option<PathBuf>) -> Result<Option<(File, (u64, u64))>, ExeStalled> {
         let permits = self.permits.clone();
         let hook = self.hook.clone();
+        let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let started_in = started.clone();
         let opened = async move {
             let permit = permits.acquire_owned().await.ok()?;
+            started_in.store(true, std::sync::atomic::Ordering::Release);
             tokio::task::spawn_blocking(move || {
                 let _permit = permit;
                 if let Some(hook) = &hook {
@@ -214,7 +225,13 @@ impl ExeOpener {
             .ok()
             .flatten()
         };
-        tokio::time::timeout(self.timeout, opened).await.map_err(|_| ExeStalled(self.timeout))
+        tokio::time::timeout(self.timeout, opened).await.map_err(|_| {
+            if started.load(std::sync::atomic::Ordering::Acquire) {
+                ExeStalled::Stuck(self.timeout)
+            } else {
+                ExeStalled::Busy(self.timeout)
+            }
+        })
     }
 
     /// Opens running now (permits taken, stuck threads included), for tests and metrics.
@@ -325,13 +342,46 @@ mod tests {
         })));
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let stuck = rt.block_on(opener.open(proc_dir.try_clone().unwrap(), Some(dir.path().join("stall"))));
-        assert!(matches!(stuck, Err(ExeStalled(_))), "denied at the deadline");
+        assert!(matches!(stuck, Err(ExeStalled::Stuck(_))), "denied at the deadline");
         assert_eq!(opener.busy(), 1, "the stuck thread holds its permit");
         let opened = rt.block_on(opener.open(proc_dir, None)).unwrap().unwrap();
         let own = std::fs::metadata("/proc/self/exe").unwrap();
         assert_eq!(opened.1, (own.dev(), own.ino()), "another caller's open is not held up");
         release.send(()).unwrap();
         eventually(|| opener.busy() == 0);
+    }
+
+    #[test]
+    fn a_caller_that_found_every_opener_busy_is_told_to_come_back_not_denied() {
+        let proc_dir = || {
+            rustix::fs::openat(
+                rustix::fs::CWD,
+                format!("/proc/{}", std::process::id()),
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .unwrap()
+        };
+        let (release, stalled) = std::sync::mpsc::channel::<()>();
+        let stalled = Mutex::new(stalled);
+        let mut opener = ExeOpener {
+            permits: Arc::new(Semaphore::new(1)),
+            timeout: Duration::from_millis(50),
+            ..ExeOpener::default()
+        };
+        opener.hook = Some(ExeOpenHook(Arc::new(move |path| {
+            if path.is_some_and(|p| p.ends_with("stall")) {
+                let _ = stalled.lock().unwrap().recv();
+            }
+        })));
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let stuck = rt.block_on(opener.open(proc_dir(), Some("/x/stall".into())));
+        assert!(matches!(stuck, Err(ExeStalled::Stuck(_))), "{stuck:?}");
+        let waited = rt.block_on(opener.open(proc_dir(), None));
+        assert!(matches!(waited, Err(ExeStalled::Busy(_))), "{waited:?}");
+        release.send(()).unwrap();
+        eventually(|| opener.permits.available_permits() == 1);
+        assert!(rt.block_on(opener.open(proc_dir(), None)).unwrap().is_some());
     }
 
     #[test]
