@@ -17,6 +17,8 @@ pub const MAX_BODY: usize = 2 * 1024 * 1024;
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Largest answer read from the stream in all (head, body and chunk framing).
 pub const MAX_ANSWER: usize = MAX_HEADER_BYTES + 2 * MAX_BODY;
+/// Longest chunk-size line accepted (size and extensions).
+const MAX_CHUNK_LINE: usize = 64;
 /// Most header lines accepted.
 pub const MAX_HEADERS: usize = 64;
 
@@ -119,7 +121,8 @@ pub fn parse_response(buf: &[u8], eof: bool) -> Result<Parsed, WireError> {
         status_line(std::str::from_utf8(&buf[..line_end]).map_err(|_| WireError::StatusLine)?)?;
     }
     let Some(head_end) = find(buf, b"\r\n\r\n") else {
-        if buf.len() > MAX_HEADER_BYTES {
+        // (+ 3: the end could still be found straddling the next read, as a too-large head.)
+        if buf.len() > MAX_HEADER_BYTES + 3 {
             return Err(WireError::HeadersTooLarge);
         }
         return if eof { Err(WireError::Truncated) } else { Ok(Parsed::Incomplete) };
@@ -219,8 +222,11 @@ fn dechunk(mut rest: &[u8]) -> Result<Option<Vec<u8>>, WireError> {
     let mut body = Zeroizing::new(Vec::new());
     loop {
         let Some(line_end) = find(rest, b"\r\n") else {
-            return if rest.len() > 64 { Err(WireError::Chunk) } else { Ok(None) };
+            return if rest.len() > MAX_CHUNK_LINE + 1 { Err(WireError::Chunk) } else { Ok(None) };
         };
+        if line_end > MAX_CHUNK_LINE {
+            return Err(WireError::Chunk);
+        }
         let line = std::str::from_utf8(&rest[..line_end]).map_err(|_| WireError::Chunk)?;
         let size = line.split(';').next().unwrap_or_default().trim_matches([' ', '\t']);
         if size.is_empty() || size.len() > 8 || !size.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -235,8 +241,11 @@ fn dechunk(mut rest: &[u8]) -> Result<Option<Vec<u8>>, WireError> {
             // Trailers, then the empty line.
             loop {
                 let Some(end) = find(rest, b"\r\n") else {
-                    return if rest.len() > MAX_HEADER_BYTES { Err(WireError::HeadersTooLarge) } else { Ok(None) };
+                    return if rest.len() > MAX_HEADER_BYTES + 1 { Err(WireError::HeadersTooLarge) } else { Ok(None) };
                 };
+                if end > MAX_HEADER_BYTES {
+                    return Err(WireError::HeadersTooLarge);
+                }
                 if end == 0 {
                     return Ok(Some(std::mem::take(&mut *body)));
                 }
