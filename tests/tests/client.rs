@@ -1,6 +1,6 @@
 //! `edgeseal-client` (and the Python example) against the real `security-bootstrap run` and a real
-//! OpenBao. The test binary itself is a host service, `client-test` (uid 0 and this executable);
-//! `py` is `/usr/bin/python3` as uid 0; `demo` is the harness's own.
+//! OpenBao. The test binary itself is the host service `demo` (uid 0 and this executable, in place
+//! of the harness's client binary); `py` is `/usr/bin/python3` as uid 4243 (through `setpriv`).
 //! - `get` reads exactly what an admin set; cached gets do not reach the server (the
 //!   `edgeseal_secret_reads_total` metric does not grow); after `secrets set` a `refresh()` (or a
 //!   check interval of zero) gives the new value, and an unchanged value is not read again;
@@ -9,7 +9,7 @@
 //!   refused without a request; the tokio client does the same;
 //! - the Python example reads the same values; a stopped server is `Unavailable` (exit 69).
 //!
-//! Runs as root.
+//! Runs as root (the Python example as another uid through `setpriv`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -25,8 +25,9 @@ use serde::Deserialize;
 use serde_json::json;
 use token_server::config::{Selectors, UnixSelector};
 
-const SERVICE: &str = "client-test";
+const SERVICE: &str = "demo";
 const PYTHON: &str = "/usr/bin/python3";
+const PY_UID: u32 = 4243;
 const HOUR: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, PartialEq, Deserialize)]
@@ -41,16 +42,20 @@ fn ok(out: &Output) -> String {
     text
 }
 
-/// A device serving `client-test` (this test binary, uid 0) and `py` (python3, uid 0).
+/// A device serving `demo` (this test binary, uid 0; two services of one uid would not be told
+/// apart) and `py` (python3, uid 4243).
 fn boot() -> Boot {
     let mut boot = Boot::new();
-    let host = |path: PathBuf| ServiceEntry {
-        selectors: Selectors { unix: Some(UnixSelector { uid: Some(0), path: Some(path), ..Default::default() }), docker: None },
+    let host = |uid: u32, path: PathBuf| ServiceEntry {
+        selectors: Selectors {
+            unix: Some(UnixSelector { uid: Some(uid), path: Some(path), ..Default::default() }),
+            docker: None,
+        },
         ..Default::default()
     };
-    boot.add_service(SERVICE, host(std::env::current_exe().unwrap().canonicalize().unwrap()));
+    boot.add_service(SERVICE, host(0, std::env::current_exe().unwrap().canonicalize().unwrap()));
     let python = Path::new(PYTHON).canonicalize().unwrap_or_else(|e| panic!("{PYTHON}: {e} (apt-get install python3)"));
-    boot.add_service("py", host(python));
+    boot.add_service("py", host(PY_UID, python));
     boot
 }
 
@@ -83,7 +88,10 @@ fn a_service_reads_its_secrets_through_the_cache_and_sees_rotations() {
     let (v1, v2, v3, user, pass) =
         ("api-ONE-7c1e90", "api-TWO-41d2aa", "api-THREE-e05b13", "db-user-93f1", "db-pass-MULTI-5ab2c8");
     set(boot, "api-key", v1);
-    ok(&boot.secrets(&["set", &format!("{SERVICE}/db"), "--json"], json!({"username": user, "password": pass}).to_string().as_bytes()));
+    ok(&boot.secrets(
+        &["set", &format!("{SERVICE}/db"), "--json"],
+        json!({"username": user, "password": pass}).to_string().as_bytes(),
+    ));
 
     // First get reads the value an admin set; cached gets do not reach the server.
     let client = Client::new(boot.socket()).with_check_interval(HOUR);
@@ -143,10 +151,10 @@ fn a_service_reads_its_secrets_through_the_cache_and_sees_rotations() {
     assert!(matches!(&error, Error::NotFound { name, .. } if name == "no-such-secret"), "{error:?}");
     assert!(error.to_string().contains("no-such-secret"), "{error}");
     assert!(matches!(client.get_version("api-key", 9), Err(Error::NotFound { .. })));
-    let error = Client::new(boot.socket()).with_service("demo").get("api-key").unwrap_err();
-    assert!(matches!(&error, Error::Denied { message } if message.contains("asserts service \"demo\"")), "{error:?}");
+    let error = Client::new(boot.socket()).with_service("py").get("api-key").unwrap_err();
+    assert!(matches!(&error, Error::Denied { message } if message.contains("asserts service \"py\"")), "{error:?}");
     assert!(!error.to_string().contains(v3));
-    assert!(matches!(Client::new(boot.socket()).with_service("demo").token(), Err(Error::Denied { .. })));
+    assert!(matches!(Client::new(boot.socket()).with_service("py").token(), Err(Error::Denied { .. })));
     assert!(Client::new(boot.socket()).with_service(SERVICE).get("api-key").is_ok(), "asserting its own service");
     let before = reads(boot, SERVICE);
     assert!(matches!(client.get("../demo/greeting"), Err(Error::InvalidName { .. })));
@@ -167,14 +175,19 @@ fn a_service_reads_its_secrets_through_the_cache_and_sees_rotations() {
         assert_eq!(client.list().await.unwrap().len(), 2);
         assert_eq!(client.token().await.unwrap().service(), SERVICE);
         assert!(matches!(client.get("no-such-secret").await, Err(Error::NotFound { .. })));
-        let other = edgeseal_client::tokio::Client::new(boot.socket()).with_service("demo");
+        let other = edgeseal_client::tokio::Client::new(boot.socket()).with_service("py");
         assert!(matches!(other.get("api-key").await, Err(Error::Denied { .. })));
     });
 
-    // The Python example, as its own service `py`.
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/python/edgeseal_client.py");
+    // The Python example, as its own service `py` (a copy of the script that uid can read).
+    let public = edgeseal_tests::public_client_dir();
+    let script = public.path().join("edgeseal_client.py");
+    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/python/edgeseal_client.py"), &script)
+        .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     let python = |args: &[&str], service: Option<&str>| {
-        let mut command = Command::new(PYTHON);
+        let mut command = Command::new("setpriv");
+        command.arg(format!("--reuid={PY_UID}")).arg(format!("--regid={PY_UID}")).arg("--clear-groups").arg(PYTHON);
         command.arg(&script).args(args).env("EDGESEAL_SOCKET", boot.socket()).env_remove("EDGESEAL_SERVICE");
         if let Some(service) = service {
             command.env("EDGESEAL_SERVICE", service);
@@ -183,7 +196,8 @@ fn a_service_reads_its_secrets_through_the_cache_and_sees_rotations() {
     };
     let (p1, puser, ppass) = ("py-VALUE-0d7e31", "py-user", "py-pass-c2b0f4");
     ok(&boot.secrets(&["set", "py/api-key"], p1.as_bytes()));
-    ok(&boot.secrets(&["set", "py/db", "--json"], json!({"username": puser, "password": ppass}).to_string().as_bytes()));
+    ok(&boot
+        .secrets(&["set", "py/db", "--json"], json!({"username": puser, "password": ppass}).to_string().as_bytes()));
     assert_eq!(ok(&python(&["get", "api-key"], None)), p1);
     assert_eq!(ok(&python(&["get", "api-key"], Some("py"))), p1);
     let db: serde_json::Value = serde_json::from_str(&ok(&python(&["json", "db"], None))).unwrap();
