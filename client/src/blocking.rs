@@ -117,7 +117,9 @@ impl Client {
         let io = |source: std::io::Error| Error::Io { socket: socket.to_path_buf(), source };
         let mut stream = UnixStream::connect(socket).map_err(|e| Error::connect(socket, e))?;
         stream.set_write_timeout(Some(self.core.timeout)).map_err(io)?;
-        stream.write_all(&request.encode()).map_err(io)?;
+        // A server turning the connection away answers and closes without reading: its answer
+        // (503, 429) is worth more than the broken pipe, so read it if it is there.
+        let written = stream.write_all(&request.encode());
         let mut received = Zeroizing::new(Vec::new());
         let mut chunk = Zeroizing::new(vec![0u8; 64 * 1024]);
         loop {
@@ -130,13 +132,13 @@ impl Client {
                 Ok(read) => read,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Err(io(ErrorKind::TimedOut.into())),
-                Err(e) => return Err(io(e)),
+                Err(e) => return Err(io(written.err().unwrap_or(e))),
             };
             received.extend_from_slice(&chunk[..read]);
             match parse_response(&received, read == 0) {
                 Ok(Parsed::Complete(response)) => return Ok(response),
                 Ok(Parsed::Incomplete) => {}
-                Err(e) => return Err(Error::protocol(socket, e)),
+                Err(e) => return Err(written.map_err(io).err().unwrap_or_else(|| Error::protocol(socket, e))),
             }
         }
     }
@@ -203,6 +205,25 @@ mod tests {
         let (_dir, path) = serve_once(b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{\"cut");
         let error = Client::new(path).token().unwrap_err();
         assert!(matches!(error, Error::Protocol { .. }) && error.to_string().contains("cut off"), "{error}");
+    }
+
+    #[test]
+    fn an_answer_sent_without_reading_the_request_is_still_read() {
+        let dir = tempfile_dir::Dir::new();
+        let path = dir.0.join("shed.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let body = br#"{"error":"too many connections"}"#;
+            let head = format!("HTTP/1.1 503 Service Unavailable\r\ncontent-length: {}\r\n\r\n", body.len());
+            stream.write_all(head.as_bytes()).unwrap();
+            stream.write_all(body).unwrap();
+        });
+        // A request larger than the socket buffer, so that writing it fails once the server is gone.
+        let client = Client::new(&path).with_service("s".repeat(1 << 20));
+        let error = client.token().unwrap_err();
+        server.join().unwrap();
+        assert!(matches!(&error, Error::Unavailable { reason, .. } if reason == "too many connections"), "{error:?}");
     }
 
     #[test]

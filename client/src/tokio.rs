@@ -118,16 +118,21 @@ impl Client {
 async fn exchange(socket: &Path, request: &Request) -> Result<Response> {
     let io = |source: std::io::Error| Error::Io { socket: socket.to_path_buf(), source };
     let mut stream = UnixStream::connect(socket).await.map_err(|e| Error::connect(socket, e))?;
-    stream.write_all(&request.encode()).await.map_err(io)?;
+    // A server turning the connection away answers and closes without reading: read its answer
+    // (503, 429) rather than report the broken pipe.
+    let written = stream.write_all(&request.encode()).await;
     let mut received = Zeroizing::new(Vec::new());
     let mut chunk = Zeroizing::new(vec![0u8; 64 * 1024]);
     loop {
-        let read = stream.read(&mut chunk).await.map_err(io)?;
+        let read = match stream.read(&mut chunk).await {
+            Ok(read) => read,
+            Err(e) => return Err(io(written.err().unwrap_or(e))),
+        };
         received.extend_from_slice(&chunk[..read]);
         match parse_response(&received, read == 0) {
             Ok(Parsed::Complete(response)) => return Ok(response),
             Ok(Parsed::Incomplete) => {}
-            Err(e) => return Err(Error::protocol(socket, e)),
+            Err(e) => return Err(written.map_err(io).err().unwrap_or_else(|| Error::protocol(socket, e))),
         }
     }
 }
