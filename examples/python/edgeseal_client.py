@@ -31,7 +31,7 @@ def _call(method, path, body=None):
         conn.request(method, path, body=body, headers={"Content-Type": "application/json"} if body else {})
         answer = conn.getresponse()
         status, data = answer.status, answer.read(2 << 20)
-    except OSError as e:
+    except (OSError, http.client.HTTPException) as e:
         raise EdgesealError(None, f"edgeseal is not available on {SOCKET}: {e} (is edgeseal running?)") from e
     finally:
         conn.close()
