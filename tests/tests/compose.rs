@@ -10,12 +10,12 @@
 //!
 //! The seal key (read from the running OpenBao's environment) is in no file of any compose volume and
 //! in no container log, nor is db's password (old or new); OpenBao runs inside the bootstrapper
-//! container. `docker restart` of the
-//! bootstrapper, and `down` keeping the volumes then `up` again, both come back without
-//! re-initialization, and the restarted services get tokens and read the same secrets (compared by the
-//! digest the example prints, never the value); db comes back after down/up with the rotated value. OpenBao's audit log shows its self-initialization and
-//! edgeseal's certificate logins, never `sys/init` or `sys/unseal`. `down -v` at the end, and
-//! everything is removed on failure too.
+//! container. `docker restart` of the bootstrapper, and `down` keeping the volumes then `up` again,
+//! both come back without re-initialization, and the restarted services get tokens and read the same
+//! secrets (compared by the digest the example prints, never the value); db's new container gets the
+//! rotated password. OpenBao's audit log shows its self-initialization and edgeseal's certificate
+//! logins, never `sys/init` or `sys/unseal`. `down -v` at the end, and everything is removed on
+//! failure too.
 //!
 //! Network: every container shares the host's network namespace; OpenBao listens on 127.0.0.1 at a
 //! free port, and compose must create no network at all (the daemon has no bridge).
@@ -550,6 +550,7 @@ fn compose_up_serves_own_secrets_refuses_others_and_restarts_without_reinit() {
     );
     assert_eq!(ask_db(db_port, &new_password), "ok", "db accepts the rotated password");
     assert_eq!(ask_db(db_port, &first_password), "denied", "db refuses the old password");
+    assert!(log.contains("a secret changed: signalling the app"), "gate sent the app its signal:\n{log}");
     assert_eq!(log.matches("password-app: listening").count(), 1, "the app was signalled, not restarted:\n{log}");
     assert_eq!(project.containers(Some("db")), [db.clone()], "db's container was not recreated");
     let container = project.inspect(&db);
