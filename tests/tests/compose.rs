@@ -552,15 +552,23 @@ fn compose_up_serves_own_secrets_refuses_others_and_restarts_without_reinit() {
     assert_eq!(ask_db(db_port, &first_password), "denied", "db refuses the old password");
     assert!(log.contains("a secret changed: signalling the app"), "gate sent the app its signal:\n{log}");
     assert_eq!(log.matches("password-app: listening").count(), 1, "the app was signalled, not restarted:\n{log}");
-    assert_eq!(project.containers(Some("db")), [db.clone()], "db's container was not recreated");
+    assert_eq!(project.containers(Some("db")), std::slice::from_ref(&db), "db's container was not recreated");
     let container = project.inspect(&db);
     assert_eq!(container["State"]["StartedAt"], db_started, "db's container was not restarted");
     assert_eq!(container["State"]["Running"], true);
     assert_eq!(container["RestartCount"], 0);
+    // The token server served the values to db's own container (Docker-attested), at start and after
+    // the rotation.
+    let log = project.logs("bootstrapper");
+    let to_db = format!("container=\"{}\" service=db ", &db[..12]);
+    let reads = log.lines().filter(|l| l.contains("event=\"secret_read\"") && l.contains(&to_db)).count();
+    assert!(reads >= 2, "the token server served db's container its secret twice:\n{log}");
     eprintln!(
-        "edgeseal compose test: db: rotated to sha256 {}, picked up {:.1} s after `secrets rotate`",
+        "edgeseal compose test: db: rotated to sha256 {}, picked up {:.1} s after `secrets rotate`; \
+         {reads} secret reads and {} lines naming db in the bootstrapper's log",
         short_sha256(&new_password),
-        db_rotation.as_secs_f64()
+        db_rotation.as_secs_f64(),
+        log.lines().filter(|l| l.contains("service=db")).count()
     );
     // Neither password is on a volume, in a log or in db's configuration; the search finds one that is.
     let passwords = [first_password.as_str(), new_password.as_str()];
