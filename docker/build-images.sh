@@ -8,6 +8,8 @@
 #                                    and /usr/local/bin/bao copied from the OpenBao image (edgeseal/openbao:TAG,
 #                                    or --openbao-image): the bootstrapper runs OpenBao itself
 #   edgeseal/example-service:TAG     FROM edgeseal/security-bootstrap:TAG + /example-service
+#   edgeseal/password-app:TAG        FROM edgeseal/security-bootstrap:TAG + /password-app (an app that
+#                                    reads its password from a file; gate --secret-file writes it)
 #
 # The docker CLI is used as configured (DOCKER_HOST, DOCKER_CONTEXT). The legacy builder is used
 # (DOCKER_BUILDKIT=0, --network none): nothing is pulled.
@@ -27,10 +29,11 @@ usage() {
     cat <<EOF
 usage: docker/build-images.sh [--bin-dir DIR] [--bao PATH] [--openbao-image IMAGE] [--tag TAG] [IMAGE...]
 
-Builds edgeseal/openbao, edgeseal/security-bootstrap and edgeseal/example-service (or the IMAGEs
-named, in that order) offline, tagged TAG (default: \$EDGESEAL_TAG or "local").
+Builds edgeseal/openbao, edgeseal/security-bootstrap, edgeseal/example-service and
+edgeseal/password-app (or the IMAGEs named, in that order) offline, tagged TAG (default:
+\$EDGESEAL_TAG or "local").
 
-  --bin-dir DIR  where security-bootstrap, edgeseal-kdf-hwfp and example-service are
+  --bin-dir DIR  where security-bootstrap, edgeseal-kdf-hwfp, example-service and password-app are
                  (default: target/release if built, else target/debug; build them with
                  \`cargo build --release --workspace --bins\`)
   --bao PATH     the bao binary for edgeseal/openbao (default: \$EDGESEAL_BAO, else the one
@@ -55,14 +58,15 @@ while [ $# -gt 0 ]; do
         --openbao-image) OPENBAO_IMAGE=${2:?--openbao-image needs a value}; shift 2 ;;
         --tag) TAG=${2:?--tag needs a value}; shift 2 ;;
         -h | --help) usage; exit 0 ;;
-        security-bootstrap | openbao | example-service) IMAGES+=("$1"); shift ;;
+        security-bootstrap | openbao | example-service | password-app) IMAGES+=("$1"); shift ;;
         *) usage >&2; exit 64 ;;
     esac
 done
-[ ${#IMAGES[@]} -gt 0 ] || IMAGES=(openbao security-bootstrap example-service)
-# Each image is built after the one it is made from: openbao → security-bootstrap → example-service.
+[ ${#IMAGES[@]} -gt 0 ] || IMAGES=(openbao security-bootstrap example-service password-app)
+# Each image is built after the one it is made from: openbao → security-bootstrap → example-service,
+# password-app.
 ORDERED=()
-for image in openbao security-bootstrap example-service; do
+for image in openbao security-bootstrap example-service password-app; do
     case " ${IMAGES[*]} " in *" $image "*) ORDERED+=("$image") ;; esac
 done
 IMAGES=("${ORDERED[@]}")
@@ -200,6 +204,13 @@ for image in "${IMAGES[@]}"; do
             base "$rootfs" edgeseal-alpha:1000 edgeseal-beta:1001 edgeseal-legacy:2002
             add "$rootfs" "$BIN_DIR/example-service" /example-service
             build example-service "$context" --build-arg "BASE=edgeseal/security-bootstrap:$TAG"
+            ;;
+        password-app)
+            base "$rootfs" edgeseal-db:1003
+            add "$rootfs" "$BIN_DIR/password-app" /password-app
+            # Where compose mounts the tmpfs that gate writes the password file on.
+            dir "$rootfs" /run/secrets 0700
+            build password-app "$context" --build-arg "BASE=edgeseal/security-bootstrap:$TAG"
             ;;
     esac
 done

@@ -3,15 +3,19 @@
 //! `up` runs pki-init → the bootstrapper, which starts OpenBao as its child (static seal, TLS from
 //! pki-init), converges it and serves tokens → the example services. alpha and beta get their own
 //! tokens through the socket (Docker-attested), read their own secret and are refused the other's
-//! (403); legacy does the same with its file token.
+//! (403); legacy does the same with its file token. db is an unmodified app (password-app) that
+//! reads its password from the file `gate --secret-file` writes: it accepts the value the admin reads
+//! (`secrets get` through `compose exec bootstrapper`), and after `secrets rotate` it accepts the new
+//! value and refuses the old one, in the same container (SIGHUP from gate, no rebuild, no recreation).
 //!
 //! The seal key (read from the running OpenBao's environment) is in no file of any compose volume and
-//! in no container log; OpenBao runs inside the bootstrapper container. `docker restart` of the
-//! bootstrapper, and `down` keeping the volumes then `up` again, both come back without
-//! re-initialization, and the restarted services get tokens and read the same secrets (compared by the
-//! digest the example prints, never the value). OpenBao's audit log shows its self-initialization and
-//! edgeseal's certificate logins, never `sys/init` or `sys/unseal`. `down -v` at the end, and
-//! everything is removed on failure too.
+//! in no container log, nor is db's password (old or new); OpenBao runs inside the bootstrapper
+//! container. `docker restart` of the bootstrapper, and `down` keeping the volumes then `up` again,
+//! both come back without re-initialization, and the restarted services get tokens and read the same
+//! secrets (compared by the digest the example prints, never the value); db's new container gets the
+//! rotated password. OpenBao's audit log shows its self-initialization and edgeseal's certificate
+//! logins, never `sys/init` or `sys/unseal`. `down -v` at the end, and everything is removed on
+//! failure too.
 //!
 //! Network: every container shares the host's network namespace; OpenBao listens on 127.0.0.1 at a
 //! free port, and compose must create no network at all (the daemon has no bridge).
@@ -20,8 +24,8 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Read;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -29,10 +33,11 @@ use std::time::{Duration, Instant};
 use edgeseal_tests::compose::{self, Compose, Project};
 use edgeseal_tests::docker::Docker;
 use edgeseal_tests::openbao::bao_binary;
-use edgeseal_tests::ports::free_port_pair;
+use edgeseal_tests::ports::{free_port, free_port_pair};
 use edgeseal_tests::regular_files_below;
 use edgeseal_tests::{poll_until, workspace_binary};
 use secretstore_setup::server_config::SEAL_KEY_ENV;
+use sha2::{Digest, Sha256};
 
 /// The example services and the service whose secret each one must be refused.
 const EXAMPLES: [(&str, &str); 3] = [("alpha", "beta"), ("beta", "alpha"), ("legacy", "alpha")];
@@ -46,6 +51,15 @@ const RESTART_TIMEOUT: Duration = Duration::from_secs(120);
 const ALL_PASSED: &str = "all checks passed";
 /// What the bootstrapper logs once setup is done (with `initialized=…`), once per boot.
 const SETUP_DONE: &str = "setup done";
+/// What password-app (service db) logs, with the first 12 hex digits of its password's SHA-256, at
+/// start and each time it read its password file again.
+const DB_READY: &str = "password-app: ready: password sha256 ";
+/// db's secret, as the admin names it.
+const DB_SECRET: &str = "db/db-password";
+/// The admin socket in the bootstrapper's container (docker/edgeseal.yaml's admin.socket).
+const ADMIN_SOCKET: &str = "/run/edgeseal-admin/admin.sock";
+/// How long gate (checking every 2 s) may take to hand db a rotated password.
+const ROTATION_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn docker_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker")
@@ -61,7 +75,7 @@ impl Images {
     /// Runs docker/build-images.sh against the daemon with this workspace's binaries.
     fn build(docker: &Docker) -> Self {
         let bin_dir = workspace_binary("security-bootstrap").parent().unwrap().to_path_buf();
-        for name in ["edgeseal-kdf-hwfp", "example-service"] {
+        for name in ["edgeseal-kdf-hwfp", "example-service", "password-app"] {
             workspace_binary(name);
         }
         let images = Self { docker: docker.clone(), tag: format!("test-{}", std::process::id()) };
@@ -88,8 +102,10 @@ impl Images {
 
 impl Drop for Images {
     fn drop(&mut self) {
-        let names: Vec<String> =
-            ["example-service", "openbao", "security-bootstrap"].iter().map(|n| self.image(n)).collect();
+        let names: Vec<String> = ["password-app", "example-service", "openbao", "security-bootstrap"]
+            .iter()
+            .map(|n| self.image(n))
+            .collect();
         compose::run(self.docker.cli().args(["rmi", "-f"]).args(&names), Duration::from_secs(60));
     }
 }
@@ -345,6 +361,68 @@ fn wait_healthy(project: &Project, id: &str, boot: usize) {
     healthy.unwrap_or_else(|| panic!("the bootstrapper is not healthy after boot {boot}:\n{}", project.all_logs()));
 }
 
+/// `security-bootstrap ARGS --admin-socket …` run by `compose exec` in the bootstrapper's container
+/// (root in its mount namespace, which the admin socket requires), as an operator runs it; its stdout.
+fn admin(project: &Project, args: &[&str]) -> String {
+    let mut all = vec!["exec", "-T", "bootstrapper", "/usr/local/bin/security-bootstrap"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--admin-socket", ADMIN_SOCKET]);
+    let out = project.run(&all, Duration::from_secs(60));
+    assert!(out.status.success(), "security-bootstrap {args:?} in the bootstrapper ({}): {}", out.status, out.stderr);
+    out.stdout
+}
+
+/// The first 12 hex digits of the SHA-256 of `value`: what password-app logs of its password.
+fn short_sha256(value: &str) -> String {
+    hex::encode(Sha256::digest(value.as_bytes()))[..12].to_string()
+}
+
+/// The digests db logged, in order: one per read of its password file.
+fn db_digests(log: &str) -> Vec<String> {
+    log.lines().filter_map(|l| l.split_once(DB_READY)).map(|(_, digest)| digest.trim().to_string()).collect()
+}
+
+/// What db (password-app on the host's loopback) answers to `password`: `ok` or `denied`.
+fn ask_db(port: u16, password: &str) -> String {
+    let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+        .unwrap_or_else(|e| panic!("db is not listening on 127.0.0.1:{port}: {e}"));
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream.write_all(format!("{password}\n").as_bytes()).unwrap();
+    let mut answer = String::new();
+    BufReader::new(stream).read_line(&mut answer).unwrap();
+    answer.trim_end().to_string()
+}
+
+/// Which files of the project's volumes, and whether the container logs or `docker inspect` of
+/// `container`, hold one of `values` (as text).
+fn holders_of(project: &Project, container: &str, values: &[&str]) -> Vec<String> {
+    let holds = |text: &str| values.iter().any(|v| text.contains(v));
+    let mut holders = Vec::new();
+    for volume in project.volumes() {
+        let root = mountpoint(project.docker(), &volume);
+        for file in regular_files_below(&root) {
+            let bytes = fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            if holds(&String::from_utf8_lossy(&bytes)) {
+                holders.push(format!("{volume}: {}", file.strip_prefix(&root).unwrap().display()));
+            }
+        }
+    }
+    if holds(&project.all_logs()) {
+        holders.push("the container logs".into());
+    }
+    if holds(&project.inspect(container).to_string()) {
+        holders.push(format!("docker inspect {container}"));
+    }
+    holders
+}
+
+/// db's passwords are in no file of any volume, no container log, and not in db's configuration
+/// (environment, command line): only in the file on db's tmpfs and in OpenBao (encrypted).
+fn assert_db_password_nowhere(project: &Project, container: &str, passwords: &[&str]) {
+    let holders = holders_of(project, container, passwords);
+    assert!(holders.is_empty(), "db's password is on a volume, in a log or in docker inspect: {holders:?}");
+}
+
 #[test]
 fn compose_up_serves_own_secrets_refuses_others_and_restarts_without_reinit() {
     let started = Instant::now();
@@ -360,6 +438,7 @@ fn compose_up_serves_own_secrets_refuses_others_and_restarts_without_reinit() {
     // listens there, its cluster on the next port) and this project's name; the machine-id the KDF
     // plug-in fingerprints.
     let port = free_port_pair();
+    let db_port = free_port();
     let work = tempfile::tempdir().unwrap();
     let compose_file = docker_dir().join("docker-compose.yml");
     let project = Project::new(&docker, compose, "edgeseal-compose", &compose_file);
@@ -368,7 +447,7 @@ fn compose_up_serves_own_secrets_refuses_others_and_restarts_without_reinit() {
     let selector = format!("compose_project: {}", project.name());
     render(
         &docker_dir().join("edgeseal.yaml"),
-        &[("https://127.0.0.1:8200", &format!("https://{api}"), 1), ("compose_project: edgeseal", &selector, 2)],
+        &[("https://127.0.0.1:8200", &format!("https://{api}"), 1), ("compose_project: edgeseal", &selector, 3)],
         &config,
     );
     let machine_id_file = work.path().join("machine-id");
@@ -378,7 +457,8 @@ fn compose_up_serves_own_secrets_refuses_others_and_restarts_without_reinit() {
         .env("EDGESEAL_OPENBAO_PORT", port.to_string())
         .env("EDGESEAL_CONFIG", config.display().to_string())
         .env("EDGESEAL_MACHINE_ID", machine_id_file.display().to_string())
-        .env("EDGESEAL_DOCKER_SOCKET", docker.socket().display().to_string());
+        .env("EDGESEAL_DOCKER_SOCKET", docker.socket().display().to_string())
+        .env("EDGESEAL_DB_PORT", db_port.to_string());
 
     // First boot: pki-init, then the bootstrapper starts OpenBao, which initializes itself; the
     // services read their secrets.
@@ -399,7 +479,7 @@ fn compose_up_serves_own_secrets_refuses_others_and_restarts_without_reinit() {
     // Loopback only: every container is in the host's network namespace; compose made no network.
     // No OpenBao container: OpenBao runs inside the bootstrapper's.
     let ids = project.containers(None);
-    assert_eq!(ids.len(), 5, "pki-init, bootstrapper, alpha, beta, legacy");
+    assert_eq!(ids.len(), 6, "pki-init, bootstrapper, alpha, beta, legacy, db");
     for id in &ids {
         let container = project.inspect(id);
         assert_eq!(container["HostConfig"]["NetworkMode"], "host", "{}", container["Name"]);
@@ -442,6 +522,62 @@ fn compose_up_serves_own_secrets_refuses_others_and_restarts_without_reinit() {
     }
     fs::remove_file(&planted).unwrap();
 
+    // db: an unmodified app (password-app) reads its password from the file `gate --secret-file`
+    // wrote on its tmpfs. It accepts the value the admin reads through the bootstrapper's admin socket.
+    let db = project.containers(Some("db")).remove(0);
+    let db_started = project.inspect(&db)["State"]["StartedAt"].clone();
+    let first_password = admin(&project, &["secrets", "get", DB_SECRET]);
+    assert_eq!(first_password.len(), 43, "db's password: 32 generated bytes in base64url");
+    let log = project.wait_for_log("db", RESULTS_TIMEOUT, |log| !db_digests(log).is_empty());
+    assert_eq!(db_digests(&log), [short_sha256(&first_password)], "db uses the password the admin reads:\n{log}");
+    assert_eq!(ask_db(db_port, &first_password), "ok", "db accepts its password");
+    assert_eq!(ask_db(db_port, "not-the-password"), "denied", "db refuses another");
+    eprintln!("edgeseal compose test: db: password sha256 {}", short_sha256(&first_password));
+
+    // `secrets rotate`: gate sees the new version, rewrites the file and sends SIGHUP; the app reads
+    // the new value. Same container, same process: no rebuild, no recreation, no restart.
+    let rotate_started = Instant::now();
+    let rotated = admin(&project, &["secrets", "rotate", DB_SECRET]);
+    assert!(rotated.starts_with(&format!("{DB_SECRET} rotated to version ")), "{rotated}");
+    let new_password = admin(&project, &["secrets", "get", DB_SECRET]);
+    assert!(new_password.len() == 43 && new_password != first_password, "rotate generated a new password");
+    let log = project.wait_for_log("db", ROTATION_TIMEOUT, |log| db_digests(log).len() >= 2);
+    let db_rotation = rotate_started.elapsed();
+    assert_eq!(
+        db_digests(&log),
+        [short_sha256(&first_password), short_sha256(&new_password)],
+        "db read the rotated password once:\n{log}"
+    );
+    assert_eq!(ask_db(db_port, &new_password), "ok", "db accepts the rotated password");
+    assert_eq!(ask_db(db_port, &first_password), "denied", "db refuses the old password");
+    assert!(log.contains("a secret changed: signalling the app"), "gate sent the app its signal:\n{log}");
+    assert_eq!(log.matches("password-app: listening").count(), 1, "the app was signalled, not restarted:\n{log}");
+    assert_eq!(project.containers(Some("db")), std::slice::from_ref(&db), "db's container was not recreated");
+    let container = project.inspect(&db);
+    assert_eq!(container["State"]["StartedAt"], db_started, "db's container was not restarted");
+    assert_eq!(container["State"]["Running"], true);
+    assert_eq!(container["RestartCount"], 0);
+    // The token server served the values to db's own container (Docker-attested), at start and after
+    // the rotation.
+    let log = project.logs("bootstrapper");
+    let to_db = format!("container=\"{}\" service=db ", &db[..12]);
+    let reads = log.lines().filter(|l| l.contains("event=\"secret_read\"") && l.contains(&to_db)).count();
+    assert!(reads >= 2, "the token server served db's container its secret twice:\n{log}");
+    eprintln!(
+        "edgeseal compose test: db: rotated to sha256 {}, picked up {:.1} s after `secrets rotate`; \
+         {reads} secret reads and {} lines naming db in the bootstrapper's log",
+        short_sha256(&new_password),
+        db_rotation.as_secs_f64(),
+        log.lines().filter(|l| l.contains("service=db")).count()
+    );
+    // Neither password is on a volume, in a log or in db's configuration; the search finds one that is.
+    let passwords = [first_password.as_str(), new_password.as_str()];
+    assert_db_password_nowhere(&project, &db, &passwords);
+    fs::write(&planted, format!("x{new_password}y")).unwrap();
+    let holders = holders_of(&project, &db, &passwords);
+    assert_eq!(holders, [format!("{}_openbao-data: planted", project.name())], "the planted password is found");
+    fs::remove_file(&planted).unwrap();
+
     // `docker restart` of the bootstrapper: OpenBao restarts with it and opens itself with the key
     // from the keystore (no re-initialization); the restarted services get new tokens and read the
     // same secrets.
@@ -460,6 +596,7 @@ fn compose_up_serves_own_secrets_refuses_others_and_restarts_without_reinit() {
         assert_eq!(first[service].own_secret, restarted[service].own_secret, "{service}'s secret after docker restart");
     }
     assert_key_nowhere(&project, &key);
+    assert_db_password_nowhere(&project, &db, &passwords);
     assert_audit_without_init_or_unseal(&project, 2);
 
     // `down` keeps the volumes; `up` again: OpenBao opens itself, not re-initialized, same secrets.
@@ -483,6 +620,13 @@ fn compose_up_serves_own_secrets_refuses_others_and_restarts_without_reinit() {
         );
     }
     assert_key_nowhere(&project, &key);
+    // db's new container gets the rotated password: it is the service's secret in OpenBao, not the image's.
+    let db = project.containers(Some("db")).remove(0);
+    let log = project.wait_for_log("db", RESULTS_TIMEOUT, |log| !db_digests(log).is_empty());
+    assert_eq!(db_digests(&log), [short_sha256(&new_password)], "db after down/up:\n{log}");
+    assert_eq!(ask_db(db_port, &new_password), "ok", "db accepts the rotated password after down/up");
+    assert_eq!(ask_db(db_port, &first_password), "denied", "db refuses the old password after down/up");
+    assert_db_password_nowhere(&project, &db, &passwords);
     assert_audit_without_init_or_unseal(&project, 3);
 
     // `down -v` removes everything.
