@@ -8,8 +8,9 @@
 //!   selector is its uid and its executable, a copy of `token-load` named for the service); each get
 //!   is a new connection, `GET /v1/secrets/db-password`, and the server reads with the service's
 //!   cached shared token. The case the target is about.
-//! * (s2) the same for service `fresh` (no `reuse`): the server creates a token for this read, reads,
-//!   and revokes it before answering.
+//! * (s2) the same for service `fresh` (no `reuse`), run as uid 4242 through `setpriv` (the config
+//!   refuses two services that only the executable tells apart): the server creates a token for
+//!   this read, reads, and revokes it before answering. So the bench runs as root.
 //! * (d1) without edgeseal: an AppRole login (auth/bench-approle, a role with the same policy and
 //!   TTL) then the KV read over TLS, per get, on a pooled client (what a service does that logs in
 //!   for each read, or a script with a role_id/secret_id).
@@ -63,6 +64,8 @@ const TTL_SECS: u64 = 3600;
 const APPROLE_MOUNT: &str = "bench-approle";
 /// The secret every scenario reads (in the folder of the service it reads as).
 const SECRET: &str = "db-password";
+/// The uid (s2)'s load runs as (through `setpriv`; the bench runs as root).
+const FRESH_UID: u32 = 4242;
 /// Its value: 32 bytes, written to both services' folders before the run.
 const VALUE: &str = "bench19-secret-value-32-bytes-ok";
 
@@ -196,7 +199,7 @@ fn main() {
     let socket_load = |scenario: Scenario, n: usize, cpu: &mut Cpu| -> Load {
         let name = if scenario == Scenario::S1 { "shared" } else { "fresh" };
         let before = Cpu::sample(server_pid, bao_pid);
-        let load = run_socket_load(&exe(name), &socket, n, secs);
+        let load = run_socket_load(&exe(name), uid_of(name), &socket, n, secs);
         cpu.add(&before, &Cpu::sample(server_pid, bao_pid));
         load
     };
@@ -274,9 +277,17 @@ fn c0_client_cached_get() -> Option<&'static str> {
 
 // ---- the load -------------------------------------------------------------------------------------
 
-/// `token-load --method GET` as `exe` (a copy named for the service), on the host: one load run.
-fn run_socket_load(exe: &Path, socket: &Path, concurrency: usize, secs: f64) -> Load {
-    let out = Command::new(exe)
+/// `token-load --method GET` as `exe` (a copy named for the service) and `uid`, on the host: one
+/// load run.
+fn run_socket_load(exe: &Path, uid: u32, socket: &Path, concurrency: usize, secs: f64) -> Load {
+    let mut command = if uid == nix::unistd::geteuid().as_raw() {
+        Command::new(exe)
+    } else {
+        let mut c = Command::new("setpriv");
+        c.arg(format!("--reuid={uid}")).arg(format!("--regid={uid}")).arg("--clear-groups").arg(exe);
+        c
+    };
+    let out = command
         .arg("--socket")
         .arg(socket)
         .args(["--method", "GET", "--path", &format!("/v1/secrets/{SECRET}"), "--raw"])
@@ -633,8 +644,18 @@ fn shares(device: &Device) -> Vec<Vec<u8>> {
     open(&file, &kek).unwrap().shares().iter().map(|s| s.expose().to_vec()).collect()
 }
 
-/// The device's `edgeseal.yaml` plus the token server's part: unix selectors (this uid, the
-/// service's copy of the load generator), `reuse` for `shared`, no Docker, no rate limit.
+/// The uid each service's load runs as: the config refuses two services that only the executable
+/// tells apart (a process of one could exec the other's), so `fresh` runs as another uid.
+fn uid_of(service: &str) -> u32 {
+    if service == "fresh" {
+        FRESH_UID
+    } else {
+        nix::unistd::geteuid().as_raw()
+    }
+}
+
+/// The device's `edgeseal.yaml` plus the token server's part: unix selectors (the service's uid and
+/// its copy of the load generator), `reuse` for `shared`, no Docker, no rate limit.
 fn write_server_config(
     device: &Device,
     setup: &secretstore_setup::setup::Setup,
@@ -642,8 +663,8 @@ fn write_server_config(
     exe: &dyn Fn(&str) -> PathBuf,
 ) -> PathBuf {
     let mut config = device.config(setup);
-    let uid = nix::unistd::geteuid().as_raw();
     for (name, reuse) in [("shared", true), ("fresh", false)] {
+        let uid = uid_of(name);
         let service = config.services.get_mut(&ServiceName(name.into()));
         let service = service.unwrap_or_else(|| panic!("the base config has no service {name}"));
         let unix = UnixSelector { uid: Some(uid), path: Some(exe(name)), ..Default::default() };
