@@ -143,7 +143,9 @@ fn main() {
     println!("  load client:  copies of {} (one thread, C requests in flight)", load.display());
     println!("  OpenBao:      {}", bao_version(&bao_binary()));
     println!("  machine:      {} CPUs, load average at start {}", cpus(), loadavg());
-    println!("  each scenario: {rounds} rounds x {secs} s, interleaved (BENCH_ROUNDS, BENCH_SECONDS); BENCH_ONLY={only}");
+    println!(
+        "  each scenario: {rounds} rounds x {secs} s, interleaved (BENCH_ROUNDS, BENCH_SECONDS); BENCH_ONLY={only}"
+    );
 
     // OpenBao with two services: `shared` (reuse) and `fresh` (a token per read), one secret each.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -181,6 +183,9 @@ fn main() {
     let server = start_server(&bootstrap, &config, &socket, &server_log);
     let (server_pid, bao_pid) = (server.pid(), bao.pid().unwrap_or(0));
     println!("  raft storage: {} ({})", bao.dir().display(), fs_type(bao.dir()));
+    println!(
+        "  pids:         token server {server_pid}, OpenBao {bao_pid} (to profile: BENCH_ONLY=s1 and perf record -p)"
+    );
     println!();
 
     // What is measured is what is meant: each path answers the value (checked again on every direct get).
@@ -213,9 +218,7 @@ fn main() {
                 let i = row_index(scenario, n);
                 let start = SystemTime::now();
                 let load = match scenario {
-                    Scenario::S1 | Scenario::S2 => {
-                        socket_load(scenario, n, cpu.entry(scenario.key()).or_default())
-                    }
+                    Scenario::S1 | Scenario::S2 => socket_load(scenario, n, cpu.entry(scenario.key()).or_default()),
                     Scenario::D1 => rt.block_on(d1_op.clone().run(n, secs)),
                     Scenario::D2 => rt.block_on(d2_op.clone().run(n, secs)),
                 };
@@ -247,11 +250,15 @@ fn main() {
     println!();
     println!("notes:");
     println!("  * Latency is per get as the caller sees it: (s1)/(s2) connect to the socket .. last body byte");
-    println!("    (a new connection per get); (d1)/(d2) first request .. last body byte on kept-alive TLS connections.");
+    println!(
+        "    (a new connection per get); (d1)/(d2) first request .. last body byte on kept-alive TLS connections."
+    );
     println!("  * (d1) leaves each login's token to expire at its TTL (revoking it would be a 3rd request per get);");
     println!("    (s2) revokes its token before answering; (s1) and (d2) create no token.");
     println!("  * (d1)/(d2) need a role_id and secret_id delivered to the service; (s1)/(s2) need no credential.");
-    println!("  * The bench config raises token_server.rate_per_second/rate_burst to 1000000 (defaults: 50/s, burst 100).");
+    println!(
+        "  * The bench config raises token_server.rate_per_second/rate_burst to 1000000 (defaults: 50/s, burst 100)."
+    );
     println!(
         "  * Client, token server and OpenBao share {} CPUs (load average at the end {}). The run took {:.0} s.",
         cpus(),
@@ -297,8 +304,9 @@ fn run_socket_load(exe: &Path, uid: u32, socket: &Path, concurrency: usize, secs
         .output()
         .unwrap_or_else(|e| panic!("running {}: {e}", exe.display()));
     let text = String::from_utf8_lossy(&out.stdout);
-    let report: Value = serde_json::from_str(text.trim())
-        .unwrap_or_else(|e| panic!("{} printed no JSON ({e}): {}", exe.display(), String::from_utf8_lossy(&out.stderr)));
+    let report: Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!("{} printed no JSON ({e}): {}", exe.display(), String::from_utf8_lossy(&out.stderr))
+    });
     assert!(
         out.status.success(),
         "{} failed: statuses {} warm-up {} first error {}",
@@ -335,7 +343,11 @@ impl Direct {
     async fn once(&self) -> Result<(), String> {
         let token = match (&self.login, &self.token) {
             (Some((role_id, secret_id)), _) => {
-                self.client.approle_login(APPROLE_MOUNT, role_id, secret_id).await.map_err(|e| e.to_string())?.client_token
+                self.client
+                    .approle_login(APPROLE_MOUNT, role_id, secret_id)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .client_token
             }
             (None, Some(token)) => token.clone(),
             (None, None) => return Err("neither a login nor a token".into()),
@@ -476,7 +488,8 @@ fn print_verdict(rows: &[Row], s1_d1: bool, s1_d2: bool) {
         (a.p(50.0) as f64 / b.p(50.0).max(1) as f64, paired(a, b))
     };
     if s1_d1 {
-        let ((r1, spread1), (r8, spread8)) = (ratio(Scenario::S1, Scenario::D1, 1), ratio(Scenario::S1, Scenario::D1, 8));
+        let ((r1, spread1), (r8, spread8)) =
+            (ratio(Scenario::S1, Scenario::D1, 1), ratio(Scenario::S1, Scenario::D1, 8));
         println!(
             "{target}: {} (1 client {r1:.2}x, 8 clients {r8:.2}x)",
             verdict(r1 <= TARGET_S1_D1 && r8 <= TARGET_S1_D1)
@@ -486,8 +499,11 @@ fn print_verdict(rows: &[Row], s1_d1: bool, s1_d2: bool) {
         println!("{target}: not run (BENCH_ONLY)");
     }
     if s1_d2 {
-        let ((r1, spread1), (r8, spread8)) = (ratio(Scenario::S1, Scenario::D2, 1), ratio(Scenario::S1, Scenario::D2, 8));
-        println!("(s1)/(d2) p50, no target (the floor: a read with a held token): 1 client {r1:.2}x, 8 clients {r8:.2}x");
+        let ((r1, spread1), (r8, spread8)) =
+            (ratio(Scenario::S1, Scenario::D2, 1), ratio(Scenario::S1, Scenario::D2, 8));
+        println!(
+            "(s1)/(d2) p50, no target (the floor: a read with a held token): 1 client {r1:.2}x, 8 clients {r8:.2}x"
+        );
         println!("  same-round (s1)/(d2) p50 ratios, median [min..max]: 1 client {spread1}; 8 clients {spread8}");
     }
 }
@@ -557,8 +573,12 @@ fn print_requests(rows: &[Row], audited: &[Audited]) {
         let total: u64 = audit.by_path.values().sum();
         let inside = audit.inside_us as f64 / gets;
         let mean = row.latencies_us.iter().sum::<u64>() as f64 / row.ok.max(1) as f64;
-        let paths: Vec<String> =
-            audit.by_path.iter().map(|(path, n)| format!("{path} {:.2}", *n as f64 / gets)).collect();
+        // A request made once for the whole run (the shared token's creation) is shown as a count.
+        let per_get = |n: u64| match n as f64 / gets {
+            r if r < 0.01 => format!("{n} in {gets:.0} gets"),
+            r => format!("{r:.2}"),
+        };
+        let paths: Vec<String> = audit.by_path.iter().map(|(path, n)| format!("{path} {}", per_get(*n))).collect();
         println!(
             "{:<38} {:>7} {:>9.2} {:>12} {:>13} {:>10}  {}",
             row.label(),
