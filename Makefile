@@ -41,6 +41,7 @@ bench: test-deps
 	EDGESEAL_BAO="$$(scripts/ensure-deps.sh --bao-path)" $(CARGO) bench --locked -p edgeseal-tests --bench boot
 	EDGESEAL_BAO="$$(scripts/ensure-deps.sh --bao-path)" $(CARGO) bench --locked -p edgeseal-tests --bench admin
 	EDGESEAL_BAO="$$(scripts/ensure-deps.sh --bao-path)" $(CARGO) bench --locked -p edgeseal-tests --bench backup
+	EDGESEAL_BAO="$$(scripts/ensure-deps.sh --bao-path)" $(CARGO) bench --locked -p edgeseal-tests --bench secrets
 	$(CARGO) run --release --locked -p edgeseal-client --example cached_get
 
 ## make run: install what is missing, build, and run the whole boot against a supervised local OpenBao.

@@ -2,7 +2,8 @@
 //! container so that every request is Docker-attested.
 //!
 //! Each request is what a service's entrypoint does: connect to the socket, `POST /v1/token` over
-//! HTTP/1.1, read the whole answer, close. `--concurrency C` workers do this in a loop on one thread
+//! HTTP/1.1, read the whole answer, close. `--method GET --path /v1/secrets/<name>` reads a secret
+//! instead (`benches/secrets.rs`, run on the host and attested by uid and executable). `--concurrency C` workers do this in a loop on one thread
 //! (a current-thread runtime, so the load generator takes at most one CPU away from the server) until
 //! `--requests N` have been sent or `--duration SECS` has passed, whichever comes first. `--warmup W`
 //! requests are sent one by one before the clock starts and are not counted.
@@ -10,7 +11,7 @@
 //! Prints one JSON object on stdout: counts per status, throughput, latency percentiles in
 //! microseconds (connect to last body byte), how many distinct token accessors were returned (every
 //! request gets its own token, or all share one; a batch token, which has no accessor, counts as
-//! `batch:<hash of the token>`), one sample accessor (accessors are not secrets; the token itself is
+//! `batch:<hash of the token>`; a secret counts as `secret:v<version>`), one sample accessor (accessors are not secrets; the token itself is
 //! never printed), the first error seen, and with `--raw` every latency.
 //! Exit codes: 0 all requests answered 200, 1 some failed, 64 bad usage.
 //!
@@ -34,7 +35,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 
 const USAGE: &str = "usage: token-load --socket PATH [--requests N] [--duration SECS] [--concurrency C] \
-                     [--warmup W] [--path /v1/token] [--raw] | token-load --socket PATH --hold N";
+                     [--warmup W] [--path /v1/token] [--method POST|GET] [--raw] | token-load --socket PATH --hold N";
 
 struct Args {
     socket: PathBuf,
@@ -43,6 +44,7 @@ struct Args {
     concurrency: usize,
     warmup: u64,
     path: String,
+    method: Method,
     raw: bool,
     hold: Option<u64>,
 }
@@ -55,6 +57,7 @@ fn parse_args() -> Result<Args, String> {
         concurrency: 1,
         warmup: 0,
         path: "/v1/token".into(),
+        method: Method::POST,
         raw: false,
         hold: None,
     };
@@ -76,6 +79,11 @@ fn parse_args() -> Result<Args, String> {
             "--concurrency" => args.concurrency = usize::try_from(number(&value)?.max(1)).unwrap_or(1),
             "--warmup" => args.warmup = number(&value)?,
             "--path" => args.path = value,
+            "--method" => match value.as_str() {
+                "POST" => args.method = Method::POST,
+                "GET" => args.method = Method::GET,
+                _ => return Err(format!("--method {value}: POST or GET")),
+            },
             "--hold" => args.hold = Some(number(&value)?),
             _ => return Err(format!("unknown argument {flag}")),
         }
@@ -99,8 +107,8 @@ struct Outcome {
     detail: String,
 }
 
-/// Connect, POST, read the whole answer.
-async fn fetch(socket: &std::path::Path, path: &str) -> Outcome {
+/// Connect, send (a POST without a body, or a GET), read the whole answer.
+async fn fetch(socket: &std::path::Path, method: &Method, path: &str) -> Outcome {
     let failed = |e: String| Outcome { status: None, detail: e };
     let stream = match UnixStream::connect(socket).await {
         Ok(stream) => stream,
@@ -111,12 +119,11 @@ async fn fetch(socket: &std::path::Path, path: &str) -> Outcome {
         Err(e) => return failed(format!("handshake: {e}")),
     };
     tokio::task::spawn_local(connection);
-    let request = Request::builder()
-        .method(Method::POST)
-        .uri(path)
-        .header("host", "localhost")
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::new()));
+    let mut request = Request::builder().method(method.clone()).uri(path).header("host", "localhost");
+    if method == Method::POST {
+        request = request.header("content-type", "application/json");
+    }
+    let request = request.body(Full::new(Bytes::new()));
     let request = match request {
         Ok(request) => request,
         Err(e) => return failed(format!("request: {e}")),
@@ -131,7 +138,10 @@ async fn fetch(socket: &std::path::Path, path: &str) -> Outcome {
         Err(e) => return failed(format!("body: {e}")),
     };
     let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-    let detail = if status == 200 {
+    let detail = if status == 200 && json.get("auth").is_none() && json["data"].is_object() {
+        // A secret: its version tells reads apart, never its value.
+        format!("secret:v{}", json["version"].as_u64().unwrap_or(0))
+    } else if status == 200 {
         match json["auth"]["accessor"].as_str().filter(|a| !a.is_empty()) {
             Some(accessor) => accessor.to_string(),
             // A batch token has no accessor: a hash of the token tells tokens apart without printing it.
@@ -188,7 +198,7 @@ async fn run(args: Args) -> (serde_json::Value, bool) {
     let tally = Rc::new(std::cell::RefCell::new(Tally::default()));
     let mut warm = Tally::default();
     for _ in 0..args.warmup {
-        warm.record(fetch(&args.socket, &args.path).await, None);
+        warm.record(fetch(&args.socket, &args.method, &args.path).await, None);
     }
     let issued = Rc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -199,7 +209,7 @@ async fn run(args: Args) -> (serde_json::Value, bool) {
         workers.push(tokio::task::spawn_local(async move {
             while Instant::now() < deadline && issued.fetch_add(1, Ordering::Relaxed) < args.requests {
                 let t0 = Instant::now();
-                let outcome = fetch(&args.socket, &args.path).await;
+                let outcome = fetch(&args.socket, &args.method, &args.path).await;
                 let took = t0.elapsed();
                 tally.borrow_mut().record(outcome, Some(took));
             }
