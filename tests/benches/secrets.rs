@@ -42,16 +42,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use edgeseal_tests::bench::{bao_version, cpus, loadavg, verdict};
-use edgeseal_tests::device::{service, Device, DEVICE_IKM};
+use edgeseal_tests::bench::{self, bao_version, cpus, loadavg, verdict};
+use edgeseal_tests::device::{service, Device};
 use edgeseal_tests::openbao::{bao_binary, OpenBao};
 use edgeseal_tests::pki::TestPki;
-use edgeseal_tests::process::ChildGuard;
-use edgeseal_tests::token_server::raw_request;
 use openbao_client::api::sys::GenerateRoot;
 use openbao_client::{Client, SecretString, Token};
-use secretstore_setup::keystore::{derive_file_kek, open};
-use secretstore_setup::KeystoreDir;
 use security_bootstrap::config::ServiceName;
 use serde_json::{json, Map, Value};
 use token_server::config::{Selectors, ServerConfig, UnixSelector};
@@ -125,8 +121,8 @@ impl Scenario {
 fn main() {
     let bootstrap = edgeseal_tests::release::release_binary("security-bootstrap");
     let load = PathBuf::from(env!("CARGO_BIN_EXE_token-load"));
-    let secs = env_number("BENCH_SECONDS", 1.2);
-    let rounds = env_number("BENCH_ROUNDS", 5.0) as usize;
+    let secs = bench::env_number("BENCH_SECONDS", 1.2);
+    let rounds = bench::env_number("BENCH_ROUNDS", 5.0) as usize;
     assert!(secs > 0.0 && rounds >= 1, "BENCH_SECONDS must be > 0 and BENCH_ROUNDS >= 1");
     let only = std::env::var("BENCH_ONLY").unwrap_or_else(|_| "s1,s2,d1,d2".into());
     let chosen: HashSet<&str> = only.split(',').map(str::trim).collect();
@@ -163,13 +159,18 @@ fn main() {
     // A root token from the unseal shares (revoked at the end): the same 32-byte value in both
     // folders, and the AppRole of the alternative, with the policy of service `shared`.
     let root = rt
-        .block_on(client.generate_root(GenerateRoot::Unauthenticated, shares(&device).iter().map(Vec::as_slice)))
+        .block_on(
+            client.generate_root(
+                GenerateRoot::Unauthenticated,
+                bench::keystore_shares(&device).iter().map(Vec::as_slice),
+            ),
+        )
         .unwrap();
     let data = Map::from_iter([("value".to_string(), json!(VALUE))]);
     for name in ["shared", "fresh"] {
         rt.block_on(client.kv_write(&root, &mount, &path_of(name), &data, None)).unwrap();
     }
-    let (role_id, secret_id) = rt.block_on(approle(&client, &root));
+    let (role_id, secret_id) = rt.block_on(bench::approle(&client, &root, APPROLE_MOUNT, "shared", TTL_SECS));
 
     // The load generator as each service's executable (the unix selector is uid + path).
     let run_dir = tempfile::tempdir().unwrap();
@@ -182,9 +183,9 @@ fn main() {
     let socket = run_dir.path().join("token.sock");
     let config = write_server_config(&device, &setup, &socket, &exe);
     let server_log = run_dir.path().join("token-server.log");
-    let server = start_server(&bootstrap, &config, &socket, &server_log);
+    let server = bench::start_token_server(&bootstrap, &config, &socket, &server_log);
     let (server_pid, bao_pid) = (server.pid(), bao.pid().unwrap_or(0));
-    println!("  raft storage: {} ({})", bao.dir().display(), fs_type(bao.dir()));
+    println!("  raft storage: {} ({})", bao.dir().display(), bench::fs_type(bao.dir()));
     println!(
         "  pids:         token server {server_pid}, OpenBao {bao_pid} (to profile: BENCH_ONLY=s1 and perf record -p)"
     );
@@ -430,7 +431,7 @@ impl Row {
 
     fn add(&mut self, mut load: Load) {
         load.latencies_us.sort_unstable();
-        self.round_p50.push(percentile(&load.latencies_us, 50.0));
+        self.round_p50.push(bench::nearest_rank_us(&load.latencies_us, 50.0));
         self.latencies_us.extend(load.latencies_us);
         self.latencies_us.sort_unstable();
         self.ok += load.ok;
@@ -440,7 +441,7 @@ impl Row {
     }
 
     fn p(&self, p: f64) -> u64 {
-        percentile(&self.latencies_us, p)
+        bench::nearest_rank_us(&self.latencies_us, p)
     }
 
     fn rate(&self) -> f64 {
@@ -626,33 +627,6 @@ fn stat_ticks(pid: u32) -> u64 {
 
 // ---- set-up ---------------------------------------------------------------------------------------
 
-/// The AppRole a user would give the service instead: service `shared`'s policy, the same TTL.
-async fn approle(client: &Client, root: &Token) -> (String, SecretString) {
-    client.enable_auth(root, APPROLE_MOUNT, "approle").await.unwrap();
-    let role = json!({
-        "token_policies": ["edgeseal-svc-shared"],
-        "token_ttl": TTL_SECS,
-        "token_max_ttl": TTL_SECS,
-        "token_type": "service",
-        "secret_id_ttl": 0,
-        "secret_id_num_uses": 0,
-        "bind_secret_id": true,
-    });
-    client.write_approle(root, APPROLE_MOUNT, "shared", &role).await.unwrap();
-    let role_id = client.approle_role_id(root, APPROLE_MOUNT, "shared").await.unwrap();
-    let secret_id = client.create_secret_id(root, APPROLE_MOUNT, "shared").await.unwrap().secret_id;
-    (role_id, secret_id)
-}
-
-/// The unseal shares from the device's keystore (to generate a root token for the set-up).
-fn shares(device: &Device) -> Vec<Vec<u8>> {
-    let store = KeystoreDir::new(device.keystore_dir());
-    let file = store.read().unwrap().unwrap();
-    let ikm = kdf_plugins::Ikm::new(hex::decode(DEVICE_IKM).unwrap());
-    let kek = derive_file_kek(&file, &ikm).unwrap();
-    open(&file, &kek).unwrap().shares().iter().map(|s| s.expose().to_vec()).collect()
-}
-
 /// The uid each service's load runs as: the config refuses two services that only the executable
 /// tells apart (a process of one could exec the other's), so `fresh` runs as another uid.
 fn uid_of(service: &str) -> u32 {
@@ -690,48 +664,7 @@ fn write_server_config(
     device.write_yaml(&config)
 }
 
-/// Starts `security-bootstrap token-server` and waits until `GET /v1/health` answers 200.
-fn start_server(bootstrap: &Path, config: &Path, socket: &Path, log: &Path) -> ChildGuard {
-    let out = fs::File::create(log).unwrap();
-    let mut command = Command::new(bootstrap);
-    command.args(["token-server", "--config"]).arg(config).env_clear().env("PATH", "/usr/bin:/bin");
-    if let Some(filter) = std::env::var_os("EDGESEAL_LOG") {
-        command.env("EDGESEAL_LOG", filter);
-    }
-    let child = command
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {}: {e}", bootstrap.display()));
-    let mut guard = ChildGuard::new("token-server", child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = guard.exited() {
-            panic!("the token server exited ({status}):\n{}", fs::read_to_string(log).unwrap_or_default());
-        }
-        if socket.exists() {
-            let (status, body) =
-                raw_request(socket, b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-            if status == 200 {
-                return guard;
-            }
-            assert!(Instant::now() < deadline, "token server health: {status} {body}");
-        }
-        assert!(Instant::now() < deadline, "the token server did not listen on {} within 30 s", socket.display());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 // ---- small helpers --------------------------------------------------------------------------------
-
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
 
 fn ms(us: u64) -> String {
     format!("{:.2} ms", us as f64 / 1000.0)
@@ -739,26 +672,4 @@ fn ms(us: u64) -> String {
 
 fn ms_signed(us: f64) -> String {
     format!("{:+.2} ms", us / 1000.0)
-}
-
-fn env_number(name: &str, default: f64) -> f64 {
-    std::env::var(name)
-        .ok()
-        .map(|v| v.parse().unwrap_or_else(|_| panic!("{name}={v} is not a number")))
-        .unwrap_or(default)
-}
-
-/// The filesystem type of the mount holding `dir` (from /proc/self/mounts, longest prefix).
-fn fs_type(dir: &Path) -> String {
-    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    mounts
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split(' ');
-            let (_, point, kind) = (f.next()?, f.next()?, f.next()?);
-            dir.starts_with(point).then(|| (point.len(), kind.to_string()))
-        })
-        .max()
-        .map(|(_, kind)| kind)
-        .unwrap_or_else(|| "unknown".into())
 }

@@ -38,22 +38,18 @@ use std::collections::HashSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use edgeseal_tests::bench::{bao_version, cpus, loadavg, verdict};
-use edgeseal_tests::device::{service, Device, DEVICE_IKM};
+use edgeseal_tests::bench::{self, bao_version, cpus, loadavg, verdict};
+use edgeseal_tests::device::{service, Device};
 use edgeseal_tests::docker::{Docker, RunSpec};
 use edgeseal_tests::openbao::{bao_binary, OpenBao};
 use edgeseal_tests::pki::TestPki;
-use edgeseal_tests::process::ChildGuard;
-use edgeseal_tests::token_server::{issuer_token, raw_request};
+use edgeseal_tests::token_server::issuer_token;
 use openbao_client::api::sys::GenerateRoot;
 use openbao_client::{Client, SecretString, Token};
-use secretstore_setup::keystore::{derive_file_kek, open};
-use secretstore_setup::KeystoreDir;
 use security_bootstrap::config::ServiceName;
 use serde_json::{json, Map, Value};
 use token_server::config::{DockerSelector, ServerConfig};
@@ -80,10 +76,10 @@ const APPROLE_MOUNT: &str = "bench-approle";
 fn main() {
     let bootstrap = bootstrap_binary();
     let load = PathBuf::from(env!("CARGO_BIN_EXE_token-load"));
-    let secs = env_number("BENCH_SECONDS", 1.2);
+    let secs = bench::env_number("BENCH_SECONDS", 1.2);
     let only = std::env::var("BENCH_ONLY").unwrap_or_else(|_| "abcde".into());
     let on = |scenario: char| only.contains(scenario);
-    let rounds = env_number("BENCH_ROUNDS", 5.0) as usize;
+    let rounds = bench::env_number("BENCH_ROUNDS", 5.0) as usize;
     assert!(secs > 0.0 && rounds >= 1, "BENCH_SECONDS must be > 0 and BENCH_ROUNDS >= 1");
     let wall = Instant::now();
 
@@ -104,7 +100,7 @@ fn main() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let pki = TestPki::new();
     let bao = OpenBao::start(&pki);
-    println!("  raft storage: {} ({})", bao.dir().display(), fs_type(bao.dir()));
+    println!("  raft storage: {} ({})", bao.dir().display(), bench::fs_type(bao.dir()));
     let device = Device::new();
     let mut batch = service("batch", &["db-password"], None);
     batch.token.kind = secretstore_setup::config::TokenType::Batch;
@@ -122,7 +118,7 @@ fn main() {
     let socket = run_dir.path().join("token.sock");
     let config = write_server_config(&device, &setup, &socket, &docker.socket());
     let server_log = run_dir.path().join("token-server.log");
-    let server = start_server(&bootstrap, &config, &socket, &server_log);
+    let server = bench::start_token_server(&bootstrap, &config, &socket, &server_log);
     let pid = server.pid();
     std::thread::sleep(Duration::from_secs(1));
     let idle = proc_status(pid);
@@ -136,9 +132,14 @@ fn main() {
     // The alternative's credentials: an AppRole with the service's policy, made with a root token
     // generated from the unseal shares (revoked at the end).
     let root = rt
-        .block_on(client.generate_root(GenerateRoot::Unauthenticated, shares(&device).iter().map(Vec::as_slice)))
+        .block_on(
+            client.generate_root(
+                GenerateRoot::Unauthenticated,
+                bench::keystore_shares(&device).iter().map(Vec::as_slice),
+            ),
+        )
         .unwrap();
-    let (role_id, secret_id) = rt.block_on(approle(&client, &root));
+    let (role_id, secret_id) = rt.block_on(bench::approle(&client, &root, APPROLE_MOUNT, "fresh", TTL_SECS));
 
     let socket_in_container = "/run/edgeseal/token.sock";
     let run_load = |label: &str, concurrency: usize, sampler: &mut Peak| -> Load {
@@ -371,7 +372,7 @@ fn main() {
     println!("  * Creating a service token is a raft write (token entry + lease, bolt fsync; RECIPES 1.d): (a), (c)");
     println!(
         "    and (d) are bound by OpenBao's storage, here raft on {}; the harness's OpenBao also",
-        fs_type(bao.dir())
+        bench::fs_type(bao.dir())
     );
     println!("    writes a file audit log line per request and response. A batch token (e) is never stored.");
     println!("  * The bench config raises token_server.rate_per_second/rate_burst to 1000000: the defaults (50/s,");
@@ -501,7 +502,7 @@ fn print_split(rows: &[Row], inside: &[Vec<u64>]) {
             "{:<36} {:>7} {:>13} {:>14} {:>12} {:>16}",
             row.label,
             row.clients,
-            ms(percentile(&sorted, 50.0)),
+            ms(bench::nearest_rank_us(&sorted, 50.0)),
             ms(bao),
             ms(caller),
             ms_diff(caller, bao)
@@ -539,7 +540,7 @@ impl Row {
     }
 
     fn add(&mut self, load: Load) {
-        self.round_p50.push(percentile(&load.latencies_us, 50.0));
+        self.round_p50.push(bench::nearest_rank_us(&load.latencies_us, 50.0));
         self.latencies_us.extend(load.latencies_us);
         self.latencies_us.sort_unstable();
         self.ok += load.ok;
@@ -550,7 +551,7 @@ impl Row {
     }
 
     fn p(&self, p: f64) -> u64 {
-        percentile(&self.latencies_us, p)
+        bench::nearest_rank_us(&self.latencies_us, p)
     }
 
     fn rate(&self) -> f64 {
@@ -691,33 +692,6 @@ impl Op {
     }
 }
 
-/// The AppRole a user would give the service instead: the service's policy, the same TTL.
-async fn approle(client: &Client, root: &Token) -> (String, SecretString) {
-    client.enable_auth(root, APPROLE_MOUNT, "approle").await.unwrap();
-    let role = json!({
-        "token_policies": ["edgeseal-svc-fresh"],
-        "token_ttl": TTL_SECS,
-        "token_max_ttl": TTL_SECS,
-        "token_type": "service",
-        "secret_id_ttl": 0,
-        "secret_id_num_uses": 0,
-        "bind_secret_id": true,
-    });
-    client.write_approle(root, APPROLE_MOUNT, "fresh", &role).await.unwrap();
-    let role_id = client.approle_role_id(root, APPROLE_MOUNT, "fresh").await.unwrap();
-    let secret_id = client.create_secret_id(root, APPROLE_MOUNT, "fresh").await.unwrap().secret_id;
-    (role_id, secret_id)
-}
-
-/// The unseal shares from the device's keystore (to generate a root token for the AppRole setup).
-fn shares(device: &Device) -> Vec<Vec<u8>> {
-    let store = KeystoreDir::new(device.keystore_dir());
-    let file = store.read().unwrap().unwrap();
-    let ikm = kdf_plugins::Ikm::new(hex::decode(DEVICE_IKM).unwrap());
-    let kek = derive_file_kek(&file, &ikm).unwrap();
-    open(&file, &kek).unwrap().shares().iter().map(|s| s.expose().to_vec()).collect()
-}
-
 /// The device's `edgeseal.yaml` plus what the token server needs: selectors, `reuse`, its section.
 fn write_server_config(
     device: &Device,
@@ -742,39 +716,6 @@ fn write_server_config(
         ..ServerConfig::default()
     };
     device.write_yaml(&config)
-}
-
-/// Starts `security-bootstrap token-server` and waits until `GET /v1/health` answers 200.
-fn start_server(bootstrap: &Path, config: &Path, socket: &Path, log: &Path) -> ChildGuard {
-    let out = fs::File::create(log).unwrap();
-    let mut command = Command::new(bootstrap);
-    command.args(["token-server", "--config"]).arg(config).env_clear().env("PATH", "/usr/bin:/bin");
-    if let Some(filter) = std::env::var_os("EDGESEAL_LOG") {
-        command.env("EDGESEAL_LOG", filter);
-    }
-    let child = command
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {}: {e}", bootstrap.display()));
-    let mut guard = ChildGuard::new("token-server", child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = guard.exited() {
-            panic!("the token server exited ({status}):\n{}", fs::read_to_string(log).unwrap_or_default());
-        }
-        if socket.exists() {
-            let (status, body) =
-                raw_request(socket, b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-            if status == 200 {
-                return guard;
-            }
-            assert!(Instant::now() < deadline, "token server health: {status} {body}");
-        }
-        assert!(Instant::now() < deadline, "the token server did not listen on {} within 30 s", socket.display());
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// VmRSS, VmHWM (kB) and thread count of a process.
@@ -888,14 +829,6 @@ impl Sampler {
     }
 }
 
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 fn ms(us: u64) -> String {
     if us >= 100_000 {
         format!("{:.0} ms", us as f64 / 1000.0)
@@ -919,28 +852,6 @@ fn paired(a: &Row, b: &Row) -> String {
 fn ms_diff(a: u64, b: u64) -> String {
     let d = (a as f64 - b as f64) / 1000.0;
     format!("{d:+.2} ms")
-}
-
-fn env_number(name: &str, default: f64) -> f64 {
-    std::env::var(name)
-        .ok()
-        .map(|v| v.parse().unwrap_or_else(|_| panic!("{name}={v} is not a number")))
-        .unwrap_or(default)
-}
-
-/// The filesystem type of the mount holding `dir` (from /proc/self/mounts, longest prefix).
-fn fs_type(dir: &Path) -> String {
-    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    mounts
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split(' ');
-            let (_, point, kind) = (f.next()?, f.next()?, f.next()?);
-            dir.starts_with(point).then(|| (point.len(), kind.to_string()))
-        })
-        .max()
-        .map(|(_, kind)| kind)
-        .unwrap_or_else(|| "unknown".into())
 }
 
 fn tail(path: &Path, lines: usize) -> String {

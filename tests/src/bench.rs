@@ -2,8 +2,16 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use openbao_client::{Client, SecretString, Token};
+use secretstore_setup::keystore::{derive_file_kek, open};
+use secretstore_setup::KeystoreDir;
+
+use crate::device::{Device, DEVICE_IKM};
+use crate::process::ChildGuard;
+use crate::token_server::raw_request;
 
 /// "MET" or "MISSED", for a target line of a benchmark report.
 pub fn verdict(ok: bool) -> &'static str {
@@ -51,4 +59,100 @@ pub fn env_count(name: &str, default: usize, min: usize) -> usize {
     let n = std::env::var(name).ok().map_or(default, |v| v.parse().unwrap_or_else(|e| panic!("{name}={v}: {e}")));
     assert!(n >= min, "{name}={n}: at least {min}");
     n
+}
+
+/// A number from the environment variable `name` (default `default`).
+pub fn env_number(name: &str, default: f64) -> f64 {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.parse().unwrap_or_else(|_| panic!("{name}={v} is not a number")))
+        .unwrap_or(default)
+}
+
+/// The filesystem type of the mount holding `dir` (from /proc/self/mounts, longest prefix).
+pub fn fs_type(dir: &Path) -> String {
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(' ');
+            let (_, point, kind) = (f.next()?, f.next()?, f.next()?);
+            dir.starts_with(point).then(|| (point.len(), kind.to_string()))
+        })
+        .max()
+        .map(|(_, kind)| kind)
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The nearest-rank percentile `p` (0..=100) of sorted microsecond samples (0 when there are none).
+pub fn nearest_rank_us(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// The unseal shares from a bench device's keystore (to generate a root token for the set-up of
+/// the alternative a benchmark compares with).
+pub fn keystore_shares(device: &Device) -> Vec<Vec<u8>> {
+    let store = KeystoreDir::new(device.keystore_dir());
+    let file = store.read().unwrap().unwrap();
+    let ikm = kdf_plugins::Ikm::new(hex::decode(DEVICE_IKM).unwrap());
+    let kek = derive_file_kek(&file, &ikm).unwrap();
+    open(&file, &kek).unwrap().shares().iter().map(|s| s.expose().to_vec()).collect()
+}
+
+/// The AppRole a user would give a service instead of edgeseal: at `mount`, role `role` with the
+/// policy edgeseal gives that service (`edgeseal-svc-<role>`) and the same TTL; its role_id and a
+/// secret_id.
+pub async fn approle(client: &Client, root: &Token, mount: &str, role: &str, ttl_secs: u64) -> (String, SecretString) {
+    client.enable_auth(root, mount, "approle").await.unwrap();
+    let body = serde_json::json!({
+        "token_policies": [format!("edgeseal-svc-{role}")],
+        "token_ttl": ttl_secs,
+        "token_max_ttl": ttl_secs,
+        "token_type": "service",
+        "secret_id_ttl": 0,
+        "secret_id_num_uses": 0,
+        "bind_secret_id": true,
+    });
+    client.write_approle(root, mount, role, &body).await.unwrap();
+    let role_id = client.approle_role_id(root, mount, role).await.unwrap();
+    let secret_id = client.create_secret_id(root, mount, role).await.unwrap().secret_id;
+    (role_id, secret_id)
+}
+
+/// Starts `security-bootstrap token-server --config config` (release build, log to `log`) and waits
+/// until `GET /v1/health` answers 200 on `socket`.
+pub fn start_token_server(bootstrap: &Path, config: &Path, socket: &Path, log: &Path) -> ChildGuard {
+    let out = fs::File::create(log).unwrap();
+    let mut command = Command::new(bootstrap);
+    command.args(["token-server", "--config"]).arg(config).env_clear().env("PATH", "/usr/bin:/bin");
+    if let Some(filter) = std::env::var_os("EDGESEAL_LOG") {
+        command.env("EDGESEAL_LOG", filter);
+    }
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", bootstrap.display()));
+    let mut guard = ChildGuard::new("token-server", child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = guard.exited() {
+            panic!("the token server exited ({status}):\n{}", fs::read_to_string(log).unwrap_or_default());
+        }
+        if socket.exists() {
+            let (status, body) =
+                raw_request(socket, b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+            if status == 200 {
+                return guard;
+            }
+            assert!(Instant::now() < deadline, "token server health: {status} {body}");
+        }
+        assert!(Instant::now() < deadline, "the token server did not listen on {} within 30 s", socket.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
