@@ -10,6 +10,8 @@
 //! - with only environment variables and `--on-change none`, gate becomes the app (exec);
 //! - a file on a persistent filesystem is refused unless `--allow-disk`; an unknown secret or key, or
 //!   another service's secret, is refused before the app starts (exit 64 / 77), naming what is wrong;
+//! - a file that cannot be rewritten (its tmpfs full) leaves the app running on its values, not
+//!   signalled; once there is room again, the next check delivers the new version;
 //! - no value in edgeseal's log, its audit log, OpenBao's audit log, or any file on disk.
 //!
 //! The app's own reports go to the tmpfs too (they hold values). Runs as root.
@@ -272,4 +274,76 @@ fn env_only_gate_becomes_the_app_and_bad_deliveries_start_nothing() {
     assert_eq!(out.status.code(), Some(77), "another service's secret: {}", text(&out));
     assert!(text(&out).contains("denied: saw ") && !text(&out).contains(V1), "{}", text(&out));
     assert_eq!(app_ran(), 2, "none of them started the app");
+}
+
+/// A tmpfs of 64 KiB mounted over `dir`, unmounted on drop.
+struct SmallTmpfs(std::path::PathBuf);
+
+impl SmallTmpfs {
+    fn mount(dir: &Path) -> Self {
+        let out =
+            Command::new("mount").args(["-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs"]).arg(dir).output().unwrap();
+        assert!(out.status.success(), "mount: {}", text(&out));
+        Self(dir.to_path_buf())
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_tmpfs_keeps_the_app_on_its_values_and_the_rotation_arrives_once_there_is_room() {
+    let mut boot = Boot::new();
+    let _run = boot.start();
+    set(&boot, "demo/db-password", V1);
+    let dir = tmpfs_dir();
+    let _small = SmallTmpfs::mount(&dir.path().join("secrets"));
+    let db = dir.path().join("secrets/db");
+    let mut child = gate(
+        &boot,
+        dir.path(),
+        &[
+            "--secret-file",
+            &format!("{}=db-password", db.display()),
+            "--on-change",
+            "signal:HUP",
+            "--check-interval",
+            "200ms",
+        ],
+    )
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    timed("the app starts", || !read(&dir.path().join("starts")).is_empty());
+    assert_eq!(read(&db), V1);
+
+    // Fill the tmpfs, then rotate: the file cannot be replaced.
+    let filler = dir.path().join("secrets/filler");
+    let out =
+        Command::new("dd").arg("if=/dev/zero").arg(format!("of={}", filler.display())).arg("bs=4k").output().unwrap();
+    assert!(!out.status.success(), "dd stops at a full tmpfs: {}", text(&out));
+    set(&boot, "demo/db-password", V2);
+    std::thread::sleep(Duration::from_millis(1500)); // several checks (200 ms): each one fails to write
+    assert!(child.try_wait().unwrap().is_none(), "gate and the app keep running");
+    assert_eq!(read(&db), V1, "the app keeps its value");
+    assert!(read(&dir.path().join("events")).is_empty(), "and is not signalled for a file it does not have");
+
+    // Room again: the next check delivers.
+    fs::remove_file(&filler).unwrap();
+    let took = timed("the new version delivered", || {
+        lines(&dir.path().join("events")).iter().any(|l| l == &format!("hup {V2}"))
+    });
+    println!("room again -> file rewritten and SIGHUP received in {} ms (check interval 200 ms)", took.as_millis());
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    assert_eq!(wait_exit(&mut child).code(), Some(143));
+    let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
+    assert!(
+        stderr.contains("cannot be rewritten") && stderr.contains("No space left"),
+        "the operator is told why: {stderr}"
+    );
+    assert!(!stderr.contains(V1) && !stderr.contains(V2), "no value in gate's log");
+    assert!(!db.exists(), "removed when the app exited");
 }

@@ -3,8 +3,9 @@
 //! (atomically, then the app is told as `--on-change` says); removes the files when the app has exited
 //! and returns its status.
 //!
-//! A failed check (the token server restarting, OpenBao sealed) changes nothing: the app keeps the
-//! values it has and the next check tries again. A secret removed since the app started keeps its
+//! A failed check (the token server restarting, OpenBao sealed) or a file that cannot be written
+//! (its tmpfs full) changes nothing: the app keeps the values it has, is not signalled, and the next
+//! check tries again. A secret removed since the app started keeps its
 //! last value, with a warning: an operator's mistake must not take a running app's password away.
 
 use std::collections::BTreeMap;
@@ -147,7 +148,18 @@ async fn supervise(
                         continue;
                     }
                 };
-                let file_changed = rewrite(gate, values, &fresh)?;
+                // A file that cannot be written (its tmpfs full) leaves the app on its values, and
+                // `values` as the app has them: the next check renders and writes again.
+                let file_changed = match rewrite(gate, values, &fresh) {
+                    Ok(changed) => changed,
+                    Err(e) => {
+                        tracing::warn!(
+                            error = format!("{e:#}"),
+                            "a secret file cannot be rewritten: the app keeps its values; trying again at the next check"
+                        );
+                        continue;
+                    }
+                };
                 let env_changed = fresh.env.iter().zip(&values.env).any(|(a, b)| a.1 != b.1);
                 *values = fresh;
                 if !file_changed && !env_changed {
