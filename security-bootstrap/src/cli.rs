@@ -292,7 +292,7 @@ pub struct GateArgs {
     #[arg(long, value_name = "restart|signal:NAME|none", default_value = "none")]
     pub on_change: gate::spec::OnChange,
     /// How often the secrets' versions are checked (one request to the token socket) while the app runs.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    #[arg(long, value_parser = parse_interval, default_value = "30s")]
     pub check_interval: std::time::Duration,
     /// How long a restarted app has to exit after SIGTERM before it is killed.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
@@ -300,6 +300,15 @@ pub struct GateArgs {
     /// The service's command and arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<std::ffi::OsString>,
+}
+
+/// A duration of at least 100 ms (a check is a request to the token socket).
+fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+    let interval = humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e}"))?;
+    if interval < std::time::Duration::from_millis(100) {
+        return Err(format!("{text:?}: give at least 100ms"));
+    }
+    Ok(interval)
 }
 
 /// `UID[:GID]` (the group defaults to the uid).

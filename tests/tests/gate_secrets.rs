@@ -261,6 +261,11 @@ fn env_only_gate_becomes_the_app_and_bad_deliveries_start_nothing() {
             64,
             "twice",
         ),
+        (
+            vec!["--secret-env".into(), "X=db-password".into(), "--check-interval".into(), "0s".into()],
+            64,
+            "at least 100ms",
+        ),
         (vec![], 64, "--token-file"),
     ];
     for (args, code, says) in cases {

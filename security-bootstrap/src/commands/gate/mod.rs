@@ -102,7 +102,14 @@ impl Values {
         };
         let mut values = Self::default();
         for e in &deliveries.env {
-            values.env.push((e.var.clone(), text(&e.source)?));
+            let value = text(&e.source)?;
+            if value.contains('\0') {
+                bail!(UsageError(format!(
+                    "secret {:?} holds a NUL byte, which an environment variable cannot: deliver it with --secret-file",
+                    e.source.name
+                )));
+            }
+            values.env.push((e.var.clone(), value));
         }
         for f in &deliveries.files {
             values.files.push((f.path.clone(), text(&f.source)?));
@@ -162,6 +169,9 @@ pub fn run(gate: Gate, command: &[OsString]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long one request to the token socket may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// One request, asked again every 250 ms while the server is unavailable (69) or rate-limits (75),
 /// until `deadline`; then the answer (2xx) or the failure, with [`exit_code_for`]'s code.
 async fn ask(
@@ -172,7 +182,17 @@ async fn ask(
     deadline: Instant,
 ) -> anyhow::Result<Bytes> {
     loop {
-        let answer = request(socket, method.clone(), path, body.clone()).await;
+        // A server that accepts and never answers (stopped, wedged) must not hold gate: its app's
+        // signals and exit are handled between requests.
+        let answer = match tokio::time::timeout(REQUEST_TIMEOUT, request(socket, method.clone(), path, body.clone()))
+            .await
+        {
+            Ok(answer) => answer,
+            Err(_) => Err(TokenFailure {
+                message: format!("the token server at {} did not answer within {REQUEST_TIMEOUT:?}", socket.display()),
+                code: crate::cli::EXIT_UNAVAILABLE,
+            }),
+        };
         let code = match &answer {
             Err(failure) => failure.code,
             Ok((status, _)) => exit_code_for(Answer::Status(*status)),
@@ -241,4 +261,29 @@ async fn fetch_versions(socket: &Path, service: &str) -> anyhow::Result<BTreeMap
 /// opened or truncated, and the service never sees a half-written token.
 fn write_token(path: &Path, token: &str) -> anyhow::Result<()> {
     files::write(path, token, None).context("writing the token")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use serde_json::json;
+
+    use super::spec::{EnvDelivery, FileDelivery};
+    use super::*;
+
+    fn secrets(value: &str) -> BTreeMap<String, Fetched> {
+        let data = json!({ "value": value }).as_object().cloned().unwrap_or_default();
+        BTreeMap::from([("db".to_string(), Fetched { version: 1, data })])
+    }
+
+    #[test]
+    fn a_nul_byte_goes_to_a_file_but_never_into_the_environment() {
+        let env = Deliveries::new(vec![EnvDelivery::from_str("DB=db").unwrap()], vec![], None, None).unwrap();
+        let file = Deliveries::new(vec![], vec![FileDelivery::from_str("/run/s/db=db").unwrap()], None, None).unwrap();
+        let refused = Values::render(&env, &secrets("a\0b")).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(refused.contains("NUL byte") && refused.contains("--secret-file"), "{refused}");
+        assert_eq!(Values::render(&file, &secrets("a\0b")).unwrap().files[0].1.as_str(), "a\0b");
+        assert_eq!(Values::render(&env, &secrets("ab")).unwrap().env[0].1.as_str(), "ab");
+    }
 }

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::Duration;
 
@@ -81,14 +81,18 @@ pub(super) async fn run(
     mut secrets: BTreeMap<String, Fetched>,
     mut values: Values,
 ) -> anyhow::Result<u8> {
-    for (path, text) in &values.files {
-        files::write(path, text, gate.file_owner)?;
-    }
-    let mut written: Vec<&Path> = values.files.iter().map(|(path, _)| path.as_path()).collect();
+    let mut written: Vec<PathBuf> = Vec::new();
     if let Some(Sink::File(path)) = &gate.token {
-        written.push(path);
+        written.push(path.clone());
     }
-    let written: Vec<std::path::PathBuf> = written.into_iter().map(Path::to_path_buf).collect();
+    for (path, text) in &values.files {
+        if let Err(e) = files::write(path, text, gate.file_owner) {
+            // None of the app's files stays behind when it cannot be started with all of them.
+            files::remove_all(written.iter().map(PathBuf::as_path));
+            return Err(e);
+        }
+        written.push(path.clone());
+    }
     let status = supervise(gate, app, &mut secrets, &mut values).await;
     files::remove_all(written.iter().map(|p| p.as_path()));
     status
@@ -186,7 +190,8 @@ async fn supervise(
     }
 }
 
-/// Lists the versions and reads again every secret whose version changed; a failure changes nothing.
+/// Lists the versions and reads again every secret whose version changed. A failed list changes
+/// nothing; a secret that cannot be read keeps its value (with a warning) and the others are updated.
 async fn check(gate: &Gate, secrets: &mut BTreeMap<String, Fetched>) -> anyhow::Result<()> {
     let listed = fetch_versions(&gate.socket, &gate.service).await?;
     let have: BTreeMap<String, u64> = secrets.iter().map(|(name, f)| (name.clone(), f.version)).collect();
@@ -196,9 +201,17 @@ async fn check(gate: &Gate, secrets: &mut BTreeMap<String, Fetched>) -> anyhow::
     }
     let mut read = Vec::new();
     for name in &found.changed {
-        let fetched = fetch_secret(&gate.socket, &gate.service, name, std::time::Instant::now()).await?;
-        tracing::info!(secret = %name, from = have[name], to = fetched.version, "the secret has a new version");
-        read.push((name.clone(), fetched));
+        match fetch_secret(&gate.socket, &gate.service, name, std::time::Instant::now()).await {
+            Ok(fetched) => {
+                tracing::info!(secret = %name, from = have[name], to = fetched.version, "the secret has a new version");
+                read.push((name.clone(), fetched));
+            }
+            Err(e) => tracing::warn!(
+                secret = %name,
+                error = format!("{e:#}"),
+                "the secret's new version cannot be read: the app keeps its value"
+            ),
+        }
     }
     secrets.extend(read);
     Ok(())
