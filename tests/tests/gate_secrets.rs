@@ -35,11 +35,12 @@ const V3: &str = "db-pass-THREE-b2d4e1";
 const MQTT_USER: &str = "mqtt-user-55e0c2";
 const MQTT_PASS: &str = "mqtt-pass-a18f3d";
 
-/// The app: reports its pid and what it was given, counts SIGHUPs, exits 3 when told to.
+/// The app: reports what its file held, then its pid and environment value (in that order: a test
+/// that sees the start line sees the file's report), records each SIGHUP, exits 3 when told to.
 const APP: &str = r#"
 out=$OUT
-echo "$$ $DB_PASSWORD" >> "$out/starts"
 cat "$out/secrets/db" > "$out/file-at-start"
+echo "$$ $DB_PASSWORD" >> "$out/starts"
 trap 'echo "hup $(cat "$out/secrets/db")" >> "$out/events"' HUP
 while :; do
   [ -e "$out/quit" ] && exit 3
@@ -81,6 +82,35 @@ fn read(path: &Path) -> String {
 
 fn lines(path: &Path) -> Vec<String> {
     read(path).lines().map(str::to_string).collect()
+}
+
+/// A running gate, stopped with SIGTERM (which it forwards to its app), then SIGKILL, if a test
+/// fails before it has exited: no app is left running after a failed test.
+struct Gated(Child);
+
+impl Drop for Gated {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = kill(Pid::from_raw(self.0.id() as i32), Signal::SIGTERM);
+            if poll_until(Duration::from_secs(5), || self.0.try_wait().ok().flatten()).is_none() {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for Gated {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Gated {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
 }
 
 fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
@@ -129,6 +159,7 @@ fn an_app_gets_env_and_tmpfs_files_follows_rotations_and_leaves_nothing_behind()
         ],
     )
     .spawn()
+    .map(Gated)
     .unwrap();
     let starts = dir.path().join("starts");
     timed("the app starts", || !read(&starts).is_empty());
@@ -176,6 +207,7 @@ fn an_app_gets_env_and_tmpfs_files_follows_rotations_and_leaves_nothing_behind()
         ],
     )
     .spawn()
+    .map(Gated)
     .unwrap();
     let starts = dir.path().join("starts");
     timed("the app starts", || !read(&starts).is_empty());
@@ -218,13 +250,14 @@ fn env_only_gate_becomes_the_app_and_bad_deliveries_start_nothing() {
     let mut child = gate(&boot, dir.path(), &["--secret-env", "DB_PASSWORD=db-password", "--secret-env", "WHOLE=mqtt"])
         .stderr(Stdio::piped())
         .spawn()
+        .map(Gated)
         .unwrap();
     let status = wait_exit(&mut child);
     let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
     assert_eq!(status.code(), Some(64), "an unknown secret is refused: {stderr}");
     assert!(stderr.contains("\"mqtt\"") && stderr.contains("secrets set demo/mqtt"), "{stderr}");
     assert_eq!(app_ran(), 0, "nothing started");
-    let mut child = gate(&boot, dir.path(), &["--secret-env", "DB_PASSWORD=db-password"]).spawn().unwrap();
+    let mut child = gate(&boot, dir.path(), &["--secret-env", "DB_PASSWORD=db-password"]).spawn().map(Gated).unwrap();
     timed("the app starts", || app_ran() == 1);
     assert_eq!(lines(&starts)[0], format!("{} {V1}", child.id()), "gate exec'd the app with the value");
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
@@ -321,6 +354,7 @@ fn a_full_tmpfs_keeps_the_app_on_its_values_and_the_rotation_arrives_once_there_
     )
     .stderr(Stdio::piped())
     .spawn()
+    .map(Gated)
     .unwrap();
     timed("the app starts", || !read(&dir.path().join("starts")).is_empty());
     assert_eq!(read(&db), V1);
