@@ -13,6 +13,7 @@
 //!
 //! Layout: [`Dir`] (an open directory), [`Options`] (mode, owner, replace or no-clobber, temp prefix),
 //! [`write_in`] / [`write`] (the write), [`sync_dir`] / [`sync_parent`] (directory fsync), [`Error`].
+//! [`log`]: size-bounded, rotated line logs (append-only, no fsync: they are logs, not state).
 
 #![forbid(unsafe_code)]
 
@@ -307,6 +308,8 @@ impl Drop for TempGuard<'_> {
         }
     }
 }
+
+pub mod log;
 
 #[cfg(test)]
 mod tests;

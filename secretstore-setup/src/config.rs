@@ -140,6 +140,9 @@ impl SecretStoreConfig {
         if self.supervise.is_some() && self.supervised_listen().is_none() {
             return Err(SecretStoreConfigError::SupervisedAddress(self.address.clone()));
         }
+        if let Some(logs) = self.supervise.as_ref().map(|s| &s.logs) {
+            logs.validate().map_err(SecretStoreConfigError::SupervisedLogs)?;
+        }
         if !(1..=MAX_SHARES).contains(&self.shares) {
             return Err(SecretStoreConfigError::Shares(self.shares));
         }
@@ -181,6 +184,9 @@ pub enum SecretStoreConfigError {
     /// A timeout or interval of zero.
     #[error("secret_store.{0} must be longer than 0s")]
     ZeroDuration(&'static str),
+    /// `supervise.logs` broke one of its rules.
+    #[error("secret_store.supervise.logs: {0}")]
+    SupervisedLogs(String),
 }
 
 impl SecretStoreConfigError {
@@ -191,6 +197,7 @@ impl SecretStoreConfigError {
             Self::Shares(_) => "shares",
             Self::Threshold { .. } => "threshold",
             Self::ZeroDuration(field) => field,
+            Self::SupervisedLogs(_) => "supervise.logs",
         };
         format!("secret_store.{field}")
     }

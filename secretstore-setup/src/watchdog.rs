@@ -4,6 +4,10 @@
 //! A static-sealed OpenBao opens itself when it restarts: the watchdog only watches it and reports a
 //! store that stays sealed (its key did not open it); it never sends it anything.
 //!
+//! It looks every `watchdog_interval` while the store is healthy and every [`FAST_POLL`] while it is
+//! down or opening itself; a supervisor wakes it the moment OpenBao is started again, and hears from
+//! it when OpenBao is healthy (which ends a crash loop, see [`crate::supervise::restart`]).
+//!
 //! The shares are not kept in memory between events: each re-unseal runs the KDF plug-in and
 //! decrypts the keystore again.
 //!
@@ -12,8 +16,11 @@
 //! logged once when the state changes, and the next tick tries again.
 
 use std::future::Future;
+use std::time::{Duration, Instant};
 
 use openbao_client::Client;
+
+use crate::supervise::Link;
 
 use crate::setup::{Setup, SetupError};
 
@@ -22,39 +29,78 @@ use crate::setup::{Setup, SetupError};
 pub enum Seen {
     /// Unsealed and answering.
     Healthy,
-    /// Sealed (and we are unsealing it).
+    /// Sealed: a static-sealed store still opening itself (a Shamir one is unsealed by the check).
     Sealed,
     /// Not answering.
     Unreachable,
-    /// Unsealing failed.
+    /// Unsealing failed, or a static-sealed store stayed sealed.
     Failing,
+}
+
+/// How often the watchdog looks while the store is down or opening itself: it is back in service
+/// within this of coming back.
+pub const FAST_POLL: Duration = Duration::from_millis(100);
+
+/// How long a static-sealed store may stay sealed after it answers before the watchdog reports it
+/// (it opens itself in well under a second).
+pub const STATIC_OPEN_GRACE: Duration = Duration::from_secs(10);
+
+/// The pause before the next check after seeing `seen`: `interval` while the store is healthy (and
+/// after a failed unseal, which runs the KDF plug-in again), [`FAST_POLL`] while it is down or
+/// opening itself.
+pub fn next_poll(seen: Seen, interval: Duration) -> Duration {
+    match seen {
+        Seen::Healthy | Seen::Failing => interval,
+        Seen::Sealed | Seen::Unreachable => FAST_POLL.min(interval),
+    }
 }
 
 /// Runs until `shutdown` completes.
 pub async fn run(setup: &Setup, client: &Client, shutdown: impl Future<Output = ()>) {
-    run_counting(setup, client, shutdown, &|| {}).await
+    run_counting(setup, client, shutdown, &|| {}, None).await
 }
 
-/// [`run`], calling `unsealed` after each unseal it does (`run` counts them for its metrics).
+/// [`run`], calling `unsealed` after each unseal it does (`run` counts them for its metrics). With a
+/// supervised OpenBao, `supervision` wakes the watchdog as soon as OpenBao is started again, and
+/// hears when it was seen healthy.
 pub async fn run_counting(
     setup: &Setup,
     client: &Client,
     shutdown: impl Future<Output = ()>,
     unsealed: &(dyn Fn() + Send + Sync),
+    mut supervision: Option<Link>,
 ) {
     tokio::pin!(shutdown);
-    let mut ticker = tokio::time::interval(setup.store.watchdog_interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let interval = setup.store.watchdog_interval;
     let mut seen = Seen::Healthy;
+    let mut pause = Duration::ZERO;
+    let mut sealed_since = None;
     loop {
+        let started = async {
+            match supervision.as_mut() {
+                Some(link) => link.started().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = &mut shutdown => return,
-            _ = ticker.tick() => {}
+            _ = tokio::time::sleep(pause) => {}
+            _ = started => {}
         }
-        let (now, error) = match check_counting(setup, client, unsealed).await {
+        let (mut now, mut error) = match check_counting(setup, client, unsealed).await {
             Ok(state) => (state, None),
             Err(e) => (Seen::Failing, Some(e)),
         };
+        // A static-sealed store that stays sealed did not take its key: reported, never sent anything.
+        sealed_since = (now == Seen::Sealed).then(|| sealed_since.unwrap_or_else(Instant::now));
+        if sealed_since.is_some_and(|since| since.elapsed() >= STATIC_OPEN_GRACE) {
+            (now, error) = (Seen::Failing, Some(SetupError::StaticSealed { address: setup.store.address.clone() }));
+        }
+        if now == Seen::Healthy {
+            if let Some(link) = &supervision {
+                link.healthy();
+            }
+        }
         if now != seen {
             match (now, error) {
                 (Seen::Healthy, _) => {
@@ -63,6 +109,12 @@ pub async fn run_counting(
                 (Seen::Unreachable, _) => {
                     tracing::warn!(address = client.address(), "watchdog: OpenBao is not answering")
                 }
+                (Seen::Sealed, _) => {
+                    tracing::info!(
+                        address = client.address(),
+                        "watchdog: OpenBao is sealed; waiting for it to open itself"
+                    )
+                }
                 (_, Some(e)) => {
                     tracing::error!(address = client.address(), error = %e, "watchdog: could not unseal OpenBao")
                 }
@@ -70,10 +122,12 @@ pub async fn run_counting(
             }
         }
         seen = now;
+        pause = next_poll(seen, interval);
     }
 }
 
-/// One check: unseals if sealed. `Ok(Healthy)` after a successful re-unseal.
+/// One check: unseals a Shamir-sealed store. `Ok(Healthy)` after a successful re-unseal; `Ok(Sealed)`
+/// for a static-sealed store that has not opened itself (yet).
 pub async fn check(setup: &Setup, client: &Client) -> Result<Seen, SetupError> {
     check_counting(setup, client, &|| {}).await
 }
@@ -91,7 +145,7 @@ async fn check_counting(
         Ok(h) if !h.initialized => Ok(Seen::Unreachable),
         Ok(h) if !h.sealed => Ok(Seen::Healthy),
         // It opens itself; a sealed one did not take its key, and no share is ever sent to it.
-        Ok(_) if setup.static_seal() => Err(SetupError::StaticSealed { address: setup.store.address.clone() }),
+        Ok(_) if setup.static_seal() => Ok(Seen::Sealed),
         Ok(_) => {
             tracing::warn!(address = client.address(), "watchdog: OpenBao is sealed; unsealing from the keystore");
             setup.unseal_from_keystore(client).await?;

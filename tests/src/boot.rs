@@ -41,6 +41,9 @@ pub struct Boot {
     others: Vec<(String, ServiceEntry)>,
     kdf: Option<kdf_plugins::KdfConfig>,
     docker_socket: Option<PathBuf>,
+    logs: Option<secretstore_setup::supervise::LogRotation>,
+    openbao_audit_log: Option<PathBuf>,
+    demo_executable: Option<PathBuf>,
     runs: usize,
 }
 
@@ -63,6 +66,9 @@ impl Boot {
             others: Vec::new(),
             kdf: None,
             docker_socket: None,
+            logs: None,
+            openbao_audit_log: None,
+            demo_executable: None,
             runs: 0,
         }
     }
@@ -108,6 +114,22 @@ impl Boot {
     /// Attests containers through this Docker daemon (`token_server.docker_socket`; none by default).
     pub fn set_docker_socket(&mut self, socket: Option<PathBuf>) {
         self.docker_socket = socket;
+    }
+
+    /// Rotates OpenBao's logs as `logs` says (`secret_store.supervise.logs`; the default otherwise).
+    pub fn set_logs(&mut self, logs: Option<secretstore_setup::supervise::LogRotation>) {
+        self.logs = logs;
+    }
+
+    /// Puts OpenBao's audit log at `path` (`audit.openbao_log`; in its data dir otherwise).
+    pub fn set_openbao_audit_log(&mut self, path: Option<PathBuf>) {
+        self.openbao_audit_log = path;
+    }
+
+    /// Attests `demo` by this executable instead of the client binary (a test process that is the
+    /// service itself; [`Boot::fetch`] and the helpers built on it are then denied).
+    pub fn set_demo_executable(&mut self, path: Option<PathBuf>) {
+        self.demo_executable = path;
     }
 
     /// Switches the seal the configuration asks for (`seal: shamir` or the default, static).
@@ -247,12 +269,20 @@ impl Boot {
         config.admin.socket = self.admin_socket();
         config.admin.group = self.admin_group;
         config.metrics.listen = self.metrics_listen;
+        if let (Some(logs), Some(supervise)) = (&self.logs, config.secret_store.supervise.as_mut()) {
+            supervise.logs = logs.clone();
+        }
+        config.audit.openbao_log.clone_from(&self.openbao_audit_log);
         if let Some(kdf) = &self.kdf {
             config.kdf = kdf.clone();
         }
         let demo = ServiceEntry {
             selectors: Selectors {
-                unix: Some(UnixSelector { uid: Some(0), path: Some(self.client()), ..Default::default() }),
+                unix: Some(UnixSelector {
+                    uid: Some(0),
+                    path: Some(self.demo_executable.clone().unwrap_or_else(|| self.client())),
+                    ..Default::default()
+                }),
                 docker: None,
             },
             secrets: vec!["greeting".into()],
@@ -275,7 +305,7 @@ impl Boot {
 
     /// OpenBao's file audit log.
     pub fn audit_log(&self) -> PathBuf {
-        self.data_dir().join("audit.log")
+        self.openbao_audit_log.clone().unwrap_or_else(|| self.data_dir().join("audit.log"))
     }
 
     /// Every request path in OpenBao's audit log.

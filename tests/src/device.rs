@@ -150,6 +150,7 @@ impl Device {
                     data_dir: self.path().join(data_dir),
                     unauthed_generate_root: false,
                     seal: SealMode::Static,
+                    logs: secretstore_setup::supervise::LogRotation::default(),
                 }),
                 ..SecretStoreConfig::default()
             },

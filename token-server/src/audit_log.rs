@@ -9,16 +9,17 @@
 //! - The file is created 0600, opened with `O_APPEND | O_NOFOLLOW`, and each record is one `write`,
 //!   made by a thread of the log's own (the token path never waits for the disk). A line torn by a
 //!   crash is ended before the next record.
-//!   At `max_size` it is renamed to `<file>.1` (replacing an older one) and a new file is started:
-//!   the log holds between one and two `max_size` of history.
+//!   At `max_size` it is rotated to `<file>.1` (`<file>.1` to `<file>.2`, …, `keep` of them kept,
+//!   see [`durable_file::log`]) and a new file is started: the log holds `keep` to `keep + 1`
+//!   `max_size` of history.
 //! - A record that cannot be written is reported in edgeseal's log (warn) and does not stop the
 //!   server: a full disk must not stop services from getting their tokens.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
-use std::os::unix::fs::FileExt as _;
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
+
+use durable_file::log::LogFile;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Mutex;
@@ -28,6 +29,10 @@ use serde::{Deserialize, Serialize};
 
 /// Default size at which the log is rotated.
 pub const DEFAULT_MAX_SIZE: u64 = 64 * 1024 * 1024;
+/// Rotated files kept by default.
+pub const DEFAULT_KEEP: u32 = 1;
+/// Most rotated files that may be kept.
+pub const MAX_KEEP: u32 = 100;
 
 /// `audit:` — where edgeseal's audit log is written and where OpenBao's is read.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -38,6 +43,8 @@ pub struct AuditConfig {
     pub file: Option<PathBuf>,
     /// Size (bytes) at which it is rotated to `<file>.1`.
     pub max_size: u64,
+    /// Rotated files kept (`<file>.1` … `<file>.<keep>`).
+    pub keep: u32,
     /// OpenBao's file audit log, for an external store (a supervised OpenBao's is known:
     /// `audit.log` in its `data_dir`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -46,7 +53,7 @@ pub struct AuditConfig {
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        Self { file: None, max_size: DEFAULT_MAX_SIZE, openbao_log: None }
+        Self { file: None, max_size: DEFAULT_MAX_SIZE, keep: DEFAULT_KEEP, openbao_log: None }
     }
 }
 
@@ -60,9 +67,12 @@ impl AuditConfig {
         }
         if !(64 * 1024..=1024 * 1024 * 1024).contains(&self.max_size) {
             return Err(format!(
-                "max_size {} is out of range: give 65536 to 1073741824 (bytes; two of it are kept)",
+                "max_size {} is out of range: give 65536 to 1073741824 (bytes; keep + 1 of it are kept)",
                 self.max_size
             ));
+        }
+        if !(1..=MAX_KEEP).contains(&self.keep) {
+            return Err(format!("keep {} is out of range: give 1 to {MAX_KEEP} (rotated files kept)", self.keep));
         }
         Ok(())
     }
@@ -145,6 +155,7 @@ pub struct AuditLog {
     path: PathBuf,
     queue: Mutex<Option<SyncSender<Message>>>,
     max_size: u64,
+    keep: u32,
     dropped: AtomicU64,
 }
 
@@ -158,16 +169,11 @@ enum Message {
     Flush(SyncSender<()>),
 }
 
-#[derive(Debug)]
-struct Open {
-    file: File,
-    size: u64,
-}
-
 impl AuditLog {
-    /// A log at `path`, rotated at `max_size`. The file is opened at the first record.
-    pub fn new(path: PathBuf, max_size: u64) -> Self {
-        Self { path, queue: Mutex::new(None), max_size, dropped: AtomicU64::new(0) }
+    /// A log at `path`, rotated at `max_size` with `keep` old files. The file is opened at the first
+    /// record.
+    pub fn new(path: PathBuf, max_size: u64, keep: u32) -> Self {
+        Self { path, queue: Mutex::new(None), max_size, keep, dropped: AtomicU64::new(0) }
     }
 
     /// Where it is written.
@@ -201,7 +207,7 @@ impl AuditLog {
         let mut queue = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if queue.is_none() {
             let (sender, receiver) = sync_channel(QUEUED);
-            let writer = Writer { path: self.path.clone(), max_size: self.max_size, open: None };
+            let writer = Writer { log: LogFile::new(self.path.clone(), self.max_size, self.keep) };
             std::thread::Builder::new().name("audit-log".into()).spawn(move || writer.run(receiver))?;
             *queue = Some(sender);
         }
@@ -219,9 +225,7 @@ impl AuditLog {
 
 /// The writer thread's end: the open file and its rotation.
 struct Writer {
-    path: PathBuf,
-    max_size: u64,
-    open: Option<Open>,
+    log: LogFile,
 }
 
 impl Writer {
@@ -229,8 +233,8 @@ impl Writer {
         for message in queue {
             match message {
                 Message::Line(text) => {
-                    if let Err(e) = self.append(&text) {
-                        tracing::warn!(file = %self.path.display(), error = %e, "writing edgeseal's audit log failed");
+                    if let Err(e) = self.log.append(&text) {
+                        tracing::warn!(file = %self.log.path().display(), error = %e, "writing edgeseal's audit log failed");
                     }
                 }
                 Message::Flush(done) => {
@@ -239,55 +243,14 @@ impl Writer {
             }
         }
     }
-
-    fn append(&mut self, text: &[u8]) -> io::Result<()> {
-        if self.open.as_ref().is_some_and(|open| open.size > 0 && open.size + text.len() as u64 > self.max_size) {
-            self.open = None;
-            std::fs::rename(&self.path, rotated(&self.path))?;
-        }
-        let open = match self.open.as_mut() {
-            Some(open) => open,
-            None => self.open.insert(open_append(&self.path)?),
-        };
-        open.file.write_all(text)?;
-        open.size += text.len() as u64;
-        Ok(())
-    }
 }
 
-/// `<file>.1`.
-pub fn rotated(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".1");
-    PathBuf::from(name)
-}
-
-fn open_append(path: &Path) -> io::Result<Open> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)?;
-    let mut size = file.metadata()?.len();
-    // A record torn by a crash would swallow the next one: end it first.
-    if size > 0 {
-        let mut last = [0u8];
-        file.read_exact_at(&mut last, size - 1)?;
-        if last[0] != b'\n' {
-            file.write_all(b"\n")?;
-            size += 1;
-        }
-    }
-    Ok(Open { file, size })
-}
-
-/// The records of the log at `path`, oldest first (`<file>.1`, then `<file>`); lines that are not
-/// records (a torn last line after a crash) are counted, not fatal. A missing file holds no records.
+/// The records of the log at `path`, oldest first (`<file>.<keep>` … `<file>.1`, then `<file>`; every
+/// generation there is up to [`MAX_KEEP`]); lines that are not records (a torn last line after a
+/// crash) are counted, not fatal. A missing file holds no records.
 pub fn read(path: &Path, mut each: impl FnMut(Line)) -> io::Result<usize> {
     let mut unreadable = 0;
-    for path in [rotated(path), path.to_path_buf()] {
+    for path in durable_file::log::generations(path, MAX_KEEP) {
         let file = match File::open(&path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -325,7 +288,7 @@ mod tests {
     #[test]
     fn records_read_back_as_written_and_carry_no_token_field() {
         let dir = tempfile::tempdir().unwrap();
-        let log = AuditLog::new(dir.path().join("audit.log"), DEFAULT_MAX_SIZE);
+        let log = AuditLog::new(dir.path().join("audit.log"), DEFAULT_MAX_SIZE, DEFAULT_KEEP);
         let admin = Record::Admin {
             uid: 0,
             pid: Some(7),
@@ -353,12 +316,13 @@ mod tests {
     #[test]
     fn the_log_rotates_at_max_size_and_reads_oldest_first() {
         let dir = tempfile::tempdir().unwrap();
-        let log = AuditLog::new(dir.path().join("audit.log"), 1000);
-        for n in 0..40 {
+        let log = AuditLog::new(dir.path().join("audit.log"), 1000, 2);
+        for n in 0..60 {
             log.record(issued(n));
         }
         log.flush();
-        assert!(rotated(log.path()).exists());
+        let generations = durable_file::log::generations(log.path(), MAX_KEEP);
+        assert_eq!(generations.len(), 3, "the live file and `keep` rotated ones: {generations:?}");
         assert!(std::fs::metadata(log.path()).unwrap().len() <= 1000);
         let mut accessors = Vec::new();
         read(log.path(), |line| {
@@ -367,9 +331,9 @@ mod tests {
             }
         })
         .unwrap();
-        // Between one and two max_size of history, in order, ending with the newest.
-        assert!(accessors.len() >= 5, "{accessors:?}");
-        assert_eq!(accessors.last().map(String::as_str), Some("acc39"));
+        // Between two and three max_size of history, in order, ending with the newest.
+        assert!(accessors.len() >= 10, "{accessors:?}");
+        assert_eq!(accessors.last().map(String::as_str), Some("acc59"));
         let numbers: Vec<usize> = accessors.iter().map(|a| a[3..].parse().unwrap()).collect();
         assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "{numbers:?}");
     }
@@ -378,15 +342,19 @@ mod tests {
     fn a_torn_line_is_counted_not_fatal_and_a_symlink_is_not_followed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
-        let log = AuditLog::new(path.clone(), DEFAULT_MAX_SIZE);
+        let log = AuditLog::new(path.clone(), DEFAULT_MAX_SIZE, DEFAULT_KEEP);
         log.record(issued(1));
         log.flush();
-        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"{\"time\":\"20").unwrap();
+        std::io::Write::write_all(
+            &mut std::fs::OpenOptions::new().append(true).open(&path).unwrap(),
+            b"{\"time\":\"20",
+        )
+        .unwrap();
         let mut n = 0;
         assert_eq!(read(&path, |_| n += 1).unwrap(), 1);
         assert_eq!(n, 1);
         // The next start ends the torn line before its first record: only the torn one is lost.
-        let again = AuditLog::new(path.clone(), DEFAULT_MAX_SIZE);
+        let again = AuditLog::new(path.clone(), DEFAULT_MAX_SIZE, DEFAULT_KEEP);
         again.record(issued(2));
         again.flush();
         let mut n = 0;
@@ -396,7 +364,7 @@ mod tests {
         let target = dir.path().join("elsewhere");
         let link = dir.path().join("link.log");
         std::os::unix::fs::symlink(&target, &link).unwrap();
-        let linked = AuditLog::new(link, DEFAULT_MAX_SIZE);
+        let linked = AuditLog::new(link, DEFAULT_MAX_SIZE, DEFAULT_KEEP);
         linked.record(issued(2));
         linked.flush();
         assert!(!target.exists());
@@ -409,5 +377,9 @@ mod tests {
         assert!(relative.validate().unwrap_err().contains("absolute"));
         let tiny = AuditConfig { max_size: 10, ..AuditConfig::default() };
         assert!(tiny.validate().unwrap_err().contains("max_size"));
+        for keep in [0, MAX_KEEP + 1] {
+            let wrong = AuditConfig { keep, ..AuditConfig::default() };
+            assert!(wrong.validate().unwrap_err().contains("keep"), "{keep}");
+        }
     }
 }

@@ -44,6 +44,27 @@ impl HealthCache {
     }
 }
 
+/// What is known to be wrong with the store beyond a failed call — a supervised OpenBao that keeps
+/// crashing — told to callers with every 503 and in the health reason, so that an operator reading
+/// either learns what to fix.
+#[derive(Debug, Default)]
+pub struct StoreProblem(std::sync::RwLock<Option<String>>);
+
+impl StoreProblem {
+    /// Sets (or clears) the problem.
+    pub fn set(&self, problem: Option<String>) {
+        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = problem;
+    }
+
+    /// `why`, followed by the problem if there is one.
+    pub fn explain(&self, why: &str) -> String {
+        match self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).as_deref() {
+            Some(problem) => format!("{why}; {problem}"),
+            None => why.to_string(),
+        }
+    }
+}
+
 /// Whether a probe taken at `at` still answers at `now`.
 fn fresh(at: Instant, now: Instant, ttl: Duration) -> bool {
     now.saturating_duration_since(at) < ttl
@@ -54,6 +75,16 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use super::*;
+
+    #[test]
+    fn a_known_problem_is_appended_to_the_reason_until_cleared() {
+        let problem = StoreProblem::default();
+        assert_eq!(problem.explain("the secret store is unreachable"), "the secret store is unreachable");
+        problem.set(Some("OpenBao keeps crashing".into()));
+        assert_eq!(problem.explain("sealed"), "sealed; OpenBao keeps crashing");
+        problem.set(None);
+        assert_eq!(problem.explain("sealed"), "sealed");
+    }
 
     #[test]
     fn freshness() {

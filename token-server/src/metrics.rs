@@ -167,6 +167,8 @@ pub struct Telemetry {
     duration: Histogram,
     store_state: Family<StateLabels, Gauge>,
     unseals: Counter,
+    openbao_restarts: Counter,
+    openbao_crash_loop: Gauge,
     cert_expiry: Family<CertLabels, Gauge>,
     secret_version: Family<SecretLabels, Gauge>,
     batch_expiry: Family<ServiceLabels, Gauge>,
@@ -208,6 +210,18 @@ impl Telemetry {
         registry.register("edgeseal_store_state", "1 for the secret store's current state", store_state.clone());
         let unseals = Counter::default();
         registry.register("edgeseal_watchdog_unseals", "Unseals done by the watchdog", unseals.clone());
+        let openbao_restarts = Counter::default();
+        registry.register(
+            "edgeseal_openbao_restarts",
+            "Times the supervised OpenBao was started again after it died",
+            openbao_restarts.clone(),
+        );
+        let openbao_crash_loop = Gauge::default();
+        registry.register(
+            "edgeseal_openbao_crash_loop",
+            "1 while the supervised OpenBao keeps dying before it becomes healthy",
+            openbao_crash_loop.clone(),
+        );
         let cert_expiry = Family::<CertLabels, Gauge>::default();
         registry.register_with_unit(
             "edgeseal_certificate_expiry_timestamp",
@@ -237,6 +251,8 @@ impl Telemetry {
             duration,
             store_state,
             unseals,
+            openbao_restarts,
+            openbao_crash_loop,
             cert_expiry,
             secret_version,
             batch_expiry,
@@ -327,6 +343,14 @@ impl Telemetry {
         self.unseals.get()
     }
 
+    /// The supervised OpenBao's restarts so far (the counter only ever grows) and whether it is
+    /// crash-looping.
+    pub fn set_supervision(&self, restarts: u64, crash_loop: bool) {
+        let counted = self.openbao_restarts.get();
+        self.openbao_restarts.inc_by(restarts.saturating_sub(counted));
+        self.openbao_crash_loop.set(i64::from(crash_loop));
+    }
+
     /// The store's state now.
     pub fn set_store_state(&self, now: StoreState) {
         for state in StoreState::ALL {
@@ -396,6 +420,8 @@ mod tests {
         t.observe_request(0.002);
         t.set_store_state(StoreState::sealed);
         (t.unseal_counter())();
+        t.set_supervision(2, true);
+        t.set_supervision(1, true);
         t.set_certificates(&[("openbao".into(), 1_900_000_000)]);
         t.set_secret_versions(&[("core-data".into(), "db".into(), 3)]);
         let text = t.render();
@@ -409,6 +435,8 @@ mod tests {
             r#"edgeseal_store_state{state="sealed"} 1"#,
             r#"edgeseal_store_state{state="active"} 0"#,
             "edgeseal_watchdog_unseals_total 1",
+            "edgeseal_openbao_restarts_total 2",
+            "edgeseal_openbao_crash_loop 1",
             r#"edgeseal_certificate_expiry_timestamp_seconds{cert="openbao"} 1900000000"#,
             r#"edgeseal_secret_version{service="core-data",name="db"} 3"#,
         ];

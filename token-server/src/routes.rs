@@ -229,7 +229,7 @@ async fn health(state: &State, caller: &Caller) -> Response<Full<Bytes>> {
     };
     match state.health.get(probe).await {
         Ok(()) => json(StatusCode::OK, &Health { status: "ok".into() }),
-        Err(why) => error(StatusCode::SERVICE_UNAVAILABLE, &why),
+        Err(why) => error(StatusCode::SERVICE_UNAVAILABLE, &state.store_problem.explain(&why)),
     }
 }
 
@@ -280,7 +280,7 @@ pub(crate) fn unavailable(state: &State, why: &str) -> Response<Full<Bytes>> {
     state.metrics.unavailable.fetch_add(1, Ordering::Relaxed);
     state.health.invalidate();
     tracing::warn!(target: "edgeseal::audit", event = "unavailable", reason = %why);
-    error(StatusCode::SERVICE_UNAVAILABLE, why)
+    error(StatusCode::SERVICE_UNAVAILABLE, &state.store_problem.explain(why))
 }
 
 /// `{"error": message}` with `status`.

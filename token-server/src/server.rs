@@ -77,6 +77,8 @@ pub struct State {
     pub connections: Arc<ConnectionLimits>,
     /// `/v1/health` answers.
     pub health: HealthCache,
+    /// What the supervision knows is wrong with the store (added to 503 answers).
+    pub store_problem: crate::health::StoreProblem,
     /// Counters.
     pub metrics: Metrics,
     /// edgeseal's audit log (one line per token issued), when configured.
@@ -104,6 +106,7 @@ impl State {
             limiter,
             connections,
             health,
+            store_problem: crate::health::StoreProblem::default(),
             metrics: Metrics::default(),
             telemetry: Arc::default(),
             audit: None,

@@ -263,7 +263,7 @@ impl Launcher<'_> {
             path: self.supervise.data_dir.clone(),
             source,
         })?;
-        Ok(Supervisor::start_with_env(self.supervise, &file, env))
+        Ok(Supervisor::start(self.supervise, &file, env))
     }
 }
 

@@ -149,7 +149,7 @@ pub async fn migrate(setup: &Setup, server: ServerConfig) -> Result<Migrated, Se
     };
     let file = supervise::prepare(&supervise, &migrating).map_err(io("preparing", &supervise.data_dir))?;
     let env = vec![(SEAL_KEY_ENV, material.current.hex())];
-    let supervisor = Supervisor::start_with_env(&supervise, &file, env.clone());
+    let supervisor = Supervisor::start(&supervise, &file, env.clone());
     let outcome = migrate_running(setup, &socket, &keystore, &material, &store).await;
     supervisor.stop().await;
     outcome?;
@@ -158,7 +158,7 @@ pub async fn migrate(setup: &Setup, server: ServerConfig) -> Result<Migrated, Se
     // As `run` will start it: the static seal alone, no Unix listener.
     let plain = ServerConfig { api_socket: None, ..migrating };
     let file = supervise::prepare(&supervise, &plain).map_err(io("preparing", &supervise.data_dir))?;
-    let supervisor = Supervisor::start_with_env(&supervise, &file, env);
+    let supervisor = Supervisor::start(&supervise, &file, env);
     let verified = verify_login(setup, &material).await;
     supervisor.stop().await;
     verified?;

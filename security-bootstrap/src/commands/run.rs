@@ -141,7 +141,8 @@ async fn boot(
         for problem in &converged.problems {
             tracing::error!(problem = %problem, "setup problem (one service; the others are served)");
         }
-        serve(&config, &setup, admin, ready_file.as_deref(), stop_rx.clone(), stopped).await
+        let supervision = supervised.as_ref().map(|s| s.supervisor.link());
+        serve(&config, &setup, admin, supervision, ready_file.as_deref(), stop_rx.clone(), stopped).await
     }
     .await;
     if let Some(supervised) = supervised {
@@ -178,8 +179,8 @@ async fn converge_store(
             let bao = supervised_openbao(config, supervise, locked)?;
             let file = supervise::prepare(supervise, &bao)
                 .with_context(|| format!("preparing {}", supervise.data_dir.display()))?;
-            let started =
-                supervised.insert(Supervised { supervisor: Supervisor::start(supervise, &file), locked, _lock: lock });
+            let supervisor = Supervisor::start(supervise, &file, Vec::new());
+            let started = supervised.insert(Supervised { supervisor, locked, _lock: lock });
             let converged = until_undisturbed("setup", || setup.run_for_server()).await?;
             if started.locked {
                 open_tcp_listener(config, setup, started).await?;
@@ -194,6 +195,7 @@ async fn serve<F: std::future::Future<Output = ()> + Send + 'static>(
     config: &Config,
     setup: &secretstore_setup::setup::Setup,
     admin: openbao_client::Token,
+    supervision: Option<supervise::Link>,
     ready_file: Option<&Path>,
     stop_rx: watch::Receiver<bool>,
     stopped: impl Fn(watch::Receiver<bool>) -> F,
@@ -216,8 +218,12 @@ async fn serve<F: std::future::Future<Output = ()> + Send + 'static>(
     let watchdog_stop = stopped(stop_rx.clone());
     let telemetry = server.state().telemetry.clone();
     let unsealed = telemetry.unseal_counter();
+    if let Some(link) = &supervision {
+        tokio::spawn(report_supervision(link.subscribe(), server.state().clone(), stopped(stop_rx.clone())));
+    }
     let watchdog = tokio::spawn(async move {
-        secretstore_setup::watchdog::run_counting(&watchdog_setup, &client, watchdog_stop, &unsealed).await;
+        secretstore_setup::watchdog::run_counting(&watchdog_setup, &client, watchdog_stop, &unsealed, supervision)
+            .await;
     });
     let admin =
         token_server::serve_admin(config, setup, admin, audit_log, telemetry, || stopped(stop_rx.clone())).await?;
@@ -231,4 +237,23 @@ async fn serve<F: std::future::Future<Output = ()> + Send + 'static>(
     admin.finished().await;
     let _ = watchdog.await;
     served.context("serving the token socket")
+}
+
+/// Keeps the token server's metrics and its 503/health reasons in step with the supervision: the
+/// restart count, and a crash loop while it lasts.
+async fn report_supervision(
+    mut status: watch::Receiver<supervise::Status>,
+    state: std::sync::Arc<::token_server::State>,
+    stopped: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stopped);
+    loop {
+        let now = status.borrow_and_update().clone();
+        state.telemetry.set_supervision(now.restarts, now.crash_loop.is_some());
+        state.store_problem.set(now.crash_loop.map(|report| report.to_string()));
+        tokio::select! {
+            _ = &mut stopped => return,
+            changed = status.changed() => if changed.is_err() { return },
+        }
+    }
 }

@@ -18,7 +18,7 @@ use crate::config::Config;
 
 /// edgeseal's audit log as `config` places it.
 pub fn audit_log(config: &Config) -> Arc<AuditLog> {
-    Arc::new(AuditLog::new(config.audit_file(), config.audit.max_size))
+    Arc::new(AuditLog::new(config.audit_file(), config.audit.max_size, config.audit.keep))
 }
 
 /// The token server for `config`, issuing with the token `setup` stored in the keystore, recording

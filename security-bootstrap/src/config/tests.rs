@@ -112,6 +112,14 @@ fn every_rule_of_every_section_is_checked_at_load_with_line_and_key() {
             "pki:\n  certs:\n    openbao: { sans: [localhost] }\nsecret_store:\n  address: https://localhost:8200\n  supervise: { binary: /b, data_dir: /d }\n",
             5, 3, "secret_store.address", "a supervised OpenBao listens on secret_store.address, which must be https://IP:PORT",
         ),
+        (
+            "pki:\n  certs:\n    openbao: { sans: [127.0.0.1] }\nsecret_store:\n  address: https://127.0.0.1:8200\n  supervise:\n    binary: /b\n    data_dir: /d\n    logs: { max_size: 1000 }\n",
+            9, 5, "secret_store.supervise.logs", "secret_store.supervise.logs: max_size 1000 is out of range",
+        ),
+        (
+            "pki:\n  certs:\n    openbao: { sans: [127.0.0.1] }\nsecret_store:\n  address: https://127.0.0.1:8200\n  supervise:\n    binary: /b\n    data_dir: /d\n    logs: { keep: 0 }\n",
+            9, 5, "secret_store.supervise.logs", "keep 0 is out of range",
+        ),
         // token_server: (token-server's rules)
         ("token_server:\n  socket: token.sock\n", 2, 3, "token_server.socket", "token_server.socket must be an absolute path"),
         ("token_server:\n  docker_socket: docker.sock\n", 2, 3, "token_server.docker_socket", "token_server.docker_socket must be an absolute path"),

@@ -292,11 +292,20 @@ async fn audit_report(state: &AdminState, request: &Request<Incoming>) -> Respon
         let mut records = Vec::new();
         let unreadable = crate::audit_log::read(log.path(), |line| records.push(line))?;
         let query = Query { service, since, limit: Some(limit) };
-        let report = match openbao.as_deref().map(std::fs::File::open) {
-            Some(Ok(file)) => audit::join(records, std::io::BufReader::with_capacity(1 << 20, file), &layout, &query)?,
-            Some(Err(e)) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-            _ => audit::join(records, std::io::empty(), &layout, &query)?,
-        };
+        // OpenBao's log and its rotated generations, oldest first, as one stream of lines.
+        let mut bao: Box<dyn std::io::Read + Send> = Box::new(std::io::empty());
+        for path in openbao
+            .as_deref()
+            .map(|p| durable_file::log::generations(p, crate::audit_log::MAX_KEEP))
+            .unwrap_or_default()
+        {
+            match std::fs::File::open(&path) {
+                Ok(file) => bao = Box::new(std::io::Read::chain(bao, file)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let report = audit::join(records, std::io::BufReader::with_capacity(1 << 20, bao), &layout, &query)?;
         #[derive(Serialize)]
         struct Answer<'a> {
             events: &'a [audit::Event],

@@ -24,16 +24,23 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsE
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use durable_file::log::LogFile;
 use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
 use tokio::sync::{watch, Mutex};
 
-use openbao_client::retry::Backoff;
 use openbao_client::SecretString;
 
 use crate::server_config::ServerConfig;
+
+mod output;
+pub mod restart;
+
+use output::Output;
+pub use restart::CrashLoop;
+use restart::{Exit, RestartPolicy};
 
 /// `secret_store.supervise:` — run OpenBao as a child of edgeseal.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -52,6 +59,59 @@ pub struct SuperviseConfig {
     /// root token) or `shamir` (unseal shares through the API, as for a store edgeseal does not start).
     #[serde(default)]
     pub seal: crate::seal::SealMode,
+    /// Rotation of OpenBao's audit log and of its output (`openbao.log`).
+    #[serde(default)]
+    pub logs: LogRotation,
+}
+
+/// `secret_store.supervise.logs:` — OpenBao's audit log and `openbao.log` are rotated at `max_size`
+/// (bytes; 0 turns rotation off), keeping `keep` old files of each. On by default: a device with a
+/// small disk must not fill it with logs.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogRotation {
+    /// Size at which a log is rotated.
+    pub max_size: u64,
+    /// Rotated files kept of each log.
+    pub keep: u32,
+}
+
+impl Default for LogRotation {
+    fn default() -> Self {
+        Self { max_size: 64 * 1024 * 1024, keep: 3 }
+    }
+}
+
+impl LogRotation {
+    /// Most rotated files that may be kept.
+    pub const MAX_KEEP: u32 = 100;
+
+    /// The rules beyond the types.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_size != 0 && !(64 * 1024..=16 * 1024 * 1024 * 1024).contains(&self.max_size) {
+            return Err(format!(
+                "max_size {} is out of range: give 65536 to 17179869184 (bytes), or 0 to never rotate",
+                self.max_size
+            ));
+        }
+        if !(1..=Self::MAX_KEEP).contains(&self.keep) {
+            return Err(format!(
+                "keep {} is out of range: give 1 to {} (rotated files kept)",
+                self.keep,
+                Self::MAX_KEEP
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What [`prepare`] wrote, for [`Supervisor::start`].
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// OpenBao's configuration file.
+    pub config_file: PathBuf,
+    /// The file audit device's log, rotated by the supervisor.
+    pub audit_log: Option<PathBuf>,
 }
 
 impl SuperviseConfig {
@@ -80,20 +140,23 @@ pub fn tcp_stays_locked(keystore_dir: &Path) -> bool {
 /// Longest path a Unix socket address can hold (sun_path, with its NUL).
 const MAX_SOCKET_PATH: usize = 107;
 
-/// A supervised OpenBao process.
+/// A supervised OpenBao process: started again when it dies, at once after a crash, with a growing
+/// pause while it keeps dying before it becomes healthy ([`restart`]); its output copied to a rotated
+/// `openbao.log` ([`output`]), its audit log rotated, and [`Status`] published for the watchdog, health
+/// and metrics.
 #[derive(Debug)]
 pub struct Supervisor {
     stop: watch::Sender<bool>,
     restart: watch::Sender<u64>,
-    spawned: watch::Receiver<u64>,
+    status: watch::Receiver<Status>,
+    healthy: Arc<watch::Sender<u64>>,
     task: tokio::task::JoinHandle<()>,
     pid: Arc<Mutex<Option<u32>>>,
-    restarts: watch::Receiver<u64>,
 }
 
 /// Writes the OpenBao configuration and prepares directories (the socket's directory 0700, owned by
-/// us — refused otherwise); returns the config file's path.
-pub fn prepare(config: &SuperviseConfig, server: &ServerConfig) -> std::io::Result<PathBuf> {
+/// us — refused otherwise).
+pub fn prepare(config: &SuperviseConfig, server: &ServerConfig) -> std::io::Result<Prepared> {
     fs::DirBuilder::new().recursive(true).mode(0o700).create(&config.data_dir)?;
     check_data_dir(&config.data_dir)?;
     fs::DirBuilder::new().recursive(true).mode(0o700).create(&server.data_dir)?;
@@ -115,7 +178,7 @@ pub fn prepare(config: &SuperviseConfig, server: &ServerConfig) -> std::io::Resu
     let path = config.config_file();
     fs::write(&path, server.render())?;
     fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
-    Ok(path)
+    Ok(Prepared { config_file: path, audit_log: server.audit_log.clone() })
 }
 
 /// Checks `data_dir` and every directory above it (as configured, and after resolving symlinks): each
@@ -176,100 +239,39 @@ fn private_socket_dir(socket: &Path) -> std::io::Result<()> {
 }
 
 impl Supervisor {
-    /// Starts OpenBao and keeps it running until [`Supervisor::stop`].
-    pub fn start(config: &SuperviseConfig, config_file: &Path) -> Self {
-        Self::start_with_env(config, config_file, Vec::new())
-    }
-
-    /// Like [`Supervisor::start`], with `env` added to OpenBao's (otherwise empty) environment at
-    /// every start: how the static seal key reaches it without touching a disk. The values stay in
-    /// this process's memory (wiped on drop) so that a crashed OpenBao is restarted at once.
-    pub fn start_with_env(
-        config: &SuperviseConfig,
-        config_file: &Path,
-        env: Vec<(&'static str, SecretString)>,
-    ) -> Self {
-        let (stop, mut stopped) = watch::channel(false);
-        let (restart, mut restart_asked) = watch::channel(0u64);
-        let (spawned_tx, spawned) = watch::channel(0u64);
-        let (restart_tx, restarts) = watch::channel(0u64);
+    /// Starts OpenBao as `prepared`, and keeps it running until [`Supervisor::stop`]. `env` is added to
+    /// OpenBao's (otherwise empty) environment at every start: how the static seal key reaches it
+    /// without touching a disk. The values stay in this process's memory (wiped on drop) so that a
+    /// crashed OpenBao is started again at once.
+    pub fn start(config: &SuperviseConfig, prepared: &Prepared, env: Vec<(&'static str, SecretString)>) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        let (restart, restart_asked) = watch::channel(0u64);
+        let (status_tx, status) = watch::channel(Status::default());
+        let (healthy, healthy_rx) = watch::channel(0u64);
         let pid = Arc::new(Mutex::new(None));
-        let (binary, config_file, log_dir) =
-            (config.binary.clone(), config_file.to_path_buf(), config.data_dir.clone());
-        let pid_slot = pid.clone();
-        let task = tokio::spawn(async move {
-            reap_orphan(&config_file).await;
-            let mut backoff = Backoff::forever(FIRST_PAUSE, MAX_PAUSE);
-            let mut starts = 0u64;
-            let mut asked = false;
-            loop {
-                let mut child = match spawn(&binary, &config_file, &log_dir, &env) {
-                    Ok(child) => child,
-                    Err(e) => {
-                        tracing::error!(binary = %binary.display(), error = %e, "cannot start OpenBao");
-                        let pause = backoff.next_pause().unwrap_or(MAX_PAUSE);
-                        tokio::select! {
-                            _ = stopped.changed() => return,
-                            _ = tokio::time::sleep(pause) => {}
-                        }
-                        continue;
-                    }
-                };
-                // A restart asked while OpenBao was down (spawn failed, or the backoff pause) is
-                // answered by this spawn, which read the new configuration: marking it seen keeps
-                // it from terminating the process `restart()` returns for (and `run` unseals).
-                restart_asked.borrow_and_update();
-                starts += 1;
-                *pid_slot.lock().await = child.id();
-                if let Some(pid) = child.id() {
-                    if let Err(e) = fs::write(log_dir.join(PID_FILE), format!("{pid}\n")) {
-                        tracing::error!(error = %e, "cannot record OpenBao's pid; an OpenBao orphaned by a crash of edgeseal would not be found");
-                    }
-                }
-                if starts > 1 && !asked {
-                    let _ = restart_tx.send(starts - 1);
-                }
-                asked = false;
-                let _ = spawned_tx.send(starts);
-                tracing::info!(pid = child.id(), "OpenBao started");
-                let started = std::time::Instant::now();
-                tokio::select! {
-                    status = child.wait() => {
-                        tracing::warn!(status = ?status.ok(), "OpenBao exited; restarting it");
-                        *pid_slot.lock().await = None;
-                        // Back off from a crash loop, not from a crash after a healthy stretch.
-                        if started.elapsed() >= HEALTHY_UPTIME {
-                            backoff = Backoff::forever(FIRST_PAUSE, MAX_PAUSE);
-                        }
-                        let pause = backoff.next_pause().unwrap_or(MAX_PAUSE);
-                        tokio::select! {
-                            _ = stopped.changed() => return,
-                            _ = tokio::time::sleep(pause) => {}
-                        }
-                    }
-                    _ = restart_asked.changed() => {
-                        // Asked for (a new configuration): stop it cleanly, start again at once.
-                        terminate(&mut child).await;
-                        *pid_slot.lock().await = None;
-                        asked = true;
-                    }
-                    _ = stopped.changed() => {
-                        terminate(&mut child).await;
-                        *pid_slot.lock().await = None;
-                        return;
-                    }
-                }
-            }
-        });
-        Self { stop, restart, spawned, task, pid, restarts }
+        let log = LogFile::new(config.data_dir.join(OUTPUT_LOG), config.logs.max_size, config.logs.keep);
+        let task = Task {
+            binary: config.binary.clone(),
+            config_file: prepared.config_file.clone(),
+            data_dir: config.data_dir.clone(),
+            audit_log: prepared.audit_log.clone(),
+            logs: config.logs.clone(),
+            env,
+            output: Output::new(log),
+            status: status_tx,
+            pid: pid.clone(),
+            policy: RestartPolicy::default(),
+        };
+        let task = tokio::spawn(task.run(stopped, restart_asked, healthy_rx));
+        Self { stop, restart, status, healthy: Arc::new(healthy), task, pid }
     }
 
     /// Stops OpenBao cleanly and starts it again (it re-reads its configuration file, and comes back
     /// sealed); returns once the new process is started.
     pub async fn restart(&mut self) {
-        let before = *self.spawned.borrow_and_update();
+        let before = self.status.borrow_and_update().starts;
         self.restart.send_modify(|generation| *generation += 1);
-        let _ = self.spawned.wait_for(|spawned| *spawned > before).await;
+        let _ = self.status.wait_for(|status| status.starts > before).await;
     }
 
     /// The current OpenBao pid, if running.
@@ -277,9 +279,14 @@ impl Supervisor {
         *self.pid.lock().await
     }
 
-    /// How many times OpenBao was restarted after dying.
+    /// How many times OpenBao was started again after dying.
     pub fn restarts(&self) -> u64 {
-        *self.restarts.borrow()
+        self.status.borrow().restarts
+    }
+
+    /// What the watchdog (and the token server's health and metrics) need of the supervision.
+    pub fn link(&self) -> Link {
+        Link { status: self.status.clone(), healthy: self.healthy.clone() }
     }
 
     /// Stops OpenBao (SIGTERM, then SIGKILL after 15 s) and the supervision.
@@ -289,33 +296,246 @@ impl Supervisor {
     }
 }
 
-fn spawn(
-    binary: &Path,
-    config_file: &Path,
-    log_dir: &Path,
-    env: &[(&'static str, SecretString)],
-) -> std::io::Result<Child> {
-    let log = fs::OpenOptions::new().create(true).append(true).open(log_dir.join("openbao.log"))?;
-    let err = log.try_clone()?;
-    let mut command = Command::new(binary);
-    command
-        .arg("server")
-        .arg(format!("-config={}", config_file.display()))
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("HOME", log_dir);
-    for (name, value) in env {
-        command.env(name, value.expose());
-    }
-    command.stdin(Stdio::null()).stdout(Stdio::from(log)).stderr(Stdio::from(err)).kill_on_drop(true).spawn()
+/// The supervision as others see it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Status {
+    /// OpenBao processes started so far.
+    pub starts: u64,
+    /// Of those, started again after one died.
+    pub restarts: u64,
+    /// Processes that ended by themselves, and starts that failed.
+    pub exits: u64,
+    /// Set while OpenBao keeps dying before it becomes healthy.
+    pub crash_loop: Option<CrashLoop>,
 }
 
-/// First pause before restarting an OpenBao that died; doubles while it keeps dying.
-const FIRST_PAUSE: Duration = Duration::from_millis(200);
-/// Longest pause between restarts.
-const MAX_PAUSE: Duration = Duration::from_secs(10);
-/// An OpenBao that ran this long before dying was healthy: the next restart starts the backoff over.
-const HEALTHY_UPTIME: Duration = Duration::from_secs(60);
+/// A handle on the supervision for the watchdog: it learns at once when OpenBao was started again,
+/// and tells the supervisor when it saw it healthy (which ends a crash loop and makes its next crash
+/// a single one, restarted at once).
+#[derive(Debug, Clone)]
+pub struct Link {
+    status: watch::Receiver<Status>,
+    healthy: Arc<watch::Sender<u64>>,
+}
+
+impl Link {
+    /// The supervision now.
+    pub fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    /// Every change of [`Link::status`].
+    pub fn subscribe(&self) -> watch::Receiver<Status> {
+        self.status.clone()
+    }
+
+    /// The OpenBao running now was seen unsealed and healthy.
+    pub fn healthy(&self) {
+        let current = self.status.borrow().starts;
+        self.healthy.send_if_modified(|seen| std::mem::replace(seen, current) != current);
+    }
+
+    /// Resolves when OpenBao is started again (or at once if it was since the last call); pending
+    /// forever once the supervision has stopped.
+    pub async fn started(&mut self) {
+        let before = self.status.borrow_and_update().starts;
+        if self.status.wait_for(|status| status.starts > before).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// The supervision loop's state.
+struct Task {
+    binary: PathBuf,
+    config_file: PathBuf,
+    data_dir: PathBuf,
+    audit_log: Option<PathBuf>,
+    logs: LogRotation,
+    env: Vec<(&'static str, SecretString)>,
+    output: Output,
+    status: watch::Sender<Status>,
+    pid: Arc<Mutex<Option<u32>>>,
+    policy: RestartPolicy,
+}
+
+/// How one OpenBao process ended.
+enum Ended {
+    /// It exited by itself (or was killed by someone else): how.
+    Exited(String),
+    /// A restart was asked: started again at once.
+    Asked,
+    /// The supervision stops.
+    Stopped,
+}
+
+impl Task {
+    async fn run(
+        mut self,
+        mut stopped: watch::Receiver<bool>,
+        mut restart_asked: watch::Receiver<u64>,
+        mut healthy: watch::Receiver<u64>,
+    ) {
+        reap_orphan(&self.config_file).await;
+        let mut died = false;
+        loop {
+            let (mut child, copying) = match self.spawn() {
+                Ok(spawned) => spawned,
+                Err(e) => {
+                    tracing::error!(binary = %self.binary.display(), error = %e, "cannot start OpenBao");
+                    let exit = Exit { uptime: Duration::ZERO, seen_healthy: false };
+                    let pause = self.after_exit(exit, format!("cannot start {}: {e}", self.binary.display()));
+                    tokio::select! {
+                        _ = stopped.changed() => return,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                    continue;
+                }
+            };
+            // A restart asked while OpenBao was down (spawn failed, or the pause) is answered by
+            // this spawn, which read the new configuration: marking it seen keeps it from
+            // terminating the process `restart()` returns for (and `run` unseals).
+            restart_asked.borrow_and_update();
+            *self.pid.lock().await = child.id();
+            if let Some(pid) = child.id() {
+                if let Err(e) = fs::write(self.data_dir.join(PID_FILE), format!("{pid}\n")) {
+                    tracing::error!(error = %e, "cannot record OpenBao's pid; an OpenBao orphaned by a crash of edgeseal would not be found");
+                }
+            }
+            let start = self.status.borrow().starts + 1;
+            self.status.send_modify(|status| {
+                status.starts = start;
+                status.restarts += u64::from(died);
+            });
+            tracing::info!(pid = child.id(), "OpenBao started");
+            let started = Instant::now();
+            let mut seen_healthy = false;
+            let mut rotation = tokio::time::interval(ROTATION_CHECK);
+            rotation.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let ended = loop {
+                tokio::select! {
+                    status = child.wait() => break Ended::Exited(match status {
+                        Ok(status) => status.to_string(),
+                        Err(e) => format!("lost track of it: {e}"),
+                    }),
+                    _ = restart_asked.changed() => {
+                        // Asked for (a new configuration): stop it cleanly, start again at once.
+                        terminate(&mut child).await;
+                        break Ended::Asked;
+                    }
+                    _ = stopped.changed() => {
+                        terminate(&mut child).await;
+                        break Ended::Stopped;
+                    }
+                    Ok(()) = healthy.changed(), if !seen_healthy => {
+                        seen_healthy = *healthy.borrow_and_update() == start;
+                        if seen_healthy {
+                            self.healthy_again();
+                        }
+                    }
+                    _ = rotation.tick(), if self.audit_log.is_some() && self.logs.max_size > 0 => {
+                        // A Go program dies of a SIGHUP that comes before its handler is installed.
+                        if seen_healthy || started.elapsed() >= SIGHUP_SAFE_AFTER {
+                            self.rotate_audit_log(&child);
+                        }
+                    }
+                }
+            };
+            *self.pid.lock().await = None;
+            // The copy ends with the process's output; its last line says why it died.
+            let _ = tokio::task::spawn_blocking(move || copying.map(std::thread::JoinHandle::join)).await;
+            match ended {
+                Ended::Stopped => return,
+                Ended::Asked => died = false,
+                Ended::Exited(how) => {
+                    died = true;
+                    let pause = self.after_exit(Exit { uptime: started.elapsed(), seen_healthy }, how);
+                    tokio::select! {
+                        _ = stopped.changed() => return,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decides the pause after an exit described by `how`, reports it, and returns it.
+    fn after_exit(&mut self, exit: Exit, how: String) -> Duration {
+        let decision = self.policy.after(exit);
+        self.status.send_modify(|status| status.exits += 1);
+        let last_output = self.output.last_line();
+        let uptime_ms = u64::try_from(exit.uptime.as_millis()).unwrap_or(u64::MAX);
+        if decision.early_exits == 0 {
+            tracing::warn!(status = %how, uptime_ms, "OpenBao exited; starting it again now");
+        } else if decision.crash_loop() {
+            let report = CrashLoop { exits: decision.early_exits, last_exit: how, next_start_in: decision.pause };
+            tracing::error!(last_output = %last_output, "{report}");
+            self.status.send_modify(|status| status.crash_loop = Some(report));
+        } else {
+            tracing::warn!(
+                status = %how,
+                uptime_ms,
+                early_exits = decision.early_exits,
+                pause_ms = u64::try_from(decision.pause.as_millis()).unwrap_or(u64::MAX),
+                last_output = %last_output,
+                "OpenBao exited before it became healthy; starting it again after a pause"
+            );
+        }
+        decision.pause
+    }
+
+    /// The running OpenBao was seen healthy: a crash loop is over.
+    fn healthy_again(&self) {
+        if self.status.send_if_modified(|status| status.crash_loop.take().is_some()) {
+            tracing::info!("OpenBao is healthy again: the crash loop is over");
+        }
+    }
+
+    /// Rotates OpenBao's audit log once it reached its size, and tells OpenBao (SIGHUP) to reopen it:
+    /// what it writes until then lands in `<file>.1`, nothing is lost.
+    fn rotate_audit_log(&self, child: &Child) {
+        let Some(path) = &self.audit_log else { return };
+        let Ok(size) = fs::metadata(path).map(|meta| meta.len()) else { return };
+        if size < self.logs.max_size {
+            return;
+        }
+        let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) else { return };
+        match durable_file::log::rotate(path, self.logs.keep) {
+            Ok(()) => {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGHUP);
+                tracing::info!(file = %path.display(), size, keep = self.logs.keep, "rotated OpenBao's audit log");
+            }
+            Err(e) => tracing::warn!(file = %path.display(), error = %e, "cannot rotate OpenBao's audit log"),
+        }
+    }
+
+    /// Starts OpenBao with its output going through a pipe to [`Output`].
+    fn spawn(&self) -> std::io::Result<(Child, std::io::Result<std::thread::JoinHandle<()>>)> {
+        let (reader, writer) = std::io::pipe()?;
+        let mut command = Command::new(&self.binary);
+        command
+            .arg("server")
+            .arg(format!("-config={}", self.config_file.display()))
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", &self.data_dir);
+        for (name, value) in &self.env {
+            command.env(name, value.expose());
+        }
+        command.stdin(Stdio::null()).stdout(writer.try_clone()?).stderr(writer).kill_on_drop(true);
+        let child = command.spawn()?;
+        // Our ends of the pipe's write side go with `command`: the copy sees the end of OpenBao's output.
+        drop(command);
+        Ok((child, self.output.copy(reader)))
+    }
+}
+
+/// How often the size of OpenBao's audit log is looked at.
+const ROTATION_CHECK: Duration = Duration::from_secs(1);
+/// An OpenBao started this long ago has its SIGHUP handler installed.
+const SIGHUP_SAFE_AFTER: Duration = Duration::from_secs(5);
+/// OpenBao's standard output and error, in `data_dir`.
+pub const OUTPUT_LOG: &str = "openbao.log";
 
 /// The pid of the OpenBao edgeseal last started, in `data_dir` (for operators and tests; orphans
 /// are found by their command line, see [`reap_orphan`]).
@@ -464,6 +684,7 @@ mod tests {
             data_dir: data_dir.clone(),
             unauthed_generate_root: false,
             seal: crate::seal::SealMode::Shamir,
+            logs: LogRotation::default(),
         };
         let server = ServerConfig {
             data_dir: data_dir.join("raft"),
@@ -495,14 +716,15 @@ mod tests {
             data_dir: dir.path().to_path_buf(),
             unauthed_generate_root: false,
             seal: crate::seal::SealMode::Shamir,
+            logs: LogRotation::default(),
         };
-        let mut supervisor = Supervisor::start(&config, &dir.path().join("openbao.hcl"));
-        let spawned = supervisor.spawned.clone();
+        let prepared = Prepared { config_file: dir.path().join("openbao.hcl"), audit_log: None };
+        let mut supervisor = Supervisor::start(&config, &prepared, Vec::new());
+        let spawned = supervisor.link().subscribe();
+        let mut status = supervisor.link().subscribe();
         let install = async {
-            // The first spawn opened its log and failed: OpenBao is down when the restart is asked.
-            while !dir.path().join("openbao.log").exists() {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            // The first spawn failed: OpenBao is down when the restart is asked.
+            status.wait_for(|status| status.exits > 0).await.unwrap();
             let script = format!("#!/bin/sh\necho $$ >> {}\nexec sleep 600\n", pids.display());
             let staged = dir.path().join("bao.new");
             fs::write(&staged, script).unwrap();
@@ -518,6 +740,6 @@ mod tests {
         }
         assert_eq!(fs::read_to_string(&pids).unwrap().lines().count(), 1, "the started process ran");
         supervisor.stop().await;
-        assert_eq!(*spawned.borrow(), 1, "the process restart() returned for was not terminated and replaced");
+        assert_eq!(spawned.borrow().starts, 1, "the process restart() returned for was not terminated and replaced");
     }
 }
