@@ -4,7 +4,7 @@ CARGO ?= cargo
 STATE ?= $(CURDIR)/.state
 PLUGIN_DIR := $(STATE)/libexec/edgeseal
 
-.PHONY: all deps test-deps build test lint fmt bench run fuzz clean
+.PHONY: all deps test-deps build test lint fmt bench soak run fuzz clean
 
 all: build
 
@@ -43,6 +43,13 @@ bench: test-deps
 	EDGESEAL_BAO="$$(scripts/ensure-deps.sh --bao-path)" $(CARGO) bench --locked -p edgeseal-tests --bench backup
 	EDGESEAL_BAO="$$(scripts/ensure-deps.sh --bao-path)" $(CARGO) bench --locked -p edgeseal-tests --bench secrets
 	$(CARGO) run --release --locked -p edgeseal-client --example cached_get
+	EDGESEAL_BAO="$$(scripts/ensure-deps.sh --bao-path)" $(CARGO) bench --locked -p edgeseal-tests --bench soak
+
+## make soak: OpenBao SIGKILLed BENCH_CRASHES times (default 20) under token load, for both seals (also the end of make bench).
+soak: test-deps
+	@scripts/ensure-deps.sh bench
+	$(CARGO) build --release --workspace --locked --bins
+	EDGESEAL_BAO="$$(scripts/ensure-deps.sh --bao-path)" $(CARGO) bench --locked -p edgeseal-tests --bench soak
 
 ## make run: install what is missing, build, and run the whole boot against a supervised local OpenBao.
 run: build

@@ -154,3 +154,26 @@ async fn check_counting(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watchdog_looks_fast_while_the_store_is_down_or_opening_and_slowly_otherwise() {
+        let interval = Duration::from_secs(5);
+        // (what it saw, pause before the next look)
+        let cases = [
+            (Seen::Healthy, interval),
+            // A failed unseal runs the KDF plug-in again: not ten times a second.
+            (Seen::Failing, interval),
+            (Seen::Unreachable, FAST_POLL),
+            (Seen::Sealed, FAST_POLL),
+        ];
+        for (seen, pause) in cases {
+            assert_eq!(next_poll(seen, interval), pause, "{seen:?}");
+        }
+        // An interval shorter than the fast poll is never slowed down.
+        assert_eq!(next_poll(Seen::Unreachable, Duration::from_millis(20)), Duration::from_millis(20));
+    }
+}

@@ -148,3 +148,38 @@ pub fn age_keygen(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, Str
     let recipient = text.lines().find_map(|l| l.strip_prefix("# public key: ")).unwrap().to_string();
     (path, recipient)
 }
+
+/// A small tmpfs mounted over a directory (a full disk on demand), unmounted on drop. Needs root.
+#[derive(Debug)]
+pub struct SmallTmpfs(std::path::PathBuf);
+
+impl SmallTmpfs {
+    /// Mounts a tmpfs of `size` (`64k`, `2m`, …; mode 0700) over `dir`.
+    pub fn mount(dir: &std::path::Path, size: &str) -> Self {
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mount: {}", String::from_utf8_lossy(&out.stderr));
+        Self(dir.to_path_buf())
+    }
+
+    /// Fills it: a file `filler` takes every free byte. Returns its path (remove it to free the space).
+    pub fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write as _;
+        let path = self.0.join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while file.write_all(&chunk).is_ok() {}
+        while file.write_all(&chunk[..512]).is_ok() {}
+        while file.write_all(&[0]).is_ok() {}
+        path
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}

@@ -80,6 +80,8 @@ pub struct Node {
     pub port: u16,
     bootstrap: PathBuf,
     config: PathBuf,
+    seal: Seal,
+    demo_executable: Option<PathBuf>,
 }
 
 impl Node {
@@ -90,9 +92,24 @@ impl Node {
         fs::set_permissions(public.path(), fs::Permissions::from_mode(0o755)).unwrap();
         install_executable(bootstrap, &public.path().join("security-bootstrap"));
         let port = free_port_pair();
-        let mut node = Self { device, public, port, bootstrap: bootstrap.to_path_buf(), config: PathBuf::new() };
+        let mut node = Self {
+            device,
+            public,
+            port,
+            bootstrap: bootstrap.to_path_buf(),
+            config: PathBuf::new(),
+            seal,
+            demo_executable: None,
+        };
         node.config = node.device.write_yaml(&node.yaml(seal));
         node
+    }
+
+    /// Attests `demo` by `exe` instead of the client binary (a benchmark process that is the service
+    /// itself; [`Node::fetch`] is then denied). Rewrites the configuration.
+    pub fn set_demo_executable(&mut self, exe: PathBuf) {
+        self.demo_executable = Some(exe);
+        self.config = self.device.write_yaml(&self.yaml(self.seal));
     }
 
     pub fn yaml(&self, seal: Seal) -> Config {
@@ -119,7 +136,11 @@ impl Node {
         }
         let demo = ServiceEntry {
             selectors: Selectors {
-                unix: Some(UnixSelector { uid: Some(0), path: Some(self.client()), ..Default::default() }),
+                unix: Some(UnixSelector {
+                    uid: Some(0),
+                    path: Some(self.demo_executable.clone().unwrap_or_else(|| self.client())),
+                    ..Default::default()
+                }),
                 docker: None,
             },
             secrets: vec!["greeting".into()],

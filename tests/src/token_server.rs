@@ -116,3 +116,47 @@ pub fn raw_request(socket: &Path, raw: &[u8]) -> (u16, String) {
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     (status, body)
 }
+
+/// One answer of the token socket as a client sees it, never a panic: for loops that must record
+/// every outcome (the reliability test, the soak benchmark).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// An HTTP answer: status and body.
+    Status(u16, String),
+    /// No answer within the time allowed.
+    Hang,
+    /// The connection failed or was cut.
+    Broken(String),
+}
+
+/// `POST /v1/token` over HTTP/1.1, closing the connection after the answer.
+pub const TOKEN_REQUEST: &[u8] =
+    b"POST /v1/token HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+/// `GET /v1/health`, closing the connection after the answer.
+pub const HEALTH_REQUEST: &[u8] = b"GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+
+/// Sends `raw` on a new connection to `socket`; the answer, [`Answer::Hang`] after `hang` without one.
+pub fn answer(socket: &Path, raw: &[u8], hang: std::time::Duration) -> Answer {
+    use std::io::{Read, Write};
+    let mut stream = match std::os::unix::net::UnixStream::connect(socket) {
+        Ok(stream) => stream,
+        Err(e) => return Answer::Broken(format!("connect: {e}")),
+    };
+    if let Err(e) = stream.set_read_timeout(Some(hang)).and_then(|()| stream.write_all(raw)) {
+        return Answer::Broken(format!("write: {e}"));
+    }
+    let mut bytes = Vec::new();
+    match stream.read_to_end(&mut bytes) {
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => Answer::Hang,
+        Err(e) => Answer::Broken(format!("read: {e}")),
+        Ok(_) => {
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            match text.split_whitespace().nth(1).and_then(|s| s.parse().ok()) {
+                Some(status) => {
+                    Answer::Status(status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+                }
+                None => Answer::Broken(format!("not HTTP: {text:?}")),
+            }
+        }
+    }
+}

@@ -314,31 +314,13 @@ fn env_only_gate_becomes_the_app_and_bad_deliveries_start_nothing() {
     assert_eq!(app_ran(), 2, "none of them started the app");
 }
 
-/// A tmpfs of 64 KiB mounted over `dir`, unmounted on drop.
-struct SmallTmpfs(std::path::PathBuf);
-
-impl SmallTmpfs {
-    fn mount(dir: &Path) -> Self {
-        let out =
-            Command::new("mount").args(["-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs"]).arg(dir).output().unwrap();
-        assert!(out.status.success(), "mount: {}", text(&out));
-        Self(dir.to_path_buf())
-    }
-}
-
-impl Drop for SmallTmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn a_full_tmpfs_keeps_the_app_on_its_values_and_the_rotation_arrives_once_there_is_room() {
     let mut boot = Boot::new();
     let _run = boot.start();
     set(&boot, "demo/db-password", V1);
     let dir = tmpfs_dir();
-    let _small = SmallTmpfs::mount(&dir.path().join("secrets"));
+    let _small = edgeseal_tests::SmallTmpfs::mount(&dir.path().join("secrets"), "64k");
     let db = dir.path().join("secrets/db");
     let mut child = gate(
         &boot,

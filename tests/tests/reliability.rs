@@ -12,8 +12,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
 
 use std::fs;
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,48 +21,15 @@ use std::time::{Duration, Instant};
 
 use edgeseal_tests::boot::Boot;
 use edgeseal_tests::poll_until;
+use edgeseal_tests::token_server::{answer, Answer as Outcome, HEALTH_REQUEST as HEALTH, TOKEN_REQUEST as TOKEN};
 use secretstore_setup::supervise::LogRotation;
-
-/// One answer of the token socket, as a client sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Outcome {
-    Status(u16, String),
-    /// No answer within [`HANG`].
-    Hang,
-    /// The connection failed or was cut.
-    Broken(String),
-}
 
 /// A request unanswered this long is a hang.
 const HANG: Duration = Duration::from_secs(15);
 
 fn request(socket: &Path, raw: &[u8]) -> Outcome {
-    let mut stream = match UnixStream::connect(socket) {
-        Ok(stream) => stream,
-        Err(e) => return Outcome::Broken(format!("connect: {e}")),
-    };
-    stream.set_read_timeout(Some(HANG)).unwrap();
-    if let Err(e) = stream.write_all(raw) {
-        return Outcome::Broken(format!("write: {e}"));
-    }
-    let mut answer = Vec::new();
-    match stream.read_to_end(&mut answer) {
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => Outcome::Hang,
-        Err(e) => Outcome::Broken(format!("read: {e}")),
-        Ok(_) => {
-            let text = String::from_utf8_lossy(&answer).into_owned();
-            match text.split_whitespace().nth(1).and_then(|s| s.parse().ok()) {
-                Some(status) => {
-                    Outcome::Status(status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
-                }
-                None => Outcome::Broken(format!("not HTTP: {text:?}")),
-            }
-        }
-    }
+    answer(socket, raw, HANG)
 }
-
-const TOKEN: &[u8] = b"POST /v1/token HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-const HEALTH: &[u8] = b"GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
 
 /// A service asking for a token every 20 ms until dropped; every answer kept with its time.
 struct ClientLoop {
@@ -324,6 +289,49 @@ fn openbaos_audit_log_is_rotated_with_retention_while_openbao_keeps_auditing() {
         assert!(fs::metadata(generation(n)).unwrap().len() >= 64 * 1024);
     }
     // The audit join reads the rotated generations too.
+    let joined = boot.audit(&["--json"]);
+    assert!(joined.status.success(), "{}", String::from_utf8_lossy(&joined.stderr));
+}
+
+#[test]
+fn a_full_disk_under_openbaos_audit_log_gives_a_clear_503_and_the_device_recovers_by_itself() {
+    let mut boot = boot_with_loop_service(false);
+    let logs = tempfile::tempdir().unwrap();
+    let disk = edgeseal_tests::SmallTmpfs::mount(logs.path(), "4m");
+    boot.set_openbao_audit_log(Some(logs.path().join("audit.log")));
+    let _run = boot.start();
+    assert!(matches!(request(&boot.socket(), TOKEN), Outcome::Status(200, _)));
+
+    // No room for another audit line: OpenBao refuses to act unaudited, the service is told why.
+    let filler = disk.fill();
+    let refused = poll_until(Duration::from_secs(20), || match request(&boot.socket(), TOKEN) {
+        Outcome::Status(503, body) => Some(body),
+        Outcome::Status(200, _) => None,
+        other => panic!("{other:?}"),
+    });
+    let body = refused.unwrap_or_else(|| panic!("still issuing tokens on a full disk:\n{}", boot.log()));
+    eprintln!("on a full disk: 503 {body}");
+    // The answer says what to do (the supervisor looks at the disk every second).
+    let explained = poll_until(Duration::from_secs(10), || match request(&boot.socket(), TOKEN) {
+        Outcome::Status(503, body) if body.contains("is full") => Some(body),
+        _ => None,
+    });
+    let explained = explained.unwrap_or_else(|| panic!("no 503 says the disk is full:\n{}", boot.log()));
+    assert!(explained.contains("free space there"), "{explained}");
+
+    // Space again: tokens flow, nothing restarted by hand.
+    fs::remove_file(filler).unwrap();
+    let back = poll_until(Duration::from_secs(30), || {
+        matches!(request(&boot.socket(), TOKEN), Outcome::Status(200, _)).then_some(())
+    });
+    assert!(back.is_some(), "{}", boot.log());
+    let noticed = poll_until(Duration::from_secs(10), || boot.log().contains("has room again").then_some(()));
+    assert!(noticed.is_some(), "{}", boot.log());
+    // OpenBao tore the line it was writing when the disk filled (its file, not ours); what it wrote
+    // since is whole, and the audit join counts the torn line and goes on.
+    let text = fs::read_to_string(boot.audit_log()).unwrap();
+    let last = text.lines().last().unwrap();
+    assert!(serde_json::from_str::<serde_json::Value>(last).is_ok(), "{last}");
     let joined = boot.audit(&["--json"]);
     assert!(joined.status.success(), "{}", String::from_utf8_lossy(&joined.stderr));
 }

@@ -307,6 +307,18 @@ pub struct Status {
     pub exits: u64,
     /// Set while OpenBao keeps dying before it becomes healthy.
     pub crash_loop: Option<CrashLoop>,
+    /// Set while the filesystem of OpenBao's audit log is full (OpenBao then refuses every request
+    /// it cannot audit): what to do about it.
+    pub audit_disk_full: Option<String>,
+}
+
+impl Status {
+    /// What is wrong, for operators (the 503 and health reasons), if anything.
+    pub fn problem(&self) -> Option<String> {
+        let problems: Vec<String> =
+            self.crash_loop.iter().map(ToString::to_string).chain(self.audit_disk_full.iter().cloned()).collect();
+        (!problems.is_empty()).then(|| problems.join("; "))
+    }
 }
 
 /// A handle on the supervision for the watchdog: it learns at once when OpenBao was started again,
@@ -433,9 +445,10 @@ impl Task {
                             self.healthy_again();
                         }
                     }
-                    _ = rotation.tick(), if self.audit_log.is_some() && self.logs.max_size > 0 => {
+                    _ = rotation.tick(), if self.audit_log.is_some() => {
+                        self.check_audit_disk();
                         // A Go program dies of a SIGHUP that comes before its handler is installed.
-                        if seen_healthy || started.elapsed() >= SIGHUP_SAFE_AFTER {
+                        if self.logs.max_size > 0 && (seen_healthy || started.elapsed() >= SIGHUP_SAFE_AFTER) {
                             self.rotate_audit_log(&child);
                         }
                     }
@@ -491,6 +504,32 @@ impl Task {
         }
     }
 
+    /// Notes (and logs, once) a full filesystem under OpenBao's audit log, and when it has room again.
+    fn check_audit_disk(&self) {
+        let Some(path) = &self.audit_log else { return };
+        let dir = path.parent().unwrap_or(path);
+        let Ok(fs) = rustix::fs::statvfs(dir) else { return };
+        let full = fs.f_bavail.saturating_mul(fs.f_frsize) < AUDIT_ROOM;
+        let problem = full.then(|| {
+            format!(
+                "the filesystem of OpenBao's audit log {} is full: OpenBao refuses every request it cannot audit; free space there (the log is rotated at secret_store.supervise.logs.max_size)",
+                path.display()
+            )
+        });
+        let changed = self.status.send_if_modified(|status| {
+            let changed = status.audit_disk_full.is_some() != full;
+            status.audit_disk_full = problem.clone();
+            changed
+        });
+        match (changed, problem) {
+            (true, Some(problem)) => tracing::error!("{problem}"),
+            (true, None) => {
+                tracing::info!(file = %path.display(), "the filesystem of OpenBao's audit log has room again")
+            }
+            _ => {}
+        }
+    }
+
     /// Rotates OpenBao's audit log once it reached its size, and tells OpenBao (SIGHUP) to reopen it:
     /// what it writes until then lands in `<file>.1`, nothing is lost.
     fn rotate_audit_log(&self, child: &Child) {
@@ -530,7 +569,9 @@ impl Task {
     }
 }
 
-/// How often the size of OpenBao's audit log is looked at.
+/// Free bytes under OpenBao's audit log below which its filesystem counts as full (a few records).
+const AUDIT_ROOM: u64 = 16 * 1024;
+/// How often the size of OpenBao's audit log (and the room left for it) is looked at.
 const ROTATION_CHECK: Duration = Duration::from_secs(1);
 /// An OpenBao started this long ago has its SIGHUP handler installed.
 const SIGHUP_SAFE_AFTER: Duration = Duration::from_secs(5);

@@ -240,7 +240,7 @@ async fn serve<F: std::future::Future<Output = ()> + Send + 'static>(
 }
 
 /// Keeps the token server's metrics and its 503/health reasons in step with the supervision: the
-/// restart count, and a crash loop while it lasts.
+/// restart count, and a crash loop or a full disk under the audit log while it lasts.
 async fn report_supervision(
     mut status: watch::Receiver<supervise::Status>,
     state: std::sync::Arc<::token_server::State>,
@@ -250,7 +250,7 @@ async fn report_supervision(
     loop {
         let now = status.borrow_and_update().clone();
         state.telemetry.set_supervision(now.restarts, now.crash_loop.is_some());
-        state.store_problem.set(now.crash_loop.map(|report| report.to_string()));
+        state.store_problem.set(now.problem());
         tokio::select! {
             _ = &mut stopped => return,
             changed = status.changed() => if changed.is_err() { return },

@@ -1,0 +1,285 @@
+//! `make soak` (and part of `make bench`) — OpenBao crashes under load: `security-bootstrap run` with a
+//! supervised OpenBao, `BENCH_CLIENTS` services (threads of this process, attested as `demo` by uid 0
+//! and executable) fetching tokens back to back, and the OpenBao SIGKILLed `BENCH_CRASHES` times
+//! (default 20), each one second after tokens flowed again. For each seal, in the same run:
+//!
+//! * kill → OpenBao listening again (the supervisor's restart plus OpenBao's start),
+//! * listening → the first token on the socket (opening or unsealing, the token server's first call),
+//! * the outcome of every request (200, 503, anything else: a hang or a reset would show there),
+//! * the server's RSS and descriptors before the first crash and after the last (quiet, no request
+//!   in flight),
+//!
+//! beside the floor: the bare OpenBao restart, spawn → listening, with the same configuration and data
+//! (the Shamir device's: the static one needs the key only `run` holds). Release binaries; medians,
+//! p90s and maxima, the targets (restart ≤ 0.5 s, tokens ≤ 1 s after listening, no growth) printed
+//! met or not — never asserted.
+//!
+//! Environment: `CARGO_TARGET_DIR` (see the harness), `EDGESEAL_BAO`, `BENCH_CRASHES` (default 20),
+//! `BENCH_CLIENTS` (default 2).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout, clippy::print_stderr)]
+
+use std::fs;
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use edgeseal_tests::bench::{bao_version, cpus, env_count, loadavg, ms, percentile, verdict};
+use edgeseal_tests::openbao::bao_binary;
+use edgeseal_tests::poll_until;
+use edgeseal_tests::process::ChildGuard;
+use edgeseal_tests::release::{release_binary, Node, Seal, LIMIT, SEALS};
+use edgeseal_tests::token_server::{answer, Answer, TOKEN_REQUEST};
+use nix::sys::signal::Signal;
+
+/// Every answer the load got, with its time.
+type Answers = Arc<Mutex<Vec<(Instant, Answer)>>>;
+
+/// `clients` threads fetching tokens back to back; pausable so that the server can be measured with
+/// no request in flight.
+struct Load {
+    stop: Arc<AtomicBool>,
+    paused: Arc<AtomicBool>,
+    answers: Answers,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(socket: PathBuf, clients: usize) -> Self {
+        let (stop, paused, answers) =
+            (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)), Answers::default());
+        let threads = (0..clients)
+            .map(|_| {
+                let (stop, paused, answers, socket) = (stop.clone(), paused.clone(), answers.clone(), socket.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        if paused.load(Ordering::Relaxed) {
+                            std::thread::sleep(Duration::from_millis(5));
+                            continue;
+                        }
+                        let got = answer(&socket, TOKEN_REQUEST, Duration::from_secs(30));
+                        let unavailable = matches!(got, Answer::Status(503, _));
+                        answers.lock().unwrap().push((Instant::now(), got));
+                        if unavailable {
+                            // A client backs off a little on 503 (as `gate` and the client crate do).
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self { stop, paused, answers, threads }
+    }
+
+    fn first_token_after(&self, since: Instant) -> Option<Instant> {
+        poll_until(LIMIT, || {
+            let answers = self.answers.lock().unwrap();
+            answers.iter().find(|(at, a)| *at > since && matches!(a, Answer::Status(200, _))).map(|(at, _)| *at)
+        })
+    }
+
+    fn quiet<T>(&self, f: impl FnOnce() -> T) -> T {
+        self.paused.store(true, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(500));
+        let out = f();
+        self.paused.store(false, Ordering::Relaxed);
+        out
+    }
+
+    /// Stops the load; (200s, 503s, anything else with one example).
+    fn finish(self) -> (usize, usize, usize, Option<Answer>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads {
+            thread.join().unwrap();
+        }
+        let answers = self.answers.lock().unwrap();
+        let count = |f: fn(&Answer) -> bool| answers.iter().filter(|(_, a)| f(a)).count();
+        let other = answers.iter().find(|(_, a)| !matches!(a, Answer::Status(200 | 503, _))).map(|(_, a)| a.clone());
+        (
+            count(|a| matches!(a, Answer::Status(200, _))),
+            count(|a| matches!(a, Answer::Status(503, _))),
+            count(|a| !matches!(a, Answer::Status(200 | 503, _))),
+            other,
+        )
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn descriptors(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+fn dead(pid: i32) -> bool {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.is_empty() || stat.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z'))
+}
+
+/// One seal's soak.
+struct Soak {
+    seal: Seal,
+    to_listening: Vec<Duration>,
+    to_token: Vec<Duration>,
+    listening_to_token: Vec<Duration>,
+    answers: (usize, usize, usize, Option<Answer>),
+    rss: (u64, u64),
+    fds: (usize, usize),
+}
+
+fn soak(seal: Seal, bootstrap: &std::path::Path, crashes: usize, clients: usize) -> (Soak, Node) {
+    let mut node = Node::new(seal, bootstrap);
+    node.set_demo_executable(std::env::current_exe().unwrap());
+    let (run, _) = node.boot();
+    let load = Load::start(node.socket(), clients);
+    load.first_token_after(Instant::now()).unwrap_or_else(|| panic!("no token:\n{}", node.log_tail()));
+    std::thread::sleep(Duration::from_secs(1));
+    let (rss_before, fds_before) = load.quiet(|| (rss_kib(run.pid()), descriptors(run.pid())));
+    let (mut to_listening, mut to_token, mut listening_to_token) = (Vec::new(), Vec::new(), Vec::new());
+    for crash in 1..=crashes {
+        let pid = node.openbao_pid().unwrap_or_else(|| panic!("no OpenBao under run:\n{}", node.log_tail()));
+        let killed = Instant::now();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+        assert!(poll_until(LIMIT, || dead(pid).then_some(())).is_some(), "OpenBao {pid} did not die");
+        let listening = poll_until(LIMIT, || {
+            std::thread::sleep(Duration::from_millis(1));
+            TcpStream::connect(("127.0.0.1", node.port)).is_ok().then(Instant::now)
+        });
+        let listening = listening.unwrap_or_else(|| panic!("OpenBao not back:\n{}", node.log_tail()));
+        let token = load
+            .first_token_after(killed)
+            .unwrap_or_else(|| panic!("no token after crash {crash}:\n{}", node.log_tail()));
+        to_listening.push(listening - killed);
+        to_token.push(token - killed);
+        listening_to_token.push(token.saturating_duration_since(listening));
+        eprintln!(
+            "{seal:?} crash {crash}: listening after {}, first token after {} ({} after listening)",
+            ms(listening - killed),
+            ms(token - killed),
+            ms(token.saturating_duration_since(listening))
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let (rss_after, fds_after) = load.quiet(|| (rss_kib(run.pid()), descriptors(run.pid())));
+    let answers = load.finish();
+    node.stop(run);
+    let soak = Soak {
+        seal,
+        to_listening,
+        to_token,
+        listening_to_token,
+        answers,
+        rss: (rss_before, rss_after),
+        fds: (fds_before, fds_after),
+    };
+    (soak, node)
+}
+
+/// Spawns `command`, times spawn → `ready()`, then stops it with SIGTERM.
+fn time_until(mut command: Command, ready: impl Fn() -> bool) -> Duration {
+    let started = Instant::now();
+    let child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut guard = ChildGuard::new(format!("{command:?}"), child);
+    while !ready() {
+        assert!(guard.exited().is_none(), "{command:?} exited before it was ready");
+        assert!(started.elapsed() < LIMIT, "{command:?} not ready in {LIMIT:?}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let took = started.elapsed();
+    guard.stop(Signal::SIGTERM, LIMIT);
+    took
+}
+
+fn triple(samples: &[Duration]) -> String {
+    format!(
+        "{} / {} / {}",
+        ms(percentile(samples, 0.5)),
+        ms(percentile(samples, 0.9)),
+        ms(samples.iter().max().copied().unwrap_or_default())
+    )
+}
+
+fn main() {
+    let crashes = env_count("BENCH_CRASHES", 20, 1);
+    let clients = env_count("BENCH_CLIENTS", 2, 1);
+    let bootstrap = release_binary("security-bootstrap");
+    let mut soaks = Vec::new();
+    let mut shamir_node = None;
+    for seal in SEALS {
+        let (soak, node) = soak(seal, &bootstrap, crashes, clients);
+        soaks.push(soak);
+        if seal == Seal::Shamir {
+            shamir_node = Some(node);
+        }
+    }
+    // The floor: OpenBao alone restarted with the Shamir device's config and data.
+    let node = shamir_node.unwrap();
+    let hcl = node.data_dir().join("openbao.hcl");
+    let floor: Vec<Duration> = (0..crashes.min(10))
+        .map(|_| {
+            let mut command = Command::new(bao_binary());
+            command.arg("server").arg(format!("-config={}", hcl.display()));
+            time_until(command, || TcpStream::connect(("127.0.0.1", node.port)).is_ok())
+        })
+        .collect();
+
+    println!(
+        "OpenBao SIGKILLed {crashes} times under {clients} token clients, each 1 s after tokens flowed again (release build; {} CPUs, load {}; {})",
+        cpus(),
+        loadavg(),
+        bao_version(&bao_binary())
+    );
+    println!("| seal | kill → listening p50 / p90 / max | listening → first token p50 / p90 / max | kill → first token p50 / p90 / max | 200 | 503 | other | RSS before → after | fds before → after |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for s in &soaks {
+        println!(
+            "| {:?} | {} | {} | {} | {} | {} | {} | {} → {} KiB | {} → {} |",
+            s.seal,
+            triple(&s.to_listening),
+            triple(&s.listening_to_token),
+            triple(&s.to_token),
+            s.answers.0,
+            s.answers.1,
+            s.answers.2,
+            s.rss.0,
+            s.rss.1,
+            s.fds.0,
+            s.fds.1
+        );
+        if let Some(other) = &s.answers.3 {
+            println!("  first answer that was neither 200 nor 503: {other:?}");
+        }
+    }
+    println!("| floor: bare OpenBao, spawn → listening | {} | | | | | | | |", triple(&floor));
+    let floor_p50 = percentile(&floor, 0.5);
+    for s in &soaks {
+        let restart = percentile(&s.to_listening, 0.5);
+        let max_restart = s.to_listening.iter().max().copied().unwrap_or_default();
+        let max_token = s.listening_to_token.iter().max().copied().unwrap_or_default();
+        println!(
+            "{:?}: restart p50 {} = {:.2}x the bare start ({}); max {} — target ≤ 500 ms: {}; first token ≤ 1 s after listening (max {}): {}; every request 200 or 503: {}; fds {} → {}: {}; RSS drift {:+} KiB",
+            s.seal,
+            ms(restart),
+            restart.as_secs_f64() / floor_p50.as_secs_f64(),
+            ms(floor_p50),
+            ms(max_restart),
+            verdict(max_restart <= Duration::from_millis(500)),
+            ms(max_token),
+            verdict(max_token <= Duration::from_secs(1)),
+            verdict(s.answers.2 == 0),
+            s.fds.0,
+            s.fds.1,
+            verdict(s.fds.1 <= s.fds.0),
+            s.rss.1 as i64 - s.rss.0 as i64
+        );
+    }
+}
