@@ -14,6 +14,9 @@ use std::io::{self, Write as _};
 use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
+/// Most rotated generations a log may keep (and readers look for).
+pub const MAX_KEEP: u32 = 100;
+
 /// `<path>.<n>`: the `n`-th newest rotated generation (1 is the newest).
 pub fn generation(path: &Path, n: u32) -> PathBuf {
     let mut name = OsString::from(path.as_os_str());
@@ -68,13 +71,17 @@ impl LogFile {
     }
 
     /// Appends `bytes` in one `write`, rotating first when they would take the file past `max_size`.
-    /// After a failure (a full disk) the next call opens the file again: the log recovers by itself
-    /// once there is space.
+    /// After a failed write (a full disk) the next call opens the file again: the log recovers by
+    /// itself once there is space. A rotation that fails (the directory's permissions changed) is
+    /// reported, and the record is still written, past `max_size`: nothing is lost for it.
     pub fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
         let full = |size: u64| size > 0 && size.saturating_add(bytes.len() as u64) > self.max_size;
+        let mut rotation = Ok(());
         if self.max_size > 0 && self.open.as_ref().is_some_and(|(_, size)| full(*size)) {
-            self.open = None;
-            rotate(&self.path, self.keep)?;
+            rotation = rotate(&self.path, self.keep);
+            if rotation.is_ok() {
+                self.open = None;
+            }
         }
         let (file, size) = match self.open.as_mut() {
             Some(open) => open,
@@ -86,7 +93,9 @@ impl LogFile {
             return Err(e);
         }
         *size += bytes.len() as u64;
-        Ok(())
+        rotation.map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot rotate {}: {e}; written past its size", self.path.display()))
+        })
     }
 }
 
@@ -170,6 +179,21 @@ mod tests {
         std::os::unix::fs::symlink(&target, &link).unwrap();
         assert!(LogFile::new(link, 0, 1).append(b"x\n").is_err());
         assert!(!target.exists(), "nothing written through the symlink");
+    }
+
+    #[test]
+    fn a_rotation_that_fails_still_writes_every_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kept.log");
+        let mut log = LogFile::new(path.clone(), 10, 1);
+        log.append(b"0123456789\n").unwrap();
+        // `<file>.1` cannot be replaced: a non-empty directory is in its way.
+        std::fs::create_dir_all(generation(&path, 1).join("x")).unwrap();
+        for record in [&b"second\n"[..], b"third\n"] {
+            let e = log.append(record).unwrap_err();
+            assert!(e.to_string().contains("cannot rotate"), "{e}");
+        }
+        assert_eq!(read(&path), "0123456789\nsecond\nthird\n");
     }
 
     #[test]

@@ -87,6 +87,7 @@ pub async fn run_counting(
             _ = tokio::time::sleep(pause) => {}
             _ = started => {}
         }
+        let start = supervision.as_ref().map(Link::current_start);
         let (mut now, mut error) = match check_counting(setup, client, unsealed).await {
             Ok(state) => (state, None),
             Err(e) => (Seen::Failing, Some(e)),
@@ -96,10 +97,8 @@ pub async fn run_counting(
         if sealed_since.is_some_and(|since| since.elapsed() >= STATIC_OPEN_GRACE) {
             (now, error) = (Seen::Failing, Some(SetupError::StaticSealed { address: setup.store.address.clone() }));
         }
-        if now == Seen::Healthy {
-            if let Some(link) = &supervision {
-                link.healthy();
-            }
+        if let (Seen::Healthy, Some(link), Some(start)) = (now, &supervision, start) {
+            link.healthy(start);
         }
         if now != seen {
             match (now, error) {

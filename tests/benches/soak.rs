@@ -35,8 +35,8 @@ use edgeseal_tests::release::{release_binary, Node, Seal, LIMIT, SEALS};
 use edgeseal_tests::token_server::{answer, Answer, TOKEN_REQUEST};
 use nix::sys::signal::Signal;
 
-/// Every answer the load got, with its time.
-type Answers = Arc<Mutex<Vec<(Instant, Answer)>>>;
+/// Every answer the load got: when its request was sent, when it came, what it was.
+type Answers = Arc<Mutex<Vec<(Instant, Instant, Answer)>>>;
 
 /// `clients` threads fetching tokens back to back; pausable so that the server can be measured with
 /// no request in flight.
@@ -60,9 +60,10 @@ impl Load {
                             std::thread::sleep(Duration::from_millis(5));
                             continue;
                         }
+                        let sent = Instant::now();
                         let got = answer(&socket, TOKEN_REQUEST, Duration::from_secs(30));
                         let unavailable = matches!(got, Answer::Status(503, _));
-                        answers.lock().unwrap().push((Instant::now(), got));
+                        answers.lock().unwrap().push((sent, Instant::now(), got));
                         if unavailable {
                             // A client backs off a little on 503 (as `gate` and the client crate do).
                             std::thread::sleep(Duration::from_millis(10));
@@ -74,10 +75,14 @@ impl Load {
         Self { stop, paused, answers, threads }
     }
 
+    /// When the first 200 came to a request sent after `since`.
     fn first_token_after(&self, since: Instant) -> Option<Instant> {
         poll_until(LIMIT, || {
             let answers = self.answers.lock().unwrap();
-            answers.iter().find(|(at, a)| *at > since && matches!(a, Answer::Status(200, _))).map(|(at, _)| *at)
+            answers
+                .iter()
+                .find(|(sent, _, a)| *sent > since && matches!(a, Answer::Status(200, _)))
+                .map(|(_, at, _)| *at)
         })
     }
 
@@ -96,8 +101,9 @@ impl Load {
             thread.join().unwrap();
         }
         let answers = self.answers.lock().unwrap();
-        let count = |f: fn(&Answer) -> bool| answers.iter().filter(|(_, a)| f(a)).count();
-        let other = answers.iter().find(|(_, a)| !matches!(a, Answer::Status(200 | 503, _))).map(|(_, a)| a.clone());
+        let count = |f: fn(&Answer) -> bool| answers.iter().filter(|(_, _, a)| f(a)).count();
+        let other =
+            answers.iter().find(|(_, _, a)| !matches!(a, Answer::Status(200 | 503, _))).map(|(_, _, a)| a.clone());
         (
             count(|a| matches!(a, Answer::Status(200, _))),
             count(|a| matches!(a, Answer::Status(503, _))),
@@ -118,11 +124,6 @@ fn rss_kib(pid: u32) -> u64 {
 
 fn descriptors(pid: u32) -> usize {
     fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
-}
-
-fn dead(pid: i32) -> bool {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.is_empty() || stat.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z'))
 }
 
 /// One seal's soak.
@@ -149,14 +150,18 @@ fn soak(seal: Seal, bootstrap: &std::path::Path, crashes: usize, clients: usize)
         let pid = node.openbao_pid().unwrap_or_else(|| panic!("no OpenBao under run:\n{}", node.log_tail()));
         let killed = Instant::now();
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
-        assert!(poll_until(LIMIT, || dead(pid).then_some(())).is_some(), "OpenBao {pid} did not die");
+        // The next OpenBao is started only once the killed one is reaped, all its threads gone and
+        // its listener closed (its main thread shows as a zombie earlier): from the new pid on, a
+        // connection or a request can only reach the new one.
+        let respawned = poll_until(LIMIT, || node.openbao_pid().filter(|&p| p != pid).map(|_| Instant::now()));
+        let respawned = respawned.unwrap_or_else(|| panic!("no new OpenBao:\n{}", node.log_tail()));
         let listening = poll_until(LIMIT, || {
             std::thread::sleep(Duration::from_millis(1));
             TcpStream::connect(("127.0.0.1", node.port)).is_ok().then(Instant::now)
         });
         let listening = listening.unwrap_or_else(|| panic!("OpenBao not back:\n{}", node.log_tail()));
         let token = load
-            .first_token_after(killed)
+            .first_token_after(respawned)
             .unwrap_or_else(|| panic!("no token after crash {crash}:\n{}", node.log_tail()));
         to_listening.push(listening - killed);
         to_token.push(token - killed);

@@ -32,7 +32,7 @@ pub const DEFAULT_MAX_SIZE: u64 = 64 * 1024 * 1024;
 /// Rotated files kept by default.
 pub const DEFAULT_KEEP: u32 = 1;
 /// Most rotated files that may be kept.
-pub const MAX_KEEP: u32 = 100;
+pub const MAX_KEEP: u32 = durable_file::log::MAX_KEEP;
 
 /// `audit:` — where edgeseal's audit log is written and where OpenBao's is read.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -234,7 +234,7 @@ impl Writer {
             match message {
                 Message::Line(text) => {
                     if let Err(e) = self.log.append(&text) {
-                        tracing::warn!(file = %self.log.path().display(), error = %e, "writing edgeseal's audit log failed");
+                        tracing::warn!(file = %self.log.path().display(), error = %e, "edgeseal's audit log");
                     }
                 }
                 Message::Flush(done) => {

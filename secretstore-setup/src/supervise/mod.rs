@@ -22,13 +22,11 @@
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use durable_file::log::LogFile;
 use serde::{Deserialize, Serialize};
-use tokio::process::{Child, Command};
 use tokio::sync::{watch, Mutex};
 
 use openbao_client::SecretString;
@@ -37,10 +35,12 @@ use crate::server_config::ServerConfig;
 
 mod output;
 pub mod restart;
+mod task;
 
 use output::Output;
 pub use restart::CrashLoop;
-use restart::{Exit, RestartPolicy};
+use restart::RestartPolicy;
+use task::Task;
 
 /// `secret_store.supervise:` — run OpenBao as a child of edgeseal.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -84,7 +84,7 @@ impl Default for LogRotation {
 
 impl LogRotation {
     /// Most rotated files that may be kept.
-    pub const MAX_KEEP: u32 = 100;
+    pub const MAX_KEEP: u32 = durable_file::log::MAX_KEEP;
 
     /// The rules beyond the types.
     pub fn validate(&self) -> Result<(), String> {
@@ -286,7 +286,8 @@ impl Supervisor {
 
     /// What the watchdog (and the token server's health and metrics) need of the supervision.
     pub fn link(&self) -> Link {
-        Link { status: self.status.clone(), healthy: self.healthy.clone() }
+        let seen = self.status.borrow().starts;
+        Link { status: self.status.clone(), healthy: self.healthy.clone(), seen }
     }
 
     /// Stops OpenBao (SIGTERM, then SIGKILL after 15 s) and the supervision.
@@ -328,6 +329,8 @@ impl Status {
 pub struct Link {
     status: watch::Receiver<Status>,
     healthy: Arc<watch::Sender<u64>>,
+    /// The last start [`Link::started`] reported.
+    seen: u64,
 }
 
 impl Link {
@@ -341,246 +344,36 @@ impl Link {
         self.status.clone()
     }
 
-    /// The OpenBao running now was seen unsealed and healthy.
-    pub fn healthy(&self) {
-        let current = self.status.borrow().starts;
-        self.healthy.send_if_modified(|seen| std::mem::replace(seen, current) != current);
+    /// The number of the OpenBao start running now: take it before a probe, and hand it to
+    /// [`Link::healthy`] if the probe found the store healthy.
+    pub fn current_start(&self) -> u64 {
+        self.status.borrow().starts
     }
 
-    /// Resolves when OpenBao is started again (or at once if it was since the last call); pending
-    /// forever once the supervision has stopped.
+    /// The OpenBao of start `start` was seen unsealed and healthy (a mark for an earlier start, taken
+    /// before a restart, is ignored by the supervisor).
+    pub fn healthy(&self, start: u64) {
+        self.healthy.send_if_modified(|seen| std::mem::replace(seen, start) != start);
+    }
+
+    /// Resolves when OpenBao was started again since the last time this resolved (at once if it
+    /// was); pending forever once the supervision has stopped.
     pub async fn started(&mut self) {
-        let before = self.status.borrow_and_update().starts;
-        if self.status.wait_for(|status| status.starts > before).await.is_err() {
-            std::future::pending::<()>().await;
+        let seen = self.seen;
+        let starts = self.status.wait_for(|status| status.starts > seen).await.map(|status| status.starts);
+        match starts {
+            Ok(starts) => self.seen = starts,
+            Err(_) => std::future::pending::<()>().await,
         }
     }
 }
 
-/// The supervision loop's state.
-struct Task {
-    binary: PathBuf,
-    config_file: PathBuf,
-    data_dir: PathBuf,
-    audit_log: Option<PathBuf>,
-    logs: LogRotation,
-    env: Vec<(&'static str, SecretString)>,
-    output: Output,
-    status: watch::Sender<Status>,
-    pid: Arc<Mutex<Option<u32>>>,
-    policy: RestartPolicy,
-}
-
-/// How one OpenBao process ended.
-enum Ended {
-    /// It exited by itself (or was killed by someone else): how.
-    Exited(String),
-    /// A restart was asked: started again at once.
-    Asked,
-    /// The supervision stops.
-    Stopped,
-}
-
-impl Task {
-    async fn run(
-        mut self,
-        mut stopped: watch::Receiver<bool>,
-        mut restart_asked: watch::Receiver<u64>,
-        mut healthy: watch::Receiver<u64>,
-    ) {
-        reap_orphan(&self.config_file).await;
-        let mut died = false;
-        loop {
-            let (mut child, copying) = match self.spawn() {
-                Ok(spawned) => spawned,
-                Err(e) => {
-                    tracing::error!(binary = %self.binary.display(), error = %e, "cannot start OpenBao");
-                    let exit = Exit { uptime: Duration::ZERO, seen_healthy: false };
-                    let pause = self.after_exit(exit, format!("cannot start {}: {e}", self.binary.display()));
-                    tokio::select! {
-                        _ = stopped.changed() => return,
-                        _ = tokio::time::sleep(pause) => {}
-                    }
-                    continue;
-                }
-            };
-            // A restart asked while OpenBao was down (spawn failed, or the pause) is answered by
-            // this spawn, which read the new configuration: marking it seen keeps it from
-            // terminating the process `restart()` returns for (and `run` unseals).
-            restart_asked.borrow_and_update();
-            *self.pid.lock().await = child.id();
-            if let Some(pid) = child.id() {
-                if let Err(e) = fs::write(self.data_dir.join(PID_FILE), format!("{pid}\n")) {
-                    tracing::error!(error = %e, "cannot record OpenBao's pid; an OpenBao orphaned by a crash of edgeseal would not be found");
-                }
-            }
-            let start = self.status.borrow().starts + 1;
-            self.status.send_modify(|status| {
-                status.starts = start;
-                status.restarts += u64::from(died);
-            });
-            tracing::info!(pid = child.id(), "OpenBao started");
-            let started = Instant::now();
-            let mut seen_healthy = false;
-            let mut rotation = tokio::time::interval(ROTATION_CHECK);
-            rotation.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let ended = loop {
-                tokio::select! {
-                    status = child.wait() => break Ended::Exited(match status {
-                        Ok(status) => status.to_string(),
-                        Err(e) => format!("lost track of it: {e}"),
-                    }),
-                    _ = restart_asked.changed() => {
-                        // Asked for (a new configuration): stop it cleanly, start again at once.
-                        terminate(&mut child).await;
-                        break Ended::Asked;
-                    }
-                    _ = stopped.changed() => {
-                        terminate(&mut child).await;
-                        break Ended::Stopped;
-                    }
-                    Ok(()) = healthy.changed(), if !seen_healthy => {
-                        seen_healthy = *healthy.borrow_and_update() == start;
-                        if seen_healthy {
-                            self.healthy_again();
-                        }
-                    }
-                    _ = rotation.tick(), if self.audit_log.is_some() => {
-                        self.check_audit_disk();
-                        // A Go program dies of a SIGHUP that comes before its handler is installed.
-                        if self.logs.max_size > 0 && (seen_healthy || started.elapsed() >= SIGHUP_SAFE_AFTER) {
-                            self.rotate_audit_log(&child);
-                        }
-                    }
-                }
-            };
-            *self.pid.lock().await = None;
-            // The copy ends with the process's output; its last line says why it died.
-            let _ = tokio::task::spawn_blocking(move || copying.map(std::thread::JoinHandle::join)).await;
-            match ended {
-                Ended::Stopped => return,
-                Ended::Asked => died = false,
-                Ended::Exited(how) => {
-                    died = true;
-                    let pause = self.after_exit(Exit { uptime: started.elapsed(), seen_healthy }, how);
-                    tokio::select! {
-                        _ = stopped.changed() => return,
-                        _ = tokio::time::sleep(pause) => {}
-                    }
-                }
-            }
-        }
-    }
-
-    /// Decides the pause after an exit described by `how`, reports it, and returns it.
-    fn after_exit(&mut self, exit: Exit, how: String) -> Duration {
-        let decision = self.policy.after(exit);
-        self.status.send_modify(|status| status.exits += 1);
-        let last_output = self.output.last_line();
-        let uptime_ms = u64::try_from(exit.uptime.as_millis()).unwrap_or(u64::MAX);
-        if decision.early_exits == 0 {
-            tracing::warn!(status = %how, uptime_ms, "OpenBao exited; starting it again now");
-        } else if decision.crash_loop() {
-            let report = CrashLoop { exits: decision.early_exits, last_exit: how, next_start_in: decision.pause };
-            tracing::error!(last_output = %last_output, "{report}");
-            self.status.send_modify(|status| status.crash_loop = Some(report));
-        } else {
-            tracing::warn!(
-                status = %how,
-                uptime_ms,
-                early_exits = decision.early_exits,
-                pause_ms = u64::try_from(decision.pause.as_millis()).unwrap_or(u64::MAX),
-                last_output = %last_output,
-                "OpenBao exited before it became healthy; starting it again after a pause"
-            );
-        }
-        decision.pause
-    }
-
-    /// The running OpenBao was seen healthy: a crash loop is over.
-    fn healthy_again(&self) {
-        if self.status.send_if_modified(|status| status.crash_loop.take().is_some()) {
-            tracing::info!("OpenBao is healthy again: the crash loop is over");
-        }
-    }
-
-    /// Notes (and logs, once) a full filesystem under OpenBao's audit log, and when it has room again.
-    fn check_audit_disk(&self) {
-        let Some(path) = &self.audit_log else { return };
-        let dir = path.parent().unwrap_or(path);
-        let Ok(fs) = rustix::fs::statvfs(dir) else { return };
-        let full = fs.f_bavail.saturating_mul(fs.f_frsize) < AUDIT_ROOM;
-        let problem = full.then(|| {
-            format!(
-                "the filesystem of OpenBao's audit log {} is full: OpenBao refuses every request it cannot audit; free space there (the log is rotated at secret_store.supervise.logs.max_size)",
-                path.display()
-            )
-        });
-        let changed = self.status.send_if_modified(|status| {
-            let changed = status.audit_disk_full.is_some() != full;
-            status.audit_disk_full = problem.clone();
-            changed
-        });
-        match (changed, problem) {
-            (true, Some(problem)) => tracing::error!("{problem}"),
-            (true, None) => {
-                tracing::info!(file = %path.display(), "the filesystem of OpenBao's audit log has room again")
-            }
-            _ => {}
-        }
-    }
-
-    /// Rotates OpenBao's audit log once it reached its size, and tells OpenBao (SIGHUP) to reopen it:
-    /// what it writes until then lands in `<file>.1`, nothing is lost.
-    fn rotate_audit_log(&self, child: &Child) {
-        let Some(path) = &self.audit_log else { return };
-        let Ok(size) = fs::metadata(path).map(|meta| meta.len()) else { return };
-        if size < self.logs.max_size {
-            return;
-        }
-        let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) else { return };
-        match durable_file::log::rotate(path, self.logs.keep) {
-            Ok(()) => {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGHUP);
-                tracing::info!(file = %path.display(), size, keep = self.logs.keep, "rotated OpenBao's audit log");
-            }
-            Err(e) => tracing::warn!(file = %path.display(), error = %e, "cannot rotate OpenBao's audit log"),
-        }
-    }
-
-    /// Starts OpenBao with its output going through a pipe to [`Output`].
-    fn spawn(&self) -> std::io::Result<(Child, std::io::Result<std::thread::JoinHandle<()>>)> {
-        let (reader, writer) = std::io::pipe()?;
-        let mut command = Command::new(&self.binary);
-        command
-            .arg("server")
-            .arg(format!("-config={}", self.config_file.display()))
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .env("HOME", &self.data_dir);
-        for (name, value) in &self.env {
-            command.env(name, value.expose());
-        }
-        command.stdin(Stdio::null()).stdout(writer.try_clone()?).stderr(writer).kill_on_drop(true);
-        let child = command.spawn()?;
-        // Our ends of the pipe's write side go with `command`: the copy sees the end of OpenBao's output.
-        drop(command);
-        Ok((child, self.output.copy(reader)))
-    }
-}
-
-/// Free bytes under OpenBao's audit log below which its filesystem counts as full (a few records).
-const AUDIT_ROOM: u64 = 16 * 1024;
-/// How often the size of OpenBao's audit log (and the room left for it) is looked at.
-const ROTATION_CHECK: Duration = Duration::from_secs(1);
-/// An OpenBao started this long ago has its SIGHUP handler installed.
-const SIGHUP_SAFE_AFTER: Duration = Duration::from_secs(5);
 /// OpenBao's standard output and error, in `data_dir`.
 pub const OUTPUT_LOG: &str = "openbao.log";
 
 /// The pid of the OpenBao edgeseal last started, in `data_dir` (for operators and tests; orphans
 /// are found by their command line, see [`reap_orphan`]).
-const PID_FILE: &str = "openbao.pid";
+pub(crate) const PID_FILE: &str = "openbao.pid";
 
 /// The exclusive lock on a supervised OpenBao's `data_dir`, held for as long as one edgeseal process
 /// (`run`, `migrate-seal`) works on that store; released by the kernel when the process dies. Two
@@ -663,16 +456,6 @@ fn is_ours(pid: i32, config_file: &Path) -> bool {
         (Ok(theirs), Ok(ours)) => theirs.dev() == ours.dev() && theirs.ino() == ours.ino(),
         _ => false,
     }
-}
-
-async fn terminate(child: &mut Child) {
-    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
-    }
-    if tokio::time::timeout(Duration::from_secs(15), child.wait()).await.is_err() {
-        let _ = child.kill().await;
-    }
-    tracing::info!("OpenBao stopped");
 }
 
 #[cfg(test)]

@@ -296,7 +296,7 @@ async fn audit_report(state: &AdminState, request: &Request<Incoming>) -> Respon
         let mut bao: Box<dyn std::io::Read + Send> = Box::new(std::io::empty());
         for path in openbao
             .as_deref()
-            .map(|p| durable_file::log::generations(p, crate::audit_log::MAX_KEEP))
+            .map(|p| durable_file::log::generations(p, durable_file::log::MAX_KEEP))
             .unwrap_or_default()
         {
             match std::fs::File::open(&path) {
