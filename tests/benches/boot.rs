@@ -31,29 +31,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
 
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use edgeseal_tests::bench::{bao_version, cpus, env_count, loadavg, ms, percentile};
+use edgeseal_tests::bench::{bao_version, cpus, env_count, loadavg, ms, percentile, time_until};
 use edgeseal_tests::openbao::bao_binary;
-use edgeseal_tests::process::ChildGuard;
-use edgeseal_tests::release::{release_binary, Node, Seal, LIMIT, SEALS};
-use nix::sys::signal::Signal;
-
-/// Spawns `command`, times spawn → `ready()`, then stops it with SIGTERM and waits for it.
-fn time_until(mut command: Command, ready: impl Fn() -> bool) -> Duration {
-    let started = Instant::now();
-    let child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    let mut guard = ChildGuard::new(format!("{command:?}"), child);
-    while !ready() {
-        assert!(guard.exited().is_none(), "{command:?} exited before it was ready");
-        assert!(started.elapsed() < LIMIT, "{command:?} not ready in {LIMIT:?}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let took = started.elapsed();
-    guard.stop(Signal::SIGTERM, LIMIT);
-    took
-}
+use edgeseal_tests::release::{release_binary, Node, Seal, SEALS};
 
 /// Samples of one measure, per seal.
 #[derive(Default)]

@@ -21,96 +21,21 @@
 
 use std::fs;
 use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use edgeseal_tests::bench::{bao_version, cpus, env_count, loadavg, ms, percentile, verdict};
+use edgeseal_tests::bench::{bao_version, cpus, env_count, loadavg, ms, percentile, time_until, verdict};
 use edgeseal_tests::openbao::bao_binary;
-use edgeseal_tests::poll_until;
-use edgeseal_tests::process::ChildGuard;
 use edgeseal_tests::release::{release_binary, Node, Seal, LIMIT, SEALS};
-use edgeseal_tests::token_server::{answer, Answer, TOKEN_REQUEST};
+use edgeseal_tests::token_server::{Answer, TokenLoop};
 use nix::sys::signal::Signal;
 
-/// Every answer the load got: when its request was sent, when it came, what it was.
-type Answers = Arc<Mutex<Vec<(Instant, Instant, Answer)>>>;
-
-/// `clients` threads fetching tokens back to back; pausable so that the server can be measured with
-/// no request in flight.
-struct Load {
-    stop: Arc<AtomicBool>,
-    paused: Arc<AtomicBool>,
-    answers: Answers,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(socket: PathBuf, clients: usize) -> Self {
-        let (stop, paused, answers) =
-            (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)), Answers::default());
-        let threads = (0..clients)
-            .map(|_| {
-                let (stop, paused, answers, socket) = (stop.clone(), paused.clone(), answers.clone(), socket.clone());
-                std::thread::spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        if paused.load(Ordering::Relaxed) {
-                            std::thread::sleep(Duration::from_millis(5));
-                            continue;
-                        }
-                        let sent = Instant::now();
-                        let got = answer(&socket, TOKEN_REQUEST, Duration::from_secs(30));
-                        let unavailable = matches!(got, Answer::Status(503, _));
-                        answers.lock().unwrap().push((sent, Instant::now(), got));
-                        if unavailable {
-                            // A client backs off a little on 503 (as `gate` and the client crate do).
-                            std::thread::sleep(Duration::from_millis(10));
-                        }
-                    }
-                })
-            })
-            .collect();
-        Self { stop, paused, answers, threads }
-    }
-
-    /// When the first 200 came to a request sent after `since`.
-    fn first_token_after(&self, since: Instant) -> Option<Instant> {
-        poll_until(LIMIT, || {
-            let answers = self.answers.lock().unwrap();
-            answers
-                .iter()
-                .find(|(sent, _, a)| *sent > since && matches!(a, Answer::Status(200, _)))
-                .map(|(_, at, _)| *at)
-        })
-    }
-
-    fn quiet<T>(&self, f: impl FnOnce() -> T) -> T {
-        self.paused.store(true, Ordering::Relaxed);
-        std::thread::sleep(Duration::from_millis(500));
-        let out = f();
-        self.paused.store(false, Ordering::Relaxed);
-        out
-    }
-
-    /// Stops the load; (200s, 503s, anything else with one example).
-    fn finish(self) -> (usize, usize, usize, Option<Answer>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for thread in self.threads {
-            thread.join().unwrap();
-        }
-        let answers = self.answers.lock().unwrap();
-        let count = |f: fn(&Answer) -> bool| answers.iter().filter(|(_, _, a)| f(a)).count();
-        let other =
-            answers.iter().find(|(_, _, a)| !matches!(a, Answer::Status(200 | 503, _))).map(|(_, _, a)| a.clone());
-        (
-            count(|a| matches!(a, Answer::Status(200, _))),
-            count(|a| matches!(a, Answer::Status(503, _))),
-            count(|a| !matches!(a, Answer::Status(200 | 503, _))),
-            other,
-        )
-    }
+/// Counts of the answers: (200s, 503s, anything else with its first example).
+fn tally(answers: &[Answer]) -> (usize, usize, usize, Option<Answer>) {
+    let ok = answers.iter().filter(|a| matches!(a, Answer::Status(200, _))).count();
+    let unavailable = answers.iter().filter(|a| matches!(a, Answer::Status(503, _))).count();
+    let other: Vec<&Answer> = answers.iter().filter(|a| !matches!(a, Answer::Status(200 | 503, _))).collect();
+    (ok, unavailable, other.len(), other.first().map(|a| (*a).clone()))
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -134,18 +59,33 @@ struct Soak {
     listening_to_token: Vec<Duration>,
     answers: (usize, usize, usize, Option<Answer>),
     rss: (u64, u64),
+    /// RSS one second after each crash.
+    rss_series: Vec<u64>,
     fds: (usize, usize),
 }
 
-fn soak(seal: Seal, bootstrap: &std::path::Path, crashes: usize, clients: usize) -> (Soak, Node) {
+/// When `check` first held, looking every millisecond (a measurement: no growing pause).
+fn spin_until(mut check: impl FnMut() -> bool) -> Option<Instant> {
+    let deadline = Instant::now() + LIMIT;
+    while Instant::now() < deadline {
+        if check() {
+            return Some(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    None
+}
+
+fn soak(seal: Seal, bootstrap: &std::path::Path, crashes: usize, clients: usize, pause: Duration) -> (Soak, Node) {
     let mut node = Node::new(seal, bootstrap);
     node.set_demo_executable(std::env::current_exe().unwrap());
     let (run, _) = node.boot();
-    let load = Load::start(node.socket(), clients);
-    load.first_token_after(Instant::now()).unwrap_or_else(|| panic!("no token:\n{}", node.log_tail()));
+    let load = TokenLoop::start(&node.socket(), clients, pause);
+    load.first_token_after(Instant::now(), LIMIT).unwrap_or_else(|| panic!("no token:\n{}", node.log_tail()));
     std::thread::sleep(Duration::from_secs(1));
     let (rss_before, fds_before) = load.quiet(|| (rss_kib(run.pid()), descriptors(run.pid())));
     let (mut to_listening, mut to_token, mut listening_to_token) = (Vec::new(), Vec::new(), Vec::new());
+    let mut rss = Vec::new();
     for crash in 1..=crashes {
         let pid = node.openbao_pid().unwrap_or_else(|| panic!("no OpenBao under run:\n{}", node.log_tail()));
         let killed = Instant::now();
@@ -153,15 +93,12 @@ fn soak(seal: Seal, bootstrap: &std::path::Path, crashes: usize, clients: usize)
         // The next OpenBao is started only once the killed one is reaped, all its threads gone and
         // its listener closed (its main thread shows as a zombie earlier): from the new pid on, a
         // connection or a request can only reach the new one.
-        let respawned = poll_until(LIMIT, || node.openbao_pid().filter(|&p| p != pid).map(|_| Instant::now()));
+        let respawned = spin_until(|| node.openbao_pid().is_some_and(|p| p != pid));
         let respawned = respawned.unwrap_or_else(|| panic!("no new OpenBao:\n{}", node.log_tail()));
-        let listening = poll_until(LIMIT, || {
-            std::thread::sleep(Duration::from_millis(1));
-            TcpStream::connect(("127.0.0.1", node.port)).is_ok().then(Instant::now)
-        });
+        let listening = spin_until(|| TcpStream::connect(("127.0.0.1", node.port)).is_ok());
         let listening = listening.unwrap_or_else(|| panic!("OpenBao not back:\n{}", node.log_tail()));
         let token = load
-            .first_token_after(respawned)
+            .first_token_after(respawned, LIMIT)
             .unwrap_or_else(|| panic!("no token after crash {crash}:\n{}", node.log_tail()));
         to_listening.push(listening - killed);
         to_token.push(token - killed);
@@ -173,9 +110,10 @@ fn soak(seal: Seal, bootstrap: &std::path::Path, crashes: usize, clients: usize)
             ms(token.saturating_duration_since(listening))
         );
         std::thread::sleep(Duration::from_secs(1));
+        rss.push(rss_kib(run.pid()));
     }
     let (rss_after, fds_after) = load.quiet(|| (rss_kib(run.pid()), descriptors(run.pid())));
-    let answers = load.finish();
+    let answers = tally(&load.finish());
     node.stop(run);
     let soak = Soak {
         seal,
@@ -184,24 +122,10 @@ fn soak(seal: Seal, bootstrap: &std::path::Path, crashes: usize, clients: usize)
         listening_to_token,
         answers,
         rss: (rss_before, rss_after),
+        rss_series: rss,
         fds: (fds_before, fds_after),
     };
     (soak, node)
-}
-
-/// Spawns `command`, times spawn → `ready()`, then stops it with SIGTERM.
-fn time_until(mut command: Command, ready: impl Fn() -> bool) -> Duration {
-    let started = Instant::now();
-    let child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    let mut guard = ChildGuard::new(format!("{command:?}"), child);
-    while !ready() {
-        assert!(guard.exited().is_none(), "{command:?} exited before it was ready");
-        assert!(started.elapsed() < LIMIT, "{command:?} not ready in {LIMIT:?}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let took = started.elapsed();
-    guard.stop(Signal::SIGTERM, LIMIT);
-    took
 }
 
 fn triple(samples: &[Duration]) -> String {
@@ -215,12 +139,14 @@ fn triple(samples: &[Duration]) -> String {
 
 fn main() {
     let crashes = env_count("BENCH_CRASHES", 20, 1);
-    let clients = env_count("BENCH_CLIENTS", 2, 1);
+    let clients = env_count("BENCH_CLIENTS", 1, 1);
+    // Under the token server's default rate limit (50/s per uid): above it, answers are 429s.
+    let pause = Duration::from_millis(env_count("BENCH_PAUSE_MS", 20, 0) as u64);
     let bootstrap = release_binary("security-bootstrap");
     let mut soaks = Vec::new();
     let mut shamir_node = None;
     for seal in SEALS {
-        let (soak, node) = soak(seal, &bootstrap, crashes, clients);
+        let (soak, node) = soak(seal, &bootstrap, crashes, clients, pause);
         soaks.push(soak);
         if seal == Seal::Shamir {
             shamir_node = Some(node);
@@ -238,7 +164,8 @@ fn main() {
         .collect();
 
     println!(
-        "OpenBao SIGKILLed {crashes} times under {clients} token clients, each 1 s after tokens flowed again (release build; {} CPUs, load {}; {})",
+        "OpenBao SIGKILLed {crashes} times under {clients} token client(s) fetching every {} ms, each kill 1 s after tokens flowed again (release build; {} CPUs, load {}; {})",
+        pause.as_millis(),
         cpus(),
         loadavg(),
         bao_version(&bao_binary())
@@ -263,6 +190,8 @@ fn main() {
         if let Some(other) = &s.answers.3 {
             println!("  first answer that was neither 200 nor 503: {other:?}");
         }
+        let series: Vec<String> = s.rss_series.iter().map(u64::to_string).collect();
+        println!("  {:?} RSS (KiB) one second after each crash: {}", s.seal, series.join(" "));
     }
     println!("| floor: bare OpenBao, spawn → listening | {} | | | | | | | |", triple(&floor));
     let floor_p50 = percentile(&floor, 0.5);

@@ -156,3 +156,20 @@ pub fn start_token_server(bootstrap: &Path, config: &Path, socket: &Path, log: &
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Spawns `command`, times spawn → `ready()` (polled every 2 ms), then stops it with SIGTERM and
+/// waits for it: a bare server's start, as a floor.
+pub fn time_until(mut command: Command, ready: impl Fn() -> bool) -> Duration {
+    let limit = crate::release::LIMIT;
+    let started = Instant::now();
+    let child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut guard = ChildGuard::new(format!("{command:?}"), child);
+    while !ready() {
+        assert!(guard.exited().is_none(), "{command:?} exited before it was ready");
+        assert!(started.elapsed() < limit, "{command:?} not ready in {limit:?}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let took = started.elapsed();
+    guard.stop(nix::sys::signal::Signal::SIGTERM, limit);
+    took
+}

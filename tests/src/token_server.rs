@@ -160,3 +160,92 @@ pub fn answer(socket: &Path, raw: &[u8], hang: std::time::Duration) -> Answer {
         }
     }
 }
+
+/// Services fetching tokens in a loop, `clients` threads of this process (which must be the
+/// configured service), each request timed and its answer kept: for the reliability test and the
+/// soak benchmark. After each request a thread waits `pause` (at least 10 ms after a 503, as a
+/// client backs off); [`TokenLoop::quiet`] holds them so that the server can be measured with no
+/// request in flight.
+#[derive(Debug)]
+pub struct TokenLoop {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    paused: Arc<std::sync::atomic::AtomicBool>,
+    /// Each request: when it was sent, when its answer came, the answer.
+    answers: Arc<std::sync::Mutex<Vec<(Instant, Instant, Answer)>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+impl TokenLoop {
+    /// Starts `clients` threads asking `socket` for a token, pausing `pause` between requests.
+    pub fn start(socket: &Path, clients: usize, pause: Duration) -> Self {
+        let mut this =
+            Self { stop: Arc::default(), paused: Arc::default(), answers: Arc::default(), threads: Vec::new() };
+        this.threads = (0..clients)
+            .map(|_| {
+                let (stop, paused, answers) = (this.stop.clone(), this.paused.clone(), this.answers.clone());
+                let socket = socket.to_path_buf();
+                std::thread::spawn(move || {
+                    while !stop.load(Relaxed) {
+                        if paused.load(Relaxed) {
+                            std::thread::sleep(Duration::from_millis(5));
+                            continue;
+                        }
+                        let sent = Instant::now();
+                        let got = answer(&socket, TOKEN_REQUEST, Duration::from_secs(15));
+                        let backoff = if matches!(got, Answer::Status(503, _)) {
+                            Duration::from_millis(10)
+                        } else {
+                            Duration::ZERO
+                        };
+                        answers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((
+                            sent,
+                            Instant::now(),
+                            got,
+                        ));
+                        std::thread::sleep(pause.max(backoff));
+                    }
+                })
+            })
+            .collect();
+        this
+    }
+
+    /// Waits (up to `within`) for the first 200 to a request sent after `since`; when it came.
+    pub fn first_token_after(&self, since: Instant, within: Duration) -> Option<Instant> {
+        crate::poll_until(within, || {
+            let answers = self.answers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            answers
+                .iter()
+                .find(|(sent, _, got)| *sent > since && matches!(got, Answer::Status(200, _)))
+                .map(|(_, answered, _)| *answered)
+        })
+    }
+
+    /// `f`, run while no request is in flight.
+    pub fn quiet<T>(&self, f: impl FnOnce() -> T) -> T {
+        self.paused.store(true, Relaxed);
+        std::thread::sleep(Duration::from_millis(300));
+        let out = f();
+        self.paused.store(false, Relaxed);
+        out
+    }
+
+    /// Stops the threads; every answer, in the order they came.
+    pub fn finish(mut self) -> Vec<Answer> {
+        self.stop.store(true, Relaxed);
+        for thread in std::mem::take(&mut self.threads) {
+            let _ = thread.join();
+        }
+        let answers = self.answers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        answers.iter().map(|(_, _, got)| got.clone()).collect()
+    }
+}
+
+impl Drop for TokenLoop {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+    }
+}

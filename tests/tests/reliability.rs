@@ -12,16 +12,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use edgeseal_tests::boot::Boot;
 use edgeseal_tests::poll_until;
-use edgeseal_tests::token_server::{answer, Answer as Outcome, HEALTH_REQUEST as HEALTH, TOKEN_REQUEST as TOKEN};
+use edgeseal_tests::token_server::{
+    answer, Answer as Outcome, TokenLoop, HEALTH_REQUEST as HEALTH, TOKEN_REQUEST as TOKEN,
+};
 use secretstore_setup::supervise::LogRotation;
 
 /// A request unanswered this long is a hang.
@@ -29,71 +28,6 @@ const HANG: Duration = Duration::from_secs(15);
 
 fn request(socket: &Path, raw: &[u8]) -> Outcome {
     answer(socket, raw, HANG)
-}
-
-/// A service asking for a token every 20 ms until dropped; every answer kept with its time.
-struct ClientLoop {
-    stop: Arc<AtomicBool>,
-    paused: Arc<AtomicBool>,
-    /// Each request: when it was sent, when its answer came, the answer.
-    outcomes: Arc<Mutex<Vec<(Instant, Instant, Outcome)>>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl ClientLoop {
-    fn start(socket: PathBuf) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let paused = Arc::new(AtomicBool::new(false));
-        let outcomes = Arc::new(Mutex::new(Vec::new()));
-        let (stopping, pausing, recording) = (stop.clone(), paused.clone(), outcomes.clone());
-        let thread = std::thread::spawn(move || {
-            while !stopping.load(Ordering::Relaxed) {
-                if pausing.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(5));
-                    continue;
-                }
-                let sent = Instant::now();
-                let outcome = request(&socket, TOKEN);
-                recording.lock().unwrap().push((sent, Instant::now(), outcome));
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        });
-        Self { stop, paused, outcomes, thread: Some(thread) }
-    }
-
-    /// `f`, run while no request is in flight.
-    fn quiet<T>(&self, f: impl FnOnce() -> T) -> T {
-        self.paused.store(true, Ordering::Relaxed);
-        std::thread::sleep(Duration::from_millis(300));
-        let out = f();
-        self.paused.store(false, Ordering::Relaxed);
-        out
-    }
-
-    /// Waits for the first 200 to a request sent after `since`; when it came.
-    fn first_token_after(&self, since: Instant, within: Duration) -> Option<Instant> {
-        poll_until(within, || {
-            let outcomes = self.outcomes.lock().unwrap();
-            outcomes
-                .iter()
-                .find(|(sent, _, outcome)| *sent > since && matches!(outcome, Outcome::Status(200, _)))
-                .map(|(_, answered, _)| *answered)
-        })
-    }
-
-    fn finish(mut self) -> Vec<Outcome> {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            thread.join().unwrap();
-        }
-        self.outcomes.lock().unwrap().iter().map(|(_, _, o)| o.clone()).collect()
-    }
-}
-
-impl Drop for ClientLoop {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
 }
 
 /// A device whose service `demo` is this test process.
@@ -142,7 +76,7 @@ fn metric(boot: &Boot, sample: &str) -> Option<f64> {
 
 /// `kills` SIGKILLs of OpenBao, each one second after tokens flowed again; returns the outcomes.
 fn kill_openbao_under_load(boot: &Boot, run_pid: u32, kills: usize) -> Vec<Outcome> {
-    let client = ClientLoop::start(boot.socket());
+    let client = TokenLoop::start(&boot.socket(), 1, Duration::from_millis(20));
     assert!(client.first_token_after(Instant::now(), Duration::from_secs(30)).is_some(), "{}", boot.log());
     std::thread::sleep(Duration::from_secs(1));
     let (before, rss_before) = client.quiet(|| (descriptors(run_pid), rss_kib(run_pid)));
