@@ -162,7 +162,7 @@ mod tests {
         for _ in 0..100 {
             log.append(b"0123456789\n").unwrap();
         }
-        assert_eq!(generations(&never, 3), [never.clone()]);
+        assert_eq!(generations(&never, 3), [never]);
     }
 
     #[test]

@@ -6,10 +6,17 @@
 //! A line that cannot be written (a full disk) is dropped and reported once; writing resumes by
 //! itself once there is space. The pipe is always drained, so OpenBao never blocks on its log.
 
-use std::io::{BufRead as _, BufReader, PipeReader};
+use std::fs::File;
+use std::io::{BufRead as _, BufReader};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use durable_file::log::LogFile;
+
+/// A pipe, both ends close-on-exec: (read end, write end).
+pub(super) fn pipe() -> std::io::Result<(File, File)> {
+    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    Ok((File::from(read), File::from(write)))
+}
 
 /// Longest line kept whole; a longer one is cut there (its rest follows as further lines).
 const MAX_LINE: usize = 16 * 1024;
@@ -30,7 +37,7 @@ impl Output {
     }
 
     /// Copies `pipe` into the log until its writers are gone (OpenBao exited); on a thread.
-    pub(super) fn copy(&self, pipe: PipeReader) -> std::io::Result<std::thread::JoinHandle<()>> {
+    pub(super) fn copy(&self, pipe: File) -> std::io::Result<std::thread::JoinHandle<()>> {
         let this = self.clone();
         std::thread::Builder::new().name("openbao-output".into()).spawn(move || this.copy_all(pipe))
     }
@@ -40,7 +47,7 @@ impl Output {
         self.last_line.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    fn copy_all(&self, pipe: PipeReader) {
+    fn copy_all(&self, pipe: File) {
         let mut reader = BufReader::with_capacity(MAX_LINE, pipe);
         let mut line = Vec::with_capacity(1024);
         let mut failing = false;
@@ -77,7 +84,7 @@ impl Output {
 }
 
 /// Reads up to a newline, or [`MAX_LINE`] bytes; 0 at the end of the pipe.
-fn read_line(reader: &mut BufReader<PipeReader>, line: &mut Vec<u8>) -> std::io::Result<usize> {
+fn read_line(reader: &mut BufReader<File>, line: &mut Vec<u8>) -> std::io::Result<usize> {
     loop {
         let available = match reader.fill_buf() {
             Ok(bytes) => bytes,
@@ -113,11 +120,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("openbao.log");
         let output = Output::new(LogFile::new(path.clone(), 0, 1));
-        let (reader, mut writer) = std::io::pipe().unwrap();
+        let (reader, mut writer) = pipe().unwrap();
         let copying = output.copy(reader).unwrap();
         writer.write_all(b"==> OpenBao server started\nError parsing config: bad\n\n").unwrap();
         writer.write_all(&vec![b'x'; MAX_LINE + 10]).unwrap();
-        let (reader, mut second) = std::io::pipe().unwrap();
+        let (reader, mut second) = pipe().unwrap();
         drop(writer);
         copying.join().unwrap();
         // The next run's output goes on in the same file; a long last line is kept cut.
@@ -141,7 +148,7 @@ mod tests {
         let path = dir.path().join("openbao.log");
         std::fs::create_dir(&path).unwrap();
         let output = Output::new(LogFile::new(path, 0, 1));
-        let (reader, mut writer) = std::io::pipe().unwrap();
+        let (reader, mut writer) = pipe().unwrap();
         let copying = output.copy(reader).unwrap();
         // More than a pipe holds: a writer that were not drained would block here.
         for _ in 0..4096 {

@@ -230,7 +230,7 @@ impl Task {
 
     /// Starts OpenBao with its output going through a pipe to [`Output`].
     fn spawn(&self) -> std::io::Result<(Child, std::io::Result<std::thread::JoinHandle<()>>)> {
-        let (reader, writer) = std::io::pipe()?;
+        let (reader, writer) = super::output::pipe()?;
         let mut command = Command::new(&self.binary);
         command
             .arg("server")
