@@ -19,13 +19,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout, clippy::print_stderr)]
 
-use std::fs;
 use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use edgeseal_tests::bench::{bao_version, cpus, env_count, loadavg, ms, percentile, time_until, verdict};
 use edgeseal_tests::openbao::bao_binary;
+use edgeseal_tests::process::{descriptors, rss_kib};
 use edgeseal_tests::release::{release_binary, Node, Seal, LIMIT, SEALS};
 use edgeseal_tests::token_server::{Answer, TokenLoop};
 use nix::sys::signal::Signal;
@@ -36,19 +36,6 @@ fn tally(answers: &[Answer]) -> (usize, usize, usize, Option<Answer>) {
     let unavailable = answers.iter().filter(|a| matches!(a, Answer::Status(503, _))).count();
     let other: Vec<&Answer> = answers.iter().filter(|a| !matches!(a, Answer::Status(200 | 503, _))).collect();
     (ok, unavailable, other.len(), other.first().map(|a| (*a).clone()))
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-fn descriptors(pid: u32) -> usize {
-    fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
 }
 
 /// One seal's soak.
@@ -83,7 +70,7 @@ fn soak(seal: Seal, bootstrap: &std::path::Path, crashes: usize, clients: usize,
     let load = TokenLoop::start(&node.socket(), clients, pause);
     load.first_token_after(Instant::now(), LIMIT).unwrap_or_else(|| panic!("no token:\n{}", node.log_tail()));
     std::thread::sleep(Duration::from_secs(1));
-    let (rss_before, fds_before) = load.quiet(|| (rss_kib(run.pid()), descriptors(run.pid())));
+    let (rss_before, fds_before) = load.quiet(|| (rss_kib(run.pid()), descriptors(run.pid()).len()));
     let (mut to_listening, mut to_token, mut listening_to_token) = (Vec::new(), Vec::new(), Vec::new());
     let mut rss = Vec::new();
     for crash in 1..=crashes {
@@ -112,7 +99,7 @@ fn soak(seal: Seal, bootstrap: &std::path::Path, crashes: usize, clients: usize,
         std::thread::sleep(Duration::from_secs(1));
         rss.push(rss_kib(run.pid()));
     }
-    let (rss_after, fds_after) = load.quiet(|| (rss_kib(run.pid()), descriptors(run.pid())));
+    let (rss_after, fds_after) = load.quiet(|| (rss_kib(run.pid()), descriptors(run.pid()).len()));
     let answers = tally(&load.finish());
     node.stop(run);
     let soak = Soak {

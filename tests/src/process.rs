@@ -76,3 +76,32 @@ impl Drop for ChildGuard {
         self.stop(Signal::SIGTERM, Duration::from_secs(5));
     }
 }
+
+/// The descriptors `pid` holds, by what they point to; sockets and pipes by kind only (which one
+/// does not matter: OpenBao's output pipe is a new one at each start). Sorted, for comparing.
+pub fn descriptors(pid: u32) -> Vec<String> {
+    let mut fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.flatten()
+                .map(|e| std::fs::read_link(e.path()).map(|t| t.display().to_string()).unwrap_or_default())
+                .collect()
+        })
+        .unwrap_or_default();
+    for fd in &mut fds {
+        if let Some((kind, _)) = fd.split_once(":[").filter(|(kind, _)| *kind == "socket" || *kind == "pipe") {
+            *fd = kind.to_string();
+        }
+    }
+    fds.sort();
+    fds
+}
+
+/// The resident set size of `pid`, in KiB (0 once it is gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use edgeseal_tests::boot::Boot;
 use edgeseal_tests::poll_until;
+use edgeseal_tests::process::{descriptors, rss_kib};
 use edgeseal_tests::token_server::{
     answer, Answer as Outcome, TokenLoop, HEALTH_REQUEST as HEALTH, TOKEN_REQUEST as TOKEN,
 };
@@ -35,31 +36,6 @@ fn boot_with_loop_service(shamir: bool) -> Boot {
     let mut boot = if shamir { Boot::shamir() } else { Boot::new() };
     boot.set_demo_executable(Some(std::env::current_exe().unwrap()));
     boot
-}
-
-/// The descriptors `pid` holds, by what they point to.
-fn descriptors(pid: u32) -> Vec<String> {
-    let mut fds: Vec<String> = fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .flatten()
-        .map(|e| fs::read_link(e.path()).map(|t| t.display().to_string()).unwrap_or_default())
-        .map(|target| match target.split_once(":[") {
-            // Which socket or pipe does not matter (OpenBao's output pipe is a new one at each start).
-            Some((kind, _)) if kind == "socket" || kind == "pipe" => kind.to_string(),
-            _ => target,
-        })
-        .collect();
-    fds.sort();
-    fds
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
 }
 
 /// The admin socket's `/metrics`, one sample's value.
