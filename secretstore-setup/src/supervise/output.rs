@@ -7,7 +7,7 @@
 //! itself once there is space. The pipe is always drained, so OpenBao never blocks on its log.
 
 use std::fs::File;
-use std::io::{BufRead as _, BufReader};
+use std::io::{BufRead as _, BufReader, Read as _};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use durable_file::log::LogFile;
@@ -85,26 +85,7 @@ impl Output {
 
 /// Reads up to a newline, or [`MAX_LINE`] bytes; 0 at the end of the pipe.
 fn read_line(reader: &mut BufReader<File>, line: &mut Vec<u8>) -> std::io::Result<usize> {
-    loop {
-        let available = match reader.fill_buf() {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if available.is_empty() {
-            return Ok(line.len());
-        }
-        let room = MAX_LINE - line.len();
-        let (take, done) = match available.iter().take(room).position(|&b| b == b'\n') {
-            Some(at) => (at + 1, true),
-            None => (available.len().min(room), available.len() >= room),
-        };
-        line.extend_from_slice(&available[..take]);
-        reader.consume(take);
-        if done {
-            return Ok(line.len());
-        }
-    }
+    reader.take(MAX_LINE as u64).read_until(b'\n', line)
 }
 
 #[cfg(test)]
