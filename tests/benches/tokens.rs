@@ -16,6 +16,9 @@
 //!   selector, so every token is Docker-attested): a fresh *batch* token per call, which OpenBao never
 //!   writes to storage. For (a) and (e), OpenBao's raft commit index (`GET sys/leader`) is read around
 //!   each run: raft writes per 1,000 fetches, warm-up fetches included.
+//! * (f) the batch floor: (d) against the batch service's role (`auth/token/create/edgeseal-svc-batch`),
+//!   from the host with the pooled client: what OpenBao alone can do, so (e)/(f) is what edgeseal
+//!   costs a batch fetch. OpenBao's CPU time per token is measured for (a), (e) and (f).
 //!
 //! The token server is the real `security-bootstrap token-server --config FILE` process (release
 //! build), so its RSS is measured from `/proc/<pid>/status` (VmRSS sampled every 10 ms, VmHWM) idle,
@@ -30,7 +33,7 @@
 //! Environment: `EDGESEAL_BOOTSTRAP` (default: `target/release/security-bootstrap`, next to this
 //! bench's profile dir), `EDGESEAL_BAO` (the `bao` binary, see the harness), `BENCH_SECONDS` (per
 //! scenario per round, default 1.2), `BENCH_ROUNDS` (default 5), `BENCH_ONLY` (which of the scenarios
-//! `abcde` to run, default all: e.g. `BENCH_ONLY=b` to profile the token server's reuse path alone).
+//! `abcdef` to run, default all: e.g. `BENCH_ONLY=b` to profile the token server's reuse path alone).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
 
@@ -77,7 +80,7 @@ fn main() {
     let bootstrap = bootstrap_binary();
     let load = PathBuf::from(env!("CARGO_BIN_EXE_token-load"));
     let secs = bench::env_number("BENCH_SECONDS", 1.2);
-    let only = std::env::var("BENCH_ONLY").unwrap_or_else(|_| "abcde".into());
+    let only = std::env::var("BENCH_ONLY").unwrap_or_else(|_| "abcdef".into());
     let on = |scenario: char| only.contains(scenario);
     let rounds = bench::env_number("BENCH_ROUNDS", 5.0) as usize;
     assert!(secs > 0.0 && rounds >= 1, "BENCH_SECONDS must be > 0 and BENCH_ROUNDS >= 1");
@@ -171,7 +174,8 @@ fn main() {
         Load::from_report(&report)
     };
     let host_load = |op: Op, concurrency: usize| -> Load { rt.block_on(op.run(concurrency, secs)) };
-    let create = Op::Create { client: client.clone(), issuer: issuer.clone() };
+    let create = Op::Create { client: client.clone(), issuer: issuer.clone(), service: "fresh" };
+    let create_batch = Op::Create { client: client.clone(), issuer: issuer.clone(), service: "batch" };
     let login = Op::Login { client: client.clone(), role_id: role_id.clone(), secret_id: secret_id.clone() };
     let login_new = Op::LoginNewConnection {
         address: bao.address(),
@@ -192,17 +196,27 @@ fn main() {
         Row::new("(d) token create, issuing token", 8),
         Row::new("(e) edgeseal socket, batch token", 1),
         Row::new("(e) edgeseal socket, batch token", 8),
+        Row::new("(f) batch token create, issuing token", 1),
+        Row::new("(f) batch token create, issuing token", 8),
     ];
-    let (a1, a8, b1, b8, c1, c8, cn, d1, d8, e1, e8) = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10);
+    let (a1, a8, b1, b8, c1, c8, cn, d1, d8, e1, e8, f1, f8) = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12);
     let (mut peak_a, mut peak_b, mut peak_e) = (Peak::default(), Peak::default(), Peak::default());
+    // OpenBao's CPU time under (f) (no token server in the path).
+    let mut peak_f = Peak::default();
+    let bao_pid = bao.pid().unwrap_or(0);
     let mut windows = Vec::new();
     // Raft writes (commit index delta) and fetches (warm-up included) of (a) and (e).
     let (mut raft_a, mut raft_e) = (Raft::default(), Raft::default());
     let raft_index = || rt.block_on(raft_committed_index(&client));
     for round in 0..rounds {
-        for (a, c, d, e, n) in [(a1, c1, d1, e1, 1), (a8, c8, d8, e8, 8)] {
+        for (a, c, d, e, f, n) in [(a1, c1, d1, e1, f1, 1), (a8, c8, d8, e8, f8, 8)] {
             if on('d') {
                 rows[d].add(timed(&mut windows, d, || host_load(create.clone(), n)));
+            }
+            if on('f') {
+                let watch = Sampler::start(pid, bao_pid);
+                rows[f].add(timed(&mut windows, f, || host_load(create_batch.clone(), n)));
+                peak_f.absorb(watch.stop());
             }
             if on('a') {
                 let before = raft_index();
@@ -240,11 +254,11 @@ fn main() {
         assert_eq!(meta.get("attestation"), Some(&json!("docker")), "(a) tokens must be Docker-attested: {meta:?}");
         assert_eq!(info.role.as_deref(), Some("edgeseal-svc-fresh"));
     }
-    for i in [a1, a8, d1, d8, c1, c8, cn, e1, e8] {
+    for i in [a1, a8, d1, d8, c1, c8, cn, e1, e8, f1, f8] {
         assert_eq!(rows[i].distinct, rows[i].ok, "{}: every call must return its own token", rows[i].label);
     }
-    // (e) tokens are batch tokens: no accessor (token-load counts them by a hash of the token).
-    for i in [e1, e8] {
+    // (e) and (f) tokens are batch tokens: no accessor (both count them by a hash of the token).
+    for i in [e1, e8, f1, f8] {
         if let Some(sample) = &rows[i].sample {
             assert!(sample.starts_with("batch:"), "{}: not a batch token (accessor {sample})", rows[i].label);
         }
@@ -275,13 +289,24 @@ fn main() {
         after.threads
     );
     let (na, nb) = (rows[a1].ok + rows[a8].ok, rows[b1].ok + rows[b8].ok);
+    let (ne, nf) = (rows[e1].ok + rows[e8].ok, rows[f1].ok + rows[f8].ok);
     println!(
-        "token-server CPU per fetch (utime+stime, 10 ms ticks): (a) {:.0} us (OpenBao {:.0} us) | (b) {:.0} us, of which {:.0} us on the main thread (accept loop)",
+        "token-server CPU per fetch (utime+stime, 10 ms ticks): (a) {:.0} us (OpenBao {:.0} us) | (b) {:.0} us, of which {:.0} us on the main thread (accept loop) | (e) {:.0} us (OpenBao {:.0} us)",
         peak_a.server_us_per(na),
         peak_a.bao_us_per(na),
         peak_b.server_us_per(nb),
         peak_b.main_us_per(nb),
+        peak_e.server_us_per(ne),
+        peak_e.bao_us_per(ne),
     );
+    if on('f') {
+        let bao_us = peak_f.bao_us_per(nf);
+        println!(
+            "OpenBao CPU per batch token with no token server in the path (f): {bao_us:.0} us: at most {:.0} tokens/s on {} CPUs if OpenBao had them all",
+            cpus() as f64 * 1e6 / bao_us.max(1.0),
+            cpus()
+        );
+    }
     if on('a') || on('e') {
         println!(
             "raft writes per 1,000 fetches (OpenBao's raft commit index around each run, warm-up included): (a) service tokens {} | (e) batch tokens {}",
@@ -337,6 +362,15 @@ fn main() {
             ms(rows[e8].p(50.0)),
             ms(rows[d8].p(50.0)),
         );
+        if on('f') {
+            println!(
+                "  (e) beside its floor (f), OpenBao alone: 8 clients {rate:.0}/s vs {:.0}/s = {:.2}x; p50 1 client {} vs {}",
+                rows[f8].rate(),
+                rate / rows[f8].rate().max(1.0),
+                ms(rows[e1].p(50.0)),
+                ms(rows[f1].p(50.0)),
+            );
+        }
         println!(
             "  same-round (e)/(d) p50 ratios, median [min..max]: 1 client {}; 8 clients {}",
             paired(&rows[e1], &rows[d1]),
@@ -619,7 +653,8 @@ fn summary(report: &Value) -> String {
 #[derive(Clone)]
 enum Op {
     /// (d) `auth/token/create/edgeseal-svc-fresh` with the issuing token (as the token server does).
-    Create { client: Client, issuer: Token },
+    /// (f) the same against the batch service's role (`service: "batch"`).
+    Create { client: Client, issuer: Token, service: &'static str },
     /// (c) AppRole login on a pooled client.
     Login { client: Client, role_id: String, secret_id: SecretString },
     /// (c') AppRole login on a new client (new TCP + TLS connection) each time.
@@ -630,15 +665,19 @@ impl Op {
     /// One call; the token's accessor.
     async fn once(&self) -> Result<String, String> {
         let auth = match self {
-            Op::Create { client, issuer } => {
+            Op::Create { client, issuer, service } => {
                 // The same metadata the token server attaches to a Docker-attested token.
                 let meta = Map::from_iter([
-                    ("service".to_string(), json!("fresh")),
+                    ("service".to_string(), json!(service)),
                     ("pid".to_string(), json!("4242")),
                     ("attestation".to_string(), json!("docker")),
                     ("container_id".to_string(), json!("0".repeat(64))),
                 ]);
-                client.create_token(issuer, "edgeseal-svc-fresh", &meta, Some(TTL_SECS)).await
+                let auth = client.create_token(issuer, &format!("edgeseal-svc-{service}"), &meta, Some(TTL_SECS)).await;
+                // A batch token has no accessor: count it by a hash of the token, as token-load does.
+                return auth
+                    .map(|a| if a.accessor.is_empty() { batch_id(a.client_token.expose()) } else { a.accessor })
+                    .map_err(|e| e.to_string());
             }
             Op::Login { client, role_id, secret_id } => client.approle_login(APPROLE_MOUNT, role_id, secret_id).await,
             Op::LoginNewConnection { address, ca, role_id, secret_id } => {
@@ -862,4 +901,12 @@ fn tail(path: &Path, lines: usize) -> String {
 
 fn bootstrap_binary() -> PathBuf {
     edgeseal_tests::release::release_binary("security-bootstrap")
+}
+
+/// `batch:<hash>`: tells batch tokens (which have no accessor) apart without keeping them.
+fn batch_id(token: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    token.hash(&mut hasher);
+    format!("batch:{:016x}", hasher.finish())
 }
