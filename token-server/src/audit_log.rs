@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use durable_file::log::LogFile;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -153,7 +153,9 @@ pub struct Line {
 #[derive(Debug)]
 pub struct AuditLog {
     path: PathBuf,
-    queue: Mutex<Option<SyncSender<Message>>>,
+    /// The writer's queue, made (and the writer started) by the first record; `starting` serialises that.
+    queue: OnceLock<SyncSender<Message>>,
+    starting: Mutex<()>,
     max_size: u64,
     keep: u32,
     dropped: AtomicU64,
@@ -161,6 +163,8 @@ pub struct AuditLog {
 
 /// Records that may wait for the writer thread.
 pub const QUEUED: usize = 4096;
+/// Most bytes of queued lines written with one `write`.
+const BATCH_BYTES: usize = 64 * 1024;
 
 #[derive(Debug)]
 enum Message {
@@ -173,7 +177,7 @@ impl AuditLog {
     /// A log at `path`, rotated at `max_size` with `keep` old files. The file is opened at the first
     /// record.
     pub fn new(path: PathBuf, max_size: u64, keep: u32) -> Self {
-        Self { path, queue: Mutex::new(None), max_size, keep, dropped: AtomicU64::new(0) }
+        Self { path, queue: OnceLock::new(), starting: Mutex::new(()), max_size, keep, dropped: AtomicU64::new(0) }
     }
 
     /// Where it is written.
@@ -204,14 +208,10 @@ impl AuditLog {
     }
 
     fn send(&self, message: Message) -> io::Result<()> {
-        let mut queue = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if queue.is_none() {
-            let (sender, receiver) = sync_channel(QUEUED);
-            let writer = Writer { log: LogFile::new(self.path.clone(), self.max_size, self.keep) };
-            std::thread::Builder::new().name("audit-log".into()).spawn(move || writer.run(receiver))?;
-            *queue = Some(sender);
-        }
-        let sender = queue.as_ref().ok_or_else(|| io::Error::other("no writer"))?;
+        let sender = match self.queue.get() {
+            Some(sender) => sender,
+            None => self.start_writer()?,
+        };
         match message {
             // A flush waits its turn; a record never waits.
             Message::Flush(_) => sender.send(message).map_err(|_| io::Error::other("the writer has stopped")),
@@ -223,25 +223,66 @@ impl AuditLog {
     }
 }
 
+impl AuditLog {
+    /// Starts the writer thread (once; a caller that lost the race uses the winner's).
+    fn start_writer(&self) -> io::Result<&SyncSender<Message>> {
+        let _starting = self.starting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(sender) = self.queue.get() {
+            return Ok(sender);
+        }
+        let (sender, receiver) = sync_channel(QUEUED);
+        let writer = Writer { log: LogFile::new(self.path.clone(), self.max_size, self.keep) };
+        let max_size = self.max_size;
+        std::thread::Builder::new().name("audit-log".into()).spawn(move || writer.run(receiver, max_size))?;
+        Ok(self.queue.get_or_init(|| sender))
+    }
+}
+
 /// The writer thread's end: the open file and its rotation.
 struct Writer {
     log: LogFile,
 }
 
 impl Writer {
-    fn run(mut self, queue: Receiver<Message>) {
-        for message in queue {
-            match message {
-                Message::Line(text) => {
-                    if let Err(e) = self.log.append(&text) {
-                        tracing::warn!(file = %self.log.path().display(), error = %e, "edgeseal's audit log");
+    /// Writes queued lines, several per `write` when they queue up faster than one write takes (a
+    /// batch holds whole lines only, at most [`BATCH_BYTES`] and at most the rotation size, so that
+    /// rotation still happens between lines); a flush is answered once everything queued before it is
+    /// written.
+    fn run(mut self, queue: Receiver<Message>, max_size: u64) {
+        let limit = match usize::try_from(max_size) {
+            Ok(size) if size > 0 => size.min(BATCH_BYTES),
+            _ => BATCH_BYTES,
+        };
+        let mut batch = Vec::with_capacity(BATCH_BYTES);
+        while let Ok(first) = queue.recv() {
+            let mut next = Some(first);
+            while let Some(message) = next.take() {
+                match message {
+                    Message::Line(text) => {
+                        if !batch.is_empty() && batch.len() + text.len() > limit {
+                            self.write(&mut batch);
+                        }
+                        batch.extend_from_slice(&text);
+                        next = queue.try_recv().ok();
+                    }
+                    Message::Flush(done) => {
+                        self.write(&mut batch);
+                        let _ = done.send(());
                     }
                 }
-                Message::Flush(done) => {
-                    let _ = done.send(());
-                }
             }
+            self.write(&mut batch);
         }
+    }
+
+    fn write(&mut self, batch: &mut Vec<u8>) {
+        if batch.is_empty() {
+            return;
+        }
+        if let Err(e) = self.log.append(batch) {
+            tracing::warn!(file = %self.log.path().display(), error = %e, "edgeseal's audit log");
+        }
+        batch.clear();
     }
 }
 
@@ -336,6 +377,34 @@ mod tests {
         assert_eq!(accessors.last().map(String::as_str), Some("acc59"));
         let numbers: Vec<usize> = accessors.iter().map(|a| a[3..].parse().unwrap()).collect();
         assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "{numbers:?}");
+    }
+
+    #[test]
+    fn records_queued_faster_than_they_are_written_land_whole_and_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::new(dir.path().join("audit.log"), DEFAULT_MAX_SIZE, DEFAULT_KEEP);
+        // Far more than one batch, queued without waiting, with a flush in the middle.
+        for n in 0..3000 {
+            log.record(issued(n));
+            if n == 1500 {
+                log.flush();
+                assert_eq!(
+                    std::fs::read_to_string(log.path()).unwrap().lines().count(),
+                    1501,
+                    "flushed: all before it"
+                );
+            }
+        }
+        log.flush();
+        let mut numbers = Vec::new();
+        let torn = read(log.path(), |line| {
+            if let Record::Issued { accessor, .. } = line.record {
+                numbers.push(accessor[3..].parse::<usize>().unwrap());
+            }
+        })
+        .unwrap();
+        assert_eq!(torn, 0);
+        assert_eq!(numbers, (0..3000).collect::<Vec<_>>());
     }
 
     #[test]

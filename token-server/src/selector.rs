@@ -259,6 +259,7 @@ mod tests {
                 labels,
                 running: true,
                 init_pid: Some(1),
+                init_pid_namespace: None,
             }),
             ..Default::default()
         }

@@ -108,6 +108,13 @@ impl DockerFacts {
             labels: config.labels.unwrap_or_default().into_iter().collect::<BTreeMap<_, _>>(),
             running: answer.state.as_ref().and_then(|s| s.running).unwrap_or(false),
             init_pid: answer.state.as_ref().and_then(|s| s.pid).filter(|p| *p > 0),
+            init_pid_namespace: None,
+        };
+        let facts = ContainerFacts {
+            init_pid_namespace: facts.init_pid.and_then(|pid| {
+                std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok().map(|l| l.to_string_lossy().into_owned())
+            }),
+            ..facts
         };
         if facts.id != id {
             return Err(format!("the daemon answered for container {:?}, not {id}", facts.id));

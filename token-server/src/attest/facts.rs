@@ -51,6 +51,10 @@ pub struct ContainerFacts {
     /// namespace.
     #[serde(skip)]
     pub init_pid: Option<i64>,
+    /// The pid namespace of that init process (`pid:[inode]`), read when the daemon answered (cached
+    /// with the answer); `None` when edgeseal may not read it (no ptrace access).
+    #[serde(skip)]
+    pub init_pid_namespace: Option<String>,
 }
 
 impl ContainerFacts {

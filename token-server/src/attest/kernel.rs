@@ -1,8 +1,11 @@
 //! Kernel facts about a peer process, read through a held `/proc/<pid>` directory descriptor.
 //!
 //! Holding the directory pins the process: if it exits and its pid is reused, reads through the old
-//! descriptor fail (ESRCH) instead of describing the new process. The start time (field 22 of
-//! `stat`) and the uid are read at pin time and compared again after every other lookup.
+//! descriptor fail (ESRCH) instead of describing the new process. With a pidfd (SO_PEERPIDFD, the
+//! usual case), "still the same process" is one `poll` of it: a process whose pidfd is not readable has
+//! not exited, so its pid was never reused and everything read through `/proc/<pid>` described it.
+//! Without one, the start time (field 22 of `stat`) is read at pin time and compared again after every
+//! other lookup. The effective uid is compared again in both cases.
 
 use std::io::{self, Read};
 use std::os::fd::OwnedFd;
@@ -10,7 +13,7 @@ use std::path::PathBuf;
 
 use rustix::fs::{openat, readlinkat, Mode, OFlags, CWD};
 
-use super::pidfd::pidfd_pid;
+use super::pidfd::pidfd_exited;
 
 /// Largest `/proc` text file read.
 const MAX_PROC_FILE: u64 = 256 * 1024;
@@ -46,13 +49,17 @@ impl Pinned {
             openat(CWD, format!("/proc/{pid}"), OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
                 .map_err(|e| vanished(format!("cannot be inspected: /proc/{pid}: {e}")))?;
         let mut pinned = Self { pid, uid, dir, start_time: 0, pidfd };
-        if let Some(pidfd) = &pinned.pidfd {
-            if pidfd_pid(pidfd) != Some(pid) {
-                return Err(vanished("exited before it could be inspected".into()));
+        match &pinned.pidfd {
+            // SO_PEERCRED and SO_PEERPIDFD name the same process (the socket's peer): alive after the
+            // directory was opened means the directory is that process's.
+            Some(pidfd) if pidfd_exited(pidfd) => return Err(vanished("exited before it could be inspected".into())),
+            Some(_) => {}
+            None => {
+                pinned.start_time = pinned
+                    .read_start_time()
+                    .map_err(|e| vanished(format!("exited before it could be inspected ({e})")))?;
             }
         }
-        pinned.start_time =
-            pinned.read_start_time().map_err(|e| vanished(format!("exited before it could be inspected ({e})")))?;
         Ok(pinned)
     }
 
@@ -114,15 +121,14 @@ impl Pinned {
     /// and uid. Call this last, right before acting on the facts.
     pub fn verify(&self) -> Result<(), Vanished> {
         let vanished = |what: &str| Vanished { pid: self.pid, what: what.to_string() };
-        if let Some(pidfd) = &self.pidfd {
-            if pidfd_pid(pidfd) != Some(self.pid) {
-                return Err(vanished("exited during attestation"));
-            }
-        }
-        match self.read_start_time() {
-            Ok(start) if start == self.start_time => {}
-            Ok(_) => return Err(vanished("was replaced by another process with the same pid")),
-            Err(_) => return Err(vanished("exited during attestation")),
+        match &self.pidfd {
+            Some(pidfd) if pidfd_exited(pidfd) => return Err(vanished("exited during attestation")),
+            Some(_) => {}
+            None => match self.read_start_time() {
+                Ok(start) if start == self.start_time => {}
+                Ok(_) => return Err(vanished("was replaced by another process with the same pid")),
+                Err(_) => return Err(vanished("exited during attestation")),
+            },
         }
         let status = self.read("status").map_err(|_| vanished("exited during attestation"))?;
         match parse_effective_uid(&status) {
@@ -288,15 +294,24 @@ mod tests {
 
     #[test]
     fn a_process_that_exits_is_caught_even_if_its_pid_is_reused() {
-        let mut child = std::process::Command::new("/bin/sleep").arg("30").spawn().unwrap();
-        let pid = i32::try_from(child.id()).unwrap();
-        let pinned = Pinned::pin(pid, nix::unistd::geteuid().as_raw(), None).unwrap();
-        pinned.verify().unwrap();
-        child.kill().unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        assert!(pinned.verify().is_err(), "a zombie (killed, not yet reaped) has exited");
-        child.wait().unwrap();
-        assert!(pinned.verify().is_err(), "reads through the held /proc fd fail once the process is gone");
-        assert!(pinned.read("cgroup").is_err());
+        // Pinned by /proc alone (start time), and by a pidfd (as SO_PEERPIDFD gives): both must catch it.
+        for with_pidfd in [false, true] {
+            let mut child = std::process::Command::new("/bin/sleep").arg("30").spawn().unwrap();
+            let pid = i32::try_from(child.id()).unwrap();
+            let pidfd = with_pidfd.then(|| {
+                let raw = rustix::process::Pid::from_raw(pid).unwrap();
+                rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty()).unwrap()
+            });
+            let pinned = Pinned::pin(pid, nix::unistd::geteuid().as_raw(), pidfd).unwrap();
+            pinned.verify().unwrap();
+            child.kill().unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            assert!(pinned.verify().is_err(), "a zombie (killed, not yet reaped) has exited (pidfd: {with_pidfd})");
+            child.wait().unwrap();
+            assert!(pinned.verify().is_err(), "gone: caught (pidfd: {with_pidfd})");
+            assert!(pinned.read("cgroup").is_err(), "reads through the held /proc fd fail once the process is gone");
+            let late = pinned.pidfd.as_ref().map(|fd| fd.try_clone().unwrap());
+            assert!(Pinned::pin(pid, 0, late).is_err(), "pinning an exited process fails (pidfd: {with_pidfd})");
+        }
     }
 }

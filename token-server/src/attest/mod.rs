@@ -287,8 +287,8 @@ fn same_pid_namespace(pinned: &Pinned, container: &facts::ContainerFacts) -> Res
     let Some(init) = container.init_pid else {
         return Err("the Docker daemon reported no process for the container".into());
     };
-    match (pinned.pid_namespace(), std::fs::read_link(format!("/proc/{init}/ns/pid"))) {
-        (Some(ours), Ok(theirs)) => (std::path::Path::new(&ours) == theirs).then_some(()).ok_or_else(denied),
+    match (pinned.pid_namespace(), container.init_pid_namespace.as_deref()) {
+        (Some(ours), Some(theirs)) => (ours == theirs).then_some(()).ok_or_else(denied),
         _ => {
             let theirs = std::fs::read_to_string(format!("/proc/{init}/status"))
                 .ok()

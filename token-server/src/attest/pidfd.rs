@@ -63,17 +63,28 @@ pub fn peer_pidfd(socket: &impl AsFd) -> io::Result<Option<OwnedFd>> {
     Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
-/// The pid a pidfd refers to, from `/proc/self/fdinfo`; `Some(-1)` once the process has exited.
-pub fn pidfd_pid(pidfd: &OwnedFd) -> Option<i32> {
-    use std::io::Read as _;
-    let mut info = String::with_capacity(1024);
-    std::fs::File::open(format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd())).ok()?.read_to_string(&mut info).ok()?;
-    info.lines().find_map(|l| l.strip_prefix("Pid:")).and_then(|v| v.trim().parse().ok())
+/// Whether the process a pidfd refers to has exited: its pidfd turns readable once the whole thread
+/// group has exited, zombies included (it has then exited: it only waits to be reaped). One `poll`
+/// with a zero timeout, no `/proc` text to read or parse. An error (which `poll` on a valid descriptor
+/// does not give) counts as exited, so that the caller is denied.
+pub fn pidfd_exited(pidfd: &OwnedFd) -> bool {
+    use rustix::event::{poll, PollFd, PollFlags};
+    let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
+    match poll(&mut fds, Some(&rustix::time::Timespec { tv_sec: 0, tv_nsec: 0 })) {
+        Ok(0) => false,
+        Ok(_) | Err(_) => true,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The pid a pidfd refers to, from `/proc/self/fdinfo`.
+    fn pidfd_pid(pidfd: &OwnedFd) -> Option<i32> {
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd())).ok()?;
+        info.lines().find_map(|l| l.strip_prefix("Pid:")).and_then(|v| v.trim().parse().ok())
+    }
 
     #[test]
     fn only_an_unknown_option_counts_as_unsupported() {
@@ -101,6 +112,7 @@ mod tests {
         // None: a kernel before 6.5.
         if let Some(fd) = peer_pidfd(&a).unwrap() {
             assert_eq!(pidfd_pid(&fd), i32::try_from(std::process::id()).ok());
+            assert!(!pidfd_exited(&fd), "we are alive");
         }
         let not_a_socket = std::fs::File::open("/proc/self/stat").unwrap();
         assert!(peer_pidfd(&not_a_socket).is_err(), "ENOTSOCK is an error, not 'unsupported'");
