@@ -25,7 +25,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use edgeseal_tests::bench::{bao_version, cpus, env_count, loadavg, ms, percentile, verdict};
+use edgeseal_tests::bench::{bao_version, cpus, env_count, loadavg, ms, percentile, verdict, Figure};
 use edgeseal_tests::device::DEVICE_IKM;
 use edgeseal_tests::openbao::bao_binary;
 use edgeseal_tests::output_with_stdin;
@@ -159,6 +159,9 @@ fn main() {
     let ratio = row("set + get", &ours, &theirs, "bao kv put/get");
     println!();
     println!("target ≥ 5x faster per round trip: {:.1}x, {}", ratio, verdict(ratio >= 5.0));
+    Figure::new("admin", "secrets set + get, p50", ms(percentile(&ours, 0.5)), ">= 5x faster", ratio >= 5.0)
+        .against(format!("bao kv put + get: {}", ms(percentile(&theirs, 0.5))), format!("{ratio:.1}x faster"))
+        .record();
     println!();
 
     // The service reads what was set, so that OpenBao's audit log holds a service's read to copy.
@@ -205,6 +208,13 @@ fn main() {
     let p50 = percentile(&audit, 0.5);
     println!("- {events} events joined and printed");
     println!("target audit under 1 s over {lines} lines: {}, {}", ms(p50), verdict(p50 < Duration::from_secs(1)));
+    let jq_p50 = percentile(&jq, 0.5);
+    Figure::new("admin", &format!("audit over {lines} lines, p50"), ms(p50), "< 1 s", p50 < Duration::from_secs(1))
+        .against(
+            format!("jq filter, no join: {}", ms(jq_p50)),
+            format!("{:.1}x faster", jq_p50.as_secs_f64() / p50.as_secs_f64()),
+        )
+        .record();
 
     rt.block_on(client.revoke_self(&token)).unwrap();
     node.stop(run);

@@ -42,7 +42,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use edgeseal_tests::bench::{bao_version, cpus, env_count, loadavg, ms, percentile, verdict};
+use edgeseal_tests::bench::{bao_version, cpus, env_count, loadavg, ms, percentile, verdict, Figure};
 use edgeseal_tests::device::{DEVICE_IKM, OTHER_IKM};
 use edgeseal_tests::openbao::bao_binary;
 use edgeseal_tests::pki::TestPki;
@@ -549,6 +549,9 @@ fn main() {
         ms(alone),
         verdict(ratio <= 2.0)
     );
+    Figure::new("backup", "restore onto a new board -> serving, median", ms(total), "<= 2x", ratio <= 2.0)
+        .against(format!("OpenBao snapshot restore alone: {}", ms(alone)), format!("{ratio:.2}x"))
+        .record();
     println!();
 
     // Where the time goes inside edgeseal's restore: the round whose total is the median.

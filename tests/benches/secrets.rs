@@ -42,7 +42,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use edgeseal_tests::bench::{self, bao_version, cpus, loadavg, verdict};
+use edgeseal_tests::bench::{self, bao_version, cpus, loadavg, verdict, Figure};
 use edgeseal_tests::device::{service, Device};
 use edgeseal_tests::openbao::{bao_binary, OpenBao};
 use edgeseal_tests::pki::TestPki;
@@ -484,6 +484,19 @@ fn print_verdict(rows: &[Row], s1_d1: bool, s1_d2: bool) {
             "{target}: {} (1 client {r1:.2}x, 8 clients {r8:.2}x)",
             verdict(r1 <= TARGET_S1_D1 && r8 <= TARGET_S1_D1)
         );
+        for (n, r) in [(1, r1), (8, r8)] {
+            let (s1, d1) = (&rows[row_index(Scenario::S1, n)], &rows[row_index(Scenario::D1, n)]);
+            let figure = format!("(s1) secret read over the socket, {n} client(s), p50");
+            Figure::new(
+                "secrets",
+                &figure,
+                bench::ms(Duration::from_micros(s1.p(50.0))),
+                &format!("<= {TARGET_S1_D1}x"),
+                r <= TARGET_S1_D1,
+            )
+            .against(format!("{}: {}", d1.label(), bench::ms(Duration::from_micros(d1.p(50.0)))), format!("{r:.2}x"))
+            .record();
+        }
         println!("  same-round (s1)/(d1) p50 ratios, median [min..max]: 1 client {spread1}; 8 clients {spread8}");
     } else {
         println!("{target}: not run (BENCH_ONLY)");

@@ -23,7 +23,7 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use edgeseal_tests::bench::{bao_version, cpus, env_count, loadavg, ms, percentile, time_until, verdict};
+use edgeseal_tests::bench::{bao_version, cpus, env_count, loadavg, ms, percentile, time_until, verdict, Figure};
 use edgeseal_tests::openbao::bao_binary;
 use edgeseal_tests::process::{descriptors, rss_kib};
 use edgeseal_tests::release::{release_binary, Node, Seal, LIMIT, SEALS};
@@ -202,5 +202,32 @@ fn main() {
             verdict(s.fds.1 <= s.fds.0),
             s.rss.1 as i64 - s.rss.0 as i64
         );
+        let seal = format!("{:?}", s.seal).to_lowercase();
+        let ratio = format!("{:.2}x (p50)", restart.as_secs_f64() / floor_p50.as_secs_f64());
+        let bare = format!("bare OpenBao start p50: {}", ms(floor_p50));
+        let slowest = format!("max {} (p50 {})", ms(max_restart), ms(restart));
+        Figure::new(
+            "soak",
+            &format!("OpenBao SIGKILLed -> listening again ({seal})"),
+            slowest,
+            "<= 500 ms",
+            max_restart <= Duration::from_millis(500),
+        )
+        .against(bare, ratio)
+        .record();
+        let figure = format!("listening -> first token ({seal}), max");
+        Figure::new("soak", &figure, ms(max_token), "<= 1 s", max_token <= Duration::from_secs(1)).record();
+        let answers = format!("{} non-200/503 answers", s.answers.2);
+        Figure::new(
+            "soak",
+            &format!("answers under crashes ({seal})"),
+            answers,
+            "every answer 200 or 503",
+            s.answers.2 == 0,
+        )
+        .record();
+        let fds = format!("{} -> {}", s.fds.0, s.fds.1);
+        Figure::new("soak", &format!("descriptors across crashes ({seal})"), fds, "no growth", s.fds.1 <= s.fds.0)
+            .record();
     }
 }

@@ -13,6 +13,59 @@ use crate::device::{Device, DEVICE_IKM};
 use crate::process::ChildGuard;
 use crate::token_server::raw_request;
 
+/// The file `make bench` collects [`Figure`]s in (one JSON object per line), named by this variable;
+/// unset (a bench run by hand), figures are only printed.
+pub const SUMMARY_ENV: &str = "EDGESEAL_BENCH_SUMMARY";
+
+/// One row of the table `make bench` ends with: a figure, the anchor it is held against (the
+/// alternative or floor measured in the same run), their ratio, the target, and whether it is met.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Figure {
+    /// The benchmark (`tokens`, `boot`, …).
+    pub bench: String,
+    /// What is measured.
+    pub figure: String,
+    /// Its value, with unit.
+    pub value: String,
+    /// The anchor measured in the same run, with its value ("" when the target is absolute).
+    pub anchor: String,
+    /// value / anchor, as the target states it ("" when there is no anchor).
+    pub ratio: String,
+    /// The target.
+    pub target: String,
+    /// Met or not.
+    pub met: bool,
+}
+
+impl Figure {
+    /// A figure of `bench`.
+    pub fn new(bench: &str, figure: &str, value: impl Into<String>, target: &str, met: bool) -> Self {
+        let (bench, figure, target) = (bench.into(), figure.into(), target.into());
+        Self { bench, figure, value: value.into(), anchor: String::new(), ratio: String::new(), target, met }
+    }
+
+    /// Held against `anchor` (described with its value), at `ratio` (e.g. "0.34x").
+    pub fn against(mut self, anchor: impl Into<String>, ratio: impl Into<String>) -> Self {
+        self.anchor = anchor.into();
+        self.ratio = ratio.into();
+        self
+    }
+
+    /// Appends this figure to the summary file, when `make bench` names one.
+    pub fn record(&self) {
+        let Some(path) = std::env::var_os(SUMMARY_ENV) else { return };
+        let line = serde_json::to_string(self).expect("a figure serialises");
+        let written = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut file| std::io::Write::write_all(&mut file, format!("{line}\n").as_bytes()));
+        if let Err(e) = written {
+            eprintln!("cannot append to the bench summary {}: {e}", Path::new(&path).display());
+        }
+    }
+}
+
 /// "MET" or "MISSED", for a target line of a benchmark report.
 pub fn verdict(ok: bool) -> &'static str {
     if ok {
