@@ -30,7 +30,7 @@
 //! (tested against swtpm). `provision` still runs tpm2-tools for its once-per-device steps (ECC parent,
 //! create, load, evictcontrol); its checks and its final derivation are in-process.
 //!
-//! Transports ([`transport`]): `device:/dev/tpmrm0` (default) or any TPM device, and swtpm's TCP
+//! Transports (`transport`): `device:/dev/tpmrm0` (default) or any TPM device, and swtpm's TCP
 //! command port (`swtpm:host=…,port=…`); `tabrmd` is refused (use the kernel resource manager).
 //!
 //! Objects and sessions the plug-in creates are flushed (TPM2_FlushContext) on every exit path,
@@ -38,7 +38,7 @@
 //! the TPM is nonetheless out of object memory (`0x902`, objects some other client left), the plug-in
 //! flushes all transient objects and loaded sessions, retries once, and says so on stderr. "Busy"
 //! answers (`0x922` retry, `0x90a` testing, `0x928` a PCR changed mid-policy, …) are retried with
-//! back-off until the deadline. Errors are built from the TPM's response codes ([`rc`]).
+//! back-off until the deadline. Errors are built from the TPM's response codes (`rc`).
 //!
 //! Layout:
 //! - [`params`]: the TCTI, persistent handles, timeouts (pure).
