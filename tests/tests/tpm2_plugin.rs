@@ -1,7 +1,10 @@
-//! `edgeseal-kdf-tpm2` against a real TPM simulator (swtpm, started and stopped by the harness): the IKM
-//! is stable across runs and reboots of the same TPM, differs on another TPM, survives power cuts (noda
-//! keys), and each fault — no TPM, unknown TCTI, missing handle, DA lockout, full object memory, a busy
-//! TPM, missing tpm2-tools — ends with its own one-line error, nothing on stdout, within the timeout.
+//! `edgeseal-kdf-tpm2` against a real TPM simulator (swtpm, started and stopped by the harness): the
+//! in-process derivation gives exactly the IKM tpm2-tools give on the same TPM (so no keystore moves);
+//! the IKM is stable across runs and reboots of the same TPM, differs on another TPM, survives power
+//! cuts (noda keys); a PCR-bound key answers while its PCR holds the recorded value and is refused,
+//! naming the PCR, once the PCR is extended; and each fault — no TPM, unsupported TCTI, missing handle,
+//! DA lockout, full object memory, a busy TPM, missing tpm2-tools for `provision` — ends with its own
+//! one-line error, nothing on stdout, within the timeout.
 //!
 //! The plug-in binary is the one cargo built for the workspace (`target/debug/edgeseal-kdf-tpm2`); run
 //! `cargo build -p kdf-plugins --bins` (or `make test`) first.
@@ -9,6 +12,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::fs;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -18,7 +22,10 @@ use edgeseal_tests::ports::free_port_pair;
 use edgeseal_tests::process::wait_within;
 use edgeseal_tests::swtpm::Swtpm;
 use kdf_plugins::run::PluginError;
+use kdf_plugins::tpm2::wire::Response;
+use kdf_plugins::tpm2::{commands, PcrPolicy, LABEL};
 use kdf_plugins::{run_plugin, KdfConfig, Protocol};
+use sha2::{Digest, Sha256};
 
 const PLUGIN: &str = "edgeseal-kdf-tpm2";
 const HANDLE: &str = "0x81000101";
@@ -157,6 +164,136 @@ fn config(plugin: &InstalledPlugin, args: &[&str], protocol: Protocol) -> KdfCon
     }
 }
 
+/// The IKM as tpm2-tools compute it (what the plug-in ran before it talked to the TPM itself):
+/// `tpm2_createprimary` with the plug-in's template and `tpm2_hmac` of the label, by the key at `handle`
+/// or by that primary.
+fn ikm_by_tpm2_tools(tpm: &Swtpm, handle: Option<&str>) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let label = dir.path().join("label");
+    fs::write(&label, LABEL).unwrap();
+    let label = label.display().to_string();
+    let key = match handle {
+        Some(handle) => handle.to_owned(),
+        None => {
+            let ctx = dir.path().join("primary.ctx").display().to_string();
+            let attrs = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|noda|sign";
+            tpm.tool_ok(
+                "tpm2_createprimary",
+                &["-Q", "-C", "o", "-G", "hmac", "-g", "sha256", "-a", attrs, "-c", &ctx],
+            );
+            tpm.tool_ok("tpm2_flushcontext", &["-t"]);
+            ctx
+        }
+    };
+    let hex = tpm.tool_ok("tpm2_hmac", &["-c", &key, "-g", "sha256", "--hex", &label]);
+    tpm.tool_ok("tpm2_flushcontext", &["-t"]);
+    hex.trim().to_owned()
+}
+
+#[test]
+fn the_in_process_ikm_is_the_one_tpm2_tools_compute_on_the_same_tpm() {
+    let tpm = Swtpm::start();
+    let tools = ikm_by_tpm2_tools(&tpm, None);
+    assert_eq!(tools.len(), 64, "{tools}");
+    assert_eq!(ikm(&tpm, &[]), tools, "primary key: same template, same key, same IKM");
+
+    let tcti = tpm.tcti();
+    assert!(run(&["provision", "--tcti", &tcti, "--handle", HANDLE]).status.success());
+    assert_eq!(ikm(&tpm, &["--handle", HANDLE]), ikm_by_tpm2_tools(&tpm, Some(HANDLE)), "persistent key");
+    assert_eq!(transient_handles(&tpm).trim(), "");
+}
+
+/// Raw TPM commands on swtpm's port (one connection per command), for what the plug-in never does.
+fn raw_command(tpm: &Swtpm, command: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(("127.0.0.1", tpm.port())).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream.write_all(command).unwrap();
+    let mut response = vec![0u8; 10];
+    stream.read_exact(&mut response).unwrap();
+    let size = u32::from_be_bytes([response[2], response[3], response[4], response[5]]) as usize;
+    response.resize(size, 0);
+    stream.read_exact(&mut response[10..]).unwrap();
+    response
+}
+
+/// `--pcrs` and `--pcr-values` from what `provision --pcrs` printed on its `Plug-in arguments:` line.
+fn pcr_arguments(stdout: &str) -> Vec<String> {
+    let line = stdout.lines().find_map(|l| l.strip_prefix("Plug-in arguments: ")).expect("a Plug-in arguments line");
+    let args: Vec<String> = line.split(' ').map(str::to_owned).collect();
+    let start = args.iter().position(|a| a == "--pcrs").expect("--pcrs in the arguments");
+    args[start..].to_vec()
+}
+
+#[test]
+fn a_pcr_bound_key_answers_while_the_pcr_holds_its_value_and_is_refused_after_an_extend() {
+    let tpm = Swtpm::start();
+    let tcti = tpm.tcti();
+    let unbound = ikm(&tpm, &[]);
+
+    // Recording the values: on a fresh swtpm PCR 7 is all zero.
+    let out = run(&["provision", "--tcti", &tcti, "--pcrs", "sha256:7"]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("security-bootstrap keystore rewrap --config"), "{stdout}");
+    let zero = "00".repeat(32);
+    let args = pcr_arguments(&stdout);
+    assert_eq!(args, ["--pcrs", "sha256:7", "--pcr-values", zero.as_str()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+
+    let bound = ikm(&tpm, &args);
+    assert_eq!(ikm(&tpm, &args), bound, "stable while the PCR holds its value");
+    assert_ne!(bound, unbound, "a PCR-bound key is another key: another IKM");
+    assert_eq!(transient_handles(&tpm).trim(), "");
+
+    // The password path is closed: the TPM refuses TPM2_HMAC with the empty password on this template
+    // (userWithAuth clear), so only the policy session can use the key.
+    let policy = PcrPolicy::new("sha256:7".parse().unwrap(), &[[0; 32]]).unwrap();
+    let created = raw_command(&tpm, &commands::create_primary(Some(&policy.auth_policy())));
+    let object = commands::parse_create_primary(&Response::parse(&created).unwrap()).unwrap();
+    let by_password = raw_command(&tpm, &commands::hmac(object, None, LABEL));
+    assert_eq!(Response::parse(&by_password).unwrap().code, 0x12F, "TPM_RC_AUTH_UNAVAILABLE");
+    raw_command(&tpm, &commands::flush_context(object));
+
+    // Something else is measured into PCR 7: the plug-in refuses, naming the PCR and both values.
+    let digest = "ab".repeat(32);
+    tpm.tool_ok("tpm2_pcrextend", &[&format!("7:sha256={digest}")]);
+    let now = hex::encode(Sha256::new().chain_update([0u8; 32]).chain_update([0xab; 32]).finalize());
+    let mut full = vec!["ikm-v1", "--tcti", tcti.as_str()];
+    full.extend_from_slice(&args);
+    let refused = failure(&full);
+    assert!(refused.starts_with("edgeseal-kdf-tpm2: the TPM refuses the PCR-bound key (TPM response 0x1c4): "));
+    assert!(refused.ends_with(&format!("; PCR sha256:7 is {now}, expected {zero}")), "{refused}");
+    for phrase in ["security-bootstrap restore", "security-bootstrap keystore rewrap", "provision --pcrs sha256:7"] {
+        assert!(refused.contains(phrase), "{phrase}: {refused}");
+    }
+    assert!(!refused.contains(&bound[..16]) && !refused.contains(&unbound[..16]), "no IKM in errors");
+    assert_eq!(transient_handles(&tpm).trim(), "", "the object is flushed after the refusal");
+    assert_eq!(tpm.tool_ok("tpm2_getcap", &["handles-loaded-session"]).trim(), "", "and the session");
+
+    // Through edgeseal's runner: a failed plug-in (exit 1) whose reason reaches the operator.
+    let plugin = install_plugin();
+    let mut runner_args = vec!["--tcti", tcti.as_str()];
+    runner_args.extend_from_slice(&args);
+    let err = run_plugin(&config(&plugin, &runner_args, Protocol::IkmV1)).unwrap_err();
+    assert!(matches!(err, PluginError::Failed { .. }), "{err:?}");
+    assert!(err.to_string().contains("exit status 1"), "{err}");
+    // The runner quotes the end of stderr: the recovery commands and the PCR values are there.
+    for phrase in
+        ["security-bootstrap restore", "security-bootstrap keystore rewrap", &format!("PCR sha256:7 is {now}")]
+    {
+        assert!(err.to_string().contains(phrase), "{phrase}: {err}");
+    }
+
+    // The unbound key does not care; re-recording binds to the new value (another IKM again).
+    assert_eq!(ikm(&tpm, &[]), unbound);
+    let out = run(&["provision", "--tcti", &tcti, "--pcrs", "sha256:7"]);
+    let rebound = pcr_arguments(&String::from_utf8(out.stdout).unwrap());
+    assert_eq!(rebound[3], now);
+    let rebound: Vec<&str> = rebound.iter().map(String::as_str).collect();
+    let new_ikm = ikm(&tpm, &rebound);
+    assert_ne!(new_ikm, bound);
+}
+
 #[test]
 fn the_primary_key_gives_the_same_ikm_across_runs_clean_reboots_and_power_cuts() {
     let mut tpm = Swtpm::start();
@@ -271,8 +408,25 @@ fn no_tpm_at_the_tcti_is_a_fast_clear_error() {
         "{no_device}"
     );
 
-    let unknown = failure(&["ikm-v1", "--tcti", "nosuchtcti:x"]);
-    assert!(unknown.contains("TCTI nosuchtcti:x cannot be loaded"), "{unknown}");
+    // TCTIs the plug-in does not speak are bad usage (exit 2), saying what to use instead.
+    for (tcti, want) in [
+        (
+            "nosuchtcti:x",
+            "--tcti \"nosuchtcti:x\" is not supported: the plug-in talks to the TPM itself through device:PATH",
+        ),
+        (
+            "tabrmd:bus_type=system",
+            "does not speak D-Bus to tpm2-abrmd; use the kernel resource manager instead (--tcti device:/dev/tpmrm0)",
+        ),
+        ("swtpm:port=http", "port must be a number from 1 to 65535"),
+    ] {
+        let out = run(&["ikm-v1", "--tcti", tcti]);
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{tcti}: {stderr}");
+        assert!(out.stdout.is_empty());
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(want), "{tcti}: {stderr}");
+    }
 }
 
 #[test]
@@ -379,13 +533,11 @@ fn a_tpm_held_busy_by_another_client_times_out_with_a_clear_error() {
     let busy = failure(&["ikm-v1", "--tcti", &tcti, "--timeout", "2s"]);
     let took = started.elapsed();
     assert!(took < Duration::from_secs(4), "within its own timeout (took {took:?})");
-    assert_eq!(
-        busy,
-        format!(
-            "edgeseal-kdf-tpm2: tpm2_createprimary got no answer from the TPM through TCTI {tcti} within 1s 500ms: \
-             the TPM is busy (another client may hold its connection) or hung; gave up"
-        )
-    );
+    // 2s minus the slice kept for cleanup: 1.5s, less the connect (so 1s 499ms or 1s 500ms).
+    let prefix =
+        format!("edgeseal-kdf-tpm2: TPM2_CreatePrimary got no answer from the TPM through TCTI {tcti} within 1s ");
+    assert!(busy.starts_with(&prefix), "{busy}");
+    assert!(busy.ends_with("ms: the TPM is busy (another client may hold its connection) or hung; gave up"), "{busy}");
 
     // Through edgeseal's runner with a longer kdf.timeout, the operator sees the plug-in's reason.
     let plugin = install_plugin();
@@ -400,10 +552,16 @@ fn a_tpm_held_busy_by_another_client_times_out_with_a_clear_error() {
 }
 
 #[test]
-fn missing_tpm2_tools_are_named() {
+fn deriving_needs_no_tpm2_tools_and_provisioning_names_them_when_missing() {
+    let tpm = Swtpm::start();
+    let tcti = tpm.tcti();
     let empty = tempfile::tempdir().unwrap();
     let path = empty.path().display().to_string();
-    let missing = failure_with_path(&["ikm-v1", "--tcti", "swtpm:host=127.0.0.1,port=1"], &path);
+    let out = run_with_path(&["ikm-v1", "--tcti", &tcti], &path);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("{}\n", ikm(&tpm, &[])));
+
+    let missing = failure_with_path(&["provision", "--tcti", &tcti, "--handle", HANDLE], &path);
     assert_eq!(
         missing,
         format!(

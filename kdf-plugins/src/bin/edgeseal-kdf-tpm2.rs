@@ -64,7 +64,39 @@ fn main() -> ExitCode {
             }
             Err(err) => fail(&err),
         },
+        Command::ProvisionPcrs { options, selection } => match tpm2::provision_pcrs(&options, selection) {
+            Ok(binding) => {
+                for note in &binding.notes {
+                    eprintln!("{NAME}: note: {note}");
+                }
+                write_stdout(NAME, pcr_instructions(&options.tcti, &binding.policy).as_bytes())
+            }
+            Err(err) => fail(&err),
+        },
     }
+}
+
+/// What to do with the values `provision --pcrs` read: the rewrap command and the `kdf.args`.
+fn pcr_instructions(tcti: &tpm2::Tcti, policy: &tpm2::PcrPolicy) -> String {
+    let mut args = Vec::new();
+    if tcti != &tpm2::Tcti::default() {
+        args.extend(["--tcti".to_owned(), tcti.to_string()]);
+    }
+    args.extend(["--pcrs".to_owned(), policy.selection().to_string(), "--pcr-values".to_owned(), policy.values_arg()]);
+    let to_args: Vec<String> = args.iter().map(|a| format!("--to-arg {a}")).collect();
+    let yaml: Vec<String> = args.iter().map(|a| format!("\"{a}\"")).collect();
+    format!(
+        "{NAME}: the key bound to PCRs {selection} answers with their current values (TCTI {tcti}).\n\
+         It is another key than the one without --pcrs: move the keystore to it with\n  \
+         security-bootstrap keystore rewrap --config /etc/edgeseal/edgeseal.yaml \\\n      \
+         --to-plugin /usr/libexec/edgeseal/edgeseal-kdf-tpm2 {to_args}\n\
+         then set in edgeseal.yaml:\n  kdf:\n    args: [{yaml}]\n\
+         Plug-in arguments: {args}\n",
+        selection = policy.selection(),
+        to_args = to_args.join(" "),
+        yaml = yaml.join(", "),
+        args = args.join(" "),
+    )
 }
 
 /// One line on stderr, exit status 1. Errors never carry keying material.

@@ -4,6 +4,7 @@ use std::ffi::OsString;
 use std::fmt;
 
 use super::params::{parse_timeout, KeySource, PersistentHandle, Tcti};
+use super::policy::{PcrPolicy, PcrSelection};
 use super::Options;
 
 /// The plug-in's name, prefixed to every stderr line.
@@ -14,10 +15,12 @@ pub const USAGE: &str = "\
 edgeseal-kdf-tpm2: an edgeseal KDF plug-in that derives the IKM inside a TPM 2.0
 
 Usage:
-  edgeseal-kdf-tpm2 ikm-v1 [--tcti TCTI] [--handle HANDLE] [--timeout DURATION]
+  edgeseal-kdf-tpm2 ikm-v1 [--tcti TCTI] [--handle HANDLE | --pcrs PCRS --pcr-values VALUES] [--timeout DURATION]
       print the IKM as 64 lowercase hex digits on one line
   edgeseal-kdf-tpm2 provision --handle HANDLE [--tcti TCTI] [--timeout DURATION]
       generate a random HMAC key inside the TPM and persist it at HANDLE (once per device)
+  edgeseal-kdf-tpm2 provision --pcrs PCRS [--tcti TCTI] [--timeout DURATION]
+      read the PCRs' current values and print the --pcrs/--pcr-values arguments that bind the key to them
   edgeseal-kdf-tpm2
       ikm-v1 with the defaults, for EdgeX's EDGEX_IKM_HOOK (no arguments)
   edgeseal-kdf-tpm2 --help
@@ -27,17 +30,26 @@ that never leaves it: by default a primary key the TPM re-derives from its owner
 template (nothing is stored in the TPM), or with --handle a key made by `provision`. The same TPM gives
 the same IKM across reboots; another TPM, or a cleared owner hierarchy, gives another one.
 
+With --pcrs the primary key is bound to PCR values (a PCR policy): the TPM computes the HMAC only while
+the PCRs hold --pcr-values, so a changed boot chain (firmware, bootloader, Secure Boot settings) gets an
+error naming the PCR instead of the IKM. It is another key, so another IKM: move a keystore to it with
+`security-bootstrap keystore rewrap`, and back to the key without --pcrs before a planned firmware update.
+
 `provision` never replaces an existing object: if HANDLE holds a key of the kind it makes, it says so and
 exits 0; anything else is refused (evict it yourself with tpm2_evictcontrol if you are sure).
 
 Options:
-  --tcti TCTI         the TPM to use, as for tpm2-tools (default device:/dev/tpmrm0;
-                      a simulator: swtpm:host=127.0.0.1,port=2321)
-  --handle HANDLE     a persistent handle in the owner hierarchy, e.g. 0x81000101
-  --timeout DURATION  give up after this long, cleanup included (default 20s; keep it below kdf.timeout)
+  --tcti TCTI          the TPM: device:PATH (default device:/dev/tpmrm0, the kernel resource manager)
+                       or swtpm:host=HOST,port=PORT (a simulator's command port)
+  --handle HANDLE      a persistent handle in the owner hierarchy, e.g. 0x81000101
+  --pcrs PCRS          PCRs of the sha256 bank the key is bound to, e.g. sha256:7 or sha256:0,7 (at most 8)
+  --pcr-values VALUES  their expected values, 64 hex digits each, comma-separated, in ascending PCR
+                       order (what `provision --pcrs` prints)
+  --timeout DURATION   give up after this long, cleanup included (default 20s; keep it below kdf.timeout)
 
-Needs tpm2-tools in PATH (edgeseal passes /usr/bin:/bin; Debian/Ubuntu: apt-get install tpm2-tools).
-TPM2TOOLS_TCTI and the rest of the environment are not passed on: only --tcti chooses the TPM.
+The plug-in talks to the TPM itself; only `provision --handle` needs tpm2-tools in PATH (edgeseal passes
+/usr/bin:/bin; Debian/Ubuntu: apt-get install tpm2-tools). The environment is not read: only --tcti
+chooses the TPM.
 Exit status: 0 ok; 1 the TPM could not give the IKM (one line on stderr says why); 2 bad usage.
 
 Example (edgeseal.yaml):
@@ -63,6 +75,13 @@ pub enum Command {
         /// Where to persist it.
         handle: PersistentHandle,
     },
+    /// Read PCRs and print the arguments binding the key to their values.
+    ProvisionPcrs {
+        /// Which TPM, how long.
+        options: Options,
+        /// Which PCRs.
+        selection: PcrSelection,
+    },
     /// Print usage.
     Help,
 }
@@ -84,6 +103,7 @@ fn usage(message: impl Into<String>) -> UsageError {
 }
 
 /// Parses the arguments after the program name. `path` is where tpm2-tools are looked for (`$PATH`).
+#[allow(clippy::too_many_lines)]
 pub fn parse_args(args: Vec<OsString>, path: Option<OsString>) -> Result<Command, UsageError> {
     let mut options = Options { path, ..Options::default() };
     let mut args = args.into_iter();
@@ -99,7 +119,7 @@ pub fn parse_args(args: Vec<OsString>, path: Option<OsString>) -> Result<Command
             _ => return Err(usage(format!("{first:?} must follow ikm-v1 or provision"))),
         },
     };
-    let (mut tcti, mut handle, mut timeout) = (None, None, None);
+    let (mut tcti, mut handle, mut timeout, mut pcrs, mut pcr_values) = (None, None, None, None, None);
     while let Some(arg) = args.next() {
         let arg = arg.into_string().map_err(|a| usage(format!("argument {a:?} is not UTF-8")))?;
         if arg == "--help" || arg == "-h" {
@@ -113,6 +133,8 @@ pub fn parse_args(args: Vec<OsString>, path: Option<OsString>) -> Result<Command
             "--tcti" => &mut tcti,
             "--handle" => &mut handle,
             "--timeout" => &mut timeout,
+            "--pcrs" => &mut pcrs,
+            "--pcr-values" => &mut pcr_values,
             _ => return Err(usage(format!("unexpected argument {arg:?}"))),
         };
         if slot.is_some() {
@@ -133,11 +155,31 @@ pub fn parse_args(args: Vec<OsString>, path: Option<OsString>) -> Result<Command
         options.timeout = parse_timeout(&timeout).map_err(|e| usage(e.to_string()))?;
     }
     let handle = handle.map(|h| h.parse::<PersistentHandle>()).transpose().map_err(|e| usage(e.to_string()))?;
-    match (provisioning, handle) {
-        (false, None) => Ok(Command::Ikm { options, key: KeySource::Primary }),
-        (false, Some(handle)) => Ok(Command::Ikm { options, key: KeySource::Persistent(handle) }),
-        (true, Some(handle)) => Ok(Command::Provision { options, handle }),
-        (true, None) => Err(usage("provision needs --handle HANDLE (e.g. 0x81000101)")),
+    let pcrs = pcrs.map(|p| p.parse::<PcrSelection>()).transpose().map_err(|e| usage(e.to_string()))?;
+    if handle.is_some() && pcrs.is_some() {
+        return Err(usage("--pcrs binds the primary key; it cannot be combined with --handle"));
+    }
+    match (provisioning, handle, pcrs, pcr_values) {
+        (false, None, None, None) => Ok(Command::Ikm { options, key: KeySource::Primary }),
+        (false, Some(handle), None, None) => Ok(Command::Ikm { options, key: KeySource::Persistent(handle) }),
+        (false, None, Some(selection), Some(values)) => {
+            let policy = PcrPolicy::parse_values(selection, &values).map_err(|e| usage(e.to_string()))?;
+            Ok(Command::Ikm { options, key: KeySource::PcrBound(policy) })
+        }
+        (false, None, Some(selection), None) => Err(usage(format!(
+            "--pcrs {selection} needs --pcr-values (the values the PCRs must hold; `{NAME} provision --pcrs \
+             {selection}` prints them)"
+        ))),
+        (_, _, None, Some(_)) => Err(usage("--pcr-values needs --pcrs")),
+        (true, Some(handle), None, None) => Ok(Command::Provision { options, handle }),
+        (true, None, Some(selection), None) => Ok(Command::ProvisionPcrs { options, selection }),
+        (true, None, Some(_), Some(_)) => {
+            Err(usage("provision --pcrs reads the values itself; --pcr-values is for ikm-v1"))
+        }
+        (true, None, None, None) => {
+            Err(usage("provision needs --handle HANDLE (e.g. 0x81000101) or --pcrs PCRS (e.g. sha256:7)"))
+        }
+        (_, Some(_), Some(_), _) => Err(usage("--pcrs binds the primary key; it cannot be combined with --handle")),
     }
 }
 
@@ -157,6 +199,8 @@ mod tests {
         let handle: PersistentHandle = "0x81000101".parse().unwrap();
         let defaults = Options::default();
         let with_tcti = Options { tcti: swtpm.clone(), ..Options::default() };
+        let values = "ab".repeat(32);
+        let pcr_args = ["ikm-v1", "--pcrs", "sha256:7", "--pcr-values", values.as_str()];
         let cases: Vec<(&[&str], Command)> = vec![
             (&[], Command::Ikm { options: defaults.clone(), key: KeySource::Primary }),
             (&["ikm-v1"], Command::Ikm { options: defaults.clone(), key: KeySource::Primary }),
@@ -180,6 +224,17 @@ mod tests {
                 &["provision", "--tcti", "swtpm:host=127.0.0.1,port=2321", "--handle", "0x81000101"],
                 Command::Provision { options: with_tcti, handle },
             ),
+            (
+                &pcr_args,
+                Command::Ikm {
+                    options: defaults.clone(),
+                    key: KeySource::PcrBound(PcrPolicy::new("sha256:7".parse().unwrap(), &[[0xab; 32]]).unwrap()),
+                },
+            ),
+            (
+                &["provision", "--pcrs", "sha256:8,7"],
+                Command::ProvisionPcrs { options: defaults.clone(), selection: "sha256:7,8".parse().unwrap() },
+            ),
             (&["--help"], Command::Help),
             (&["ikm-v1", "-h"], Command::Help),
         ];
@@ -202,7 +257,19 @@ mod tests {
             (&["ikm-v1", "--handle", "81000101"], "is not a handle"),
             (&["ikm-v1", "--handle", "0x80000000"], "not an owner-hierarchy persistent handle"),
             (&["ikm-v1", "--timeout", "forever"], "--timeout"),
-            (&["provision"], "provision needs --handle"),
+            (&["provision"], "provision needs --handle HANDLE (e.g. 0x81000101) or --pcrs PCRS"),
+            (
+                &["ikm-v1", "--tcti", "tabrmd"],
+                "--tcti \"tabrmd\" is not supported: the plug-in talks to the TPM itself",
+            ),
+            (&["ikm-v1", "--tcti", "mssim:port=2321"], "through device:PATH (e.g. device:/dev/tpmrm0) or swtpm:"),
+            (&["ikm-v1", "--pcrs", "sha256:7"], "--pcrs sha256:7 needs --pcr-values"),
+            (&["ikm-v1", "--pcrs", "sha1:7", "--pcr-values", "00"], "only the sha256 PCR bank"),
+            (&["ikm-v1", "--pcrs", "sha256:24"], "is not a PCR selection"),
+            (&["ikm-v1", "--pcr-values", "00"], "--pcr-values needs --pcrs"),
+            (&["ikm-v1", "--pcrs", "sha256:7", "--pcr-values", "00"], "one SHA-256 value (64 hex digits) per PCR"),
+            (&["ikm-v1", "--pcrs", "sha256:7", "--handle", "0x81000101"], "cannot be combined with --handle"),
+            (&["provision", "--pcrs", "sha256:7", "--pcr-values", "00"], "reads the values itself"),
         ];
         for (args, want) in cases {
             let err = parse(args).unwrap_err().to_string();

@@ -12,6 +12,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 use super::params::{KeySource, PersistentHandle, Tcti};
+use super::policy::PcrSelection;
 
 /// A failed derivation or provisioning. Every message is one line; none contains keying material.
 #[derive(Debug, Error)]
@@ -101,14 +102,32 @@ pub enum Tpm2Error {
         code: ResponseCode,
     },
     /// The TPM kept answering "busy" (retry, yielded, testing, NV rate) until the deadline.
-    #[error("the TPM stayed busy ({code}: {text}) until the plug-in's deadline; try again later")]
+    #[error("the TPM stayed busy ({text}) until the plug-in's deadline; try again later")]
     Busy {
         /// The response code.
         code: ResponseCode,
-        /// The TSS's description.
+        /// The code and its meaning.
         text: String,
     },
-    /// A tool got no answer in time and was killed.
+    /// TPM_RC_INITIALIZE: nobody sent TPM2_Startup.
+    #[error("the TPM behind TCTI {tcti} has not been started (TPM_RC_INITIALIZE 0x100): firmware normally starts it at boot; a simulator must be started with it (swtpm --flags startup-clear, or `tpm2_startup -c` once)")]
+    NotStarted {
+        /// The TCTI used.
+        tcti: Tcti,
+    },
+    /// The PCR policy refused the key: PCRs hold other values than the policy expects. The PCRs and
+    /// their values come last, so that edgeseal's runner, which quotes the end of a plug-in's stderr,
+    /// shows them along with the recovery commands.
+    #[error("the TPM refuses the PCR-bound key (TPM response {code}): the boot chain measured into the PCRs changed, or was tampered with; restore from backup (`security-bootstrap restore`) and rebind (`edgeseal-kdf-tpm2 provision --pcrs {selection}`), or undo the change; next time, before a planned firmware update, run `security-bootstrap keystore rewrap` to the key without --pcrs; {changes}")]
+    PcrMismatch {
+        /// `PCR sha256:7 is …, expected …`, for each PCR that differs.
+        changes: String,
+        /// The selection, for the command to run.
+        selection: PcrSelection,
+        /// The TPM's answer.
+        code: ResponseCode,
+    },
+    /// A tool (or a command sent in-process) got no answer in time.
     #[error("{tool} got no answer from the TPM through TCTI {tcti} within {}: the TPM is busy (another client may hold its connection) or hung; gave up", humantime::format_duration(*.limit))]
     Timeout {
         /// The tool.
@@ -128,7 +147,7 @@ pub enum Tpm2Error {
         /// Whether the TPM incremented its DA failure counter.
         counts_for_da: bool,
     },
-    /// Any other TPM or TSS failure, quoted.
+    /// Any other TPM or TSS failure: the command or tool, and the code or the tool's words.
     #[error("{tool} failed: {detail}")]
     Tool {
         /// The tool.
@@ -136,7 +155,7 @@ pub enum Tpm2Error {
         /// Its error line, or its exit status.
         detail: String,
     },
-    /// A tool succeeded but printed something unexpected (never quoted).
+    /// A tool succeeded but printed something unexpected, or a TPM response does not parse (never quoted).
     #[error("{tool} gave an unexpected answer: {what}")]
     BadAnswer {
         /// The tool.

@@ -1,6 +1,7 @@
-//! Turning a failed tpm2-tools step into the [`Tpm2Error`] an operator can act on (pure): the cause
-//! `diagnose` read from its stderr, the step's [`Subject`] (which key or hierarchy it used) and the TCTI
-//! decide the variant and the hint.
+//! Turning a failed step into the [`Tpm2Error`] an operator can act on (pure): the TPM's response code
+//! (in-process commands), or the cause `diagnose` read from a tpm2-tools step's stderr (provisioning),
+//! with the step's [`Subject`] (which key or hierarchy it used) and the TCTI, decide the variant and
+//! the hint.
 
 use std::time::Duration;
 
@@ -12,11 +13,11 @@ use super::tool::{Tool, ToolFailure};
 
 /// Which key a step uses, for naming it in errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Subject {
+pub(crate) enum Subject<'a> {
     /// The owner hierarchy (creating primaries, persisting).
     Owner,
     /// A key the plug-in derives from.
-    Key(KeySource),
+    Key(&'a KeySource),
     /// A transient parent created during provisioning.
     Parent,
     /// Making a key persistent at this handle.
@@ -27,7 +28,7 @@ pub(crate) enum Subject {
 
 /// The error for a failed step, and whether the tool reached the TPM (so there may be something
 /// to flush).
-pub(crate) fn explain(tool: Tool, subject: Subject, tcti: &Tcti, failure: ToolFailure) -> (Tpm2Error, bool) {
+pub(crate) fn explain(tool: Tool, subject: Subject<'_>, tcti: &Tcti, failure: ToolFailure) -> (Tpm2Error, bool) {
     let tcti = tcti.clone();
     let (status, stderr) = match failure {
         ToolFailure::Spawn(source) => return (Tpm2Error::Spawn { tool: tool.name(), source }, false),
@@ -43,7 +44,7 @@ pub(crate) fn explain(tool: Tool, subject: Subject, tcti: &Tcti, failure: ToolFa
         }
         Diagnosis::TctiNotFound => (Tpm2Error::TctiNotFound { name: tcti.name().to_owned(), tcti }, false),
         Diagnosis::TctiConfig(detail) => (Tpm2Error::TctiConfig { tcti, detail }, false),
-        Diagnosis::Code { code, line } => (from_response_code(tool, subject, code, line), true),
+        Diagnosis::Code { code, line } => (from_response_code(tool.name(), subject, &tcti, code, line), true),
         Diagnosis::Other(line) => {
             let detail = match (line.is_empty(), status.and_then(|s| s.code())) {
                 (false, _) => line,
@@ -56,12 +57,12 @@ pub(crate) fn explain(tool: Tool, subject: Subject, tcti: &Tcti, failure: ToolFa
 }
 
 /// `limit` rounded to the millisecond, for messages (`1s 500ms`, not `1s 499ms 858us 628ns`).
-fn whole_millis(limit: Duration) -> Duration {
+pub(crate) fn whole_millis(limit: Duration) -> Duration {
     Duration::from_millis(u64::try_from(limit.as_micros().saturating_add(500) / 1000).unwrap_or(u64::MAX))
 }
 
 /// What to check when nothing answers.
-fn unreachable_hint(tcti: &Tcti, reason: &str) -> &'static str {
+pub(crate) fn unreachable_hint(tcti: &Tcti, reason: &str) -> &'static str {
     let reason = reason.to_lowercase();
     if reason.contains("permission denied") {
         "run the plug-in as root or as a member of the group that owns the TPM device (usually tss)"
@@ -72,16 +73,24 @@ fn unreachable_hint(tcti: &Tcti, reason: &str) -> &'static str {
     }
 }
 
-/// Turns a TPM response code into the error for the step that got it.
-fn from_response_code(tool: Tool, subject: Subject, code: u32, line: String) -> Tpm2Error {
+/// Turns a TPM response code into the error for the step (a command or tool name) that got it; `line`
+/// describes the code (the tool's error line, or [`rc::describe`]).
+pub(crate) fn from_response_code(
+    step: &'static str,
+    subject: Subject<'_>,
+    tcti: &Tcti,
+    code: u32,
+    line: String,
+) -> Tpm2Error {
     let response = ResponseCode(code);
     match (rc::base(code), subject) {
-        (Some(rc::LOCKOUT), Subject::Key(key)) => Tpm2Error::DaLockout { key },
+        (Some(rc::INITIALIZE), _) => Tpm2Error::NotStarted { tcti: tcti.clone() },
+        (Some(rc::LOCKOUT), Subject::Key(key)) => Tpm2Error::DaLockout { key: key.clone() },
         (Some(rc::LOCKOUT), _) => Tpm2Error::Tool {
-            tool: tool.name(),
+            tool: step,
             detail: format!("{line} (clear it with `tpm2_dictionarylockout --clear-lockout`)"),
         },
-        (Some(rc::HANDLE), Subject::Key(KeySource::Persistent(handle))) => Tpm2Error::HandleMissing { handle },
+        (Some(rc::HANDLE), Subject::Key(KeySource::Persistent(handle))) => Tpm2Error::HandleMissing { handle: *handle },
         (Some(rc::NV_DEFINED), Subject::Persist(handle)) => Tpm2Error::HandleTaken {
             handle,
             found: "an object persisted there by another client a moment ago".to_owned(),
@@ -89,8 +98,24 @@ fn from_response_code(tool: Tool, subject: Subject, code: u32, line: String) -> 
         (Some(rc::OBJECT_MEMORY | rc::SESSION_MEMORY | rc::MEMORY | rc::OBJECT_HANDLES | rc::SESSION_HANDLES), _) => {
             Tpm2Error::OutOfMemory { code: response }
         }
-        (Some(rc::RETRY | rc::YIELDED | rc::CANCELED | rc::TESTING | rc::NV_RATE | rc::NV_UNAVAILABLE), _) => {
-            Tpm2Error::Busy { code: response, text: quote(line.split_once(" - ").map_or(&line, |(_, t)| t)) }
+        (
+            Some(
+                rc::RETRY
+                | rc::YIELDED
+                | rc::CANCELED
+                | rc::TESTING
+                | rc::NV_RATE
+                | rc::NV_UNAVAILABLE
+                | rc::PCR_CHANGED,
+            ),
+            _,
+        ) => {
+            // A tool's line `Esys_X(0x922) - tpm:warn(2.0): text` becomes `0x922: tpm:warn(2.0): text`.
+            let text = match line.split_once(" - ") {
+                Some((_, text)) => format!("{response}: {}", quote(text)),
+                None => quote(&line),
+            };
+            Tpm2Error::Busy { code: response, text }
         }
         (Some(base @ (rc::AUTH_FAIL | rc::BAD_AUTH)), subject) => Tpm2Error::AuthFailed {
             what: match subject {
@@ -102,7 +127,7 @@ fn from_response_code(tool: Tool, subject: Subject, code: u32, line: String) -> 
             code: response,
             counts_for_da: base == rc::AUTH_FAIL,
         },
-        _ => Tpm2Error::Tool { tool: tool.name(), detail: line },
+        _ => Tpm2Error::Tool { tool: step, detail: line },
     }
 }
 
@@ -113,17 +138,19 @@ mod tests {
     #[test]
     fn response_codes_become_the_error_for_the_step() {
         let handle: PersistentHandle = "0x81000101".parse().unwrap();
-        let key = Subject::Key(KeySource::Persistent(handle));
-        let primary = Subject::Key(KeySource::Primary);
+        let (persistent, primary_key) = (KeySource::Persistent(handle), KeySource::Primary);
+        let key = Subject::Key(&persistent);
+        let primary = Subject::Key(&primary_key);
         let line = || "Esys_X(0x1) - text".to_owned();
-        let map = |tool, subject, code| from_response_code(tool, subject, code, line());
-        assert!(matches!(map(Tool::Hmac, key, 0x921), Tpm2Error::DaLockout { key: KeySource::Persistent(_) }));
-        assert!(matches!(map(Tool::ReadPublic, key, 0x18B), Tpm2Error::HandleMissing { .. }));
-        assert!(matches!(map(Tool::Hmac, primary, 0x18B), Tpm2Error::Tool { .. }));
-        assert!(matches!(map(Tool::Hmac, primary, 0x902), Tpm2Error::OutOfMemory { code: ResponseCode(0x902) }));
+        let tcti = Tcti::default();
+        let map = |tool: Tool, subject, code| from_response_code(tool.name(), subject, &tcti, code, line());
+        assert!(matches!(map(Tool::Load, key, 0x921), Tpm2Error::DaLockout { key: KeySource::Persistent(_) }));
+        assert!(matches!(map(Tool::EvictControl, key, 0x18B), Tpm2Error::HandleMissing { .. }));
+        assert!(matches!(map(Tool::Load, primary, 0x18B), Tpm2Error::Tool { .. }));
+        assert!(matches!(map(Tool::Load, primary, 0x902), Tpm2Error::OutOfMemory { code: ResponseCode(0x902) }));
         assert!(matches!(map(Tool::Load, Subject::Parent, 0x903), Tpm2Error::OutOfMemory { .. }));
-        assert!(matches!(map(Tool::Hmac, key, 0x922), Tpm2Error::Busy { .. }));
-        match map(Tool::Hmac, key, 0x98E) {
+        assert!(matches!(map(Tool::Load, key, 0x922), Tpm2Error::Busy { .. }));
+        match map(Tool::Load, key, 0x98E) {
             Tpm2Error::AuthFailed { what, counts_for_da: true, .. } => assert!(what.contains("0x81000101")),
             other => panic!("{other:?}"),
         }
@@ -134,7 +161,20 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(map(Tool::EvictControl, Subject::Persist(handle), 0x14C), Tpm2Error::HandleTaken { .. }));
-        assert!(matches!(map(Tool::Hmac, key, 0x2C3), Tpm2Error::Tool { tool: "tpm2_hmac", .. }));
+        assert!(matches!(map(Tool::Load, key, 0x2C3), Tpm2Error::Tool { tool: "tpm2_load", .. }));
+        assert!(matches!(map(Tool::Load, Subject::Parent, 0x100), Tpm2Error::NotStarted { .. }));
+
+        // In-process commands: the code described by rc::describe.
+        let busy = from_response_code("TPM2_HMAC", primary, &tcti, 0x922, rc::describe(0x922));
+        assert_eq!(
+            busy.to_string(),
+            "the TPM stayed busy (TPM_RC_RETRY (0x922): the TPM was not able to start the command) until the \
+             plug-in's deadline; try again later"
+        );
+        let changed = from_response_code("TPM2_HMAC", primary, &tcti, 0x928, rc::describe(0x928));
+        assert!(matches!(changed, Tpm2Error::Busy { .. }), "a PCR extended mid-derivation: retried");
+        let other = from_response_code("TPM2_HMAC", primary, &tcti, 0x2C3, rc::describe(0x2C3));
+        assert_eq!(other.to_string(), "TPM2_HMAC failed: response code 0x2c3");
     }
 
     #[test]

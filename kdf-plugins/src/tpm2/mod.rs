@@ -10,74 +10,94 @@
 //!   persistent at an owner handle (e.g. `0x81000101`). It survives `tpm2_changeauth` but not
 //!   `tpm2_clear`; it costs one persistent slot.
 //!
-//! Both keys are `noda`: a device that loses power three times in a row trips the TPM's
+//! - **PCR-bound primary** (`--pcrs sha256:7 --pcr-values …`): the primary key's template also
+//!   carries a TPM2_PolicyPCR policy over the expected PCR values and clears `userWithAuth`, so the TPM
+//!   computes the HMAC only in a policy session in which the PCRs matched ([`policy`]). Another key,
+//!   hence another IKM: moving to it is a `keystore rewrap`.
+//!
+//! All keys are `noda`: a device that loses power three times in a row trips the TPM's
 //! dictionary-attack counter on its next boots (no orderly `TPM2_Shutdown`), and a DA-protected key
-//! would then be refused for the recovery time (`TPM_RC_LOCKOUT`). Both use an empty authorization.
+//! would then be refused for the recovery time (`TPM_RC_LOCKOUT`). All use an empty authorization.
 //!
-//! **Why tpm2-tools processes and not the `tss-esapi` crate:** no C bindings to build (no bindgen,
-//! libclang or `libtss2-dev` on the build host), a lean dependency tree, and the same tools an operator
-//! uses to inspect or repair the TPM (and that RECIPES.md §3 verified), so errors read the same. The cost
-//! is a few process starts per derivation (measured in the integration tests, tens of milliseconds).
+//! **In-process, through a small pure-Rust marshaller, not tpm2-tools or the `tss-esapi` crate.** A
+//! derivation is three commands (CreatePrimary, HMAC, FlushContext; two for a persistent key), each a
+//! fixed layout marshalled in [`commands`] and framed in [`wire`], with every response length checked and
+//! the parsers fuzzed (`fuzz/fuzz_targets/tpm2_response.rs`). That is a few milliseconds instead of a
+//! few process starts (tens of milliseconds), and unlike `tss-esapi` it needs no C libraries, bindgen
+//! or libclang on the build host, links statically, and is not pinned to Debian 12's tpm2-tss 3.2
+//! (which only tss-esapi 7.x builds against). The primary template is byte for byte the one
+//! `tpm2_createprimary -G hmac -g sha256 -a …` sends, so the IKM is the same as with the tools
+//! (tested against swtpm). `provision` still runs tpm2-tools for its once-per-device steps (ECC parent,
+//! create, load, evictcontrol); its checks and its final derivation are in-process.
 //!
-//! How the tools are run (`tool`): found in `PATH` up front; a cleared environment (`PATH` and
-//! `TPM2TOOLS_TCTI` only); a per-step time limit inside the whole `--timeout`; a private 0700 working
-//! directory for context files, removed afterwards. The IKM is read from `tpm2_hmac --hex` through a
-//! pipe into a buffer that is wiped: it never touches the disk. The label goes in on stdin.
+//! Transports (`transport`): `device:/dev/tpmrm0` (default) or any TPM device, and swtpm's TCP
+//! command port (`swtpm:host=…,port=…`); `tabrmd` is refused (use the kernel resource manager).
 //!
-//! Transient objects are flushed (`tpm2_flushcontext -t`) after each step that leaves one and, always,
-//! when the `session` ends — on success and on every error — because the `swtpm:` and `mssim:` TCTIs
-//! and `/dev/tpm0` have no resource manager and the TPM keeps every object a tool loaded. If the TPM
-//! is nonetheless out of object memory (`0x902`, objects some other client left), the plug-in flushes
-//! all transient objects and sessions, retries once, and says so on stderr. "Busy" answers (`0x922`
-//! retry, `0x90a` testing, …) are retried with back-off until the deadline.
+//! Objects and sessions the plug-in creates are flushed (TPM2_FlushContext) on every exit path,
+//! success or error, because swtpm and `/dev/tpm0` have no resource manager and the TPM keeps them. If
+//! the TPM is nonetheless out of object memory (`0x902`, objects some other client left), the plug-in
+//! flushes all transient objects and loaded sessions, retries once, and says so on stderr. "Busy"
+//! answers (`0x922` retry, `0x90a` testing, `0x928` a PCR changed mid-policy, …) are retried with
+//! back-off until the deadline. Errors are built from the TPM's response codes (`rc`).
 //!
 //! Layout:
 //! - [`params`]: the TCTI, persistent handles, timeouts (pure).
+//! - [`policy`]: the PCR selection, expected values and policy digests (pure).
 //! - [`cli`]: the plug-in's command line (pure).
 //! - [`error`]: [`Tpm2Error`], one line per failure saying what to do.
 //! - `rc`: the TPM response codes the plug-in acts on (pure).
-//! - [`diagnose`]: reading a failed tool's stderr into a cause (pure).
-//! - `explain`: the cause, for the step that hit it, as a [`Tpm2Error`] (pure).
-//! - [`public`]: reading `tpm2_readpublic` output (pure).
-//! - `tool`: locating tpm2-tools and running one through the crate's bounded child runner; the
-//!   private working directory.
-//! - `session`: a conversation with the TPM, its deadline, and the always-run flush.
+//! - [`wire`]: command framing and bounded response reading (pure).
+//! - [`commands`]: the commands, marshalled, and their response parsers (pure).
+//! - `transport`: the device and swtpm transports, with deadlines.
+//! - `tpm`: an in-process conversation: deadline, errors from codes, the always-run flush.
+//! - `explain`: a TPM code or a failed tool, for the step that hit it, as a [`Tpm2Error`] (pure).
+//! - [`public`]: judging and describing a TPM2_ReadPublic answer (pure).
+//! - [`diagnose`]: reading a failed tool's stderr into a cause (pure; provisioning).
+//! - `tool`, `session`: locating and running tpm2-tools for provisioning, the private working
+//!   directory, the tool session's flush.
 //! - this module: the derivation and provisioning steps.
 
 pub mod cli;
+pub mod commands;
 pub mod diagnose;
 pub mod error;
 mod explain;
 pub mod params;
+pub mod policy;
 pub mod public;
 mod rc;
 mod session;
 mod tool;
+mod tpm;
+mod transport;
+pub mod wire;
 
 use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::Read;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
 
 use crate::secret::Ikm;
 
 pub use error::Tpm2Error;
-pub use params::{KeySource, PersistentHandle, Tcti, DEFAULT_TCTI, DEFAULT_TIMEOUT};
+pub use params::{Endpoint, KeySource, PersistentHandle, Tcti, DEFAULT_TCTI, DEFAULT_TIMEOUT};
+pub use policy::{PcrPolicy, PcrSelection};
 
+use commands::KEY_ATTRIBUTES;
+use error::ResponseCode;
 use explain::Subject;
 use session::Session;
 use tool::Tool;
+use tpm::{Failure, Tpm};
 
 /// The HMAC input. Versioned: changing it changes every device's IKM, hence its KEK.
 pub const LABEL: &[u8] = b"edgeseal-kdf-tpm2 ikm v1";
 
-/// The HMAC key's attributes, for the primary template and for provisioned keys. Part of the primary
-/// template: changing them changes the primary key, hence the IKM.
-pub const KEY_ATTRIBUTES: &str = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|noda|sign";
-
-/// [`KEY_ATTRIBUTES`] as TPMA_OBJECT bits, as `tpm2_readpublic` shows them.
-const KEY_ATTRIBUTES_RAW: u32 = 0x0004_0472;
+/// [`KEY_ATTRIBUTES`] as tpm2-tools names them, for `provision`'s `tpm2_create`.
+pub const KEY_ATTRIBUTE_NAMES: &str = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|noda|sign";
 
 /// The transient storage parent used while provisioning (noda, so provisioning works during lockout).
 const PARENT_ATTRIBUTES: &str = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|noda|restricted|decrypt";
@@ -85,11 +105,11 @@ const PARENT_ATTRIBUTES: &str = "fixedtpm|fixedparent|sensitivedataorigin|userwi
 /// Which TPM to use and how long the plug-in may take.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
-    /// The TCTI passed to tpm2-tools in `TPM2TOOLS_TCTI`.
+    /// The TPM (also passed to provisioning's tpm2-tools in `TPM2TOOLS_TCTI`).
     pub tcti: Tcti,
     /// The deadline for the whole derivation (or provisioning), cleanup included.
     pub timeout: Duration,
-    /// Where to look for tpm2-tools; `None` means `/usr/bin:/bin`.
+    /// Where `provision` looks for tpm2-tools; `None` means `/usr/bin:/bin`.
     pub path: Option<OsString>,
 }
 
@@ -117,12 +137,22 @@ pub enum Provisioned {
     AlreadyPresent,
 }
 
+/// What [`provision_pcrs`] found: the policy binding the PCRs to their current values.
+#[derive(Debug)]
+pub struct PcrBinding {
+    /// The selection with the values read.
+    pub policy: PcrPolicy,
+    /// Recoveries worth telling the operator about.
+    pub notes: Vec<String>,
+}
+
 /// Computes the IKM: HMAC-SHA256 over [`LABEL`] inside the TPM with the key from `key`.
 pub fn derive_ikm(options: &Options, key: KeySource) -> Result<Derivation, Tpm2Error> {
-    let mut session = Session::open(options)?;
+    let end = Instant::now() + options.timeout;
+    let mut tpm = Tpm::open(&options.tcti, options.timeout, end)?;
     let mut notes = Vec::new();
-    let ikm = with_recovery(&mut session, &mut notes, |s| derive_once(s, key))?;
-    Ok(Derivation { ikm, notes })
+    let ikm = with_recovery(&mut tpm, &mut notes, |t| derive_once(t, &key))?;
+    Ok(Derivation { ikm: Ikm::from_zeroizing(ikm), notes })
 }
 
 /// Generates a random HMAC-SHA256 key inside the TPM and persists it at `handle`, then checks that it
@@ -130,28 +160,92 @@ pub fn derive_ikm(options: &Options, key: KeySource) -> Result<Derivation, Tpm2E
 /// [`Provisioned::AlreadyPresent`] (so provisioning is idempotent), anything else is
 /// [`Tpm2Error::HandleTaken`]. Evicting a key that a keystore depends on would lose that keystore, so
 /// there is deliberately no `--force`: an operator who means it runs `tpm2_evictcontrol` by hand.
+///
+/// The checks run in-process; the once-per-device creation runs tpm2-tools, with the TPM connection
+/// closed meanwhile (swtpm serves one client at a time).
 pub fn provision(options: &Options, handle: PersistentHandle) -> Result<(Provisioned, Vec<String>), Tpm2Error> {
-    let mut session = Session::open(options)?;
+    let end = Instant::now() + options.timeout;
     let mut notes = Vec::new();
-    let outcome = with_recovery(&mut session, &mut notes, |s| provision_once(s, handle))?;
+    let found = {
+        let mut tpm = Tpm::open(&options.tcti, options.timeout, end)?;
+        with_recovery(&mut tpm, &mut notes, |t| check_handle(t, handle))?
+    };
+    let outcome = match found {
+        Some(outcome) => outcome,
+        None => {
+            let mut session = Session::open(options, end)?;
+            with_recovery(&mut session, &mut notes, |s| create_persistent_key(s, handle))?
+        }
+    };
     // Prove the key works; the HMAC is wiped at once.
-    drop(with_recovery(&mut session, &mut notes, |s| derive_once(s, KeySource::Persistent(handle)))?);
+    let mut tpm = Tpm::open(&options.tcti, options.timeout, end)?;
+    drop(with_recovery(&mut tpm, &mut notes, |t| derive_once(t, &KeySource::Persistent(handle)))?);
     Ok((outcome, notes))
+}
+
+/// Reads the current values of the `selection` PCRs, and checks that the PCR-bound key they give
+/// answers: what `--pcr-values` must say for the plug-in to derive while the PCRs stay as they are.
+/// Nothing is stored in the TPM.
+pub fn provision_pcrs(options: &Options, selection: PcrSelection) -> Result<PcrBinding, Tpm2Error> {
+    let end = Instant::now() + options.timeout;
+    let mut tpm = Tpm::open(&options.tcti, options.timeout, end)?;
+    let mut notes = Vec::new();
+    let policy = with_recovery(&mut tpm, &mut notes, |t| {
+        let values = read_pcrs(t, selection)?;
+        PcrPolicy::new(selection, &values).ok_or(Tpm2Error::BadAnswer { tool: "TPM2_PCR_Read", what: "wrong count" })
+    })?;
+    let key = KeySource::PcrBound(policy.clone());
+    drop(with_recovery(&mut tpm, &mut notes, |t| derive_once(t, &key))?);
+    Ok(PcrBinding { policy, notes })
+}
+
+/// What [`with_recovery`] needs from a conversation with the TPM (in-process or through tools).
+trait Recover {
+    /// Flushes every transient object and loaded session in the TPM.
+    fn flush_all(&mut self) -> Result<(), Tpm2Error>;
+    /// Time left for steps.
+    fn time_left(&self) -> Duration;
+    /// The TCTI, for the note.
+    fn tcti(&self) -> &Tcti;
+}
+
+impl Recover for Tpm {
+    fn flush_all(&mut self) -> Result<(), Tpm2Error> {
+        Tpm::flush_all(self)
+    }
+    fn time_left(&self) -> Duration {
+        Tpm::time_left(self)
+    }
+    fn tcti(&self) -> &Tcti {
+        Tpm::tcti(self)
+    }
+}
+
+impl Recover for Session {
+    fn flush_all(&mut self) -> Result<(), Tpm2Error> {
+        self.flush(true)
+    }
+    fn time_left(&self) -> Duration {
+        Session::time_left(self)
+    }
+    fn tcti(&self) -> &Tcti {
+        Session::tcti(self)
+    }
 }
 
 /// Retries `attempt` once after flushing if the TPM is out of object memory, and with back-off while it
 /// is busy and time remains.
-fn with_recovery<T>(
-    session: &mut Session,
+fn with_recovery<S: Recover, T>(
+    session: &mut S,
     notes: &mut Vec<String>,
-    mut attempt: impl FnMut(&mut Session) -> Result<T, Tpm2Error>,
+    mut attempt: impl FnMut(&mut S) -> Result<T, Tpm2Error>,
 ) -> Result<T, Tpm2Error> {
     let mut flushed = false;
     let mut pause = Duration::from_millis(50);
     loop {
         match attempt(session) {
             Err(Tpm2Error::OutOfMemory { code }) if !flushed => {
-                session.flush(true)?;
+                session.flush_all()?;
                 flushed = true;
                 let tcti = session.tcti();
                 let cause = if tcti.is_raw() {
@@ -173,54 +267,144 @@ fn with_recovery<T>(
     }
 }
 
+/// One derivation: the HMAC of [`LABEL`] by the key, with every object and session it created flushed.
+fn derive_once(tpm: &mut Tpm, key: &KeySource) -> Result<Zeroizing<Vec<u8>>, Tpm2Error> {
+    let subject = Subject::Key(key);
+    match key {
+        KeySource::Primary => {
+            let object = create_primary(tpm, None)?;
+            let mac = tpm.run("TPM2_HMAC", subject, &commands::hmac(object, None, LABEL), commands::parse_hmac);
+            let flushed = tpm.flush(object);
+            let mac = mac?;
+            flushed.map(|()| mac)
+        }
+        &KeySource::Persistent(handle) => {
+            let public = read_public(tpm, handle)?;
+            if !public::is_hmac_sha256_key(&public) {
+                return Err(Tpm2Error::NotHmacKey { handle, found: public::describe(&public) });
+            }
+            tpm.run("TPM2_HMAC", subject, &commands::hmac(handle.value(), None, LABEL), commands::parse_hmac)
+        }
+        KeySource::PcrBound(policy) => {
+            let object = create_primary(tpm, Some(&policy.auth_policy()))?;
+            let mac = hmac_under_policy(tpm, object, key, policy);
+            let flushed = tpm.flush(object);
+            let mac = mac?;
+            flushed.map(|()| mac)
+        }
+    }
+}
+
+/// TPM2_CreatePrimary of the HMAC key (with the policy's digest, if any); the object is remembered for
+/// the flush.
+fn create_primary(tpm: &mut Tpm, auth_policy: Option<&policy::Digest32>) -> Result<u32, Tpm2Error> {
+    let command = commands::create_primary(auth_policy);
+    let object = tpm.run("TPM2_CreatePrimary", Subject::Owner, &command, commands::parse_create_primary)?;
+    tpm.loaded(object);
+    Ok(object)
+}
+
+/// A policy session, TPM2_PolicyPCR with the expected values, TPM2_HMAC in that session (which ends it).
+/// A refusal because of the PCRs becomes [`Tpm2Error::PcrMismatch`], naming each PCR that changed.
+fn hmac_under_policy(
+    tpm: &mut Tpm,
+    object: u32,
+    key: &KeySource,
+    policy: &PcrPolicy,
+) -> Result<Zeroizing<Vec<u8>>, Tpm2Error> {
+    let subject = Subject::Key(key);
+    let nonce = session_nonce()?;
+    let start = commands::start_policy_session(&nonce);
+    let session = tpm.run("TPM2_StartAuthSession", subject, &start, commands::parse_start_auth_session)?;
+    tpm.loaded(session);
+    let policy_pcr = commands::policy_pcr(session, &policy.pcr_digest(), policy.selection());
+    let step = match tpm.call("TPM2_PolicyPCR", &policy_pcr, |_| Ok(())) {
+        Ok(()) => "TPM2_HMAC",
+        Err(failure) => return Err(policy_failure(tpm, "TPM2_PolicyPCR", subject, policy, failure)),
+    };
+    match tpm.call(step, &commands::hmac(object, Some(session), LABEL), commands::parse_hmac) {
+        Ok(mac) => {
+            tpm.forget(session); // continueSession was clear: the TPM ended it
+            Ok(mac)
+        }
+        Err(failure) => Err(policy_failure(tpm, step, subject, policy, failure)),
+    }
+}
+
+/// The error for a failed policy step: a PCR refusal (TPM_RC_VALUE on PolicyPCR's digest, or
+/// TPM_RC_POLICY_FAIL on the HMAC) names the PCRs that differ, read now; anything else as usual.
+fn policy_failure(
+    tpm: &mut Tpm,
+    step: &'static str,
+    subject: Subject<'_>,
+    policy: &PcrPolicy,
+    failure: Failure,
+) -> Tpm2Error {
+    let code = match failure {
+        Failure::Code(code) if matches!(rc::base(code), Some(rc::VALUE | rc::POLICY_FAIL)) => code,
+        other => return tpm.explain(step, subject, other),
+    };
+    let current = match read_pcrs(tpm, policy.selection()) {
+        Ok(current) => current,
+        Err(e) => return e,
+    };
+    let changes: Vec<String> = policy
+        .changed(&current)
+        .into_iter()
+        .map(|(index, now, want)| format!("PCR sha256:{index} is {}, expected {}", hex::encode(now), hex::encode(want)))
+        .collect();
+    if changes.is_empty() {
+        return Tpm2Error::Tool {
+            tool: step,
+            detail: format!("{} although the PCRs {} hold the expected values", rc::describe(code), policy.selection()),
+        };
+    }
+    Tpm2Error::PcrMismatch { changes: changes.join("; "), selection: policy.selection(), code: ResponseCode(code) }
+}
+
+/// The current values of the selected sha256 PCRs, ascending.
+fn read_pcrs(tpm: &mut Tpm, selection: PcrSelection) -> Result<Vec<policy::Digest32>, Tpm2Error> {
+    tpm.run("TPM2_PCR_Read", Subject::None, &commands::pcr_read(selection), |r| commands::parse_pcr_read(r, selection))
+}
+
+/// nonceCaller for the policy session. The TPM requires one of at least 16 bytes; in an unsalted,
+/// unbound session without HMACs it protects nothing, but it is random anyway.
+fn session_nonce() -> Result<[u8; 16], Tpm2Error> {
+    let mut nonce = [0u8; 16];
+    File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut nonce)).map_err(|e| Tpm2Error::Tool {
+        tool: "TPM2_StartAuthSession",
+        detail: format!("cannot read /dev/urandom for the session nonce: {e}"),
+    })?;
+    Ok(nonce)
+}
+
+/// What is stored at `handle` (`HandleMissing` if nothing).
+fn read_public(tpm: &mut Tpm, handle: PersistentHandle) -> Result<commands::Public, Tpm2Error> {
+    let key = KeySource::Persistent(handle);
+    tpm.run("TPM2_ReadPublic", Subject::Key(&key), &commands::read_public(handle.value()), commands::parse_read_public)
+}
+
+/// `Some` if `handle` already holds exactly the key provisioning makes; `None` if it is free; an error
+/// if it holds anything else.
+fn check_handle(tpm: &mut Tpm, handle: PersistentHandle) -> Result<Option<Provisioned>, Tpm2Error> {
+    match read_public(tpm, handle) {
+        Ok(public) if public::is_hmac_sha256_key(&public) && public.attributes == KEY_ATTRIBUTES => {
+            Ok(Some(Provisioned::AlreadyPresent))
+        }
+        Ok(public) => Err(Tpm2Error::HandleTaken { handle, found: public::describe(&public) }),
+        Err(Tpm2Error::HandleMissing { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Tool arguments from a mix of `&str` and paths.
 macro_rules! args {
     ($($arg:expr),* $(,)?) => { [$(AsRef::<OsStr>::as_ref(&$arg)),*] };
 }
 
-/// One derivation: (create the primary, flush its slot,) HMAC the label, read the hex answer.
-fn derive_once(s: &mut Session, key: KeySource) -> Result<Ikm, Tpm2Error> {
-    let output = match key {
-        KeySource::Primary => {
-            let ctx = s.file("primary.ctx");
-            let create = args!["-Q", "-C", "o", "-G", "hmac", "-g", "sha256", "-a", KEY_ATTRIBUTES, "-c", ctx];
-            s.step(Tool::CreatePrimary, Subject::Owner, &create, None)?;
-            // createprimary leaves the key loaded; its saved context stays usable after the flush.
-            s.flush(false)?;
-            s.step(Tool::Hmac, Subject::Key(key), &args!["-c", ctx, "-g", "sha256", "--hex"], Some(LABEL))?
-        }
-        KeySource::Persistent(handle) => {
-            let public = read_public(s, handle)?;
-            if !public.is_hmac_sha256_key() {
-                return Err(Tpm2Error::NotHmacKey { handle, found: public.describe() });
-            }
-            let handle = handle.to_string();
-            s.step(Tool::Hmac, Subject::Key(key), &args!["-c", handle, "-g", "sha256", "--hex"], Some(LABEL))?
-        }
-    };
-    parse_hmac_hex(output.stdout())
-}
-
-/// What is stored at `handle` (`HandleMissing` if nothing).
-fn read_public(s: &mut Session, handle: PersistentHandle) -> Result<public::PublicArea, Tpm2Error> {
-    let subject = Subject::Key(KeySource::Persistent(handle));
-    let output = s.step(Tool::ReadPublic, subject, &args!["-c", handle.to_string()], None)?;
-    let text = String::from_utf8_lossy(output.stdout());
-    public::parse_readpublic(&text)
-        .ok_or(Tpm2Error::BadAnswer { tool: Tool::ReadPublic.name(), what: "no object type or attributes" })
-}
-
-/// One provisioning attempt, after checking the handle is free (recipe B of RECIPES.md §3, flushing
-/// after each step so no more than one object is loaded at a time).
-fn provision_once(s: &mut Session, handle: PersistentHandle) -> Result<Provisioned, Tpm2Error> {
-    match read_public(s, handle) {
-        Ok(public) if public.is_hmac_sha256_key() && public.attributes == KEY_ATTRIBUTES_RAW => {
-            return Ok(Provisioned::AlreadyPresent)
-        }
-        Ok(public) => return Err(Tpm2Error::HandleTaken { handle, found: public.describe() }),
-        Err(Tpm2Error::HandleMissing { .. }) => {}
-        Err(e) => return Err(e),
-    }
+/// Creates the key and persists it (recipe B of RECIPES.md §3, flushing after each step so no more
+/// than one object is loaded at a time).
+fn create_persistent_key(s: &mut Session, handle: PersistentHandle) -> Result<Provisioned, Tpm2Error> {
     let (parent, public, private, key) =
         (s.file("parent.ctx"), s.file("key.pub"), s.file("key.priv"), s.file("key.ctx"));
 
@@ -228,7 +412,7 @@ fn provision_once(s: &mut Session, handle: PersistentHandle) -> Result<Provision
     s.step(Tool::CreatePrimary, Subject::Owner, &create_parent, None)?;
     s.flush(false)?;
     let create_key =
-        args!["-Q", "-C", parent, "-G", "hmac", "-g", "sha256", "-a", KEY_ATTRIBUTES, "-u", public, "-r", private];
+        args!["-Q", "-C", parent, "-G", "hmac", "-g", "sha256", "-a", KEY_ATTRIBUTE_NAMES, "-u", public, "-r", private];
     s.step(Tool::Create, Subject::Parent, &create_key, None)?;
     s.flush(false)?;
     let load = args!["-Q", "-C", parent, "-u", public, "-r", private, "-c", key];
@@ -239,19 +423,6 @@ fn provision_once(s: &mut Session, handle: PersistentHandle) -> Result<Provision
     s.step(Tool::EvictControl, Subject::Persist(handle), &persist, None)?;
     s.flush(false)?;
     Ok(Provisioned::Created)
-}
-
-/// Reads what `tpm2_hmac --hex` prints: the 32-byte HMAC as 64 hex digits (no newline; surrounding
-/// whitespace is tolerated). Anything else is [`Tpm2Error::BadAnswer`], which never quotes the output.
-pub fn parse_hmac_hex(stdout: &[u8]) -> Result<Ikm, Tpm2Error> {
-    let bad = || Tpm2Error::BadAnswer { tool: Tool::Hmac.name(), what: "not 64 hex digits" };
-    let digits = stdout.trim_ascii();
-    if digits.len() != 64 {
-        return Err(bad());
-    }
-    let mut bytes = Zeroizing::new(vec![0u8; 32]);
-    hex::decode_to_slice(digits, &mut bytes).map_err(|_| bad())?;
-    Ok(Ikm::from_zeroizing(bytes))
 }
 
 #[cfg(test)]

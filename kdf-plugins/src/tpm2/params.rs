@@ -2,10 +2,13 @@
 //! it may take. Pure parsing and validation; nothing here touches a TPM.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
 use thiserror::Error;
+
+use super::policy::PcrPolicy;
 
 /// The TCTI used when `--tcti` is not given: the kernel's resource manager.
 pub const DEFAULT_TCTI: &str = "device:/dev/tpmrm0";
@@ -30,8 +33,14 @@ pub enum ParamError {
     #[error("--tcti {0:?} is not a TCTI string (expected NAME or NAME:CONFIG, e.g. device:/dev/tpmrm0 or swtpm:host=127.0.0.1,port=2321)")]
     TctiSyntax(String),
     /// The TCTI names a library file instead of a TCTI.
-    #[error("--tcti {0:?}: name a TCTI (device, swtpm, mssim, tabrmd, …), not a library path")]
+    #[error("--tcti {0:?}: name a TCTI (device:PATH or swtpm:host=HOST,port=PORT), not a library path")]
     TctiLibraryPath(String),
+    /// A TCTI the plug-in does not speak.
+    #[error("--tcti {0:?} is not supported: {1}")]
+    TctiUnsupported(String, &'static str),
+    /// A known TCTI with a configuration it cannot use.
+    #[error("--tcti {0:?}: {1}")]
+    TctiConfig(String, &'static str),
     /// Not a hexadecimal 32-bit number.
     #[error("--handle {0:?} is not a handle (expected hex like 0x81000101)")]
     HandleSyntax(String),
@@ -43,38 +52,69 @@ pub enum ParamError {
     Timeout(String),
 }
 
-/// A TCTI string as `tpm2-tools` reads it from `TPM2TOOLS_TCTI`: `NAME[:CONFIG]`.
+/// A TCTI string, in the syntax tpm2-tools read from `TPM2TOOLS_TCTI` (`NAME[:CONFIG]`), for the two
+/// transports the plug-in speaks itself ([`Endpoint`]):
+/// - `device[:PATH]`: a TPM character device; `PATH` defaults to `/dev/tpm0`, as in tpm2-tss (the
+///   plug-in's own default is [`DEFAULT_TCTI`], the kernel resource manager);
+/// - `swtpm[:host=HOST,port=PORT]`: swtpm's TCP command port (default `localhost`, 2321).
 ///
-/// The name must be a TCTI name (lowercase letters, digits, `-`, `_`), never a path: the TSS loads
-/// `libtss2-tcti-NAME.so.0` from the system library directories only.
+/// `tabrmd` (the D-Bus resource manager), `mssim` and other names are refused with what to use
+/// instead; a library path is never accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tcti(String);
+pub struct Tcti {
+    text: String,
+    endpoint: Endpoint,
+}
+
+/// Where the TPM is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A character device: `/dev/tpmrm0` (kernel resource manager) or `/dev/tpm0` (raw).
+    Device(PathBuf),
+    /// swtpm's command port, raw TPM commands over TCP.
+    Swtpm {
+        /// Host name or address.
+        host: String,
+        /// TCP port.
+        port: u16,
+    },
+}
+
+/// tpm2-tss's tcti-device default.
+const DEVICE_DEFAULT: &str = "/dev/tpm0";
+/// tpm2-tss's tcti-swtpm defaults.
+const SWTPM_DEFAULT_HOST: &str = "localhost";
+const SWTPM_DEFAULT_PORT: u16 = 2321;
 
 impl Tcti {
-    /// The string passed to the tools.
+    /// The string as given (also what provisioning passes to tpm2-tools).
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
     }
 
-    /// The TCTI's name (`device`, `swtpm`, …).
+    /// The TCTI's name (`device` or `swtpm`).
     pub fn name(&self) -> &str {
-        self.0.split_once(':').map_or(self.0.as_str(), |(name, _)| name)
+        self.text.split_once(':').map_or(self.text.as_str(), |(name, _)| name)
     }
 
-    /// Whether the TCTI talks to a TPM directly, without a resource manager (the TPM's transient
-    /// object slots are shared with every other client, and tools leave their objects loaded).
+    /// Where it points.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// Whether the TPM is reached directly, without a resource manager (its transient object slots are
+    /// shared with every other client, which may leave objects loaded).
     pub fn is_raw(&self) -> bool {
-        match self.name() {
-            "device" => !self.0.contains("tpmrm"),
-            "tabrmd" => false,
-            _ => true,
+        match &self.endpoint {
+            Endpoint::Device(path) => !path.to_string_lossy().contains("tpmrm"),
+            Endpoint::Swtpm { .. } => true,
         }
     }
 }
 
 impl Default for Tcti {
     fn default() -> Self {
-        Self(DEFAULT_TCTI.to_owned())
+        Self { text: DEFAULT_TCTI.to_owned(), endpoint: Endpoint::Device(PathBuf::from("/dev/tpmrm0")) }
     }
 }
 
@@ -85,20 +125,57 @@ impl FromStr for Tcti {
         if s.is_empty() || s.len() > MAX_TCTI_LEN || s.chars().any(|c| !c.is_ascii_graphic()) {
             return Err(ParamError::TctiSyntax(s.to_owned()));
         }
-        let name = s.split_once(':').map_or(s, |(name, _)| name);
+        let (name, config) = s.split_once(':').unwrap_or((s, ""));
         if name.contains('/') || name.contains(".so") {
             return Err(ParamError::TctiLibraryPath(s.to_owned()));
         }
         if name.is_empty() || !name.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_')) {
             return Err(ParamError::TctiSyntax(s.to_owned()));
         }
-        Ok(Self(s.to_owned()))
+        let endpoint = match name {
+            "device" if config.is_empty() => Endpoint::Device(PathBuf::from(DEVICE_DEFAULT)),
+            "device" if config.starts_with('/') => Endpoint::Device(PathBuf::from(config)),
+            "device" => return Err(ParamError::TctiConfig(s.to_owned(), "the device must be an absolute path")),
+            "swtpm" => parse_swtpm(s, config)?,
+            "tabrmd" => return Err(ParamError::TctiUnsupported(s.to_owned(), TABRMD_HINT)),
+            _ => return Err(ParamError::TctiUnsupported(s.to_owned(), OTHER_HINT)),
+        };
+        Ok(Self { text: s.to_owned(), endpoint })
     }
+}
+
+const TABRMD_HINT: &str = "the plug-in talks to the TPM itself and does not speak D-Bus to tpm2-abrmd; use the \
+     kernel resource manager instead (--tcti device:/dev/tpmrm0), which serves every client tabrmd serves";
+const OTHER_HINT: &str = "the plug-in talks to the TPM itself through device:PATH (e.g. device:/dev/tpmrm0) or \
+     swtpm:host=HOST,port=PORT only";
+
+/// `host=HOST,port=PORT`, either or both, in any order (tcti-swtpm's keys).
+fn parse_swtpm(s: &str, config: &str) -> Result<Endpoint, ParamError> {
+    let (mut host, mut port) = (None, None);
+    for pair in config.split(',').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("host", value)) if host.is_none() && !value.is_empty() => host = Some(value.to_owned()),
+            Some(("port", value)) if port.is_none() => {
+                port = Some(
+                    value
+                        .parse::<u16>()
+                        .ok()
+                        .filter(|&p| p != 0)
+                        .ok_or(ParamError::TctiConfig(s.to_owned(), "port must be a number from 1 to 65535"))?,
+                );
+            }
+            _ => return Err(ParamError::TctiConfig(s.to_owned(), "expected host=HOST,port=PORT")),
+        }
+    }
+    Ok(Endpoint::Swtpm {
+        host: host.unwrap_or_else(|| SWTPM_DEFAULT_HOST.to_owned()),
+        port: port.unwrap_or(SWTPM_DEFAULT_PORT),
+    })
 }
 
 impl fmt::Display for Tcti {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
 }
 
@@ -151,13 +228,16 @@ pub fn parse_timeout(s: &str) -> Result<Duration, ParamError> {
 }
 
 /// Where the IKM's HMAC key lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum KeySource {
     /// A primary key the TPM re-derives from its owner seed and a fixed template on every call.
     #[default]
     Primary,
     /// A key provisioned once at a persistent handle.
     Persistent(PersistentHandle),
+    /// A primary key like [`KeySource::Primary`] but usable only while the PCRs hold the policy's
+    /// values (its own key: a different IKM).
+    PcrBound(PcrPolicy),
 }
 
 impl fmt::Display for KeySource {
@@ -165,6 +245,7 @@ impl fmt::Display for KeySource {
         match self {
             Self::Primary => f.write_str("the primary HMAC key"),
             Self::Persistent(handle) => write!(f, "the key at persistent handle {handle}"),
+            Self::PcrBound(policy) => write!(f, "the primary HMAC key bound to PCRs {policy}"),
         }
     }
 }
@@ -175,12 +256,24 @@ mod tests {
 
     #[test]
     fn tcti_strings_are_names_with_an_optional_config() {
-        for ok in [DEFAULT_TCTI, "swtpm:host=127.0.0.1,port=2321", "mssim:host=localhost,port=2321", "tabrmd", "device"]
-        {
-            assert_eq!(ok.parse::<Tcti>().unwrap().as_str(), ok);
+        let swtpm = |host: &str, port| Endpoint::Swtpm { host: host.to_owned(), port };
+        let cases = [
+            (DEFAULT_TCTI, Endpoint::Device("/dev/tpmrm0".into())),
+            ("device", Endpoint::Device("/dev/tpm0".into())),
+            ("device:/dev/tpm0", Endpoint::Device("/dev/tpm0".into())),
+            ("swtpm:host=127.0.0.1,port=2321", swtpm("127.0.0.1", 2321)),
+            ("swtpm:port=7,host=tpm.local", swtpm("tpm.local", 7)),
+            ("swtpm", swtpm("localhost", 2321)),
+            ("swtpm:port=2400", swtpm("localhost", 2400)),
+        ];
+        for (ok, endpoint) in cases {
+            let tcti = ok.parse::<Tcti>().unwrap();
+            assert_eq!(tcti.as_str(), ok);
+            assert_eq!(tcti.endpoint(), &endpoint, "{ok}");
         }
         assert_eq!("swtpm:port=1".parse::<Tcti>().unwrap().name(), "swtpm");
-        assert_eq!("tabrmd".parse::<Tcti>().unwrap().name(), "tabrmd");
+        assert_eq!(Tcti::default().as_str(), DEFAULT_TCTI);
+        assert_eq!(Tcti::default(), DEFAULT_TCTI.parse().unwrap());
         type Expect = fn(&ParamError) -> bool;
         let bad: &[(&str, Expect)] = &[
             ("", |e| matches!(e, ParamError::TctiSyntax(_))),
@@ -190,6 +283,16 @@ mod tests {
             ("Device:/dev/tpm0", |e| matches!(e, ParamError::TctiSyntax(_))),
             ("/tmp/evil.so:x", |e| matches!(e, ParamError::TctiLibraryPath(_))),
             ("libtss2-tcti-device.so.0:/dev/tpm0", |e| matches!(e, ParamError::TctiLibraryPath(_))),
+            ("tabrmd", |e| matches!(e, ParamError::TctiUnsupported(_, TABRMD_HINT))),
+            ("tabrmd:bus_type=system", |e| matches!(e, ParamError::TctiUnsupported(_, TABRMD_HINT))),
+            ("mssim:host=localhost,port=2321", |e| matches!(e, ParamError::TctiUnsupported(_, OTHER_HINT))),
+            ("nosuchtcti:x", |e| matches!(e, ParamError::TctiUnsupported(_, OTHER_HINT))),
+            ("device:tpm0", |e| matches!(e, ParamError::TctiConfig(..))),
+            ("swtpm:port=0", |e| matches!(e, ParamError::TctiConfig(..))),
+            ("swtpm:port=65536", |e| matches!(e, ParamError::TctiConfig(..))),
+            ("swtpm:host=", |e| matches!(e, ParamError::TctiConfig(..))),
+            ("swtpm:port=1,port=2", |e| matches!(e, ParamError::TctiConfig(..))),
+            ("swtpm:path=/x", |e| matches!(e, ParamError::TctiConfig(..))),
         ];
         for (input, want) in bad {
             let err = input.parse::<Tcti>().unwrap_err();
@@ -200,13 +303,11 @@ mod tests {
     }
 
     #[test]
-    fn only_the_kernel_resource_manager_and_tabrmd_count_as_managed() {
+    fn only_the_kernel_resource_manager_counts_as_managed() {
         let raw = |s: &str| s.parse::<Tcti>().unwrap().is_raw();
         assert!(!raw("device:/dev/tpmrm0"));
-        assert!(!raw("tabrmd:bus_type=system"));
         assert!(raw("device:/dev/tpm0"));
         assert!(raw("swtpm:host=127.0.0.1,port=2321"));
-        assert!(raw("mssim"));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! One conversation with the TPM: located tools, a private working directory, a deadline, and the
+//! Provisioning's tpm2-tools session: located tools, a private working directory, a deadline, and the
 //! always-run cleanup — `tpm2_flushcontext -t` when the session ends, however it ends (success, error,
 //! or early return), because a TCTI without a resource manager keeps every object a tool loaded.
 
@@ -31,19 +31,12 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    /// Locates the tools and creates the working directory. The budget starts now.
-    pub(crate) fn open(options: &Options) -> Result<Self, Tpm2Error> {
-        let start = Instant::now();
+    /// Locates the tools and creates the working directory; everything must be over by `end`.
+    pub(crate) fn open(options: &Options, end: Instant) -> Result<Self, Tpm2Error> {
         let tools = Toolbox::locate(options.path.as_deref(), options.tcti.clone())?;
         let dir = WorkDir::create()?;
         let reserve = CLEANUP_LIMIT.min(options.timeout / 4);
-        Ok(Self {
-            tools,
-            dir,
-            deadline: start + options.timeout - reserve,
-            end: start + options.timeout,
-            reached: false,
-        })
+        Ok(Self { tools, dir, deadline: end.checked_sub(reserve).unwrap_or(end), end, reached: false })
     }
 
     /// The TCTI in use.
@@ -65,7 +58,7 @@ impl Session {
     pub(crate) fn step(
         &mut self,
         tool: Tool,
-        subject: Subject,
+        subject: Subject<'_>,
         args: &[&OsStr],
         stdin: Option<&[u8]>,
     ) -> Result<ToolOutput, Tpm2Error> {

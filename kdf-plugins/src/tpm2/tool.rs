@@ -1,8 +1,8 @@
-//! Running one tpm2-tools executable: found in `PATH` up front, then run by the crate's bounded child
-//! runner (`crate::child`) with a cleared environment (only `PATH` and `TPM2TOOLS_TCTI`), the private
-//! working directory as cwd, stdin from `/dev/null` (or the label, for `tpm2_hmac`), its own process
-//! group, and a hard time limit after which the group is killed. Stdout is read into a pre-sized buffer
-//! that is wiped on drop (`tpm2_hmac` prints the IKM there); stderr is kept for
+//! Running one tpm2-tools executable (provisioning only; derivation talks to the TPM in-process):
+//! found in `PATH` up front, then run by the crate's bounded child runner (`crate::child`) with a
+//! cleared environment (only `PATH` and `TPM2TOOLS_TCTI`), the private working directory as cwd, stdin
+//! from `/dev/null` (or given bytes), its own process group, and a hard time limit after which the
+//! group is killed. Stdout is read into a pre-sized buffer that is wiped on drop; stderr is kept for
 //! [`super::diagnose::diagnose`].
 
 use std::ffi::{OsStr, OsString};
@@ -25,28 +25,18 @@ pub(crate) const DEFAULT_PATH: &str = "/usr/bin:/bin";
 /// The most a tool may print on stdout; more and it is killed and the step fails.
 const OUTPUT_CAP: usize = 64 * 1024;
 
-/// The tpm2-tools the plug-in uses.
+/// The tpm2-tools `provision` uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Tool {
     CreatePrimary,
     Create,
     Load,
     EvictControl,
-    Hmac,
-    ReadPublic,
     FlushContext,
 }
 
 impl Tool {
-    const ALL: [Tool; 7] = [
-        Tool::CreatePrimary,
-        Tool::Create,
-        Tool::Load,
-        Tool::EvictControl,
-        Tool::Hmac,
-        Tool::ReadPublic,
-        Tool::FlushContext,
-    ];
+    const ALL: [Tool; 5] = [Tool::CreatePrimary, Tool::Create, Tool::Load, Tool::EvictControl, Tool::FlushContext];
 
     /// The executable's name.
     pub(crate) fn name(self) -> &'static str {
@@ -55,8 +45,6 @@ impl Tool {
             Tool::Create => "tpm2_create",
             Tool::Load => "tpm2_load",
             Tool::EvictControl => "tpm2_evictcontrol",
-            Tool::Hmac => "tpm2_hmac",
-            Tool::ReadPublic => "tpm2_readpublic",
             Tool::FlushContext => "tpm2_flushcontext",
         }
     }
@@ -66,14 +54,17 @@ impl Tool {
     }
 }
 
-/// What a tool printed on stdout, in a buffer wiped when this is dropped. Never printed.
+/// What a tool printed on stdout, in a buffer wiped when this is dropped. Never printed. Provisioning
+/// needs nothing a tool prints (its checks read the TPM in-process); the tests read it.
 #[derive(Debug)]
 pub(crate) struct ToolOutput {
+    #[cfg_attr(not(test), allow(dead_code))]
     stdout: Stdout,
 }
 
 impl ToolOutput {
     /// The bytes printed.
+    #[cfg(test)]
     pub(crate) fn stdout(&self) -> &[u8] {
         self.stdout.expose()
     }
@@ -223,14 +214,14 @@ mod tests {
     #[test]
     fn tools_are_found_only_in_absolute_path_entries() {
         let dir = tempfile::tempdir().unwrap();
-        let exe = dir.path().join("tpm2_hmac");
+        let exe = dir.path().join("tpm2_load");
         fs::write(&exe, "#!/bin/sh\n").unwrap();
         fs::set_permissions(&exe, fs::Permissions::from_mode(0o644)).unwrap();
         let path = OsString::from(format!("relative:{}", dir.path().display()));
-        assert_eq!(find_in_path("tpm2_hmac", &path), None, "not executable");
+        assert_eq!(find_in_path("tpm2_load", &path), None, "not executable");
         fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
-        assert_eq!(find_in_path("tpm2_hmac", &path), Some(exe));
-        assert_eq!(find_in_path("tpm2_hmac", OsStr::new("relative")), None);
+        assert_eq!(find_in_path("tpm2_load", &path), Some(exe));
+        assert_eq!(find_in_path("tpm2_load", OsStr::new("relative")), None);
     }
 
     #[test]
@@ -248,8 +239,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for tool in Tool::ALL {
             let body = match tool {
-                Tool::Hmac => "#!/bin/sh\nenv | sort\n",
-                Tool::ReadPublic => "#!/bin/sh\necho 'ERROR: it broke' >&2\nexit 1\n",
+                Tool::Load => "#!/bin/sh\nenv | sort\n",
+                Tool::EvictControl => "#!/bin/sh\necho 'ERROR: it broke' >&2\nexit 1\n",
                 Tool::FlushContext => "#!/bin/sh\nexec sleep 5\n",
                 _ => "#!/bin/sh\ncat\n",
             };
@@ -263,7 +254,7 @@ mod tests {
         let work = WorkDir::create().unwrap();
         let limit = Duration::from_secs(5);
 
-        let env = tools.run(Tool::Hmac, &[], None, work.path(), limit).unwrap();
+        let env = tools.run(Tool::Load, &[], None, work.path(), limit).unwrap();
         let env = String::from_utf8(env.stdout().to_vec()).unwrap();
         let names: Vec<&str> = env.lines().filter_map(|l| l.split_once('=').map(|(k, _)| k)).collect();
         assert!(names.iter().all(|k| ["PATH", "TPM2TOOLS_TCTI", "PWD", "SHLVL", "_"].contains(k)), "{env}");
@@ -272,7 +263,7 @@ mod tests {
         let echoed = tools.run(Tool::Create, &[], Some(b"label"), work.path(), limit).unwrap();
         assert_eq!(echoed.stdout(), b"label");
 
-        match tools.run(Tool::ReadPublic, &[], None, work.path(), limit) {
+        match tools.run(Tool::EvictControl, &[], None, work.path(), limit) {
             Err(ToolFailure::Failed { status: Some(s), stderr }) => {
                 assert_eq!(s.code(), Some(1));
                 assert_eq!(stderr, "ERROR: it broke\n");
@@ -291,12 +282,12 @@ mod tests {
 
     #[test]
     fn a_tool_that_leaves_a_child_holding_stdout_is_killed_at_its_limit() {
-        // tpm2_hmac exits 0 at once but its grandchild keeps stdout open: the step must end at its
+        // tpm2_load exits 0 at once but its grandchild keeps stdout open: the step must end at its
         // limit (group killed), not wait for the grandchild and then report success.
         let dir = tempfile::tempdir().unwrap();
         for tool in Tool::ALL {
             let body = match tool {
-                Tool::Hmac => "#!/bin/sh\nsleep 5 &\necho partial\nexit 0\n",
+                Tool::Load => "#!/bin/sh\nsleep 5 &\necho partial\nexit 0\n",
                 _ => "#!/bin/sh\nexit 0\n",
             };
             let exe = dir.path().join(tool.name());
@@ -307,7 +298,7 @@ mod tests {
         let tools = Toolbox::locate(Some(&path), Tcti::default()).unwrap();
         let work = WorkDir::create().unwrap();
         let limit = Duration::from_millis(300);
-        match tools.run(Tool::Hmac, &[], None, work.path(), limit) {
+        match tools.run(Tool::Load, &[], None, work.path(), limit) {
             Err(ToolFailure::TimedOut(l)) => assert_eq!(l, limit),
             other => panic!("{other:?}"),
         }
