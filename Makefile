@@ -32,9 +32,13 @@ fmt:
 	$(CARGO) fmt --all
 
 ## make bench: benchmarks, each printed side by side with the alternative a user would pick (release builds).
+# Every bench appends its figures to $(BENCH_SUMMARY); bench-summary prints them as one table at the end.
+BENCH_SUMMARY := $(CURDIR)/target/bench-summary.jsonl
+bench: export EDGESEAL_BENCH_SUMMARY = $(BENCH_SUMMARY)
 bench: test-deps
 	@scripts/ensure-deps.sh bench
 	$(CARGO) build --release --workspace --locked --bins
+	@mkdir -p $(dir $(BENCH_SUMMARY)) && rm -f $(BENCH_SUMMARY)
 	$(CARGO) bench --locked -p pki-init
 	EDGESEAL_BAO="$$(scripts/ensure-deps.sh --bao-path)" $(CARGO) bench --locked -p edgeseal-tests --bench setup
 	EDGESEAL_BAO="$$(scripts/ensure-deps.sh --bao-path)" $(CARGO) bench --locked -p edgeseal-tests --bench tokens
@@ -45,6 +49,7 @@ bench: test-deps
 	$(CARGO) bench --locked -p edgeseal-tests --bench tpm
 	$(CARGO) run --release --locked -p edgeseal-client --example cached_get
 	EDGESEAL_BAO="$$(scripts/ensure-deps.sh --bao-path)" $(CARGO) bench --locked -p edgeseal-tests --bench soak
+	$(CARGO) run --release --locked -q -p edgeseal-tests --bin bench-summary -- $(BENCH_SUMMARY)
 
 ## make soak: OpenBao SIGKILLed BENCH_CRASHES times (default 20) under token load, for both seals (also the end of make bench).
 soak: test-deps
