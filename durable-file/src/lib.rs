@@ -7,12 +7,20 @@
 //! itself survives a power cut. A crash at any instant leaves the old file or the new one, never a mix;
 //! at worst a temp file (`<prefix><random>.tmp`) is left behind, which callers may sweep.
 //!
+//! A caller writing many files at once can split that write in two and pay for one sync instead of
+//! one per file: [`stage_in`] each file (temp file filled, not synced, not in place), make them all
+//! durable together with [`sync_filesystems`] (`syncfs(2)`: one journal commit for the lot), and only
+//! then [`Staged::commit`] each (the rename), followed by one more [`sync_filesystems`] for the
+//! renames. The rule that makes it crash-safe is the same as for one file: the data a name will point
+//! to is durable before the rename that points the name at it.
+//!
 //! Everything happens relative to an open directory handle ([`Dir`]), so a directory that someone
 //! else may change (a service's own token directory) can be held once and written into without a path
 //! being resolved again; the target name is never followed if it is a symlink — it is replaced.
 //!
 //! Layout: [`Dir`] (an open directory), [`Options`] (mode, owner, replace or no-clobber, temp prefix),
-//! [`write_in`] / [`write`] (the write), [`sync_dir`] / [`sync_parent`] (directory fsync), [`Error`].
+//! [`write_in`] / [`write`] (the write), [`stage_in`] / [`Staged`] / [`sync_filesystems`] (the same
+//! write in batches), [`sync_dir`] / [`sync_parent`] (directory fsync), [`Error`].
 //! [`log`]: size-bounded, rotated line logs (append-only, no fsync: they are logs, not state).
 
 #![forbid(unsafe_code)]
@@ -93,6 +101,19 @@ impl Dir {
     /// fsyncs the directory, so that renames and removals in it survive a power cut.
     pub fn sync(&self) -> Result<(), Error> {
         rustix::fs::fsync(&self.fd).map_err(|e| Error::new("syncing directory", &self.path, e))
+    }
+
+    /// `syncfs(2)` on the filesystem holding this directory: everything written to that filesystem
+    /// so far — file data, inodes, directory entries, renames — reaches the disk, by anyone. On
+    /// Linux ≥ 5.8 it reports writeback errors like `fsync` does. A no-op on tmpfs.
+    pub fn sync_filesystem(&self) -> Result<(), Error> {
+        rustix::fs::syncfs(&self.fd).map_err(|e| Error::new("syncing the filesystem of", &self.path, e))
+    }
+
+    /// The device number of the filesystem holding this directory.
+    fn device(&self) -> Result<u64, Error> {
+        let stat = rustix::fs::fstat(&self.fd).map_err(|e| Error::new("inspecting directory", &self.path, e))?;
+        Ok(stat.st_dev)
     }
 }
 
@@ -177,27 +198,93 @@ pub enum Outcome {
 /// Writes `bytes` to `name` inside `dir` atomically (see the crate documentation), **without**
 /// fsyncing `dir`: call [`Dir::sync`] once after the last file written into it.
 pub fn write_in(dir: &Dir, name: &str, bytes: &[u8], options: &Options) -> Result<Outcome, Error> {
-    let target = dir.path.join(name);
-    check_name(name, &target)?;
-    let prefix = options.temp_prefix.clone().unwrap_or_else(|| format!(".{name}."));
-    let (temp_name, file) = create_temp(dir, &prefix)?;
-    let mut temp = TempGuard { dir, name: temp_name, armed: true };
-    let temp_path = dir.path.join(&temp.name);
-    fill(file, bytes, options).map_err(|(op, e)| Error::new(op, &temp_path, e))?;
-    match options.replace {
-        Replace::Overwrite => {
-            rustix::fs::renameat(&dir.fd, temp.name.as_str(), &dir.fd, name)
-                .map_err(|e| Error::new("renaming a temp file to", &target, e))?;
-            temp.armed = false;
-            Ok(Outcome::Written)
-        }
-        Replace::NoClobber => {
-            let (outcome, moved) =
-                move_noclobber(dir, &temp.name, name).map_err(|e| Error::new("creating", &target, e))?;
-            temp.armed = !moved;
-            Ok(outcome)
+    fill_temp(dir, name, bytes, options, FileSync::Now)?.commit()
+}
+
+/// A file written to its temp name beside its target but neither durable nor in place: the first half
+/// of [`write_in`], made by [`stage_in`]. Dropped without [`Staged::commit`], its temp file is removed.
+#[derive(Debug)]
+pub struct Staged<'a> {
+    temp: TempGuard<'a>,
+    name: String,
+    replace: Replace,
+}
+
+/// Writes `bytes` to a temp file beside `name` in `dir`, with the owner and mode of `options`, and
+/// closes it **without** syncing it or moving it into place. The temp file is never readable by
+/// anyone but the writer and the owner it is given. Before [`Staged::commit`], make it durable —
+/// [`sync_filesystems`] for many files at once — or a power cut may leave the name pointing at an
+/// empty or partly written file.
+pub fn stage_in<'a>(dir: &'a Dir, name: &str, bytes: &[u8], options: &Options) -> Result<Staged<'a>, Error> {
+    fill_temp(dir, name, bytes, options, FileSync::Later)
+}
+
+impl Staged<'_> {
+    /// The path the file will have once committed.
+    pub fn target(&self) -> PathBuf {
+        self.temp.dir.path.join(&self.name)
+    }
+
+    /// Moves the temp file into place (rename, or no-clobber move per [`Options::no_clobber`]),
+    /// **without** fsyncing the directory. Durable only once the directory is synced ([`Dir::sync`],
+    /// [`sync_filesystems`]); the file's data must already be durable (see [`stage_in`]).
+    pub fn commit(mut self) -> Result<Outcome, Error> {
+        let dir = self.temp.dir;
+        let target = dir.path.join(&self.name);
+        match self.replace {
+            Replace::Overwrite => {
+                rustix::fs::renameat(&dir.fd, self.temp.name.as_str(), &dir.fd, self.name.as_str())
+                    .map_err(|e| Error::new("renaming a temp file to", &target, e))?;
+                self.temp.armed = false;
+                Ok(Outcome::Written)
+            }
+            Replace::NoClobber => {
+                let (outcome, moved) =
+                    move_noclobber(dir, &self.temp.name, &self.name).map_err(|e| Error::new("creating", &target, e))?;
+                self.temp.armed = !moved;
+                Ok(outcome)
+            }
         }
     }
+}
+
+/// `syncfs(2)` once per filesystem among `dirs` (see [`Dir::sync_filesystem`]): one journal commit
+/// makes every file [`stage_in`] wrote into them durable, or every rename [`Staged::commit`] made.
+/// Whatever else is waiting to be written to those filesystems is written too, so on a filesystem
+/// busy with other writers this takes as long as their backlog.
+pub fn sync_filesystems<'a>(dirs: impl IntoIterator<Item = &'a Dir>) -> Result<(), Error> {
+    let mut synced = Vec::new();
+    for dir in dirs {
+        let device = dir.device()?;
+        if !synced.contains(&device) {
+            dir.sync_filesystem()?;
+            synced.push(device);
+        }
+    }
+    Ok(())
+}
+
+/// Whether a temp file is fsynced as soon as it is filled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileSync {
+    Now,
+    Later,
+}
+
+fn fill_temp<'a>(
+    dir: &'a Dir,
+    name: &str,
+    bytes: &[u8],
+    options: &Options,
+    sync: FileSync,
+) -> Result<Staged<'a>, Error> {
+    check_name(name, &dir.path.join(name))?;
+    let prefix = options.temp_prefix.clone().unwrap_or_else(|| format!(".{name}."));
+    let (temp_name, file) = create_temp(dir, &prefix)?;
+    let temp = TempGuard { dir, name: temp_name, armed: true };
+    let temp_path = dir.path.join(&temp.name);
+    fill(file, bytes, options, sync).map_err(|(op, e)| Error::new(op, &temp_path, e))?;
+    Ok(Staged { temp, name: name.to_string(), replace: options.replace })
 }
 
 /// Writes `bytes` to `path` atomically and durably: [`write_in`] its parent directory, then fsyncs it.
@@ -266,15 +353,19 @@ fn create_temp(dir: &Dir, prefix: &str) -> Result<(String, File), Error> {
     Err(Error::new("creating a temp file in", &dir.path, last))
 }
 
-/// Owner first (a chown may clear mode bits), then the exact mode, then the bytes and an fsync.
-fn fill(mut file: File, bytes: &[u8], options: &Options) -> Result<(), (&'static str, io::Error)> {
+/// Owner first (a chown may clear mode bits), then the exact mode, then the bytes and, unless the
+/// caller syncs later, an fsync.
+fn fill(mut file: File, bytes: &[u8], options: &Options, sync: FileSync) -> Result<(), (&'static str, io::Error)> {
     if let Some((uid, gid)) = options.owner {
         let (uid, gid) = (rustix::fs::Uid::from_raw_unchecked(uid), rustix::fs::Gid::from_raw_unchecked(gid));
         rustix::fs::fchown(&file, Some(uid), Some(gid)).map_err(|e| ("changing the owner of", e.into()))?;
     }
     rustix::fs::fchmod(&file, Mode::from_raw_mode(options.mode)).map_err(|e| ("setting the mode of", e.into()))?;
     file.write_all(bytes).map_err(|e| ("writing", e))?;
-    file.sync_all().map_err(|e| ("syncing", e))
+    match sync {
+        FileSync::Now => file.sync_all().map_err(|e| ("syncing", e)),
+        FileSync::Later => Ok(()),
+    }
 }
 
 /// Moves `temp` to `name` only if `name` is free: `renameat2(RENAME_NOREPLACE)`, or a hard link where
@@ -295,6 +386,7 @@ fn move_noclobber(dir: &Dir, temp: &str, name: &str) -> Result<(Outcome, bool), 
 }
 
 /// Removes the temp file unless it was renamed into place (after a link it remains and is removed).
+#[derive(Debug)]
 struct TempGuard<'a> {
     dir: &'a Dir,
     name: String,

@@ -155,6 +155,46 @@ fn invalid_targets_are_refused_before_anything_is_written() {
     sync_parent(&tmp.path().join("anything")).unwrap();
 }
 
+#[test]
+fn a_staged_file_is_private_and_out_of_sight_until_committed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = Dir::open(tmp.path()).unwrap();
+    write(&tmp.path().join("key.pem"), b"old", &Options::private()).unwrap();
+    let options = Options::private().temp_prefix(".pki-init-key.pem.");
+    let staged = stage_in(&dir, "key.pem", b"new", &options).unwrap();
+    assert_eq!(staged.target(), tmp.path().join("key.pem"));
+    let listed = names(tmp.path());
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let temp = tmp.path().join(&listed[0]);
+    assert!(is_temp_name(&listed[0], ".pki-init-key.pem."), "{listed:?}");
+    assert_eq!(fs::read(&temp).unwrap(), b"new");
+    assert_eq!(fs::metadata(&temp).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(fs::read(tmp.path().join("key.pem")).unwrap(), b"old", "nothing in place before the commit");
+
+    sync_filesystems([&dir, &dir]).unwrap();
+    assert_eq!(staged.commit().unwrap(), Outcome::Written);
+    dir.sync_filesystem().unwrap();
+    assert_eq!(fs::read(tmp.path().join("key.pem")).unwrap(), b"new");
+    assert_eq!(names(tmp.path()), ["key.pem"]);
+}
+
+#[test]
+fn a_staged_file_dropped_uncommitted_leaves_nothing_and_no_clobber_applies_at_commit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = Dir::open(tmp.path()).unwrap();
+    drop(stage_in(&dir, "a", b"1", &Options::private()).unwrap());
+    assert!(names(tmp.path()).is_empty());
+
+    let options = Options::private().no_clobber();
+    let first = stage_in(&dir, "b", b"first", &options).unwrap();
+    let second = stage_in(&dir, "b", b"second", &options).unwrap();
+    assert_eq!(first.commit().unwrap(), Outcome::Written);
+    assert_eq!(second.commit().unwrap(), Outcome::Exists);
+    assert_eq!(fs::read(tmp.path().join("b")).unwrap(), b"first");
+    assert_eq!(names(tmp.path()), ["b"], "the loser's temp file is removed");
+    assert_eq!(stage_in(&dir, "c/d", b"x", &options).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+}
+
 fn nix_mkfifo(path: &Path) {
     rustix::fs::mknodat(rustix::fs::CWD, path, rustix::fs::FileType::Fifo, Mode::from_raw_mode(0o600), 0).unwrap();
     assert!(fs::symlink_metadata(path).unwrap().file_type().is_fifo());

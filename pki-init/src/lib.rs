@@ -33,7 +33,8 @@
 //! - `plan`: deciding, as a pure function, what to issue and why.
 //! - `ca_keys`: loading the CAs from the keystore and saving new ones.
 //! - `issue`: building certificates with rcgen, in memory.
-//! - `write`: atomic, durable writes with exact modes and owners.
+//! - `write`: atomic, durable writes with exact modes and owners, batched: one sync per phase, not
+//!   one fsync per file; [`crash`]: the named points between those phases (tests only).
 //! - [`report`]: the [`Report`] both entry points return, and how it is built.
 
 #![forbid(unsafe_code)]
@@ -42,6 +43,7 @@ mod action;
 mod ca_keys;
 pub mod config;
 pub mod covers;
+pub mod crash;
 mod error;
 mod issue;
 pub mod keystore;
