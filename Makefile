@@ -39,7 +39,7 @@ bench: test-deps
 	@scripts/ensure-deps.sh bench
 	$(CARGO) build --release --workspace --locked --bins
 	@mkdir -p $(dir $(BENCH_SUMMARY)) && rm -f $(BENCH_SUMMARY)
-	$(CARGO) bench --locked -p pki-init
+	PKI_BENCH_DIR=$(dir $(BENCH_SUMMARY)) $(CARGO) bench --locked -p pki-init
 	EDGESEAL_BAO="$$(scripts/ensure-deps.sh --bao-path)" $(CARGO) bench --locked -p edgeseal-tests --bench setup
 	EDGESEAL_BAO="$$(scripts/ensure-deps.sh --bao-path)" $(CARGO) bench --locked -p edgeseal-tests --bench tokens
 	EDGESEAL_BAO="$$(scripts/ensure-deps.sh --bao-path)" $(CARGO) bench --locked -p edgeseal-tests --bench boot

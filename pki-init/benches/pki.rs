@@ -47,18 +47,44 @@ fn main() {
         ratios.push(measure(base, leaves, runs));
     }
     println!();
-    for (fs, ratio) in &ratios {
+    for (fs, ratio, ours, theirs) in &ratios {
         println!(
             "openssl / pki-init (median), {fs}: {ratio:.1}x   (target: at least 30x: {})",
             if *ratio >= 30.0 { "met" } else { "NOT met" }
         );
+        record_figure(&format!("root + intermediate + {leaves} leaves on {fs}, median"), *ours, *theirs, *ratio);
     }
     println!("both outputs verified with `openssl verify -x509_strict -purpose sslserver -verify_ip 127.0.0.1`");
 }
 
+/// Appends this bench's figure to `make bench`'s summary (`EDGESEAL_BENCH_SUMMARY`, one JSON object
+/// per line, the shape of `edgeseal_tests::bench::Figure`, which this crate cannot depend on).
+fn record_figure(figure: &str, ours: Duration, theirs: Duration, ratio: f64) {
+    use std::io::Write as _;
+    let Some(path) = std::env::var_os("EDGESEAL_BENCH_SUMMARY") else { return };
+    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
+    let quote = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+    let line = format!(
+        "{{\"bench\":\"pki-init\",\"figure\":{},\"value\":{},\"anchor\":{},\"ratio\":{},\"target\":\">= 30x faster\",\"met\":{}}}\n",
+        quote(figure),
+        quote(&ms(ours)),
+        quote(&format!("openssl CLI script: {}", ms(theirs))),
+        quote(&format!("{ratio:.1}x faster")),
+        ratio >= 30.0
+    );
+    let appended = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(line.as_bytes()));
+    if let Err(e) = appended {
+        eprintln!("cannot append to the bench summary: {e}");
+    }
+}
+
 /// Runs both, alternately, `runs` times in fresh directories under `base`; prints the table and
-/// returns the filesystem and the ratio of the medians (openssl / pki-init).
-fn measure(base: &Path, leaves: usize, runs: usize) -> (String, f64) {
+/// returns the filesystem, the ratio of the medians (openssl / pki-init) and both medians.
+fn measure(base: &Path, leaves: usize, runs: usize) -> (String, f64, Duration, Duration) {
     let scratch = tempfile::Builder::new().prefix("pki-bench.").tempdir_in(base).unwrap();
     let fs = filesystem(scratch.path());
 
@@ -117,7 +143,7 @@ fn measure(base: &Path, leaves: usize, runs: usize) -> (String, f64) {
     row("openssl CLI script (benches/openssl-pki.sh)", &mut theirs);
     row("pki-init run, rerun with nothing to do", &mut rerun);
     row("pki-init check", &mut check);
-    (fs, theirs_m.as_secs_f64() / ours_m.as_secs_f64())
+    (fs, theirs_m.as_secs_f64() / ours_m.as_secs_f64(), ours_m, theirs_m)
 }
 
 fn config(dir: &Path, leaves: usize) -> PkiConfig {
