@@ -6,9 +6,10 @@
 //! - A line never holds a value or a token. It holds the accessor of an issued token (the key of the
 //!   join; OpenBao's audit device logs accessors in clear too), who asked (pid, uid, container) and
 //!   what happened.
-//! - The file is created 0600, opened with `O_APPEND | O_NOFOLLOW`, and each record is one `write`,
-//!   made by a thread of the log's own (the token path never waits for the disk). A line torn by a
-//!   crash is ended before the next record.
+//! - The file is created 0600, opened with `O_APPEND | O_NOFOLLOW`, and written by a thread of the
+//!   log's own (the token path never waits for the disk): whole lines, several per `write` when
+//!   records queue up faster than the disk takes them. A line torn by a crash is ended before the
+//!   next record.
 //!   At `max_size` it is rotated to `<file>.1` (`<file>.1` to `<file>.2`, …, `keep` of them kept,
 //!   see [`durable_file::log`]) and a new file is started: the log holds `keep` to `keep + 1`
 //!   `max_size` of history.

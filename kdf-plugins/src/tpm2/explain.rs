@@ -171,7 +171,7 @@ mod tests {
             "the TPM stayed busy (TPM_RC_RETRY (0x922): the TPM was not able to start the command) until the \
              plug-in's deadline; try again later"
         );
-        let changed = from_response_code("TPM2_HMAC", primary, &tcti, 0x928, rc::describe(0x928));
+        let changed = from_response_code("TPM2_HMAC", primary, &tcti, 0x128, rc::describe(0x128));
         assert!(matches!(changed, Tpm2Error::Busy { .. }), "a PCR extended mid-derivation: retried");
         let other = from_response_code("TPM2_HMAC", primary, &tcti, 0x2C3, rc::describe(0x2C3));
         assert_eq!(other.to_string(), "TPM2_HMAC failed: response code 0x2c3");

@@ -37,7 +37,7 @@
 //! success or error, because swtpm and `/dev/tpm0` have no resource manager and the TPM keeps them. If
 //! the TPM is nonetheless out of object memory (`0x902`, objects some other client left), the plug-in
 //! flushes all transient objects and loaded sessions, retries once, and says so on stderr. "Busy"
-//! answers (`0x922` retry, `0x90a` testing, `0x928` a PCR changed mid-policy, …) are retried with
+//! answers (`0x922` retry, `0x90a` testing, `0x128` a PCR changed mid-policy, …) are retried with
 //! back-off until the deadline. Errors are built from the TPM's response codes (`rc`).
 //!
 //! Layout:
@@ -320,14 +320,22 @@ fn hmac_under_policy(
     let policy_pcr = commands::policy_pcr(session, &policy.pcr_digest(), policy.selection());
     let step = match tpm.call("TPM2_PolicyPCR", &policy_pcr, |_| Ok(())) {
         Ok(()) => "TPM2_HMAC",
-        Err(failure) => return Err(policy_failure(tpm, "TPM2_PolicyPCR", subject, policy, failure)),
+        Err(failure) => {
+            // A failed command does not end its session: flush it now, so that a retry (busy, PCR
+            // changed) does not start a new one beside it on a TPM without a resource manager.
+            let _ = tpm.flush(session);
+            return Err(policy_failure(tpm, "TPM2_PolicyPCR", subject, policy, failure));
+        }
     };
     match tpm.call(step, &commands::hmac(object, Some(session), LABEL), commands::parse_hmac) {
         Ok(mac) => {
             tpm.forget(session); // continueSession was clear: the TPM ended it
             Ok(mac)
         }
-        Err(failure) => Err(policy_failure(tpm, step, subject, policy, failure)),
+        Err(failure) => {
+            let _ = tpm.flush(session);
+            Err(policy_failure(tpm, step, subject, policy, failure))
+        }
     }
 }
 

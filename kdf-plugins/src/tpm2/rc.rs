@@ -43,7 +43,7 @@ pub(crate) const RETRY: u32 = 0x922;
 /// NV is not available right now.
 pub(crate) const NV_UNAVAILABLE: u32 = 0x923;
 /// A PCR changed while a policy session was in use.
-pub(crate) const PCR_CHANGED: u32 = 0x928;
+pub(crate) const PCR_CHANGED: u32 = 0x128;
 
 /// Names and meanings of the codes above (base form).
 const KNOWN: &[(u32, &str, &str)] = &[

@@ -70,6 +70,41 @@ fn public(object_type: u16, attributes: u32, scheme: &[u8]) -> Vec<u8> {
     answer(0x8001, 0, &body)
 }
 
+#[test]
+fn a_busy_policy_step_flushes_its_session_before_the_retry_starts_another() {
+    let mut busy_once = true;
+    let tpm = FakeTpm::start(move |c| match code_of(c) {
+        cc::POLICY_PCR if std::mem::take(&mut busy_once) => Some(fail(0x922)),
+        _ => healthy(c),
+    });
+    let policy = policy(&[[1; 32], [2; 32]]);
+    derive_ikm(&tpm.options(Duration::from_secs(10)), KeySource::PcrBound(policy)).unwrap();
+    let sent = tpm.commands();
+    let starts = sent.iter().position(|c| code_of(c) == cc::START_AUTH_SESSION).unwrap();
+    let second = sent.iter().rposition(|c| code_of(c) == cc::START_AUTH_SESSION).unwrap();
+    assert!(second > starts, "retried: {:?}", tpm.codes());
+    assert!(
+        sent[starts..second].contains(&commands::flush_context(SESSION)),
+        "the first session is flushed before the second starts: {:?}",
+        tpm.codes()
+    );
+}
+
+#[test]
+fn out_of_session_memory_flushes_sessions_listed_under_either_range() {
+    // A loaded policy session is listed as 0x03… in the 0x02… range; a saved one as 0x02… in the 0x03… range.
+    let tpm = FakeTpm::start(|c| match code_of(c) {
+        cc::CREATE_PRIMARY => Some(fail(0x903)),
+        cc::GET_CAPABILITY if c[14] == 0x02 => Some(handles(&[0x0300_0001])),
+        cc::GET_CAPABILITY if c[14] == 0x03 => Some(handles(&[0x0200_0002])),
+        _ => healthy(c),
+    });
+    let _ = derive_ikm(&tpm.options(Duration::from_secs(10)), KeySource::Primary);
+    let sent = tpm.commands();
+    assert!(sent.contains(&commands::flush_context(0x0300_0001)), "{:?}", tpm.codes());
+    assert!(sent.contains(&commands::flush_context(0x0200_0002)), "{:?}", tpm.codes());
+}
+
 fn session_started() -> Vec<u8> {
     let mut body = SESSION.to_be_bytes().to_vec();
     body.extend_from_slice(&[0, 16]);
@@ -354,14 +389,14 @@ fn a_pcr_mismatch_names_the_pcr_and_flushes_the_session_and_the_object() {
             cc::CREATE_PRIMARY,
             cc::START_AUTH_SESSION,
             cc::POLICY_PCR,
-            cc::PCR_READ,
             cc::FLUSH_CONTEXT,
+            cc::PCR_READ,
             cc::FLUSH_CONTEXT
         ]
     );
     let sent = tpm.commands();
-    assert_eq!(sent[4], commands::flush_context(OBJECT));
-    assert_eq!(sent[5], commands::flush_context(SESSION));
+    assert_eq!(sent[3], commands::flush_context(SESSION), "a failed command does not end its session");
+    assert_eq!(sent[5], commands::flush_context(OBJECT));
 
     // The HMAC refused by the policy (TPM_RC_POLICY_FAIL) is reported the same way.
     let on_hmac = FakeTpm::start(|c| match code_of(c) {

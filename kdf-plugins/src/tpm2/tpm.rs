@@ -22,6 +22,8 @@ const STEP_LIMIT: Duration = Duration::from_secs(10);
 const CLEANUP_LIMIT: Duration = Duration::from_secs(2);
 /// Handle types flushed when the TPM is out of memory: transient objects, loaded HMAC and policy sessions.
 const FLUSHABLE: [u32; 3] = [0x8000_0000, 0x0200_0000, 0x0300_0000];
+/// Most pages of a handle list followed (256 handles each: far more than any TPM holds).
+const MAX_HANDLE_PAGES: usize = 8;
 
 /// A failed command, before it is turned into an error: callers that act on particular TPM codes
 /// (a PCR policy refusal) look at [`Failure::Code`].
@@ -141,16 +143,39 @@ impl Tpm {
 
     /// Flushes every transient object and loaded session in the TPM, ours or not (the recovery from
     /// `TPM_RC_OBJECT_MEMORY` and friends when another client left them).
+    ///
+    /// The TPM lists sessions under their own type whatever range was asked (a loaded policy session is
+    /// `0x03…` in the `0x02…` list; a saved one `0x02…` in the `0x03…` list), and FlushContext takes a
+    /// session loaded or saved: every session handle of either type is flushed. Pages are followed
+    /// while the TPM says there is more (bounded). Only handles actually flushed are forgotten.
     pub(crate) fn flush_all(&mut self) -> Result<(), Tpm2Error> {
+        let mut flushed = Vec::new();
         for first in FLUSHABLE {
-            let command = commands::get_handles(first, 256);
-            let (handles, _) = self.run("TPM2_GetCapability", Subject::None, &command, commands::parse_get_handles)?;
-            for handle in handles.into_iter().filter(|h| h >> 24 == first >> 24) {
-                // One that vanished meanwhile is fine; a failing connection shows on the next command.
-                let _ = self.call("TPM2_FlushContext", &commands::flush_context(handle), |_| Ok(()));
+            let wanted = |h: u32| match first >> 24 {
+                0x80 => h >> 24 == 0x80,
+                _ => matches!(h >> 24, 0x02 | 0x03),
+            };
+            let mut next = first;
+            for _page in 0..MAX_HANDLE_PAGES {
+                let command = commands::get_handles(next, 256);
+                let (handles, more) =
+                    self.run("TPM2_GetCapability", Subject::None, &command, commands::parse_get_handles)?;
+                for &handle in &handles {
+                    if !wanted(handle) || flushed.contains(&handle) {
+                        continue;
+                    }
+                    // One that vanished meanwhile is fine; a failing connection shows on the next command.
+                    if self.call("TPM2_FlushContext", &commands::flush_context(handle), |_| Ok(())).is_ok() {
+                        flushed.push(handle);
+                    }
+                }
+                match handles.last() {
+                    Some(&last) if more && last < u32::MAX => next = last + 1,
+                    _ => break,
+                }
             }
         }
-        self.loaded.clear();
+        self.loaded.retain(|h| !flushed.contains(h));
         Ok(())
     }
 }

@@ -78,11 +78,39 @@ fn open_device(path: &Path) -> Result<File, TransportError> {
         .map_err(|e| TransportError::Unreachable(format!("cannot open {}: {}", path.display(), reason(&e))))
 }
 
+/// The addresses of `host`: an IP literal or `localhost` without asking a resolver; any other name on
+/// a thread of its own, so that a resolver that never answers cannot outlast the deadline (the thread
+/// is left behind: the plug-in exits right after).
+fn resolve(host: &str, port: u16, deadline: Instant) -> Result<Vec<std::net::SocketAddr>, TransportError> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    if host == "localhost" {
+        return Ok(vec![
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port),
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), port),
+        ]);
+    }
+    let (sender, answer) = std::sync::mpsc::channel();
+    let name = host.to_owned();
+    std::thread::Builder::new()
+        .name("resolve".into())
+        .spawn(move || {
+            let _ = sender.send((name.as_str(), port).to_socket_addrs().map(Iterator::collect::<Vec<_>>));
+        })
+        .map_err(|e| TransportError::Unreachable(format!("cannot resolve {host}: {}", reason(&e))))?;
+    let Some(left) = left(deadline) else { return Err(TransportError::TimedOut) };
+    match answer.recv_timeout(left) {
+        Ok(Ok(addrs)) => Ok(addrs),
+        Ok(Err(e)) => Err(TransportError::Unreachable(format!("cannot resolve {host}: {}", reason(&e)))),
+        Err(_) => Err(TransportError::TimedOut),
+    }
+}
+
 fn connect(host: &str, port: u16, deadline: Instant) -> Result<TcpStream, TransportError> {
     let target = format!("{host}:{port}");
-    let addrs = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| TransportError::Unreachable(format!("cannot resolve {host}: {}", reason(&e))))?;
+    let addrs = resolve(host, port, deadline)?;
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
     for addr in addrs {
         let Some(left) = left(deadline) else { return Err(TransportError::TimedOut) };

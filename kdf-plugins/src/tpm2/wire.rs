@@ -32,6 +32,16 @@ impl fmt::Display for Malformed {
 
 impl std::error::Error for Malformed {}
 
+impl fmt::Debug for Response<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Response")
+            .field("tag", &format_args!("{:#06x}", self.tag))
+            .field("code", &format_args!("{:#x}", self.code))
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
+
 /// A command under construction. Commands carry no secret (empty authorizations; the HMAC input is
 /// the public label), so a plain `Vec` is fine.
 #[derive(Debug)]
@@ -162,8 +172,8 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// A response whose header checked out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A response whose header checked out. Its `Debug` leaves the body out: an HMAC's answer is the IKM.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Response<'a> {
     /// [`ST_SESSIONS`] or [`ST_NO_SESSIONS`].
     pub tag: u16,

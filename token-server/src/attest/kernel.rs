@@ -131,6 +131,11 @@ impl Pinned {
             },
         }
         let status = self.read("status").map_err(|_| vanished("exited during attestation"))?;
+        // A pidfd turns readable only once every thread has exited: a main thread that exited while
+        // others run shows as a zombie here, and counts as exited, as it does without a pidfd.
+        if matches!(parse_status_state(&status), Some('Z' | 'X' | 'x')) {
+            return Err(vanished("exited during attestation"));
+        }
         match parse_effective_uid(&status) {
             Some(uid) if uid == self.uid => Ok(()),
             Some(_) => Err(vanished("changed its uid during attestation")),
@@ -208,6 +213,11 @@ pub fn parse_state(stat: &str) -> Option<char> {
     stat[stat.rfind(')')? + 1..].split_whitespace().next()?.chars().next()
 }
 
+/// The state letter from `/proc/<pid>/status` (`State:\tZ (zombie)`).
+pub fn parse_status_state(status: &str) -> Option<char> {
+    status.lines().find_map(|l| l.strip_prefix("State:"))?.trim_start().chars().next()
+}
+
 /// The effective uid from `/proc/<pid>/status` (`Uid: real effective saved fs`).
 pub fn parse_effective_uid(status: &str) -> Option<u32> {
     let line = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
@@ -217,6 +227,20 @@ pub fn parse_effective_uid(status: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_state() {
+        let cases = [
+            ("Name:\tx\nState:\tS (sleeping)\nUid:\t0\t0\t0\t0\n", Some('S')),
+            ("State:\tZ (zombie)\n", Some('Z')),
+            ("State:\tX (dead)\n", Some('X')),
+            ("Name:\tState: Z\n", None),
+            ("", None),
+        ];
+        for (status, want) in cases {
+            assert_eq!(parse_status_state(status), want, "{status:?}");
+        }
+    }
 
     #[test]
     fn start_time_survives_hostile_command_names() {
