@@ -182,6 +182,10 @@ pub fn start_token_server(bootstrap: &Path, config: &Path, socket: &Path, log: &
     let out = fs::File::create(log).unwrap();
     let mut command = Command::new(bootstrap);
     command.args(["token-server", "--config"]).arg(config).env_clear().env("PATH", "/usr/bin:/bin");
+    // Tokio's worker count, to measure the server with fewer or more workers than CPUs.
+    if let Some(workers) = std::env::var_os("TOKIO_WORKER_THREADS") {
+        command.env("TOKIO_WORKER_THREADS", workers);
+    }
     if let Some(filter) = std::env::var_os("EDGESEAL_LOG") {
         command.env("EDGESEAL_LOG", filter);
     }
