@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use durable_file::log::LogFile;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -159,7 +159,8 @@ pub struct AuditLog {
     starting: Mutex<()>,
     max_size: u64,
     keep: u32,
-    dropped: AtomicU64,
+    /// Records lost: not queued (the writer fell behind) or not written (the write failed).
+    dropped: Arc<AtomicU64>,
 }
 
 /// Records that may wait for the writer thread.
@@ -178,7 +179,7 @@ impl AuditLog {
     /// A log at `path`, rotated at `max_size` with `keep` old files. The file is opened at the first
     /// record.
     pub fn new(path: PathBuf, max_size: u64, keep: u32) -> Self {
-        Self { path, queue: OnceLock::new(), starting: Mutex::new(()), max_size, keep, dropped: AtomicU64::new(0) }
+        Self { path, queue: OnceLock::new(), starting: Mutex::new(()), max_size, keep, dropped: Arc::default() }
     }
 
     /// Where it is written.
@@ -198,6 +199,11 @@ impl AuditLog {
                 tracing::warn!(file = %self.path.display(), dropped, error = %e, "edgeseal's audit log is not keeping up: records dropped");
             }
         }
+    }
+
+    /// Records lost so far: not queued because the writer fell behind, or not written.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// Waits until every record queued so far is written (or the writer has gone).
@@ -232,7 +238,8 @@ impl AuditLog {
             return Ok(sender);
         }
         let (sender, receiver) = sync_channel(QUEUED);
-        let writer = Writer { log: LogFile::new(self.path.clone(), self.max_size, self.keep) };
+        let writer =
+            Writer { log: LogFile::new(self.path.clone(), self.max_size, self.keep), dropped: self.dropped.clone() };
         let max_size = self.max_size;
         std::thread::Builder::new().name("audit-log".into()).spawn(move || writer.run(receiver, max_size))?;
         Ok(self.queue.get_or_init(|| sender))
@@ -242,6 +249,7 @@ impl AuditLog {
 /// The writer thread's end: the open file and its rotation.
 struct Writer {
     log: LogFile,
+    dropped: Arc<AtomicU64>,
 }
 
 impl Writer {
@@ -281,7 +289,10 @@ impl Writer {
             return;
         }
         if let Err(e) = self.log.append(batch) {
-            tracing::warn!(file = %self.log.path().display(), error = %e, "edgeseal's audit log");
+            // The batch is lost as a whole: count its records as dropped.
+            let lost = batch.iter().filter(|&&b| b == b'\n').count() as u64;
+            let dropped = self.dropped.fetch_add(lost, Ordering::Relaxed) + lost;
+            tracing::warn!(file = %self.log.path().display(), error = %e, lost, dropped, "edgeseal's audit log: records not written");
         }
         batch.clear();
     }
@@ -406,6 +417,20 @@ mod tests {
         .unwrap();
         assert_eq!(torn, 0);
         assert_eq!(numbers, (0..3000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn records_that_cannot_be_written_are_counted_as_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory where the log should be: every write fails.
+        let path = dir.path().join("audit.log");
+        std::fs::create_dir(&path).unwrap();
+        let log = AuditLog::new(path, DEFAULT_MAX_SIZE, DEFAULT_KEEP);
+        for n in 0..3 {
+            log.record(issued(n));
+        }
+        log.flush();
+        assert_eq!(log.dropped(), 3);
     }
 
     #[test]

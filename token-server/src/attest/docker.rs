@@ -45,6 +45,9 @@ pub struct DockerFacts {
     client: bollard::Docker,
     socket: PathBuf,
     cache: Arc<Mutex<HashMap<String, (ContainerFacts, Instant)>>>,
+    /// Bumped by every die/destroy/rename event and every break of the event stream: an answer asked
+    /// for before a bump may describe a container that has since died, so it is not cached.
+    events: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for DockerFacts {
@@ -91,7 +94,7 @@ impl DockerFacts {
             .negotiate_version()
             .await
             .map_err(|e| connect(e.to_string()))?;
-        Ok(Self { client, socket: socket.to_path_buf(), cache: Arc::default() })
+        Ok(Self { client, socket: socket.to_path_buf(), cache: Arc::default(), events: Arc::default() })
     }
 
     /// Facts about container `id` (64 hex, from the caller's cgroup).
@@ -99,6 +102,7 @@ impl DockerFacts {
         if let Some(facts) = self.cached(id) {
             return Ok(facts);
         }
+        let asked_at = self.events.load(std::sync::atomic::Ordering::SeqCst);
         let answer = self.client.inspect_container(id, None).await.map_err(|e| e.to_string())?;
         let config = answer.config.unwrap_or_default();
         let facts = ContainerFacts {
@@ -121,6 +125,10 @@ impl DockerFacts {
         }
         if facts.running {
             let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if self.events.load(std::sync::atomic::Ordering::SeqCst) != asked_at {
+                // A container died (or the stream broke) while the daemon answered: do not cache.
+                return Ok(facts);
+            }
             if cache.len() >= CACHE_MAX {
                 cache.clear();
             }
@@ -154,7 +162,9 @@ impl DockerFacts {
                     Ok(event) => {
                         pause = Duration::from_millis(100);
                         if let Some(id) = event.actor.and_then(|a| a.id) {
-                            self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+                            self.events.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            cache.remove(&id);
                         }
                     }
                     Err(e) => {
@@ -163,7 +173,11 @@ impl DockerFacts {
                     }
                 }
             }
-            self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            {
+                let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+                self.events.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                cache.clear();
+            }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(5));
         }
