@@ -73,6 +73,9 @@ pub struct SecretStoreConfig {
     /// Start and supervise a local OpenBao (`security-bootstrap run`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub supervise: Option<crate::supervise::SuperviseConfig>,
+    /// The supervised OpenBao is a member of a raft cluster of gateways (SPEC §15).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 fn default_address() -> String {
@@ -114,6 +117,7 @@ impl Default for SecretStoreConfig {
             watchdog_interval: default_watchdog(),
             request_timeout: default_request_timeout(),
             supervise: None,
+            cluster: None,
         }
     }
 }
@@ -143,6 +147,15 @@ impl SecretStoreConfig {
         if let Some(logs) = self.supervise.as_ref().map(|s| &s.logs) {
             logs.validate().map_err(SecretStoreConfigError::SupervisedLogs)?;
         }
+        if let Some(cluster) = &self.cluster {
+            match &self.supervise {
+                Some(supervise) if supervise.seal == crate::seal::SealMode::Static => {}
+                _ => return Err(SecretStoreConfigError::Cluster(
+                    "a cluster member is a supervised, static-sealed OpenBao: add secret_store.supervise (seal: static)".into(),
+                )),
+            }
+            cluster.validate().map_err(SecretStoreConfigError::Cluster)?;
+        }
         if !(1..=MAX_SHARES).contains(&self.shares) {
             return Err(SecretStoreConfigError::Shares(self.shares));
         }
@@ -170,6 +183,9 @@ pub enum SecretStoreConfigError {
     /// A supervised OpenBao listens on `address`, which must then name an IP address and a port.
     #[error("a supervised OpenBao listens on secret_store.address, which must be https://IP:PORT (port below 65535), got {0:?}")]
     SupervisedAddress(String),
+    /// `cluster:` cannot be used.
+    #[error("{0}")]
+    Cluster(String),
     /// `shares` is 0 or above [`MAX_SHARES`].
     #[error("secret_store.shares must be between 1 and {MAX_SHARES}, got {0}")]
     Shares(u64),
@@ -198,6 +214,7 @@ impl SecretStoreConfigError {
             Self::Threshold { .. } => "threshold",
             Self::ZeroDuration(field) => field,
             Self::SupervisedLogs(_) => "supervise.logs",
+            Self::Cluster(_) => "cluster",
         };
         format!("secret_store.{field}")
     }

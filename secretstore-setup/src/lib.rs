@@ -3,6 +3,7 @@
 //! Layout:
 //! - [`keystore`]: `keystore.json` — unseal shares and other long-lived secrets, AES-256-GCM under the
 //!   KEK from a KDF plug-in; atomic, durable, never overwritten by a different keystore (SPEC §5).
+//! - [`cluster`]: raft clusters of gateways: `secret_store.cluster`, membership, join bundles.
 //! - [`backup`]: what a backup carries (snapshot, seal key or shares, travelling keystore items).
 //! - [`edgex_import`]: converting an EdgeX `resp-init.json` (plain or `EDGEX_IKM_HOOK`-encrypted).
 //! - [`identity`]: the node identity (age recipient, signing key, TLS client key), keystore items.
@@ -26,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backup;
+pub mod cluster;
 pub mod config;
 pub mod crash;
 pub mod edgex_import;

@@ -42,7 +42,29 @@ pub struct ServerConfig {
     pub static_seal: Option<StaticSeal>,
     /// Initialize empty storage on first start from this, instead of `sys/init`.
     pub self_init: Option<SelfInit>,
+    /// A member of a raft cluster (SPEC §15); `None`: one node, [`NODE_ID`].
+    pub member: Option<ClusterMember>,
 }
+
+/// What a cluster member's configuration adds: its node id, the members it joins through when its
+/// storage is empty, standby reads off (a token made through one member is found at once on every
+/// other), autopilot ticking fast enough to promote a new member in seconds, and an audit device
+/// whose options are the same on every member (OpenBao refuses a member whose declarative audit
+/// device differs from the stored one): its path relative to OpenBao's working directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterMember {
+    /// Raft node id.
+    pub node_id: String,
+    /// `retry_join` stanzas (empty for the first member).
+    pub retry_join: Vec<crate::cluster::RetryJoin>,
+    /// OpenBao's working directory (the supervisor starts it there): an audit log inside it is
+    /// named relative to it.
+    pub working_dir: PathBuf,
+}
+
+/// Name of the file audit device of a cluster member (a device of its own: a store that becomes a
+/// member drops the single node's device, whose path is absolute).
+pub const CLUSTER_AUDIT_DEVICE: &str = "edgeseal-cluster-access";
 
 /// Environment variable of the supervised OpenBao holding the current static seal key (hex).
 pub const SEAL_KEY_ENV: &str = "EDGESEAL_SEAL_KEY";
@@ -88,7 +110,12 @@ impl ServerConfig {
     /// store restored from another device's snapshot still names that device's cluster address, and
     /// this file (read once at start, then removed by OpenBao) makes this node its only voter.
     pub fn peers_json(&self) -> String {
-        format!(r#"[{{"id": "{NODE_ID}", "address": "{}", "non_voter": false}}]"#, self.cluster)
+        format!(r#"[{{"id": "{}", "address": "{}", "non_voter": false}}]"#, self.node_id(), self.cluster)
+    }
+
+    /// The raft node id.
+    pub fn node_id(&self) -> &str {
+        self.member.as_ref().map_or(NODE_ID, |c| c.node_id.as_str())
     }
 
     /// Renders HCL. Paths are quoted with HCL string escaping.
@@ -96,10 +123,26 @@ impl ServerConfig {
         let mut hcl = String::new();
         let _ = writeln!(hcl, "storage \"raft\" {{");
         let _ = writeln!(hcl, "  path = {}", quote(&self.data_dir.display().to_string()));
-        let _ = writeln!(hcl, "  node_id = \"{NODE_ID}\"");
-        let _ = writeln!(hcl, "  # a single node elects itself after 1 s instead of 5-10 s");
+        let _ = writeln!(hcl, "  node_id = {}", quote(self.node_id()));
+        let _ =
+            writeln!(hcl, "  # a single node elects itself after 1 s instead of 5-10 s; a cluster fails over in 1-3 s");
         let _ = writeln!(hcl, "  performance_multiplier = 1");
+        if let Some(cluster) = &self.member {
+            let _ = writeln!(hcl, "  # a new member is promoted to voter within seconds of being healthy");
+            let _ = writeln!(hcl, "  autopilot_reconcile_interval = \"1s\"");
+            let _ = writeln!(hcl, "  autopilot_update_interval = \"500ms\"");
+            for join in &cluster.retry_join {
+                let _ = writeln!(hcl, "  retry_join {{");
+                let _ = writeln!(hcl, "    leader_api_addr = {}", quote(&join.address));
+                let _ = writeln!(hcl, "    leader_ca_cert = {}", quote(&join.ca_pem));
+                let _ = writeln!(hcl, "  }}");
+            }
+        }
         let _ = writeln!(hcl, "}}\n");
+        if self.member.is_some() {
+            let _ = writeln!(hcl, "# standbys forward reads too: what one member just wrote, every member reads");
+            let _ = writeln!(hcl, "disable_standby_reads = true\n");
+        }
         let _ = writeln!(hcl, "listener \"tcp\" {{");
         let _ = writeln!(hcl, "  address = \"{}\"", self.listen);
         let _ = writeln!(hcl, "  cluster_address = \"{}\"", self.cluster);
@@ -142,12 +185,19 @@ impl ServerConfig {
             // request (tokens and values stay HMACed). OpenBao refuses to change the options of an
             // existing declarative device ("modifications to audit devices are not allowed"), so the
             // device has a path of its own: stores of earlier versions drop their `file/` device.
-            let _ = writeln!(hcl, "\naudit \"file\" \"{AUDIT_DEVICE}\" {{");
+            let (device, path) = match &self.member {
+                Some(cluster) => (
+                    CLUSTER_AUDIT_DEVICE,
+                    audit.strip_prefix(&cluster.working_dir).map_or_else(|_| audit.clone(), PathBuf::from),
+                ),
+                None => (AUDIT_DEVICE, audit.clone()),
+            };
+            let _ = writeln!(hcl, "\naudit \"file\" \"{device}\" {{");
             let _ = writeln!(hcl, "  description = \"edgeseal audit log: accessors in clear, values HMACed\"");
             let _ = writeln!(
                 hcl,
                 "  options {{\n    file_path = {}\n    hmac_accessor = \"false\"\n  }}",
-                quote(&audit.display().to_string())
+                quote(&path.display().to_string())
             );
             let _ = writeln!(hcl, "}}");
         }
@@ -223,6 +273,7 @@ mod tests {
             tcp_client_ca: None,
             static_seal: None,
             self_init: None,
+            member: None,
         };
         let hcl = config.render();
         assert!(hcl.contains("path = \"/var/lib/openbao/da\\\"ta\""), "{hcl}");
@@ -249,6 +300,7 @@ mod tests {
             tcp_client_ca: None,
             static_seal: None,
             self_init: None,
+            member: None,
         };
         // (unauthed_generate_root, locked) -> (TCP disables it, unix disables it, TCP locked)
         let cases = [
@@ -273,6 +325,55 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_member_joins_through_other_members_reads_through_the_active_one_and_audits_to_a_relative_path() {
+        let config = ServerConfig {
+            data_dir: "/d/raft".into(),
+            listen: "127.0.0.1:18222".parse().unwrap(),
+            cluster: "127.0.0.1:18223".parse().unwrap(),
+            tls_cert: "/p/openbao/cert.pem".into(),
+            tls_key: "/p/openbao/key.pem".into(),
+            audit_log: Some("/d/audit.log".into()),
+            unauthed_generate_root: false,
+            api_socket: None,
+            tcp_client_ca: None,
+            static_seal: None,
+            self_init: None,
+            member: Some(ClusterMember {
+                node_id: "gw2".into(),
+                retry_join: vec![crate::cluster::RetryJoin {
+                    address: "https://127.0.0.1:18220".into(),
+                    ca_pem: "-----BEGIN CERTIFICATE-----\nAA\n-----END CERTIFICATE-----\n".into(),
+                }],
+                working_dir: "/d".into(),
+            }),
+        };
+        let hcl = config.render();
+        assert!(hcl.contains("node_id = \"gw2\""), "{hcl}");
+        assert!(hcl.contains("leader_api_addr = \"https://127.0.0.1:18220\""), "{hcl}");
+        assert!(hcl.contains("leader_ca_cert = \"-----BEGIN CERTIFICATE-----\\nAA\\n"), "{hcl}");
+        assert!(hcl.contains("disable_standby_reads = true"), "{hcl}");
+        assert!(
+            hcl.contains("audit \"file\" \"edgeseal-cluster-access\"") && hcl.contains("file_path = \"audit.log\""),
+            "{hcl}"
+        );
+        assert!(config.peers_json().contains("\"id\": \"gw2\""));
+        let outside = ServerConfig { audit_log: Some("/var/log/bao.log".into()), ..config.clone() };
+        assert!(outside.render().contains("file_path = \"/var/log/bao.log\""));
+        let single = ServerConfig { member: None, ..config };
+        let hcl = single.render();
+        assert!(
+            hcl.contains("node_id = \"edgeseal-node1\"")
+                && !hcl.contains("retry_join")
+                && !hcl.contains("disable_standby_reads"),
+            "{hcl}"
+        );
+        assert!(
+            hcl.contains("audit \"file\" \"edgeseal-access\"") && hcl.contains("file_path = \"/d/audit.log\""),
+            "{hcl}"
+        );
+    }
+
+    #[test]
     fn the_static_seal_names_the_key_only_by_its_variable_and_the_initialize_block_registers_edgeseal() {
         let cert = "-----BEGIN CERTIFICATE-----\nMIIB\"x$y%z\n-----END CERTIFICATE-----\n";
         let config = ServerConfig {
@@ -287,6 +388,7 @@ mod tests {
             tcp_client_ca: None,
             static_seal: Some(StaticSeal { current_id: "k2".into(), previous_id: Some("k1".into()) }),
             self_init: Some(crate::seal::self_init(cert, "secret", "edgeseal")),
+            member: None,
         };
         let hcl = config.render();
         assert!(

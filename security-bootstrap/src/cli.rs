@@ -122,6 +122,12 @@ pub enum Command {
     /// This node's identity (SPEC §13).
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Several gateways as one highly available store (SPEC §15): invite a gateway, join, status, leave.
+    ///
+    /// Exit 0 done, 1 failure (nothing changed), 64 bad usage or configuration, 77 refused, 69 no
+    /// admin socket (status).
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Back up this device's store to one file, encrypted to an offline recovery key (through the
     /// admin socket): the raft snapshot and the keys that open it. Never the IKM, the KEK or a token.
     #[command(
@@ -577,6 +583,78 @@ pub enum NodeCommand {
         after_help = "Examples:\n  security-bootstrap node show                      # a running device (admin socket)\n  security-bootstrap node show --config edgeseal.yaml  # offline; makes the identity if there is none yet"
     )]
     Show(NodeShowArgs),
+}
+
+/// `cluster …`
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// On a member: a join bundle for a new gateway, encrypted to its node recipient and signed by this
+    /// node. It carries the cluster's seal key and a login registered for the new member's node id:
+    /// keep it as you would a backup. Reads this gateway's keystore (root; `run` may be running).
+    #[command(after_help = "Example (on gateway 1, with gateway 2's `node show --config` recipient):
+  security-bootstrap cluster invite --node-id gw2 --to age1… -o gw2.join --config /etc/edgeseal/edgeseal.yaml")]
+    Invite(ClusterInviteArgs),
+    /// On the new gateway (edgeseal stopped, no store yet): checks the bundle (this gateway's
+    /// recipient, signed by --from, not expired, for this node_id) and stores its keys under this
+    /// gateway's KEK. The next `run` joins the cluster and opens its member by itself.
+    #[command(after_help = "Example:
+  security-bootstrap cluster join gw2.join --from ed25519:… --config /etc/edgeseal/edgeseal.yaml
+  security-bootstrap run --config /etc/edgeseal/edgeseal.yaml")]
+    Join(ClusterJoinArgs),
+    /// The cluster as this member sees it (through the admin socket): members, leader, voters,
+    /// autopilot's health.
+    #[command(after_help = "Example:
+  security-bootstrap cluster status --json | jq .autopilot.healthy")]
+    Status(StatusArgs),
+    /// Remove a member from the cluster (this one, or --node for a dead one being replaced), and
+    /// delete its login. Stop the removed gateway's edgeseal and wipe its data afterwards.
+    #[command(after_help = "Example (gateway 3 is dead, from gateway 1):
+  security-bootstrap cluster leave --node gw3 --config /etc/edgeseal/edgeseal.yaml")]
+    Leave(ClusterLeaveArgs),
+}
+
+/// `cluster invite`
+#[derive(Debug, Args)]
+pub struct ClusterInviteArgs {
+    /// The node id the new member will have (its `secret_store.cluster.node_id`).
+    #[arg(long = "node-id", value_name = "ID")]
+    pub node_id: String,
+    /// The new gateway's node recipient (age1…, from its `node show --config`).
+    #[arg(long = "to", value_name = "AGE_RECIPIENT", required = true)]
+    pub to: Vec<String>,
+    /// Where the bundle goes (a new file; never overwritten).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: PathBuf,
+    /// How long the bundle may be used.
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub valid: std::time::Duration,
+    /// edgeseal.yaml of this member.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+}
+
+/// `cluster join`
+#[derive(Debug, Args)]
+pub struct ClusterJoinArgs {
+    /// The join bundle.
+    pub file: PathBuf,
+    /// The inviting member's signing key (ed25519:…, printed by `cluster invite`; repeatable).
+    #[arg(long = "from", value_name = "SIGNING_KEY", required = true)]
+    pub from: Vec<String>,
+    /// edgeseal.yaml of this gateway (with secret_store.cluster).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+}
+
+/// `cluster leave`
+#[derive(Debug, Args)]
+pub struct ClusterLeaveArgs {
+    /// The member to remove (default: this one).
+    #[arg(long = "node", value_name = "ID")]
+    pub node: Option<String>,
+    /// edgeseal.yaml of this member.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
 }
 
 /// `node show`

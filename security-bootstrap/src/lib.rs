@@ -39,6 +39,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         cli::Command::Secrets(command) => commands::secrets::run(&command, out),
         cli::Command::Node(cli::NodeCommand::Show(args)) => commands::bundles::node_show(&args, out),
         cli::Command::Backup(args) => commands::bundles::backup(&args, out),
+        cli::Command::Cluster(command) => commands::cluster::run(&command, out),
         cli::Command::Restore(args) => commands::restore::run(&args, out),
         cli::Command::Audit(args) => commands::audit::run(&args, out),
         cli::Command::Status(args) => commands::status::run(&args, out),

@@ -251,6 +251,7 @@ impl Plain {
             tcp_client_ca: None,
             static_seal: None,
             self_init: None,
+            member: None,
         };
         fs::write(dir.path().join("config.hcl"), server.render()).unwrap();
         Self { dir, listen, ca: pki.ca(), child: None }

@@ -44,6 +44,7 @@ pub struct Boot {
     logs: Option<secretstore_setup::supervise::LogRotation>,
     openbao_audit_log: Option<PathBuf>,
     demo_executable: Option<PathBuf>,
+    cluster: Option<secretstore_setup::cluster::ClusterConfig>,
     runs: usize,
 }
 
@@ -69,6 +70,7 @@ impl Boot {
             logs: None,
             openbao_audit_log: None,
             demo_executable: None,
+            cluster: None,
             runs: 0,
         }
     }
@@ -130,6 +132,16 @@ impl Boot {
     /// service itself; [`Boot::fetch`] and the helpers built on it are then denied).
     pub fn set_demo_executable(&mut self, path: Option<PathBuf>) {
         self.demo_executable = path;
+    }
+
+    /// Makes this device a member of a raft cluster (`secret_store.cluster`).
+    pub fn set_cluster(&mut self, cluster: Option<secretstore_setup::cluster::ClusterConfig>) {
+        self.cluster = cluster;
+    }
+
+    /// This device's OpenBao API address.
+    pub fn address(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
     }
 
     /// Switches the seal the configuration asks for (`seal: shamir` or the default, static).
@@ -273,6 +285,7 @@ impl Boot {
             supervise.logs = logs.clone();
         }
         config.audit.openbao_log.clone_from(&self.openbao_audit_log);
+        config.secret_store.cluster.clone_from(&self.cluster);
         if let Some(kdf) = &self.kdf {
             config.kdf = kdf.clone();
         }

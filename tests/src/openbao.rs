@@ -79,6 +79,7 @@ impl OpenBao {
             tcp_client_ca: None,
             static_seal: None,
             self_init: None,
+            member: None,
         };
         let config = dir.path().join("config.hcl");
         fs::write(&config, server.render()).unwrap_or_else(|e| panic!("writing {}: {e}", config.display()));

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod kv;
+pub mod raft;
 pub mod rekey;
 pub mod restore;
 pub mod sys;

@@ -25,6 +25,9 @@ pub struct Health {
     /// Server version.
     #[serde(default)]
     pub version: String,
+    /// The cluster's id (empty until initialized): the same on every member of a raft cluster.
+    #[serde(default)]
+    pub cluster_id: String,
 }
 
 /// `sys/seal-status` / `sys/unseal` answer.

@@ -18,9 +18,10 @@ use openbao_client::{Client, Token};
 use super::material::{SealKey, SealMaterial, ITEM_RECOVERY_KEY};
 use super::storage::{self, Plan, Refusal, Seen};
 use super::{self_init, CERT_MOUNT, CERT_NAME};
+use crate::cluster::{join_pending_marker, retry_joins, Membership};
 use crate::crash;
 use crate::keystore::KeystoreDir;
-use crate::server_config::{ServerConfig, StaticSeal, PREVIOUS_SEAL_KEY_ENV, SEAL_KEY_ENV};
+use crate::server_config::{ClusterMember, ServerConfig, StaticSeal, PREVIOUS_SEAL_KEY_ENV, SEAL_KEY_ENV};
 use crate::setup::configure::{self, Bootstrap};
 use crate::setup::{Doing, Report, Setup, SetupError};
 use crate::supervise::{self, DataDirLock, SuperviseConfig, Supervisor};
@@ -77,6 +78,8 @@ pub async fn open(setup: &Setup, server: ServerConfig) -> Result<Opened, SetupEr
         move |source| SetupError::Io { doing, path, source }
     };
     let material = SealMaterial::from_keystore(&keystore).map_err(|e| SetupError::Config(e.to_string()))?;
+    let membership = Membership::read(store.dir()).map_err(io("reading", &Membership::path(store.dir())))?;
+    let join_marker = join_pending_marker(store.dir());
     let seen = Seen {
         material: material.is_some(),
         shares: keystore.has_shares(),
@@ -84,6 +87,8 @@ pub async fn open(setup: &Setup, server: ServerConfig) -> Result<Opened, SetupEr
         migrating: super::migrate::pending_marker(store.dir()).exists(),
         restoring: super::restore::restore_marker(store.dir()).exists(),
         storage: storage::has_data(&server.data_dir).map_err(io("inspecting", &server.data_dir))?,
+        joining: join_marker.exists(),
+        member: membership.is_some(),
     };
     let plan = storage::plan(seen).map_err(|refusal| refused(setup, &server, &store, refusal))?;
     let material = match (plan, material) {
@@ -103,7 +108,11 @@ pub async fn open(setup: &Setup, server: ServerConfig) -> Result<Opened, SetupEr
         }
         (_, Some(material)) => material,
     };
-    let creating = plan != Plan::Open;
+    let creating = matches!(plan, Plan::NewMaterial | Plan::Create);
+    let joining = plan == Plan::Join;
+    let member = cluster_member(setup, &supervise, membership.as_ref())?;
+    let clustered = member.is_some();
+    let login_name = membership.as_ref().map_or_else(|| CERT_NAME.to_string(), Membership::login_name);
 
     let identity = material.identity.client_identity().doing(|| "loading edgeseal's client identity".into())?;
     let client = setup.tcp_client_as(Some(&identity))?;
@@ -117,19 +126,21 @@ pub async fn open(setup: &Setup, server: ServerConfig) -> Result<Opened, SetupEr
             // never silently replaced by a new, empty one.
             self_init: creating
                 .then(|| self_init(&material.identity.cert, &setup.store.kv_mount, &setup.store.service_prefix)),
+            member,
             ..server
         },
     };
+    let login = Login { name: &login_name, standby_ok: clustered };
 
     // An OpenBao left running by a killed edgeseal still holds the storage: stop it before touching it.
     supervise::reap_orphan(&supervise.config_file()).await;
     let mut attempt = 0;
     let (supervisor, token) = loop {
         attempt += 1;
-        if creating {
+        if creating || joining {
             let raft = &bao.server.data_dir;
             storage::wait_unheld(raft, HELD_PATIENCE).await.map_err(io("checking", raft))?;
-            storage::wipe(raft).map_err(io("wiping the storage of a store being created", raft))?;
+            storage::wipe(raft).map_err(io("wiping the storage of a store being created or joined", raft))?;
         }
         let supervisor = bao.start(material.keys())?;
         let patience =
@@ -138,12 +149,12 @@ pub async fn open(setup: &Setup, server: ServerConfig) -> Result<Opened, SetupEr
         // self-initialization (raft "already has state", or no cert entry): start it over at once.
         let restarts = supervisor.restarts();
         let broken = || creating && supervisor.restarts() > restarts;
-        let uninitialized = (!creating).then(|| SetupError::StorageMissing {
+        let uninitialized = (!creating && !joining).then(|| SetupError::StorageMissing {
             keystore: store.path().to_path_buf(),
             storage: bao.server.data_dir.clone(),
             address: setup.store.address.clone(),
         });
-        match login_or(&client, patience, broken, uninitialized).await {
+        match login_or(&client, &login, patience, broken, uninitialized).await {
             Ok(token) => break (supervisor, token),
             Err(e) if creating && attempt < CREATE_ATTEMPTS => {
                 tracing::warn!(attempt, error = %e, "OpenBao did not initialize itself; wiping its storage (it holds nothing yet) and starting again");
@@ -163,24 +174,41 @@ pub async fn open(setup: &Setup, server: ServerConfig) -> Result<Opened, SetupEr
             crash::point("after-first-login");
             tracing::info!(address = %setup.store.address, "OpenBao initialized itself; edgeseal logged in with its client certificate");
         }
+        if let (true, Some(membership)) = (joining, &membership) {
+            joined(&client, membership, &join_marker).await?;
+            report.changes.push(format!("joined cluster {} as {}", membership.cluster_id, membership.node_id));
+        }
         // A lost answer (OpenBao killed mid-request) only means another recovery key is made.
-        let made = through_restarts(&client, running.as_ref(), setup.store.wait_timeout, || {
-            ensure_recovery_key(&client, &token, &store, &kek)
-        })
-        .await?;
+        // A joined member got the store's recovery key in its join bundle: making another would
+        // invalidate every other member's.
+        let made = if membership.is_some() {
+            false
+        } else {
+            through_restarts(&client, running.as_ref(), &login, setup.store.wait_timeout, || {
+                ensure_recovery_key(&client, &token, &store, &kek)
+            })
+            .await?
+        };
         if made {
             report.changes.push("recovery key made and stored in the keystore".into());
         }
-        if material.next.is_some() {
+        if material.next.is_some() && clustered {
+            let problem = "a seal-key rotation is pending, but a cluster member cannot rotate the cluster's seal key alone (every member needs both keys at once); it keeps the current key".to_string();
+            tracing::error!("{problem}");
+            report.problems.push(problem);
+        } else if material.next.is_some() {
             if let Some(supervisor) = running.take() {
                 running = Some(rotate(setup, &bao, &client, supervisor, &material, &store, &kek, &mut report).await?);
             }
         }
         // The supervisor restarts an OpenBao that dies meanwhile, and it opens itself: wait for it
         // and converge again (every step reads before it writes).
-        let (converged, admin) = through_restarts(&client, running.as_ref(), setup.store.wait_timeout, || async {
+        let (converged, admin) = through_restarts(&client, running.as_ref(), &login, setup.store.wait_timeout, || async {
             let mut attempt = Report::default();
             configure::converge(setup, &client, &token, Bootstrap::Cert, &store, &kek, &mut attempt).await?;
+            if clustered {
+                crate::cluster::ops::ensure_autopilot(&client, &token, &mut attempt).await?;
+            }
             Ok((attempt, configure::admin_token(&client, &token).await?))
         })
         .await?;
@@ -191,7 +219,7 @@ pub async fn open(setup: &Setup, server: ServerConfig) -> Result<Opened, SetupEr
     }
     .await;
     crash::point("before-setup-revoke");
-    let revoked = through_restarts(&client, running.as_ref(), setup.store.wait_timeout, || async {
+    let revoked = through_restarts(&client, running.as_ref(), &login, setup.store.wait_timeout, || async {
         client.revoke_self(&token).await.doing(|| "revoking this run's setup token".into())
     })
     .await;
@@ -213,6 +241,7 @@ pub async fn open(setup: &Setup, server: ServerConfig) -> Result<Opened, SetupEr
 async fn through_restarts<T, F, Fut>(
     client: &Client,
     supervisor: Option<&Supervisor>,
+    login: &Login<'_>,
     patience: Duration,
     step: F,
 ) -> Result<T, SetupError>
@@ -229,7 +258,7 @@ where
         match outcome {
             Err(e) if (e.is_unreachable() || restarted) && tries < CONVERGE_TRIES => {
                 tracing::warn!(error = %e, "OpenBao went away during setup; waiting for it to come back");
-                wait_open(client, patience).await?;
+                wait_open(client, login.standby_ok, patience).await?;
             }
             outcome => return outcome,
         }
@@ -311,12 +340,12 @@ async fn rotate(
     let patience = setup.store.wait_timeout.min(SELF_INIT_PATIENCE);
     supervisor.stop().await;
     let both = bao.start(material.keys())?;
-    let opened = wait_open(client, patience).await;
+    let opened = wait_open(client, false, patience).await;
     both.stop().await;
     opened?;
     crash::point("mid-rotation");
     let alone = bao.start((next, None))?;
-    match wait_open(client, patience).await {
+    match wait_open(client, false, patience).await {
         Ok(()) => {}
         Err(e) => {
             alone.stop().await;
@@ -351,12 +380,25 @@ pub(super) fn open_or_create(store: &KeystoreDir, ikm: &Ikm) -> Result<(Keystore
 /// out, a sealed, uninitialized or not-yet-configured store is waited for (self-initialization
 /// writes the cert entry only after the raft election), unless `broken` says it never will be.
 pub(crate) async fn login(client: &Client, patience: Duration, broken: impl Fn() -> bool) -> Result<Token, SetupError> {
-    login_or(client, patience, broken, None).await
+    login_or(client, &Login { name: CERT_NAME, standby_ok: false }, patience, broken, None).await
+}
+
+/// How edgeseal logs in to its OpenBao: the name of its `cert` entry, and whether a standby counts as
+/// open (a cluster member: a standby forwards the login and every request to the active member).
+pub(crate) struct Login<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) standby_ok: bool,
+}
+
+/// [`login`] with `login`'s name, a standby counting as open when it says so.
+pub(crate) async fn login_as(client: &Client, login: &Login<'_>, patience: Duration) -> Result<Token, SetupError> {
+    login_or(client, login, patience, || false, None).await
 }
 
 /// [`login`], returning `uninitialized` at once if OpenBao says it is not initialized.
 async fn login_or(
     client: &Client,
+    login: &Login<'_>,
     patience: Duration,
     broken: impl Fn() -> bool,
     mut uninitialized: Option<SetupError>,
@@ -380,8 +422,8 @@ async fn login_or(
                 None => "not initialized yet".into(),
             },
             Ok(h) if h.sealed => "sealed: it has not opened with the seal key in the keystore".into(),
-            Ok(h) if h.standby => "standby".into(),
-            Ok(_) => match client.cert_login(CERT_MOUNT, CERT_NAME).await {
+            Ok(h) if h.standby && !login.standby_ok => "standby".into(),
+            Ok(_) => match client.cert_login(CERT_MOUNT, login.name).await {
                 Ok(auth) => return Ok(auth.client_token),
                 Err(e) => format!("login with edgeseal's client certificate: {e}"),
             },
@@ -394,11 +436,11 @@ async fn login_or(
 }
 
 /// Waits until OpenBao is initialized, unsealed and active.
-async fn wait_open(client: &Client, patience: Duration) -> Result<(), SetupError> {
+async fn wait_open(client: &Client, standby_ok: bool, patience: Duration) -> Result<(), SetupError> {
     let started = Instant::now();
     loop {
         let last = match client.health().await {
-            Ok(h) if h.initialized && !h.sealed && !h.standby => return Ok(()),
+            Ok(h) if h.initialized && !h.sealed && (standby_ok || !h.standby) => return Ok(()),
             Ok(h) if h.sealed => "sealed: it did not open with the seal key it was given".to_string(),
             Ok(_) => "not initialized or standby".to_string(),
             Err(e) if e.is_identity_mismatch() => {
@@ -427,10 +469,70 @@ fn refused(setup: &Setup, server: &ServerConfig, store: &KeystoreDir, refusal: R
             "a restore into this store was interrupted ({} exists); finish it with `security-bootstrap restore` (the same backup file) before starting edgeseal",
             super::restore::restore_marker(store.dir()).display()
         )),
+        Refusal::JoinIncomplete => SetupError::Config(format!(
+            "a `cluster join` was interrupted before it stored the cluster's keys ({} exists); run `security-bootstrap cluster join` again with the same bundle",
+            join_pending_marker(store.dir()).display()
+        )),
+        Refusal::MemberWithoutKey => SetupError::Config(format!(
+            "keystore {} joined a cluster ({} exists) but holds no seal key; edgeseal will not create a new store beside the cluster. Join again with a new bundle (`security-bootstrap cluster invite` on a member), or remove {} if this gateway is to stand alone",
+            keystore.display(),
+            Membership::path(store.dir()).display(),
+            Membership::path(store.dir()).display()
+        )),
         Refusal::StorageMissing => {
             SetupError::StorageMissing { keystore, storage, address: setup.store.address.clone() }
         }
     }
+}
+
+/// What a cluster member's OpenBao configuration adds (`None` for a single device): its node id (the
+/// membership's, which must be the config's), and the members it joins through.
+fn cluster_member(
+    setup: &Setup,
+    supervise: &SuperviseConfig,
+    membership: Option<&Membership>,
+) -> Result<Option<ClusterMember>, SetupError> {
+    let Some(cluster) = &setup.store.cluster else {
+        return match membership {
+            Some(m) => Err(SetupError::Config(format!(
+                "this keystore joined cluster {} as {}, but edgeseal.yaml has no secret_store.cluster: add it (node_id: {})",
+                m.cluster_id, m.node_id, m.node_id
+            ))),
+            None => Ok(None),
+        };
+    };
+    if let Some(m) = membership.filter(|m| m.node_id != cluster.node_id) {
+        return Err(SetupError::Config(format!(
+            "this keystore joined cluster {} as {}, but secret_store.cluster.node_id is {}: a member's node id never changes",
+            m.cluster_id, m.node_id, cluster.node_id
+        )));
+    }
+    let own_ca = std::fs::read_to_string(&setup.ca_cert).map_err(|source| SetupError::Io {
+        doing: "reading the CA certificate other members verify this member with",
+        path: setup.ca_cert.clone(),
+        source,
+    })?;
+    Ok(Some(ClusterMember {
+        node_id: cluster.node_id.clone(),
+        retry_join: retry_joins(cluster, membership, &own_ca),
+        working_dir: supervise.data_dir.clone(),
+    }))
+}
+
+/// The end of a join: the member is open, in the cluster the bundle named (anything else means it
+/// made or joined another one: stop), and `join-pending` goes.
+async fn joined(client: &Client, membership: &Membership, marker: &std::path::Path) -> Result<(), SetupError> {
+    let health = client.health().await.doing(|| "reading the joined member's cluster id".into())?;
+    if health.cluster_id != membership.cluster_id {
+        return Err(SetupError::Config(format!(
+            "this member opened in cluster {:?}, not in cluster {} its join bundle names: it is not part of that cluster. Stop it, wipe its storage and join again",
+            health.cluster_id, membership.cluster_id
+        )));
+    }
+    remove_durably(marker)?;
+    crash::point("after-join");
+    tracing::info!(cluster_id = %membership.cluster_id, node_id = %membership.node_id, "joined the cluster");
+    Ok(())
 }
 
 pub(super) fn remove_durably(path: &std::path::Path) -> Result<(), SetupError> {

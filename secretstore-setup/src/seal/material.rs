@@ -75,12 +75,12 @@ impl SealKey {
         SecretString::new(hex::encode(self.key.expose()))
     }
 
-    fn to_item(&self) -> SecretBytes {
+    pub(crate) fn to_item(&self) -> SecretBytes {
         let stored = StoredKey { id: self.id.clone(), key: self.hex() };
         SecretBytes::new(serde_json::to_vec(&stored).unwrap_or_default())
     }
 
-    fn from_item(item: &'static str, bytes: &[u8]) -> Result<Self, MalformedItem> {
+    pub(crate) fn from_item(item: &'static str, bytes: &[u8]) -> Result<Self, MalformedItem> {
         let bad = |reason: String| MalformedItem { item, reason };
         let stored: StoredKey = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
         let raw = Zeroizing::new(hex::decode(stored.key.expose()).map_err(|_| bad("the key is not hex".into()))?);

@@ -65,6 +65,12 @@ pub fn setup_policy(kv_mount: &str, service_prefix: &str) -> String {
         ("auth/token/roles", r#"["list"]"#),
         ("auth/token/*", r#"["create", "read", "update", "delete", "list", "sudo"]"#),
         ("auth/edgeseal-cert/certs/*", crud),
+        // Clusters (SPEC §15): autopilot's rules, the membership, a member leaving.
+        ("sys/storage/raft/configuration", r#"["read"]"#),
+        ("sys/storage/raft/autopilot/state", r#"["read"]"#),
+        ("sys/storage/raft/autopilot/configuration", r#"["read", "update"]"#),
+        ("sys/storage/raft/remove-peer", r#"["update"]"#),
+        ("sys/step-down", r#"["update", "sudo"]"#),
     ];
     let mut text = String::from("# edgeseal: one setup run (cert login, 15 min, revoked at the end of the run)\n");
     for (path, caps) in paths {

@@ -93,6 +93,10 @@ pub struct Seen {
     pub migrating: bool,
     /// `restore-pending` exists: `restore` was interrupted.
     pub restoring: bool,
+    /// `join-pending` exists: `cluster join` stored a join bundle's keys (SPEC §15).
+    pub joining: bool,
+    /// `cluster.json` exists: the keystore belongs to a cluster it joined.
+    pub member: bool,
 }
 
 /// What the boot does.
@@ -104,6 +108,9 @@ pub enum Plan {
     Create,
     /// Start OpenBao on its store; it opens itself.
     Open,
+    /// Join the cluster of the membership: wipe the storage (it holds no store of this keystore's),
+    /// start OpenBao with `retry_join` and no `initialize` block; it opens itself once joined.
+    Join,
 }
 
 /// Why a boot refuses to start OpenBao, changing nothing.
@@ -119,6 +126,10 @@ pub enum Refusal {
     MigrationPending,
     /// A `restore` was interrupted: only it may continue.
     RestorePending,
+    /// A `cluster join` was interrupted before the keys reached the keystore.
+    JoinIncomplete,
+    /// The keystore joined a cluster but holds no seal key: creating a store would split the cluster.
+    MemberWithoutKey,
 }
 
 /// The decision, as a pure function of what was seen (table-tested).
@@ -126,6 +137,11 @@ pub fn plan(seen: Seen) -> Result<Plan, Refusal> {
     match seen {
         Seen { migrating: true, .. } => Err(Refusal::MigrationPending),
         Seen { restoring: true, .. } => Err(Refusal::RestorePending),
+        Seen { joining: true, material: true, .. } => Ok(Plan::Join),
+        Seen { joining: true, .. } => Err(Refusal::JoinIncomplete),
+        // A member never creates a store; with its storage lost it joins again.
+        Seen { member: true, material: true, storage: false, .. } => Ok(Plan::Join),
+        Seen { member: true, material: false, .. } => Err(Refusal::MemberWithoutKey),
         Seen { material: true, pending: true, .. } => Ok(Plan::Create),
         Seen { material: true, storage: true, .. } => Ok(Plan::Open),
         Seen { material: true, .. } => Err(Refusal::StorageMissing),
@@ -164,9 +180,49 @@ mod tests {
             ((true, true, false, false), Err(StorageMissing)),
         ];
         for ((material, shares, pending, storage), want) in cases {
-            let seen = Seen { material, shares, pending, storage, migrating: false, restoring: false };
+            let seen = Seen {
+                material,
+                shares,
+                pending,
+                storage,
+                migrating: false,
+                restoring: false,
+                joining: false,
+                member: false,
+            };
             assert_eq!(plan(seen), want, "{seen:?}");
             assert_eq!(plan(Seen { migrating: true, ..seen }), Err(MigrationPending), "{seen:?}");
+            assert_eq!(plan(Seen { restoring: true, ..seen }), Err(RestorePending), "{seen:?}");
+        }
+    }
+
+    #[test]
+    fn a_cluster_member_joins_on_empty_storage_and_never_creates_a_store() {
+        use Plan::*;
+        use Refusal::*;
+        // (material, joining, member, storage) -> plan
+        let cases = [
+            ((true, true, true, false), Ok(Join)),
+            ((true, true, true, true), Ok(Join)),
+            ((false, true, true, false), Err(JoinIncomplete)),
+            ((false, true, false, true), Err(JoinIncomplete)),
+            ((true, false, true, true), Ok(Open)),
+            ((true, false, true, false), Ok(Join)),
+            ((false, false, true, false), Err(MemberWithoutKey)),
+            ((false, false, true, true), Err(MemberWithoutKey)),
+        ];
+        for ((material, joining, member, storage), want) in cases {
+            let seen = Seen {
+                material,
+                shares: false,
+                pending: false,
+                storage,
+                migrating: false,
+                restoring: false,
+                joining,
+                member,
+            };
+            assert_eq!(plan(seen), want, "{seen:?}");
             assert_eq!(plan(Seen { restoring: true, ..seen }), Err(RestorePending), "{seen:?}");
         }
     }

@@ -29,8 +29,8 @@ pub const ADMIN_ROLE: &str = "edgeseal-admin";
 pub const ADMIN_PERIOD_SECS: u64 = 24 * 3600;
 
 /// The admin credential may read, write, version, delete and list the services' secrets, and read
-/// the raft snapshot a `backup` carries (useless without the seal key), and nothing else: no
-/// policy, no token, no mount, no other path.
+/// the raft snapshot a `backup` carries (useless without the seal key) and a cluster's membership,
+/// and nothing else: no policy, no token, no mount, no other path.
 pub fn admin_policy(kv_mount: &str, prefix: &str) -> String {
     format!(
         "# edgeseal: the admin socket's credential (operators' secrets)\n\
@@ -39,7 +39,10 @@ pub fn admin_policy(kv_mount: &str, prefix: &str) -> String {
          path \"{kv_mount}/delete/{prefix}/*\" {{\n  capabilities = [\"update\"]\n}}\n\
          path \"{kv_mount}/destroy/{prefix}/*\" {{\n  capabilities = [\"update\"]\n}}\n\
          # `backup`: the store's raft snapshot (sealed by the store's keys; the backup adds the key)\n\
-         path \"sys/storage/raft/snapshot\" {{\n  capabilities = [\"read\"]\n}}\n"
+         path \"sys/storage/raft/snapshot\" {{\n  capabilities = [\"read\"]\n}}\n\
+         # `cluster status`: who the members are and how healthy (read only)\n\
+         path \"sys/storage/raft/configuration\" {{\n  capabilities = [\"read\"]\n}}\n\
+         path \"sys/storage/raft/autopilot/state\" {{\n  capabilities = [\"read\"]\n}}\n"
     )
 }
 
@@ -215,10 +218,19 @@ mod tests {
     fn the_admin_credential_reaches_the_services_secrets_and_the_snapshot_and_nothing_else() {
         let policy = admin_policy("secret", "edgeseal");
         let paths: Vec<&str> = policy.lines().filter_map(|l| l.strip_prefix("path \"")).collect();
-        assert_eq!(paths.len(), 5, "{policy}");
+        assert_eq!(paths.len(), 7, "{policy}");
         let (kv, other): (Vec<&str>, Vec<&str>) = paths.iter().partition(|p| p.starts_with("secret/"));
         assert!(kv.iter().all(|p| p.contains("/edgeseal/*\"")), "{policy}");
-        assert_eq!(other, ["sys/storage/raft/snapshot\" {"], "{policy}");
+        assert_eq!(
+            other,
+            [
+                "sys/storage/raft/snapshot\" {",
+                "sys/storage/raft/configuration\" {",
+                "sys/storage/raft/autopilot/state\" {"
+            ],
+            "{policy}"
+        );
+        assert!(!policy.contains("remove-peer") && !policy.contains("autopilot/configuration"), "{policy}");
         assert!(
             !policy.contains("auth/") && !policy.contains("sudo") && !policy.contains("snapshot-force"),
             "{policy}"

@@ -522,6 +522,7 @@ mod tests {
             tcp_client_ca: None,
             static_seal: None,
             self_init: None,
+            member: None,
         };
         let e = prepare(&config, &server).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");

@@ -237,7 +237,9 @@ impl Task {
             .arg(format!("-config={}", self.config_file.display()))
             .env_clear()
             .env("PATH", "/usr/bin:/bin")
-            .env("HOME", &self.data_dir);
+            .env("HOME", &self.data_dir)
+            // A cluster member's audit log path is relative to it (the same on every member).
+            .current_dir(&self.data_dir);
         for (name, value) in &self.env {
             command.env(name, value.expose());
         }

@@ -18,12 +18,12 @@ use crate::cli::{BackupArgs, NodeShowArgs};
 use crate::config::Config;
 use crate::UsageError;
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")
 }
 
 /// Writes a bundle to a new file, 0600; an existing file is never replaced.
-fn write_new(path: &Path, bundle: &str) -> anyhow::Result<()> {
+pub(crate) fn write_new(path: &Path, bundle: &str) -> anyhow::Result<()> {
     let options = durable_file::Options::private().no_clobber();
     match durable_file::write(path, bundle.as_bytes(), &options) {
         Ok(durable_file::Outcome::Written) => Ok(()),
@@ -34,7 +34,7 @@ fn write_new(path: &Path, bundle: &str) -> anyhow::Result<()> {
     }
 }
 
-fn check_recipients(to: &[String]) -> Result<Vec<Recipient>, UsageError> {
+pub(crate) fn check_recipients(to: &[String]) -> Result<Vec<Recipient>, UsageError> {
     recipients(to).map_err(UsageError)
 }
 

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod bundles;
+pub mod cluster;
 pub mod device;
 pub mod gate;
 pub mod import_edgex;

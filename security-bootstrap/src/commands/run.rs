@@ -44,6 +44,8 @@ pub fn supervised_openbao(config: &Config, supervise: &SuperviseConfig, locked: 
         tcp_client_ca: locked.then(|| supervise.locked_client_ca()),
         static_seal: None,
         self_init: None,
+        // A cluster member's stanzas come from its keystore's membership (the static boot adds them).
+        member: None,
     })
 }
 

@@ -13,9 +13,11 @@
 //!
 //! [`routes`] holds the HTTP API and its (pure, table-tested) input rules; [`audit`] joins edgeseal's
 //! audit log with OpenBao's for `security-bootstrap audit`; [`observe`] the metrics and status reports;
-//! [`transfer`] the node identity, secrets bundles and backups (with the keystore through [`device`]).
+//! [`transfer`] the node identity, secrets bundles and backups (with the keystore through [`device`]);
+//! [`cluster`] the raft cluster this member belongs to.
 
 pub mod audit;
+pub mod cluster;
 pub mod device;
 pub mod observe;
 pub mod routes;

@@ -12,6 +12,7 @@
 //! | `GET /v1/audit[?service=S][&since=SECONDS][&limit=N]` | [`super::audit::Report`] plus `{"sources": {edgeseal, openbao}}` |
 //! | `GET /metrics`, `GET /v1/status` | see [`super::observe`] |
 //! | `GET /v1/node`, `POST /v1/export`, `/v1/import`, `/v1/backup` | see [`super::transfer`] |
+//! | `GET /v1/cluster` | see [`super::cluster`] |
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -124,7 +125,8 @@ pub async fn handle(state: &AdminState, admin: Admin, request: Request<Incoming>
         (&Method::GET, "/v1/status") => return json(StatusCode::OK, &super::observe::status(state).await),
         (&Method::GET, "/v1/audit") => return audit_report(state, &request).await,
         (&Method::GET, "/v1/node") => return super::transfer::node(state).await,
-        (_, "/metrics" | "/v1/status" | "/v1/audit" | "/v1/node") => {
+        (&Method::GET, "/v1/cluster") => return super::cluster::status(state).await,
+        (_, "/metrics" | "/v1/status" | "/v1/audit" | "/v1/node" | "/v1/cluster") => {
             return error(StatusCode::METHOD_NOT_ALLOWED, "only GET is allowed here")
         }
         (&Method::POST, "/v1/export" | "/v1/import" | "/v1/backup") => {

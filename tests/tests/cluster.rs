@@ -1,0 +1,289 @@
+//! Clusters (SPEC §15): three gateways on loopback, each a real `security-bootstrap run` with its own
+//! KDF answer supervising one member of a real OpenBao 2.7 raft cluster. The first member creates
+//! the store; the others join with bundles made on a member (`cluster invite`, `cluster join`) and
+//! open themselves with the cluster's seal key held under their own KEK.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::needless_range_loop)]
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use edgeseal_tests::boot::Boot;
+use edgeseal_tests::process::ChildGuard;
+use edgeseal_tests::{poll_until, regular_files_below};
+use kdf_plugins::Ikm;
+use nix::sys::signal::Signal;
+use secretstore_setup::cluster::ClusterConfig;
+use secretstore_setup::seal::material::SealMaterial;
+use secretstore_setup::KeystoreDir;
+use serde_json::Value;
+
+/// Each gateway's hardware answer (KDF plug-in output).
+const IKM: [&str; 3] = [
+    "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1",
+    "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2",
+    "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3",
+];
+const NODE_IDS: [&str; 3] = ["edgeseal-node1", "gw2", "gw3"];
+/// How long a joining member may take to be open (OpenBao retries its unseal every 5 s).
+const JOIN_PATIENCE: Duration = Duration::from_secs(90);
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+fn ok(out: &Output) -> String {
+    assert!(out.status.success(), "exit {:?}: {}", out.status.code(), text(out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn gateway(index: usize, join: Vec<String>) -> Boot {
+    let mut boot = Boot::new();
+    boot.device.set_hardware(IKM[index]);
+    boot.set_cluster(Some(ClusterConfig { node_id: NODE_IDS[index].into(), join }));
+    boot
+}
+
+fn node_show(boot: &Boot) -> Value {
+    serde_json::from_str(&ok(&boot.command(&["node", "show", "--json"], None))).unwrap()
+}
+
+/// `cluster invite` on `member` for `joiner` (its bundle in `dir`), then `cluster join` on `joiner`:
+/// the join's output.
+fn invite_and_join(member: &Boot, joiner: &Boot, node_id: &str, dir: &Path) -> Output {
+    let bundle = invite(member, joiner, node_id, dir);
+    let signer = node_show(member)["signing_key"].as_str().unwrap().to_string();
+    joiner.command(&["cluster", "join", bundle.to_str().unwrap(), "--from", &signer], None)
+}
+
+fn invite(member: &Boot, joiner: &Boot, node_id: &str, dir: &Path) -> std::path::PathBuf {
+    let recipient = node_show(joiner)["recipient"].as_str().unwrap().to_string();
+    let bundle = dir.join(format!("{node_id}-{}.join", rand_suffix()));
+    let made = ok(&member.command(
+        &["cluster", "invite", "--node-id", node_id, "--to", &recipient, "-o", bundle.to_str().unwrap()],
+        None,
+    ));
+    assert!(made.contains("cluster join"), "{made}");
+    bundle
+}
+
+fn rand_suffix() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+fn cluster_status(boot: &Boot) -> Option<Value> {
+    let out = boot.admin_command_as(None, "cluster", &["status", "--json"], b"");
+    out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
+}
+
+/// Waits until some member reports three healthy voters.
+fn wait_three_voters(members: &[&Boot]) {
+    let healthy = poll_until(JOIN_PATIENCE, || {
+        members.iter().find_map(|boot| {
+            let status = cluster_status(boot)?;
+            let autopilot = &status["autopilot"];
+            (autopilot["healthy"] == true && autopilot["voters"].as_array().map_or(0, Vec::len) == 3).then_some(())
+        })
+    });
+    assert!(
+        healthy.is_some(),
+        "no three healthy voters within {JOIN_PATIENCE:?}: {:?}\n{}",
+        members.iter().map(|b| cluster_status(b)).collect::<Vec<_>>(),
+        members.iter().map(|b| b.openbao_log()).collect::<Vec<_>>().join("\n----\n")
+    );
+}
+
+/// Whether `boot`'s OpenBao is the active member (`sys/leader`, unauthenticated).
+fn is_active(boot: &Boot) -> bool {
+    let (code, body) = boot.bao("GET", "sys/leader", "");
+    code == 200 && serde_json::from_str::<Value>(&body).is_ok_and(|v| v["is_self"] == true)
+}
+
+struct Cluster {
+    gateways: Vec<Boot>,
+    runs: Vec<ChildGuard>,
+    _bundles: tempfile::TempDir,
+}
+
+/// Gateway 1 creates the store; gateways 2 and 3 join through it.
+fn form() -> Cluster {
+    let bundles = tempfile::tempdir().unwrap();
+    let mut first = gateway(0, Vec::new());
+    let mut runs = vec![first.start()];
+    let mut gateways = vec![first];
+    for index in 1..3 {
+        let mut joiner = gateway(index, vec![gateways[0].address()]);
+        ok(&invite_and_join(&gateways[0], &joiner, NODE_IDS[index], bundles.path()));
+        assert!(joiner.device.keystore_dir().join("join-pending").exists());
+        runs.push(joiner.start());
+        assert!(!joiner.device.keystore_dir().join("join-pending").exists(), "the join completed");
+        gateways.push(joiner);
+    }
+    wait_three_voters(&gateways.iter().collect::<Vec<_>>());
+    Cluster { gateways, runs, _bundles: bundles }
+}
+
+fn seal_key(boot: &Boot, ikm: &str) -> String {
+    let ikm = Ikm::new(hex::decode(ikm).unwrap());
+    let (keystore, _) = KeystoreDir::new(boot.device.keystore_dir()).open_with_ikm(&ikm).unwrap();
+    SealMaterial::from_keystore(&keystore).unwrap().unwrap().current.hex().expose().to_string()
+}
+
+#[test]
+fn three_gateways_form_one_store_that_survives_the_loss_of_any_member() {
+    let Cluster { mut gateways, mut runs, _bundles } = form();
+
+    // One store: a secret set through gateway 1 is what gateway 3's service reads, with a token from
+    // gateway 3's own socket, through gateway 3's own member.
+    ok(&gateways[0].secrets(&["set", "demo/greeting"], b"hello from gw1"));
+    let token = gateways[2].token_until_ok(Duration::from_secs(30));
+    assert_eq!(gateways[2].secret(&token), "hello from gw1");
+    let status = cluster_status(&gateways[1]).expect("cluster status on a standby");
+    assert_eq!(status["servers"].as_array().unwrap().len(), 3, "{status}");
+    let human = ok(&gateways[1].admin_command_as(None, "cluster", &["status"], b""));
+    assert!(NODE_IDS.iter().all(|id| human.contains(id)) && human.contains("healthy"), "{human}");
+
+    // Every member holds the same seal key, each only under its own KEK: in no file in clear, and no
+    // gateway's keystore opens with another's hardware answer.
+    let key = seal_key(&gateways[0], IKM[0]);
+    for (index, boot) in gateways.iter().enumerate() {
+        assert_eq!(seal_key(boot, IKM[index]), key, "gateway {index} opens with the cluster's key");
+        let other = Ikm::new(hex::decode(IKM[(index + 1) % 3]).unwrap());
+        assert!(KeystoreDir::new(boot.device.keystore_dir()).open_with_ikm(&other).is_err());
+        for file in regular_files_below(boot.device.path()) {
+            if file.file_name().is_some_and(|n| n.to_string_lossy().starts_with("kdf-plugin")) {
+                continue;
+            }
+            let bytes = fs::read(&file).unwrap_or_default();
+            let raw = hex::decode(&key).unwrap();
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(&key) && !bytes.windows(raw.len()).any(|w| w == raw),
+                "{} holds the seal key in clear",
+                file.display()
+            );
+        }
+    }
+
+    // Kill -9 the active member's OpenBao, three times: tokens flow again on the others without
+    // anyone doing anything, the killed member comes back (its supervisor restarts it, it opens
+    // with its own key) and rejoins; no acknowledged write is lost.
+    for round in 0..3 {
+        let value = format!("written before kill {round}");
+        ok(&gateways[round % 3].secrets(&["set", "demo/greeting"], value.as_bytes()));
+        let active =
+            poll_until(Duration::from_secs(30), || gateways.iter().position(is_active)).expect("an active member");
+        gateways[active].kill_openbao();
+        for (index, boot) in gateways.iter().enumerate().filter(|(i, _)| *i != active) {
+            let token = boot.token_until_ok(Duration::from_secs(30));
+            assert_eq!(
+                boot.secret(&token),
+                value,
+                "round {round}: gateway {index} after gateway {active} lost its member"
+            );
+        }
+        let back = poll_until(JOIN_PATIENCE, || {
+            let (code, body) = gateways[active].bao("GET", "sys/health?standbyok=true", "");
+            (code == 200 && body.contains("\"sealed\":false")).then_some(())
+        });
+        assert!(
+            back.is_some(),
+            "round {round}: gateway {active}'s member did not come back:\n{}",
+            gateways[active].openbao_log()
+        );
+        let token = gateways[active].token_until_ok(Duration::from_secs(30));
+        assert_eq!(gateways[active].secret(&token), value);
+        wait_three_voters(&gateways.iter().collect::<Vec<_>>());
+    }
+
+    // Kill -9 a whole gateway (edgeseal and its OpenBao) and bring it back: it opens by itself and
+    // serves again; the others served meanwhile.
+    let last = "written before kill 2";
+    runs[1].stop(Signal::SIGKILL, Duration::from_secs(10));
+    gateways[1].kill_openbao();
+    let token = gateways[2].token_until_ok(Duration::from_secs(30));
+    assert_eq!(gateways[2].secret(&token), last);
+    runs[1] = gateways[1].start();
+    let token = gateways[1].token_until_ok(Duration::from_secs(30));
+    assert_eq!(gateways[1].secret(&token), last);
+    wait_three_voters(&gateways.iter().collect::<Vec<_>>());
+    for run in &mut runs {
+        run.stop(Signal::SIGTERM, Duration::from_secs(30));
+    }
+}
+
+#[test]
+fn a_join_bundle_for_another_gateway_tampered_unsigned_or_from_an_unknown_member_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = gateway(0, Vec::new());
+    let mut run = first.start();
+    let joiner = gateway(1, vec![first.address()]);
+    let other = gateway(2, vec![first.address()]);
+    let signer = node_show(&first)["signing_key"].as_str().unwrap().to_string();
+    let stranger = node_show(&other)["signing_key"].as_str().unwrap().to_string();
+    let recipient = node_show(&joiner)["recipient"].as_str().unwrap().to_string();
+    let keystore = joiner.device.keystore_dir().join("keystore.json");
+    let before = fs::read(&keystore).unwrap();
+
+    let join = |bundle: &Path, from: &str| {
+        joiner.command(&["cluster", "join", bundle.to_str().unwrap(), "--from", from], None)
+    };
+    // (what, bundle, --from, error mentions)
+    let for_other = invite(&first, &other, "gw2", dir.path());
+    let good = invite(&first, &joiner, "gw2", dir.path());
+    let wrong_id = invite(&first, &joiner, "gw9", dir.path());
+    let tampered = dir.path().join("tampered.join");
+    let mut armored = fs::read_to_string(&good).unwrap();
+    let body_line = armored.lines().nth(3).unwrap().to_string();
+    let flipped: String = body_line
+        .chars()
+        .enumerate()
+        .map(|(i, c)| {
+            if i == 10 {
+                if c == 'A' {
+                    'B'
+                } else {
+                    'A'
+                }
+            } else {
+                c
+            }
+        })
+        .collect();
+    armored = armored.replacen(&body_line, &flipped, 1);
+    fs::write(&tampered, armored).unwrap();
+    let unsigned = dir.path().join("unsigned.join");
+    let age = Command::new("age")
+        .args(["-r", &recipient, "-a", "-o"])
+        .arg(&unsigned)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write as _;
+            child.stdin.take().unwrap().write_all(br#"{"cluster_id":"x","node_id":"gw2"}"#)?;
+            child.wait()
+        })
+        .unwrap();
+    assert!(age.success());
+    let cases: [(&str, &Path, &str, &str); 5] = [
+        ("for another gateway", &for_other, &signer, "not encrypted to"),
+        ("tampered", &tampered, &signer, "refused"),
+        ("unsigned", &unsigned, &signer, "not signed"),
+        ("from an unknown member", &good, &stranger, "refused"),
+        ("for another node id", &wrong_id, &signer, "gw9"),
+    ];
+    for (what, bundle, from, says) in cases {
+        let out = join(bundle, from);
+        assert_eq!(out.status.code(), Some(1), "{what}: {}", text(&out));
+        assert!(text(&out).contains(says) && text(&out).contains("nothing was changed"), "{what}: {}", text(&out));
+        assert_eq!(fs::read(&keystore).unwrap(), before, "{what}: the keystore changed");
+        assert!(!joiner.device.keystore_dir().join("join-pending").exists(), "{what}");
+        assert!(!joiner.device.keystore_dir().join("cluster.json").exists(), "{what}");
+    }
+    // The right bundle from the right member is accepted.
+    ok(&join(&good, &signer));
+    run.stop(Signal::SIGTERM, Duration::from_secs(30));
+}
+
