@@ -55,6 +55,11 @@ pub const RESTORE_POINTS: &[&str] = &[
     "restore-after-marker-removed",
 ];
 
+/// The points of `cluster join` ([`crate::cluster::ops::join`]), in order, then the one of the joining
+/// boot: the member is open but not yet checked to be in the bundle's cluster (`join-pending` stays).
+pub const JOIN_POINTS: &[&str] =
+    &["join-after-membership", "join-after-marker", "join-after-keys", "join-before-check", "after-join"];
+
 /// The static-seal points only a first boot reaches.
 pub const STATIC_FIRST_BOOT_ONLY: &[&str] =
     &["after-pending-marker", "after-seal-material", "after-first-login", "after-recovery-key"];

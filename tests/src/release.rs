@@ -82,6 +82,8 @@ pub struct Node {
     config: PathBuf,
     seal: Seal,
     demo_executable: Option<PathBuf>,
+    cluster: Option<secretstore_setup::cluster::ClusterConfig>,
+    load: Option<PathBuf>,
 }
 
 impl Node {
@@ -100,6 +102,8 @@ impl Node {
             config: PathBuf::new(),
             seal,
             demo_executable: None,
+            cluster: None,
+            load: None,
         };
         node.config = node.device.write_yaml(&node.yaml(seal));
         node
@@ -110,6 +114,24 @@ impl Node {
     pub fn set_demo_executable(&mut self, exe: PathBuf) {
         self.demo_executable = Some(exe);
         self.config = self.device.write_yaml(&self.yaml(self.seal));
+    }
+
+    /// Makes the node a member of a raft cluster (`secret_store.cluster`). Rewrites the configuration.
+    pub fn set_cluster(&mut self, cluster: secretstore_setup::cluster::ClusterConfig) {
+        self.cluster = Some(cluster);
+        self.config = self.device.write_yaml(&self.yaml(self.seal));
+    }
+
+    /// Adds service `load`, attested as uid 0 running `exe` (a load generator), and lifts the
+    /// per-peer rate limit so that the load measures the store. Rewrites the configuration.
+    pub fn set_load_executable(&mut self, exe: PathBuf) {
+        self.load = Some(exe);
+        self.config = self.device.write_yaml(&self.yaml(self.seal));
+    }
+
+    /// The node's OpenBao API address.
+    pub fn address(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
     }
 
     pub fn yaml(&self, seal: Seal) -> Config {
@@ -147,6 +169,18 @@ impl Node {
             ..Default::default()
         };
         yaml.services.insert(ServiceName("demo".into()), demo);
+        if let Some(exe) = &self.load {
+            let unix = UnixSelector { uid: Some(0), path: Some(exe.clone()), ..Default::default() };
+            let entry = ServiceEntry {
+                selectors: Selectors { unix: Some(unix), docker: None },
+                secrets: vec!["greeting".into()],
+                ..Default::default()
+            };
+            yaml.services.insert(ServiceName("load".into()), entry);
+            yaml.token_server.rate_per_second = 1_000_000;
+            yaml.token_server.rate_burst = 1_000_000;
+        }
+        yaml.secret_store.cluster.clone_from(&self.cluster);
         yaml
     }
 

@@ -21,12 +21,14 @@ use secretstore_setup::KeystoreDir;
 use serde_json::Value;
 
 /// Each gateway's hardware answer (KDF plug-in output).
-const IKM: [&str; 3] = [
+const IKM: [&str; 4] = [
     "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1",
     "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2",
     "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3",
+    "d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4",
 ];
-const NODE_IDS: [&str; 3] = ["edgeseal-node1", "gw2", "gw3"];
+/// Gateways 1 to 3, and the board that replaces gateway 3.
+const NODE_IDS: [&str; 4] = ["edgeseal-node1", "gw2", "gw3", "gw4"];
 /// How long a joining member may take to be open (OpenBao retries its unseal every 5 s).
 const JOIN_PATIENCE: Duration = Duration::from_secs(90);
 
@@ -126,10 +128,52 @@ fn form() -> Cluster {
     Cluster { gateways, runs, _bundles: bundles }
 }
 
-fn seal_key(boot: &Boot, ikm: &str) -> String {
+fn material(boot: &Boot, ikm: &str) -> SealMaterial {
     let ikm = Ikm::new(hex::decode(ikm).unwrap());
     let (keystore, _) = KeystoreDir::new(boot.device.keystore_dir()).open_with_ikm(&ikm).unwrap();
-    SealMaterial::from_keystore(&keystore).unwrap().unwrap().current.hex().expose().to_string()
+    SealMaterial::from_keystore(&keystore).unwrap().unwrap()
+}
+
+fn seal_key(boot: &Boot, ikm: &str) -> String {
+    material(boot, ikm).current.hex().expose().to_string()
+}
+
+/// A setup token of gateway 1's edgeseal (its client certificate, from its keystore), for the test
+/// to move leadership with `sys/step-down` and to look at `cert` entries.
+fn setup_token(first: &Boot, dir: &Path) -> String {
+    let identity = material(first, IKM[0]).identity;
+    let (cert, key) = (dir.join("client.pem"), dir.join("client.key"));
+    fs::write(&cert, &identity.cert).unwrap();
+    fs::write(&key, identity.private_key().expose()).unwrap();
+    let out = Command::new("curl")
+        .args(["-sS", "--fail", "--cacert"])
+        .arg(first.device.path().join("pki/ca/ca.pem"))
+        .arg("--cert")
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key)
+        .args(["-d", r#"{"name":"edgeseal"}"#])
+        .arg(format!("{}/v1/auth/edgeseal-cert/login", first.address()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "cert login: {}", text(&out));
+    let auth: Value = serde_json::from_slice(&out.stdout).unwrap();
+    auth["auth"]["client_token"].as_str().unwrap().to_string()
+}
+
+/// Moves leadership (`sys/step-down`) until gateway `target`'s member is the active one.
+fn make_active(gateways: &[Boot], target: usize, token: &str) {
+    let became = poll_until(Duration::from_secs(90), || {
+        let active = gateways.iter().position(is_active)?;
+        if active == target {
+            return Some(());
+        }
+        let (code, body) = gateways[target].bao("PUT", "sys/step-down", token);
+        assert!([200, 204, 500, 503].contains(&code), "step-down: {code} {body}");
+        std::thread::sleep(Duration::from_secs(2));
+        None
+    });
+    assert!(became.is_some(), "gateway {target} never became the active member");
 }
 
 #[test]
@@ -144,7 +188,7 @@ fn three_gateways_form_one_store_that_survives_the_loss_of_any_member() {
     let status = cluster_status(&gateways[1]).expect("cluster status on a standby");
     assert_eq!(status["servers"].as_array().unwrap().len(), 3, "{status}");
     let human = ok(&gateways[1].admin_command_as(None, "cluster", &["status"], b""));
-    assert!(NODE_IDS.iter().all(|id| human.contains(id)) && human.contains("healthy"), "{human}");
+    assert!(NODE_IDS[..3].iter().all(|id| human.contains(id)) && human.contains("healthy"), "{human}");
 
     // Every member holds the same seal key, each only under its own KEK: in no file in clear, and no
     // gateway's keystore opens with another's hardware answer.
@@ -167,14 +211,17 @@ fn three_gateways_form_one_store_that_survives_the_loss_of_any_member() {
         }
     }
 
-    // Kill -9 the active member's OpenBao, three times: tokens flow again on the others without
-    // anyone doing anything, the killed member comes back (its supervisor restarts it, it opens
-    // with its own key) and rejoins; no acknowledged write is lost.
+    // Each member in turn, made the active one, has its OpenBao killed with SIGKILL: tokens flow
+    // again on the others without anyone doing anything, the killed member comes back (its
+    // supervisor restarts it, it opens with its own key) and rejoins; no acknowledged write is lost.
+    let private = tempfile::tempdir().unwrap();
+    let setup = setup_token(&gateways[0], private.path());
     for round in 0..3 {
         let value = format!("written before kill {round}");
-        ok(&gateways[round % 3].secrets(&["set", "demo/greeting"], value.as_bytes()));
-        let active =
-            poll_until(Duration::from_secs(30), || gateways.iter().position(is_active)).expect("an active member");
+        make_active(&gateways, round, &setup);
+        ok(&gateways[(round + 1) % 3].secrets(&["set", "demo/greeting"], value.as_bytes()));
+        let active = round;
+        assert!(is_active(&gateways[active]), "round {round}: leadership moved before the kill");
         gateways[active].kill_openbao();
         for (index, boot) in gateways.iter().enumerate().filter(|(i, _)| *i != active) {
             let token = boot.token_until_ok(Duration::from_secs(30));
@@ -209,9 +256,70 @@ fn three_gateways_form_one_store_that_survives_the_loss_of_any_member() {
     let token = gateways[1].token_until_ok(Duration::from_secs(30));
     assert_eq!(gateways[1].secret(&token), last);
     wait_three_voters(&gateways.iter().collect::<Vec<_>>());
+
+    // Replacing a gateway: gateway 3 is gone for good; gateway 1 removes it (raft and its login),
+    // a new board is invited (by gateway 2) and joins; three healthy voters again.
+    runs[2].stop(Signal::SIGKILL, Duration::from_secs(10));
+    gateways[2].kill_openbao();
+    let left = ok(&gateways[0].command(&["cluster", "leave", "--node", "gw3"], None));
+    assert!(left.contains("gw3 left the cluster"), "{left}");
+    let status = cluster_status(&gateways[0]).unwrap();
+    let members: Vec<&str> =
+        status["servers"].as_array().unwrap().iter().map(|s| s["node_id"].as_str().unwrap()).collect();
+    assert_eq!(members, ["edgeseal-node1", "gw2"], "{status}");
+    let (code, body) = gateways[0].bao("GET", "auth/edgeseal-cert/certs/edgeseal-member-gw3", &setup);
+    assert_eq!(code, 404, "gw3's login is deleted: {body}");
+    let mut replacement = gateway(3, vec![gateways[0].address()]);
+    ok(&invite_and_join(&gateways[1], &replacement, "gw4", private.path()));
+    runs.push(replacement.start());
+    let token = replacement.token_until_ok(Duration::from_secs(30));
+    assert_eq!(replacement.secret(&token), last);
+    gateways.push(replacement);
+    wait_three_voters(&[&gateways[0], &gateways[1], &gateways[3]]);
     for run in &mut runs {
         run.stop(Signal::SIGTERM, Duration::from_secs(30));
     }
+}
+
+#[test]
+fn a_join_killed_at_any_step_completes_when_run_again() {
+    let dir = tempfile::tempdir().unwrap();
+    // Gateway 1 ran alone first; it becomes the first member of a cluster by a restart with
+    // `secret_store.cluster` (same raft node id; its audit device is replaced by the cluster's).
+    let mut first = gateway(0, Vec::new());
+    first.set_cluster(None);
+    let mut alone = first.start();
+    ok(&first.secrets(&["set", "demo/greeting"], b"before the cluster"));
+    alone.stop(Signal::SIGTERM, Duration::from_secs(30));
+    first.set_cluster(Some(ClusterConfig { node_id: NODE_IDS[0].into(), join: Vec::new() }));
+    let mut run = first.start();
+    let token = first.token_until_ok(Duration::from_secs(30));
+    assert_eq!(first.secret(&token), "before the cluster");
+    // A member cannot rotate the cluster's seal key alone.
+    let rekey = first.command(&["rekey"], None);
+    assert!(!rekey.status.success() && text(&rekey).contains("cluster member"), "{}", text(&rekey));
+    let mut joiner = gateway(1, vec![first.address()]);
+    let signer = node_show(&first)["signing_key"].as_str().unwrap().to_string();
+    // Killed at each step of `cluster join`, each time run again (with a new bundle) from what the
+    // kill left.
+    for point in ["join-after-membership", "join-after-marker", "join-after-keys"] {
+        let bundle = invite(&first, &joiner, "gw2", dir.path());
+        let out = joiner.command(&["cluster", "join", bundle.to_str().unwrap(), "--from", &signer], Some(point));
+        assert_eq!(out.status.code(), None, "{point}: killed, {}", text(&out));
+    }
+    // The keys are stored and join-pending is set. Killed as the member opened, before the join was
+    // checked: the next boot joins again.
+    joiner.run_until_crash("join-before-check");
+    assert!(joiner.device.keystore_dir().join("join-pending").exists());
+    let mut second = joiner.start();
+    assert!(!joiner.device.keystore_dir().join("join-pending").exists());
+    ok(&first.secrets(&["set", "demo/greeting"], b"after a killed join"));
+    let token = joiner.token_until_ok(Duration::from_secs(30));
+    assert_eq!(joiner.secret(&token), "after a killed join");
+    let status = cluster_status(&first).unwrap();
+    assert_eq!(status["servers"].as_array().unwrap().len(), 2, "{status}");
+    second.stop(Signal::SIGTERM, Duration::from_secs(30));
+    run.stop(Signal::SIGTERM, Duration::from_secs(30));
 }
 
 #[test]
@@ -286,4 +394,3 @@ fn a_join_bundle_for_another_gateway_tampered_unsigned_or_from_an_unknown_member
     ok(&join(&good, &signer));
     run.stop(Signal::SIGTERM, Duration::from_secs(30));
 }
-

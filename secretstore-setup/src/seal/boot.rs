@@ -175,6 +175,7 @@ pub async fn open(setup: &Setup, server: ServerConfig) -> Result<Opened, SetupEr
             tracing::info!(address = %setup.store.address, "OpenBao initialized itself; edgeseal logged in with its client certificate");
         }
         if let (true, Some(membership)) = (joining, &membership) {
+            crash::point("join-before-check");
             joined(&client, membership, &join_marker).await?;
             report.changes.push(format!("joined cluster {} as {}", membership.cluster_id, membership.node_id));
         }

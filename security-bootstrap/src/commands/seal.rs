@@ -18,6 +18,11 @@ pub fn rotate(config_path: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
             "rotate-seal-key is for a supervised OpenBao with the static seal (secret_store.supervise, seal: static)"
         );
     }
+    if config.secret_store.cluster.is_some() {
+        bail!(
+            "this OpenBao is a cluster member (secret_store.cluster): every member opens with the cluster's one seal key, so no member may rotate it alone; nothing was changed"
+        );
+    }
     let ikm = kdf_plugins::run_plugin(&config.kdf)?;
     let store = secretstore_setup::KeystoreDir::new(&config.keystore.dir);
     let (_, kek) = store.open_with_ikm(&ikm)?;

@@ -46,7 +46,17 @@ pub fn write_table(status: &Value, out: &mut dyn Write) -> std::io::Result<()> {
     if let Some(error) = store["error"].as_str() {
         writeln!(out, "           {error}")?;
     }
-    writeln!(out, "cluster    {}", text(&status["cluster"]))?;
+    let cluster = &status["cluster"];
+    match (cluster["members"].as_u64(), cluster["error"].as_str()) {
+        (Some(members), _) => writeln!(
+            out,
+            "cluster    {members} members ({} voting), leader {} (`cluster status` for each member)",
+            text(&cluster["voters"]),
+            text(&cluster["leader"])
+        )?,
+        (None, Some(error)) => writeln!(out, "cluster    unknown: {error}")?,
+        (None, None) => writeln!(out, "cluster    {}", text(cluster))?,
+    }
     writeln!(out, "fleet      {}", text(&status["fleet"]))?;
     writeln!(out, "watchdog   {} unseal(s) since boot", text(&status["watchdog_unseals"]))?;
     writeln!(out)?;

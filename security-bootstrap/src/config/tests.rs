@@ -59,6 +59,29 @@ fn a_batch_service_rule_asks_for_its_ttl_and_says_it_is_batch() {
 }
 
 #[test]
+fn the_three_gateway_example_names_distinct_members_that_join_the_first() {
+    let configs = [
+        include_str!("../../../docker/cluster/gw1.yaml"),
+        include_str!("../../../docker/cluster/gw2.yaml"),
+        include_str!("../../../docker/cluster/gw3.yaml"),
+    ]
+    .map(|text| Config::parse(text).unwrap());
+    let first = &configs[0].secret_store;
+    let mut ports = Vec::new();
+    for (index, config) in configs.iter().enumerate() {
+        let cluster = config.secret_store.cluster.as_ref().unwrap();
+        let listen = config.secret_store.supervised_listen().unwrap();
+        ports.extend([listen.port(), listen.port() + 1]);
+        assert_eq!(cluster.node_id, ["edgeseal-node1", "gw2", "gw3"][index]);
+        assert_eq!(cluster.join, if index == 0 { vec![] } else { vec![first.address.clone()] });
+        assert_eq!(config.service_setups(), configs[0].service_setups(), "the same services on every member");
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    assert_eq!(ports.len(), 6, "API and cluster ports all distinct: {ports:?}");
+}
+
+#[test]
 fn the_host_install_example_parses() {
     let config = Config::parse(include_str!("../../../packaging/edgeseal.host.yaml")).unwrap();
     assert!(config.secret_store.supervise.is_some());
@@ -195,6 +218,23 @@ fn every_rule_of_every_section_is_checked_at_load_with_line_and_key() {
         (
             "secret_store:\n  address: https://bao.example:8200\n",
             1, 1, "secret_store.server_cert", "secret_store.server_cert is required when pki.certs.openbao does not exist",
+        ),
+        // secret_store.cluster: a supervised, static-sealed member; plain node ids; https://IP:PORT joins.
+        (
+            "secret_store:\n  server_cert: ca-only\n  cluster: { node_id: gw2 }\n",
+            3, 3, "secret_store.cluster", "a cluster member is a supervised, static-sealed OpenBao",
+        ),
+        (
+            "pki:\n  certs:\n    openbao: { sans: [127.0.0.1] }\nsecret_store:\n  address: https://127.0.0.1:8200\n  supervise: { binary: /b, data_dir: /d, seal: shamir }\n  cluster: { node_id: gw2 }\n",
+            7, 3, "secret_store.cluster", "seal: static",
+        ),
+        (
+            "pki:\n  certs:\n    openbao: { sans: [127.0.0.1] }\nsecret_store:\n  address: https://127.0.0.1:8200\n  supervise: { binary: /b, data_dir: /d }\n  cluster: { node_id: \"gw 2\" }\n",
+            7, 3, "secret_store.cluster", "node_id \"gw 2\" is not 1 to 64",
+        ),
+        (
+            "pki:\n  certs:\n    openbao: { sans: [127.0.0.1] }\nsecret_store:\n  address: https://127.0.0.1:8200\n  supervise: { binary: /b, data_dir: /d }\n  cluster: { node_id: gw2, join: [gw1:8200] }\n",
+            7, 3, "secret_store.cluster", "join address \"gw1:8200\" is not https://IP:PORT",
         ),
     ];
     let mut wrong = Vec::new();

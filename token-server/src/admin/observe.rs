@@ -296,15 +296,31 @@ pub async fn status(state: &AdminState) -> Value {
             "tokens_denied": telemetry.denied_count(service),
         }));
     }
+    let cluster = cluster_summary(state).await;
     json!({
         "store": store,
-        "cluster": "not configured",
+        "cluster": cluster,
         "fleet": "not configured",
         "certificates": certificates,
         "services": services,
         "tokens_denied_unmatched": telemetry.denied_count(""),
         "watchdog_unseals": telemetry.unseal_count(),
     })
+}
+
+/// The raft cluster in a few words: `"not configured"` for a single node (one raft server), else the
+/// members, the voters and the leader (`cluster status` has the details).
+async fn cluster_summary(state: &AdminState) -> Value {
+    match tokio::time::timeout(STORE_TIMEOUT, state.client.raft_configuration(&state.token)).await {
+        Ok(Ok(servers)) if servers.len() > 1 => json!({
+            "members": servers.len(),
+            "voters": servers.iter().filter(|s| s.voter).count(),
+            "leader": servers.iter().find(|s| s.leader).map(|s| s.node_id.clone()),
+        }),
+        Ok(Ok(_)) => json!("not configured"),
+        Ok(Err(e)) => json!({"error": e.to_string()}),
+        Err(_) => json!({"error": "the store did not answer in time"}),
+    }
 }
 
 /// Serves `GET /metrics` (nothing else) over plain HTTP on `listener` (`metrics.listen`) until
