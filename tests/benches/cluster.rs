@@ -9,7 +9,7 @@
 //!    killed: its supervisor restarts it, it opens itself, the first token (the alternative a user
 //!    would otherwise have). Target: median ≤ 3 s (raft with `performance_multiplier = 1`).
 //! 2. **Throughput**: service tokens over the socket, `token-load` (one process, C requests in flight)
-//!    for `BENCH_SECONDS` (default 3) at 1 and 8 clients, on the single device, on the cluster's
+//!    for `BENCH_SECONDS` (default 3) at 1 and 8 clients (as uid 4243 through `setpriv`), on the single device, on the cluster's
 //!    active member and on a standby (which forwards the token creation to the active member). A
 //!    service token is a raft write: on the cluster it is committed by two of three members.
 //!
@@ -28,7 +28,7 @@ use edgeseal_tests::bench::{bao_version, cpus, env_count, env_number, loadavg, m
 use edgeseal_tests::openbao::bao_binary;
 use edgeseal_tests::poll_until;
 use edgeseal_tests::process::ChildGuard;
-use edgeseal_tests::release::{release_binary, Node, Seal, LIMIT};
+use edgeseal_tests::release::{release_binary, Node, Seal, LIMIT, LOAD_UID};
 use nix::sys::signal::Signal;
 use secretstore_setup::cluster::ClusterConfig;
 use serde_json::Value;
@@ -150,7 +150,11 @@ struct Load {
 }
 
 fn load(exe: &Path, socket: &Path, concurrency: usize, secs: f64) -> Load {
-    let out = Command::new(exe)
+    let out = Command::new("setpriv")
+        .arg(format!("--reuid={LOAD_UID}"))
+        .arg(format!("--regid={LOAD_UID}"))
+        .arg("--clear-groups")
+        .arg(exe)
         .arg("--socket")
         .arg(socket)
         .args(["--concurrency", &concurrency.to_string(), "--duration", &secs.to_string(), "--warmup", "10"])

@@ -57,6 +57,10 @@ pub fn release_binary(name: &str) -> PathBuf {
     path
 }
 
+/// The uid service `load` runs as ([`Node::set_load_executable`]): not 0, which `demo` has (two
+/// services of one uid that only the executable tells apart are refused).
+pub const LOAD_UID: u32 = 4243;
+
 /// How the node's OpenBao is sealed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Seal {
@@ -122,8 +126,9 @@ impl Node {
         self.config = self.device.write_yaml(&self.yaml(self.seal));
     }
 
-    /// Adds service `load`, attested as uid 0 running `exe` (a load generator), and lifts the
-    /// per-peer rate limit so that the load measures the store. Rewrites the configuration.
+    /// Adds service `load`, attested as uid [`LOAD_UID`] running `exe` (a load generator started with
+    /// `setpriv`), and lifts the per-peer rate limit so that the load measures the store. Rewrites the
+    /// configuration.
     pub fn set_load_executable(&mut self, exe: PathBuf) {
         self.load = Some(exe);
         self.config = self.device.write_yaml(&self.yaml(self.seal));
@@ -170,7 +175,7 @@ impl Node {
         };
         yaml.services.insert(ServiceName("demo".into()), demo);
         if let Some(exe) = &self.load {
-            let unix = UnixSelector { uid: Some(0), path: Some(exe.clone()), ..Default::default() };
+            let unix = UnixSelector { uid: Some(LOAD_UID), path: Some(exe.clone()), ..Default::default() };
             let entry = ServiceEntry {
                 selectors: Selectors { unix: Some(unix), docker: None },
                 secrets: vec!["greeting".into()],

@@ -6,12 +6,11 @@ use std::io::Write;
 
 use anyhow::Context;
 use edgeseal_bundle::{SignerKey, Trust};
-use hyper::Method;
 use secretstore_setup::cluster::ops;
 use serde_json::Value;
 
 use super::bundles::{check_recipients, runtime, write_new};
-use super::secrets::call;
+use super::status::text;
 use crate::cli::{ClusterCommand, ClusterInviteArgs, ClusterJoinArgs, ClusterLeaveArgs, StatusArgs};
 use crate::UsageError;
 
@@ -80,21 +79,7 @@ fn leave(args: &ClusterLeaveArgs, out: &mut dyn Write) -> anyhow::Result<()> {
 }
 
 fn status(args: &StatusArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let status = runtime()?.block_on(call(&args.socket, Method::GET, "/v1/cluster", None))?;
-    if args.json {
-        writeln!(out, "{status}")?;
-        return Ok(());
-    }
-    write_table(&status, out)?;
-    Ok(())
-}
-
-fn text(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    }
+    super::status::report(args, "/v1/cluster", write_table, out)
 }
 
 /// The human report of `GET /v1/cluster`.

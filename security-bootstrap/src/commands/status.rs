@@ -13,18 +13,29 @@ use crate::cli::StatusArgs;
 
 /// Runs `status`.
 pub fn run(args: &StatusArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    report(args, "/v1/status", write_table, out)
+}
+
+/// `GET path` on the admin socket, printed as JSON (`--json`) or by `table`.
+pub(crate) fn report(
+    args: &StatusArgs,
+    path: &str,
+    table: fn(&Value, &mut dyn Write) -> std::io::Result<()>,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
-    let status = runtime.block_on(call(&args.socket, Method::GET, "/v1/status", None))?;
+    let answer = runtime.block_on(call(&args.socket, Method::GET, path, None))?;
     if args.json {
-        writeln!(out, "{status}")?;
+        writeln!(out, "{answer}")?;
     } else {
-        write_table(&status, out)?;
+        table(&answer, out)?;
     }
     Ok(())
 }
 
-fn text(value: &Value) -> String {
+/// A JSON value in a table cell: strings bare, null as `-`.
+pub(crate) fn text(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
