@@ -40,7 +40,8 @@ pub fn path(dir: &Path) -> PathBuf {
 /// Replaces the cache in `dir` with `fetched`.
 pub fn save(dir: &Path, fetched: &Fetched) -> Result<(), CacheError> {
     let path = path(dir);
-    let bytes = serde_json::to_vec(fetched).map_err(|e| CacheError::Write { path: path.clone(), reason: e.to_string() })?;
+    let bytes =
+        serde_json::to_vec(fetched).map_err(|e| CacheError::Write { path: path.clone(), reason: e.to_string() })?;
     durable_file::write(&path, &bytes, &durable_file::Options::private())
         .map(|_| ())
         .map_err(|e| CacheError::Write { path, reason: e.to_string() })

@@ -15,8 +15,6 @@
 
 use std::fmt;
 
-
-
 /// The default KV v2 mount of the fleet.
 pub const DEFAULT_MOUNT: &str = "fleet";
 /// The default `cert` auth mount nodes log in with.

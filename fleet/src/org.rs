@@ -177,10 +177,7 @@ impl OrgKey {
 
     /// K of `generation`, if this file holds it (the current or the pending one).
     pub fn key_for(&self, generation: u64) -> Option<&FleetKey> {
-        std::iter::once(&self.current)
-            .chain(self.pending.as_ref())
-            .find(|g| g.number == generation)
-            .map(|g| &g.key)
+        std::iter::once(&self.current).chain(self.pending.as_ref()).find(|g| g.number == generation).map(|g| &g.key)
     }
 
     /// Starts a rotation: a new random K as the pending generation (kept if one is already pending,
@@ -218,7 +215,11 @@ impl OrgKey {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, OrgKeyError> {
         let bad = |what: &str| OrgKeyError::Malformed(what.to_string());
         let stored: Stored = serde_json::from_slice(bytes).map_err(|e| {
-            OrgKeyError::Malformed(format!("not the JSON `fleet org-key new` writes (line {} column {})", e.line(), e.column()))
+            OrgKeyError::Malformed(format!(
+                "not the JSON `fleet org-key new` writes (line {} column {})",
+                e.line(),
+                e.column()
+            ))
         })?;
         if stored.format != FORMAT {
             return Err(OrgKeyError::Malformed(format!("format {:?} is not {FORMAT:?}", stored.format)));
@@ -234,7 +235,9 @@ impl OrgKey {
         }
         let pending = match &stored.pending {
             None => None,
-            Some(p) if p.generation == stored.generation + 1 => Some(Generation { number: p.generation, key: key(&p.k)? }),
+            Some(p) if p.generation == stored.generation + 1 => {
+                Some(Generation { number: p.generation, key: key(&p.k)? })
+            }
             Some(_) => return Err(bad("the pending generation is not the next one")),
         };
         Ok(Self {

@@ -298,9 +298,7 @@ pub fn verify_secret(
         return Err(VerifyError::WrongGeneration { expected: generation, got: record.generation });
     }
     match installed {
-        Some(installed) if record.version < installed => {
-            Err(VerifyError::Rollback { installed, got: record.version })
-        }
+        Some(installed) if record.version < installed => Err(VerifyError::Rollback { installed, got: record.version }),
         _ => Ok(record),
     }
 }
@@ -390,8 +388,7 @@ pub fn open_org_key(
     }
     let k = edgeseal_bundle::envelope::decrypt(entry.k.as_bytes(), &keys.identities(), expect.node)
         .map_err(|e| VerifyError::OrgKey(e.to_string()))?;
-    let key: [u8; 32] =
-        k.as_slice().try_into().map_err(|_| VerifyError::OrgKey("K inside is not 32 bytes".into()))?;
+    let key: [u8; 32] = k.as_slice().try_into().map_err(|_| VerifyError::OrgKey("K inside is not 32 bytes".into()))?;
     Ok((entry.generation, FleetKey::from_bytes(key)))
 }
 

@@ -71,7 +71,10 @@ pub async fn status(central: &Central, node: Option<&str>, stale_after: i64) -> 
         }
         if let Some(map) = client.kv_read(token, &layout.mount, &layout.status(&node)).await? {
             let signer: Result<SignerKey, _> = identity.public.signing_key.parse();
-            match signer.map_err(|e| e.to_string()).and_then(|s| verify_status(&map, &node, &s).map_err(|e| e.to_string())) {
+            match signer
+                .map_err(|e| e.to_string())
+                .and_then(|s| verify_status(&map, &node, &s).map_err(|e| e.to_string()))
+            {
                 Ok(status) => {
                     report.last_seen = Some(status.time);
                     report.generation = Some(status.generation);

@@ -86,18 +86,8 @@ fn a_secret_record_opens_only_where_it_belongs_and_every_tampering_has_its_error
             None,
             Err("wrong_signer"),
         ),
-        (
-            "another node's record",
-            Box::new(|m| *m = sealed(&w.org, &meta(&n2, "password", 2))),
-            None,
-            Err("mismatch"),
-        ),
-        (
-            "another name's record",
-            Box::new(|m| *m = sealed(&w.org, &meta(&n1, "username", 2))),
-            None,
-            Err("mismatch"),
-        ),
+        ("another node's record", Box::new(|m| *m = sealed(&w.org, &meta(&n2, "password", 2))), None, Err("mismatch")),
+        ("another name's record", Box::new(|m| *m = sealed(&w.org, &meta(&n1, "username", 2))), None, Err("mismatch")),
         (
             "another generation",
             Box::new(|m| {
@@ -171,7 +161,12 @@ fn the_org_key_entry_opens_only_for_its_node_with_the_org_signature() {
         ("untouched", Box::new(|_| {}), 1, Ok(1)),
         ("a newer generation", Box::new(|m| *m = for_node(&w.org, 3, &n1, &w.node1)), 1, Ok(3)),
         ("node 2's entry", Box::new(|m| *m = for_node(&w.org, 1, &n2, &w.node2)), 1, Err("mismatch")),
-        ("signed by another org key", Box::new(|m| *m = for_node(&w.other_org, 1, &n1, &w.node1)), 1, Err("wrong_signer")),
+        (
+            "signed by another org key",
+            Box::new(|m| *m = for_node(&w.other_org, 1, &n1, &w.node1)),
+            1,
+            Err("wrong_signer"),
+        ),
         ("an older generation", Box::new(|_| {}), 2, Err("wrong_generation")),
         ("generation changed", Box::new(|m| m["generation"] = 5.into()), 1, Err("bad_signature")),
         ("K replaced", Box::new(|m| m["k"] = for_node(&w.org, 1, &n1, &w.node1)["k"].clone()), 1, Err("bad_signature")),

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod bundles;
 pub mod device;
+pub mod fleet;
 pub mod gate;
 pub mod import_edgex;
 pub mod inspect;
