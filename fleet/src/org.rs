@@ -317,7 +317,8 @@ mod tests {
         let org = OrgKey::generate().unwrap();
         let good: serde_json::Value = serde_json::from_slice(&org.to_bytes()).unwrap();
         // (mutation, error mentions)
-        let cases: [(&dyn Fn(&mut serde_json::Value), &str); 5] = [
+        type Mutate<'a> = &'a dyn Fn(&mut serde_json::Value);
+        let cases: [(Mutate<'_>, &str); 5] = [
             (&|v| v["format"] = "x".into(), "format"),
             (&|v| v["k"] = "AAAA".into(), "32 bytes"),
             (&|v| v["signing_key"] = "!".into(), "base64"),

@@ -4,7 +4,7 @@
 //! - this file: [`Central`] (client, token, layout), the store's setup and the org check
 //!   ([`ensure_central`]), [`org_key_new`], [`enroll`], [`revoke`];
 //! - [`secrets`]: [`secret_set`], [`secret_rm`];
-//! - [`rotate`]: [`org_key_rotate`];
+//! - [`rotate`]: [`org_key_rotate`] (crash-safe);
 //! - [`status`]: [`status`] (per node: last seen, installed versions, errors, stale).
 //!
 //! Every operation converges when run again after a crash or a failed call: each step is a write

@@ -55,8 +55,9 @@ fn a_secret_record_opens_only_where_it_belongs_and_every_tampering_has_its_error
     let good = sealed(&w.org, &meta(&n1, "password", 2));
     let other_sig = sealed(&w.org, &meta(&n1, "password", 3))["signature"].clone();
     type Mutate<'a> = Box<dyn Fn(&mut Map<String, Value>) + 'a>;
+    type Case<'a> = (&'a str, Mutate<'a>, Option<u64>, Result<(), &'a str>);
     // (what, mutation, installed version, expected outcome: Ok(()) or the error's kind)
-    let cases: Vec<(&str, Mutate<'_>, Option<u64>, Result<(), &str>)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         ("untouched", Box::new(|_| {}), None, Ok(())),
         ("same version installed", Box::new(|_| {}), Some(2), Ok(())),
         ("older version installed", Box::new(|_| {}), Some(1), Ok(())),

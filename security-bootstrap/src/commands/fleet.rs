@@ -348,7 +348,7 @@ fn read_value(json: bool) -> anyhow::Result<SecretValue> {
     if json {
         let map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes)
             .map_err(|e| UsageError(format!("--json: the value is not a JSON object ({e}): nothing was sent")))?;
-        if map.is_empty() || map.iter().any(|(k, v)| k.is_empty() || !v.as_str().is_some_and(|s| !s.is_empty())) {
+        if map.is_empty() || map.iter().any(|(k, v)| k.is_empty() || v.as_str().is_none_or(str::is_empty)) {
             return Err(UsageError(
                 "--json: the value must be a JSON object of non-empty strings: nothing was sent".into(),
             )
