@@ -274,3 +274,108 @@ impl Session {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use crate::org::OrgKey;
+    use crate::record::{seal_org_key, seal_secret, SecretMeta};
+
+    fn value(v: &str) -> SecretValue {
+        SecretValue::new(serde_json::to_vec(&serde_json::json!({"value": v})).unwrap())
+    }
+
+    fn record(org: &OrgKey, node: &str, secret: &str, version: u64, window: (Option<i64>, Option<i64>)) -> Map<String, Value> {
+        let meta = SecretMeta {
+            node: node.into(),
+            secret: SecretRef::parse(secret).unwrap(),
+            secret_id: "01".into(),
+            version,
+            not_before: window.0,
+            expires: window.1,
+        };
+        let g = org.current();
+        seal_secret(org, g.number, &g.key, &meta, &value(&format!("{secret}-v{version}"))).unwrap().to_map()
+    }
+
+    #[test]
+    fn a_plan_installs_changes_removes_withdrawn_and_expired_waits_and_refuses() {
+        let org = OrgKey::generate().unwrap();
+        let keys = NodeKeys::generate().unwrap();
+        let node = keys.node_id();
+        let now = 1_000;
+        let mut secrets = BTreeMap::new();
+        // (secret, record version, window, installed version before) → expected outcome
+        let cases: [(&str, u64, (Option<i64>, Option<i64>), Option<u64>, &str); 7] = [
+            ("a/new", 1, (None, None), None, "install"),
+            ("a/changed", 3, (None, Some(2_000)), Some(2), "install"),
+            ("a/same", 2, (None, None), Some(2), "unchanged"),
+            ("a/expired", 2, (None, Some(now)), Some(1), "remove"),
+            ("a/expired-never-installed", 1, (None, Some(10)), None, "nothing"),
+            ("a/later", 1, (Some(now + 1), None), None, "waiting"),
+            ("a/replayed", 1, (None, None), Some(4), "refused"),
+        ];
+        let mut installed = Installed { generation: 1, versions: BTreeMap::new() };
+        for (secret, version, window, before, _) in cases {
+            secrets.insert(secret.to_string(), record(&org, &node, secret, version, window));
+            if let Some(v) = before {
+                installed.versions.insert(SecretRef::parse(secret).unwrap(), v);
+            }
+        }
+        installed.versions.insert(SecretRef::parse("a/withdrawn").unwrap(), 7);
+        let entry = seal_org_key(&org, 1, &org.current().key, &node, &keys.recipient()).unwrap().to_map();
+        let fetched =
+            Fetched { format: FETCHED_FORMAT.into(), node: node.clone(), fetched: now, org_key: Some(entry), secrets };
+
+        // The cache keeps exactly what was fetched, and a plan from it is the same.
+        let dir = tempfile::tempdir().unwrap();
+        assert!(crate::cache::load(dir.path()).unwrap().is_none());
+        crate::cache::save(dir.path(), &fetched).unwrap();
+        let cached = crate::cache::load(dir.path()).unwrap().unwrap();
+        assert_eq!(cached, fetched);
+        let text = std::fs::read_to_string(crate::cache::path(dir.path())).unwrap();
+        assert!(!text.contains("a/new-v1") && !text.contains(&hex::encode(org.current().key.expose())));
+
+        let p = plan(&cached, &org.public(), &keys, &installed, now).unwrap();
+        let outcome = |secret: &str| -> &str {
+            let s = SecretRef::parse(secret).unwrap();
+            if p.install.iter().any(|d| d.secret == s) {
+                "install"
+            } else if p.unchanged.contains(&s) {
+                "unchanged"
+            } else if p.remove.iter().any(|(r, _)| *r == s) {
+                "remove"
+            } else if p.waiting.iter().any(|(w, _)| *w == s) {
+                "waiting"
+            } else if p.refused.iter().any(|(at, _)| *at == secret) {
+                "refused"
+            } else {
+                "nothing"
+            }
+        };
+        for (secret, _, _, _, want) in cases {
+            assert_eq!(outcome(secret), want, "{secret}");
+        }
+        assert_eq!(outcome("a/withdrawn"), "remove");
+        let changed = p.install.iter().find(|d| d.secret.name == "changed").unwrap();
+        assert_eq!((changed.version, changed.expires), (3, Some(2_000)));
+        assert_eq!(changed.value.expose(), value("a/changed-v3").expose());
+        assert!(!format!("{p:?}").contains("a/changed-v3"), "a plan's Debug shows no value");
+
+        p.record(&mut installed);
+        let versions: Vec<(String, u64)> = installed.versions.iter().map(|(s, v)| (s.to_string(), *v)).collect();
+        let want = [("a/changed", 3), ("a/new", 1), ("a/replayed", 4), ("a/same", 2)];
+        assert_eq!(versions, want.map(|(s, v)| (s.to_string(), v)).to_vec());
+        let status = p.status(&keys, &installed, now);
+        assert_eq!(status.errors.len(), 1);
+        assert!(status.errors[0].starts_with("a/replayed: rollback"), "{:?}", status.errors);
+
+        // Another node's fetch, or one without an org key, fails as a whole.
+        let other = NodeKeys::generate().unwrap();
+        assert!(matches!(plan(&fetched, &org.public(), &other, &installed, now), Err(SyncError::OtherNode { .. })));
+        let keyless = Fetched { org_key: None, ..fetched };
+        assert!(matches!(plan(&keyless, &org.public(), &keys, &installed, now), Err(SyncError::NoOrgKey(_))));
+    }
+}
