@@ -406,3 +406,87 @@ fn fleet_end_to_end() {
     }
     assert!(scanned > keys.len(), "older versions were scanned too ({scanned})");
 }
+
+/// A rotation killed after the org key file gained the next K and part of the store was rewritten
+/// (steps 1 and part of 2 of `admin::rotate`): nodes keep what they have, other writes are refused
+/// until `org-key rotate` runs again, which converges; the cache serves a node while the store is down.
+#[test]
+fn an_interrupted_rotation_converges_and_the_cache_serves_offline() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let pki = TestPki::new();
+    let mut bao = OpenBao::start(&pki);
+    let (client, root) = rt.block_on(root_token(&bao));
+    let central = Central { client, token: root.clone(), layout: Layout::default() };
+    let dir = tempfile::tempdir().unwrap();
+    let org_file = dir.path().join("org.key");
+    let org_arg = org_file.to_str().unwrap();
+    let org = rt.block_on(admin::org_key_new(&central, &org_file)).unwrap();
+    let org_pub = org.public();
+    let mut n1 = Node::new();
+    rt.block_on(admin::enroll(&central, &org, &n1.id, &n1.identity.public())).unwrap();
+    let one = Targets::Nodes(vec![n1.id.clone()]);
+    let value = |v: &str| SecretValue::new(serde_json::to_vec(&serde_json::json!({"value": v})).unwrap());
+    for (secret, v) in [("a/one", "value-one"), ("a/two", "value-two")] {
+        let secret = SecretRef::parse(secret).unwrap();
+        rt.block_on(admin::secret_set(&central, &org, &secret, &one, &value(v), Window::default())).unwrap();
+    }
+    rt.block_on(n1.sync(&bao, &org_pub)).unwrap();
+    assert_eq!((n1.value("a/one"), n1.value("a/two")), (Some("value-one"), Some("value-two")));
+
+    // The crash: the file holds both keys; one record is already of generation 2.
+    let mut interrupted = OrgKey::load(&org_file).unwrap();
+    assert_eq!(interrupted.begin_rotation().unwrap(), 2);
+    interrupted.save(&org_file).unwrap();
+    let path = format!("nodes/{}/secrets/a/one", n1.id);
+    let map = rt.block_on(central.client.kv_read(&root, "fleet", &path)).unwrap().unwrap();
+    let old = record::SecretRecord::from_map(&map).unwrap();
+    let v = record::open_secret(&old, interrupted.key_for(1).unwrap()).unwrap();
+    let meta = SecretMeta {
+        node: n1.id.clone(),
+        secret: SecretRef::parse("a/one").unwrap(),
+        secret_id: old.secret_id.clone(),
+        version: old.version,
+        not_before: None,
+        expires: None,
+    };
+    let rewritten = record::seal_secret(&interrupted, 2, interrupted.key_for(2).unwrap(), &meta, &v).unwrap();
+    rt.block_on(central.client.kv_write(&root, "fleet", &path, &rewritten.to_map(), None)).unwrap();
+
+    // Mid-rotation: the node refuses the record it cannot open yet and keeps its value.
+    let (_, p) = rt.block_on(n1.sync(&bao, &org_pub)).unwrap();
+    assert_eq!(refused_kinds(&p), vec![("a/one".to_string(), "wrong_generation")]);
+    assert_eq!((n1.value("a/one"), n1.value("a/two")), (Some("value-one"), Some("value-two")));
+    let refused = fleet_cli(&bao, &root, &["secret", "set", "a/three", "--all", "--org-key", org_arg], b"x\n");
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("run `security-bootstrap fleet org-key rotate` again"));
+
+    // The re-run finishes with the same K and converges; the node follows.
+    let out = ok(fleet_cli(&bao, &root, &["org-key", "rotate", "--org-key", org_arg], b""), "rotate re-run");
+    assert!(out.contains("generation 2: 1 node(s) given the new K, 1 secret record(s) re-encrypted"), "{out}");
+    let finished = OrgKey::load(&org_file).unwrap();
+    assert_eq!(finished.current().key.expose(), interrupted.key_for(2).unwrap().expose(), "the pending K was kept");
+    assert!(finished.pending().is_none() && finished.key_for(1).is_none(), "the old K is forgotten");
+    let (fetched, p) = rt.block_on(n1.sync(&bao, &org_pub)).unwrap();
+    assert_eq!((p.generation, p.refused.len(), p.install.len()), (2, 0, 0));
+    assert_eq!(rt.block_on(central.org_record()).unwrap().unwrap().generation, 2);
+
+    // The central store stops: a reboot with an empty local store installs from the cache.
+    let cache = tempfile::tempdir().unwrap();
+    edgeseal_fleet::cache::save(cache.path(), &fetched).unwrap();
+    bao.stop();
+    let offline = rt.block_on(n1.login(&bao));
+    assert!(matches!(offline, Err(SyncError::Login { .. })));
+    let cached = edgeseal_fleet::cache::load(cache.path()).unwrap().unwrap();
+    let fresh = Installed { generation: n1.installed.generation, versions: BTreeMap::new() };
+    let p = plan(&cached, &org_pub, &n1.identity.keys, &fresh, edgeseal_fleet::unix_now()).unwrap();
+    let mut values: Vec<(String, String)> = p
+        .install
+        .iter()
+        .map(|d| {
+            let data: Map<String, Value> = serde_json::from_slice(d.value.expose()).unwrap();
+            (d.secret.to_string(), data["value"].as_str().unwrap().to_string())
+        })
+        .collect();
+    values.sort();
+    assert_eq!(values, [("a/one", "value-one"), ("a/two", "value-two")].map(|(a, b)| (a.into(), b.into())).to_vec());
+}
