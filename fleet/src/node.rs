@@ -287,7 +287,13 @@ mod tests {
         SecretValue::new(serde_json::to_vec(&serde_json::json!({"value": v})).unwrap())
     }
 
-    fn record(org: &OrgKey, node: &str, secret: &str, version: u64, window: (Option<i64>, Option<i64>)) -> Map<String, Value> {
+    fn record(
+        org: &OrgKey,
+        node: &str,
+        secret: &str,
+        version: u64,
+        window: (Option<i64>, Option<i64>),
+    ) -> Map<String, Value> {
         let meta = SecretMeta {
             node: node.into(),
             secret: SecretRef::parse(secret).unwrap(),
@@ -308,7 +314,8 @@ mod tests {
         let now = 1_000;
         let mut secrets = BTreeMap::new();
         // (secret, record version, window, installed version before) → expected outcome
-        let cases: [(&str, u64, (Option<i64>, Option<i64>), Option<u64>, &str); 7] = [
+        type Window = (Option<i64>, Option<i64>);
+        let cases: [(&str, u64, Window, Option<u64>, &str); 7] = [
             ("a/new", 1, (None, None), None, "install"),
             ("a/changed", 3, (None, Some(2_000)), Some(2), "install"),
             ("a/same", 2, (None, None), Some(2), "unchanged"),

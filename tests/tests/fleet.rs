@@ -128,6 +128,12 @@ fn refused_kinds(plan: &Plan) -> Vec<(String, &'static str)> {
     plan.refused.iter().map(|(at, e)| (at.clone(), e.kind())).collect()
 }
 
+/// `node`'s org-key entry of the org's current generation, as the admin writes it.
+fn org_key_entry(org: &OrgKey, node: &Node) -> Map<String, Value> {
+    let g = org.current();
+    record::seal_org_key(org, g.number, &g.key, &node.id, &node.identity.keys.recipient()).unwrap().to_map()
+}
+
 /// Every path below `path` of the mount (recursively).
 async fn every_key(central: &Central, path: &str, out: &mut Vec<String>) {
     let names = match path {
@@ -379,6 +385,23 @@ fn fleet_end_to_end() {
     let replayed = rt.block_on(n1.sync(&bao, &org_pub)).unwrap_err();
     assert!(matches!(replayed, SyncError::OrgKey(VerifyError::WrongGeneration { expected: 2, got: 1 })), "{replayed}");
 
+    // `secret rm` withdraws a secret at the next sync; setting it again continues the version count.
+    ok(fleet_cli(&bao, &root, &["secret", "rm", "later/x", "--node", &n1.id], b""), "secret rm");
+    // (the replayed entry above replaced by the current one again)
+    rt.block_on(central.client.kv_write(&root, "fleet", &k1_path, &org_key_entry(&org2, &n1), None)).unwrap();
+    let (_, p) = rt.block_on(n1.sync(&bao, &org_pub)).unwrap();
+    assert_eq!(p.remove, vec![(later.clone(), RemoveReason::Withdrawn)]);
+    assert_eq!(n1.value("later/x"), None);
+    set("later/x", &["--node", &n1.id], "later-two");
+    rt.block_on(n1.sync(&bao, &org_pub)).unwrap();
+    assert_eq!((n1.value("later/x"), n1.version("later/x")), (Some("later-two"), Some(2)));
+
+    // Exit codes: a token the central store refuses (77), a central store that does not answer (69).
+    let bogus = Token::new("s.not-a-token");
+    assert_eq!(fleet_cli(&bao, &bogus, &["status"], b"").status.code(), Some(77));
+    let unknown = fleet_cli(&bao, &root, &["status", "--node", "node-nope"], b"");
+    assert_eq!(unknown.status.code(), Some(64), "{}", String::from_utf8_lossy(&unknown.stderr));
+
     // Scan: every version of every key of the central mount, read with the root token.
     let mut keys = Vec::new();
     rt.block_on(every_key(&central, "", &mut keys));
@@ -476,6 +499,7 @@ fn an_interrupted_rotation_converges_and_the_cache_serves_offline() {
     bao.stop();
     let offline = rt.block_on(n1.login(&bao));
     assert!(matches!(offline, Err(SyncError::Login { .. })));
+    assert_eq!(fleet_cli(&bao, &root, &["status"], b"").status.code(), Some(69), "the central store is down");
     let cached = edgeseal_fleet::cache::load(cache.path()).unwrap().unwrap();
     let fresh = Installed { generation: n1.installed.generation, versions: BTreeMap::new() };
     let p = plan(&cached, &org_pub, &n1.identity.keys, &fresh, edgeseal_fleet::unix_now()).unwrap();

@@ -75,6 +75,14 @@ pub enum AdminError {
     /// The store has no fleet yet.
     #[error("the central store has no fleet at mount {0:?}: run `security-bootstrap fleet org-key new` first")]
     NoFleet(String),
+    /// The org key file is of another generation than the store (an old copy of the file).
+    #[error("the org key file is at key generation {file} but the central store at {stored}: use the current org key file (the one `fleet org-key rotate` last rewrote)")]
+    StaleOrgKey {
+        /// The file's generation.
+        file: u64,
+        /// The store's generation.
+        stored: u64,
+    },
     /// A rotation was interrupted.
     #[error("an org-key rotation to generation {0} is unfinished: run `security-bootstrap fleet org-key rotate` again to finish it first")]
     RotationPending(u64),
@@ -209,6 +217,9 @@ pub async fn check_org(central: &Central, org: &OrgKey) -> Result<OrgRecord, Adm
     }
     if let Some(pending) = org.pending() {
         return Err(AdminError::RotationPending(pending.number));
+    }
+    if record.generation != org.current().number {
+        return Err(AdminError::StaleOrgKey { file: org.current().number, stored: record.generation });
     }
     Ok(record)
 }
