@@ -267,8 +267,10 @@ fn fleet_end_to_end() {
             let denied = session.read(&path).await.unwrap_err();
             assert_eq!(denied.status(), Some(403), "node 1 read {path}: {denied}");
         }
-        let listed = central.client.kv_list(session.token(), "fleet", &format!("nodes/{}/secrets", n2.id)).await;
-        assert_eq!(listed.unwrap_err().status(), Some(403), "node 1 listed node 2's secrets");
+        for folder in [format!("nodes/{}/secrets", n2.id), "nodes".to_string(), "status".to_string()] {
+            let listed = central.client.kv_list(session.token(), "fleet", &folder).await;
+            assert_eq!(listed.unwrap_err().status(), Some(403), "node 1 listed {folder}");
+        }
         let forged = edgeseal_fleet::record::StatusRecord::signed(&n1.identity.keys, now, 1, BTreeMap::new(), vec![]);
         let written = central
             .client
