@@ -432,6 +432,7 @@ fn fleet_end_to_end() {
     assert!(scanned > keys.len(), "older versions were scanned too ({scanned})");
 }
 
+/// `org-key new` killed after writing the file: the next command finishes setting the store up.
 /// A rotation killed after the org key file gained the next K and part of the store was rewritten
 /// (steps 1 and part of 2 of `admin::rotate`): nodes keep what they have, other writes are refused
 /// until `org-key rotate` runs again, which converges; the cache serves a node while the store is down.
@@ -445,10 +446,14 @@ fn an_interrupted_rotation_converges_and_the_cache_serves_offline() {
     let dir = tempfile::tempdir().unwrap();
     let org_file = dir.path().join("org.key");
     let org_arg = org_file.to_str().unwrap();
-    let org = rt.block_on(admin::org_key_new(&central, &org_file)).unwrap();
+    // `org-key new` killed right after writing the file: the next command sets the store up.
+    let org = OrgKey::generate().unwrap();
+    org.create(&org_file).unwrap();
+    assert!(rt.block_on(central.org_record()).unwrap().is_none(), "no fleet in the store yet");
     let org_pub = org.public();
     let mut n1 = Node::new();
     rt.block_on(admin::enroll(&central, &org, &n1.id, &n1.identity.public())).unwrap();
+    assert_eq!(rt.block_on(central.org_record()).unwrap().unwrap().org, org_pub.to_string());
     let one = Targets::Nodes(vec![n1.id.clone()]);
     let value = |v: &str| SecretValue::new(serde_json::to_vec(&serde_json::json!({"value": v})).unwrap());
     for (secret, v) in [("a/one", "value-one"), ("a/two", "value-two")] {

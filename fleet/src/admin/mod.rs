@@ -208,10 +208,14 @@ impl Central {
     }
 }
 
-/// Checks that the store's fleet belongs to `org` and no rotation is unfinished: what every command
-/// that writes records with the org key checks first.
+/// Checks that the store's fleet belongs to `org`, at its generation, with no rotation unfinished:
+/// what every command that writes records with the org key checks first. A store without the fleet
+/// yet (`org-key new` stopped after writing the file) is set up for `org` now.
 pub async fn check_org(central: &Central, org: &OrgKey) -> Result<OrgRecord, AdminError> {
-    let record = central.org_record().await?.ok_or_else(|| AdminError::NoFleet(central.layout.mount.clone()))?;
+    let record = match central.org_record().await? {
+        Some(record) => record,
+        None => ensure_central(central, org).await?,
+    };
     if record.org != org.public().to_string() {
         return Err(AdminError::OrgMismatch { stored: record.org, file: org.public().to_string() });
     }
