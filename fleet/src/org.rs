@@ -30,6 +30,8 @@ use zeroize::{Zeroize, Zeroizing};
 
 /// The file's `format`.
 pub const FORMAT: &str = "edgeseal-fleet-org-key-v1";
+/// Generations stay below 2^53, so every JSON reader sees them exactly.
+const MAX_GENERATION: u64 = 1 << 53;
 /// Largest org key file read.
 const MAX_FILE: u64 = 64 * 1024;
 
@@ -230,8 +232,8 @@ impl OrgKey {
         };
         let seed = Zeroizing::new(B64.decode(&stored.signing_key).map_err(|_| bad("signing_key is not base64"))?);
         let seed: &[u8; 32] = seed.as_slice().try_into().map_err(|_| bad("signing_key is not 32 bytes"))?;
-        if stored.generation == 0 {
-            return Err(bad("generation 0 (generations start at 1)"));
+        if stored.generation == 0 || stored.generation >= MAX_GENERATION {
+            return Err(bad("generation 0 or beyond 2^53 (generations start at 1)"));
         }
         let pending = match &stored.pending {
             None => None,

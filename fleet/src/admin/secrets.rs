@@ -15,6 +15,9 @@ use crate::record::{seal_secret, SecretMeta, SecretRecord, SecretValue};
 /// The custom-metadata key holding the last version written to a node's secret path.
 const VERSION_KEY: &str = "fleet_version";
 
+/// Versions stay below 2^53, so every JSON reader sees them exactly.
+const MAX_VERSION: u64 = 1 << 53;
+
 /// Which nodes a `secret set`/`rm` is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Targets {
@@ -87,6 +90,14 @@ pub async fn secret_set(
     for node in nodes {
         let path = central.layout.secret(&node, secret);
         let (last, cas) = previous(central, &path).await?;
+        if last >= MAX_VERSION {
+            return Err(AdminError::Record {
+                path,
+                error: crate::record::VerifyError::Malformed(format!(
+                    "version {last} is beyond 2^53 (written outside edgeseal?): destroy the path with the admin token, then set the secret again"
+                )),
+            });
+        }
         let meta = SecretMeta {
             node: node.clone(),
             secret: secret.clone(),
