@@ -9,6 +9,10 @@
 //!    [`Installed`] and [`Plan::status`] signs the report [`Session::write_status`] writes.
 //!
 //! A refused record changes nothing that is installed; it is reported in the status.
+//!
+//! Cost of one sync to the central store: one login, one read (org-key entry), one list of the
+//! node's services and one per service, one read per record, one write (status). SPEC §14's "one
+//! read per *changed* item" would need a per-node index of versions to read first; not done here.
 
 use std::collections::BTreeMap;
 

@@ -357,10 +357,22 @@ fn fleet_end_to_end() {
     let k1 = *org.current().key.expose();
     assert_eq!(n2_k1.expose(), &k1);
 
-    // Revoke node 2 (CLI): its login fails.
+    // Revoke node 2 (CLI): its login fails, and a session it opened before reads nothing more.
+    let open_session = rt.block_on(n2.login(&bao)).unwrap();
     ok(fleet_cli(&bao, &root, &["revoke", &n2.id], b""), "revoke");
     let revoked = rt.block_on(n2.sync(&bao, &org_pub)).unwrap_err();
     assert!(matches!(revoked, SyncError::Login { .. }), "{revoked}");
+    let denied = rt.block_on(open_session.read(&format!("nodes/{}/identity", n2.id))).unwrap_err();
+    assert_eq!(denied.status(), Some(403), "{denied}");
+    let status: Value =
+        serde_json::from_str(&ok(fleet_cli(&bao, &root, &["status", "--json", "--node", &n2.id], b""), "status"))
+            .unwrap();
+    assert!(
+        status["nodes"][0]["revoked"].is_i64() && status["nodes"][0]["central"] == serde_json::json!({}),
+        "{status}"
+    );
+    let refused = fleet_cli(&bao, &root, &["secret", "set", "x/y", "--node", &n2.id, "--org-key", org_arg], b"v\n");
+    assert_eq!(refused.status.code(), Some(1), "a revoked node gets nothing");
 
     // Rotate (CLI): node 1 converges on generation 2 with the same values, nothing reinstalled.
     let rotated = ok(fleet_cli(&bao, &root, &["org-key", "rotate", "--org-key", org_arg], b""), "rotate");
