@@ -241,7 +241,9 @@ impl Session {
         let read = |path: String| async move { client.kv_read(token, &layout.mount, &path).await };
         let list = |path: String| async move {
             let names = client.kv_list(token, &layout.mount, &path).await?;
-            Ok::<_, openbao_client::Error>(names.into_iter().map(|n| n.trim_end_matches('/').to_string()))
+            // A name that is not one valid path segment never becomes part of a path.
+            let names = names.into_iter().map(|n| n.trim_end_matches('/').to_string());
+            Ok::<_, openbao_client::Error>(names.filter(|n| crate::layout::valid_segment(n)))
         };
         let org_key = read(layout.org_key(&self.node)).await.map_err(SyncError::Fetch)?;
         let mut secrets = BTreeMap::new();

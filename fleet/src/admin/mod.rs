@@ -161,10 +161,15 @@ impl Central {
         Ok(())
     }
 
-    /// The names below `path` (folders without their trailing `/`).
+    /// The names below `path` (folders without their trailing `/`); a name that is not one valid
+    /// path segment (not written by edgeseal) is skipped, so it never becomes part of a path here.
     async fn list(&self, path: &str) -> Result<Vec<String>, AdminError> {
         let names = self.client.kv_list(&self.token, &self.layout.mount, path).await?;
-        Ok(names.into_iter().map(|n| n.trim_end_matches('/').to_string()).collect())
+        Ok(names
+            .into_iter()
+            .map(|n| n.trim_end_matches('/').to_string())
+            .filter(|n| layout::valid_segment(n))
+            .collect())
     }
 
     /// The `org` record, if the fleet exists.
@@ -180,7 +185,6 @@ impl Central {
     /// Every node ever enrolled (revoked ones included), by id.
     pub async fn nodes(&self) -> Result<Vec<String>, AdminError> {
         let mut nodes = self.list(self.layout.nodes()).await?;
-        nodes.retain(|n| layout::valid_segment(n));
         nodes.sort();
         Ok(nodes)
     }
