@@ -5,7 +5,7 @@
 #   fuzz/run.sh keystore_parse 300
 #
 # TARGET is one of: keystore_parse plugin_output edgex_resp_init hwfp_parse token_request client_response pem_decode
-# tpm2_output tpm2_response config_parse (`cargo fuzz list`).
+# tpm2_output tpm2_response config_parse fleet_records (`cargo fuzz list`).
 # The seeds in fuzz/seeds/TARGET/ are copied into fuzz/corpus/TARGET/ (gitignored), which keeps
 # growing across runs; crashes land in fuzz/artifacts/TARGET/. Needs nightly and cargo-fuzz
 # (`cargo install cargo-fuzz --locked`). Exit status: 0 when the time ran out with no crash.

@@ -96,6 +96,13 @@ impl fmt::Debug for SignerKey {
     }
 }
 
+impl From<VerifyingKey> for SignerKey {
+    /// An Ed25519 public key held elsewhere (e.g. a fleet's org key).
+    fn from(key: VerifyingKey) -> Self {
+        Self(key)
+    }
+}
+
 impl SignerKey {
     /// The node id this key names: `node-` and the first 10 bytes of its SHA-256, in hex. Stable for
     /// as long as the node keeps its keys; anyone holding the key can check it.
@@ -103,7 +110,9 @@ impl SignerKey {
         format!("node-{}", hex::encode(&Sha256::digest(self.0.as_bytes())[..10]))
     }
 
-    pub(crate) fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+    /// Whether `signature` is this key's (strict Ed25519) signature of `message`. Callers put a
+    /// context string of their own in front of what they sign (domain separation).
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
         let Ok(signature) = Signature::from_slice(signature) else { return false };
         self.0.verify_strict(message, &signature).is_ok()
     }
@@ -230,7 +239,9 @@ impl NodeKeys {
         Ok(Self { age, signing: SigningKey::from_bytes(seed) })
     }
 
-    pub(crate) fn sign(&self, message: &[u8]) -> [u8; 64] {
+    /// Signs `message` with the node's Ed25519 key (callers put a context string of their own in
+    /// front: bundles, fleet status records).
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
         self.signing.sign(message).to_bytes()
     }
 

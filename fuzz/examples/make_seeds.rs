@@ -25,6 +25,7 @@ fn main() -> Result<()> {
     plugin_output_seeds(fuzz, &fuzz.join("seeds/plugin_output"))?;
     edgex_seeds(fuzz, &fuzz.join("seeds/edgex_resp_init"))?;
     hwfp_seeds(&fuzz.join("seeds/hwfp_parse"))?;
+    fleet_seeds(&fuzz.join("seeds/fleet_records"))?;
     Ok(())
 }
 
@@ -164,4 +165,47 @@ fn hwfp_seeds(dir: &Path) -> Result<()> {
 
 fn fixtures(fuzz: &Path) -> PathBuf {
     fuzz.join("../secretstore-setup/tests/fixtures/edgex")
+}
+
+/// Records signed with the `fleet_records` target's org key, for its node: each verifies, so the
+/// fuzzer starts past the signature checks (mutations then exercise the refusals).
+fn fleet_seeds(dir: &Path) -> Result<()> {
+    use edgeseal_bundle::NodeKeys;
+    use edgeseal_fleet::node::{plan, Fetched, Installed, FETCHED_FORMAT};
+    use edgeseal_fleet::record::{seal_org_key, seal_secret, SecretMeta, SecretValue, StatusRecord};
+    use edgeseal_fleet::{OrgKey, SecretRef};
+    use edgeseal_fuzz::{FLEET_NODE_KEYS, FLEET_ORG_KEY_FILE};
+
+    fresh_dir(dir)?;
+    let org = OrgKey::from_bytes(FLEET_ORG_KEY_FILE.as_bytes())?;
+    let keys = NodeKeys::from_item(FLEET_NODE_KEYS.as_bytes())?;
+    let node = keys.node_id();
+    let g = org.current();
+    let meta = SecretMeta {
+        node: node.clone(),
+        secret: SecretRef::parse("db/password")?,
+        secret_id: "00ff".into(),
+        version: 1,
+        not_before: None,
+        expires: Some(2_000),
+    };
+    let value = SecretValue::new(br#"{"value":"seed"}"#.to_vec());
+    let record = seal_secret(&org, g.number, &g.key, &meta, &value)?.to_map();
+    let entry = seal_org_key(&org, g.number, &g.key, &node, &keys.recipient())?.to_map();
+    let status = StatusRecord::signed(&keys, 1_000, 1, Default::default(), vec!["db/x: rollback".into()]).to_map();
+    let fetched = Fetched {
+        format: FETCHED_FORMAT.into(),
+        node,
+        fetched: 1_000,
+        org_key: Some(entry.clone()),
+        secrets: [("db/password".to_string(), record.clone())].into_iter().collect(),
+    };
+    let p = plan(&fetched, &org.public(), &keys, &Installed::default(), 1_000)?;
+    assert_eq!(p.install.len(), 1, "the fetched seed installs its one secret");
+    write(dir, "secret_record.json", &serde_json::to_vec(&record)?)?;
+    write(dir, "org_key_entry.json", &serde_json::to_vec(&entry)?)?;
+    write(dir, "status.json", &serde_json::to_vec(&status)?)?;
+    write(dir, "fetched.json", &serde_json::to_vec(&fetched)?)?;
+    write(dir, "org_key_file.json", FLEET_ORG_KEY_FILE.as_bytes())?;
+    Ok(())
 }

@@ -4,6 +4,8 @@
 //!   check and the fuzzer reaches the version, structure and decryption code behind it.
 //! - [`EDGEX_IKM`] / [`EDGEX_SALT`]: the hook IKM and salt the `edgex_resp_init` target decrypts with;
 //!   the seed maker encrypts one seed under them so that the successful-decryption path is covered.
+//! - [`FLEET_ORG_KEY_FILE`] / [`FLEET_NODE_KEYS`]: the org key and node keys the `fleet_records` target
+//!   verifies with; the seed maker signs its seeds with them so that verification succeeds.
 
 use secretstore_setup::keystore::canonical::{checksum, to_canonical};
 use serde_json::Value;
@@ -25,3 +27,12 @@ pub fn resign(bytes: &[u8]) -> Option<Vec<u8>> {
     out.push(b'\n');
     Some(out)
 }
+
+/// The org key file the `fleet_records` target trusts (test values: a seed and a K of repeated bytes).
+pub const FLEET_ORG_KEY_FILE: &str = r#"{"format": "edgeseal-fleet-org-key-v1",
+ "signing_key": "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
+ "generation": 1, "k": "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=", "pending": null}"#;
+
+/// The node keys of the `fleet_records` target (a throwaway test key made by age-keygen for it).
+pub const FLEET_NODE_KEYS: &str = r#"{"age": "AGE-SECRET-KEY-13FKVD64QNP0XGE3J9PH799GPQN7Q4JQCJP2L9WAR258267F0TW3SKCDF30",
+ "ed25519": "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM="}"#;

@@ -128,6 +128,9 @@ pub enum Command {
     /// admin socket (status).
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// A fleet's admin side (SPEC §14): org key, enrollment, secrets sent end-to-end encrypted to
+    /// nodes through a central OpenBao, status, revocation.
+    Fleet(crate::commands::fleet::FleetArgs),
     /// Back up this device's store to one file, encrypted to an offline recovery key (through the
     /// admin socket): the raft snapshot and the keys that open it. Never the IKM, the KEK or a token.
     #[command(

@@ -38,6 +38,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         cli::Command::Setup(args) => commands::setup::run(&args.config, out),
         cli::Command::Secrets(command) => commands::secrets::run(&command, out),
         cli::Command::Node(cli::NodeCommand::Show(args)) => commands::bundles::node_show(&args, out),
+        cli::Command::Fleet(args) => commands::fleet::run(&args, out),
         cli::Command::Backup(args) => commands::bundles::backup(&args, out),
         cli::Command::Cluster(command) => commands::cluster::run(&command, out),
         cli::Command::Restore(args) => commands::restore::run(&args, out),

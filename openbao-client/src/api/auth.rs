@@ -257,4 +257,14 @@ impl Client {
         });
         self.call_empty(Method::POST, &path, Some(token), Some(&body), Retry::Idempotent).await
     }
+
+    /// `DELETE auth/<mount>/certs/<name>`: removes a certificate entry of the `cert` auth method (no
+    /// new login with it). A missing entry is not an error; retried: a repeated delete changes nothing.
+    pub async fn delete_cert_entry(&self, token: &Token, mount: &str, name: &str) -> Result<(), Error> {
+        let path = format!("auth/{}/certs/{}", segment(mount), segment(name));
+        match self.call_empty(Method::DELETE, &path, Some(token), None::<&()>, Retry::Idempotent).await {
+            Err(Error::Api { status: 404, .. }) => Ok(()),
+            other => other,
+        }
+    }
 }

@@ -6,7 +6,7 @@ use hyper::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{segment, Data};
+use super::Data;
 use crate::{Client, Error, Retry, Token};
 
 /// `GET sys/leader` (unauthenticated).
@@ -153,11 +153,5 @@ impl Client {
     /// attempt: a lost answer means a second election, which the caller need not cause.
     pub async fn step_down(&self, token: &Token) -> Result<(), Error> {
         self.call_empty(Method::PUT, "sys/step-down", Some(token), None::<&()>, Retry::Once).await
-    }
-
-    /// `DELETE auth/<mount>/certs/<name>`. Retried: deleting twice is deleting once.
-    pub async fn delete_cert_entry(&self, token: &Token, mount: &str, name: &str) -> Result<(), Error> {
-        let path = format!("auth/{}/certs/{}", segment(mount), segment(name));
-        self.call_empty(Method::DELETE, &path, Some(token), None::<&()>, Retry::Idempotent).await
     }
 }

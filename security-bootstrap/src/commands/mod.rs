@@ -4,6 +4,7 @@ pub mod audit;
 pub mod bundles;
 pub mod cluster;
 pub mod device;
+pub mod fleet;
 pub mod gate;
 pub mod import_edgex;
 pub mod inspect;
