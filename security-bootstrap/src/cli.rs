@@ -588,6 +588,26 @@ pub enum NodeCommand {
     Show(NodeShowArgs),
 }
 
+impl Command {
+    /// Whether the command only talks to the token or the admin socket (no keystore, no KEK): the
+    /// servers attest it through `/proc`, which a non-dumpable process hides from a server without
+    /// CAP_SYS_PTRACE (the bootstrapper in a container).
+    pub fn is_socket_client(&self) -> bool {
+        match self {
+            Self::Token(_)
+            | Self::Health(_)
+            | Self::Gate(_)
+            | Self::Secrets(_)
+            | Self::Status(_)
+            | Self::Audit(_)
+            | Self::Backup(_)
+            | Self::Cluster(ClusterCommand::Status(_)) => true,
+            Self::Node(NodeCommand::Show(args)) => args.config.is_none(),
+            _ => false,
+        }
+    }
+}
+
 /// `cluster …`
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
@@ -848,6 +868,42 @@ impl From<ProtocolArg> for kdf_plugins::Protocol {
         match p {
             ProtocolArg::IkmV1 => kdf_plugins::Protocol::IkmV1,
             ProtocolArg::Edgex => kdf_plugins::Protocol::Edgex,
+        }
+    }
+}
+
+#[cfg(test)]
+mod socket_client_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use clap::Parser as _;
+
+    use super::Cli;
+
+    /// The admin and token sockets' clients stay dumpable (their servers read their /proc entries,
+    /// which a non-dumpable process hides from a server without CAP_SYS_PTRACE, e.g. in a
+    /// container: `cluster status` through `docker exec` was refused); everything that opens the
+    /// keystore is not.
+    #[test]
+    fn only_socket_clients_stay_dumpable() {
+        // (arguments, a socket client)
+        let cases: [(&[&str], bool); 12] = [
+            (&["token"], true),
+            (&["health"], true),
+            (&["secrets", "list"], true),
+            (&["status"], true),
+            (&["audit"], true),
+            (&["backup", "--to", "age1x", "-o", "/b"], true),
+            (&["node", "show"], true),
+            (&["cluster", "status"], true),
+            (&["node", "show", "--config", "/c"], false),
+            (&["cluster", "join", "/f", "--from", "k", "--config", "/c"], false),
+            (&["cluster", "invite", "--node-id", "gw2", "--to", "age1x", "-o", "/b", "--config", "/c"], false),
+            (&["run", "--config", "/c"], false),
+        ];
+        for (args, socket) in cases {
+            let cli = Cli::try_parse_from(std::iter::once("security-bootstrap").chain(args.iter().copied())).unwrap();
+            assert_eq!(cli.command.is_socket_client(), socket, "{args:?}");
         }
     }
 }

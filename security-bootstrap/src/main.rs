@@ -13,13 +13,10 @@ fn main() -> ExitCode {
             return if e.use_stderr() { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS };
         }
     };
-    // The clients of the token socket stay as they are: the token server attests them through /proc
-    // (a non-dumpable process hides it from a server without CAP_SYS_PTRACE), and `gate` execs the
-    // service, which would inherit the core limit.
-    if !matches!(
-        cli.command,
-        Command::Token(_) | Command::Health(_) | Command::Gate(_) | Command::Secrets(_) | Command::Status(_)
-    ) {
+    // The clients of the token and admin sockets stay as they are: the servers look at them through
+    // /proc (a non-dumpable process hides it from a server without CAP_SYS_PTRACE, as in a container),
+    // and `gate` execs the service, which would inherit the core limit.
+    if !cli.command.is_socket_client() {
         no_core_dumps();
     }
     // Long-running commands (and a restore, whose steps an operator follows; and gate, which says
