@@ -16,7 +16,9 @@ use edgeseal_tests::{poll_until, regular_files_below};
 use kdf_plugins::Ikm;
 use nix::sys::signal::Signal;
 use secretstore_setup::cluster::ClusterConfig;
+use secretstore_setup::crash::JOIN_POINTS;
 use secretstore_setup::seal::material::SealMaterial;
+use secretstore_setup::seal::storage;
 use secretstore_setup::KeystoreDir;
 use serde_json::Value;
 
@@ -128,6 +130,32 @@ fn form() -> Cluster {
     Cluster { gateways, runs, _bundles: bundles }
 }
 
+/// Every gateway holds the cluster's seal key, each only under its own KEK: in no file in clear (hex
+/// or raw), and no gateway's keystore opens with another's hardware answer.
+fn assert_one_seal_key_under_each_kek(gateways: &[(&Boot, usize)]) {
+    let key = seal_key(gateways[0].0, IKM[gateways[0].1]);
+    let raw = hex::decode(&key).unwrap();
+    for &(boot, index) in gateways {
+        assert_eq!(seal_key(boot, IKM[index]), key, "gateway {index} opens with the cluster's key");
+        for (other, ikm) in IKM.iter().enumerate().filter(|(other, _)| *other != index) {
+            let other_ikm = Ikm::new(hex::decode(ikm).unwrap());
+            let opened = KeystoreDir::new(boot.device.keystore_dir()).open_with_ikm(&other_ikm);
+            assert!(opened.is_err(), "gateway {index}'s keystore opened with gateway {other}'s KDF answer");
+        }
+        for file in regular_files_below(boot.device.path()) {
+            if file.file_name().is_some_and(|n| n.to_string_lossy().starts_with("kdf-plugin")) {
+                continue;
+            }
+            let bytes = fs::read(&file).unwrap_or_default();
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(&key) && !bytes.windows(raw.len()).any(|w| w == raw),
+                "{} holds the seal key in clear",
+                file.display()
+            );
+        }
+    }
+}
+
 fn material(boot: &Boot, ikm: &str) -> SealMaterial {
     let ikm = Ikm::new(hex::decode(ikm).unwrap());
     let (keystore, _) = KeystoreDir::new(boot.device.keystore_dir()).open_with_ikm(&ikm).unwrap();
@@ -190,26 +218,13 @@ fn three_gateways_form_one_store_that_survives_the_loss_of_any_member() {
     let human = ok(&gateways[1].admin_command_as(None, "cluster", &["status"], b""));
     assert!(NODE_IDS[..3].iter().all(|id| human.contains(id)) && human.contains("healthy"), "{human}");
 
-    // Every member holds the same seal key, each only under its own KEK: in no file in clear, and no
-    // gateway's keystore opens with another's hardware answer.
-    let key = seal_key(&gateways[0], IKM[0]);
-    for (index, boot) in gateways.iter().enumerate() {
-        assert_eq!(seal_key(boot, IKM[index]), key, "gateway {index} opens with the cluster's key");
-        let other = Ikm::new(hex::decode(IKM[(index + 1) % 3]).unwrap());
-        assert!(KeystoreDir::new(boot.device.keystore_dir()).open_with_ikm(&other).is_err());
-        for file in regular_files_below(boot.device.path()) {
-            if file.file_name().is_some_and(|n| n.to_string_lossy().starts_with("kdf-plugin")) {
-                continue;
-            }
-            let bytes = fs::read(&file).unwrap_or_default();
-            let raw = hex::decode(&key).unwrap();
-            assert!(
-                !String::from_utf8_lossy(&bytes).contains(&key) && !bytes.windows(raw.len()).any(|w| w == raw),
-                "{} holds the seal key in clear",
-                file.display()
-            );
-        }
-    }
+    // Inviting an id that is a member already would replace its login: refused.
+    let recipient = node_show(&gateways[1])["recipient"].as_str().unwrap().to_string();
+    let bundle = _bundles.path().join("again.join");
+    let again = gateways[0]
+        .command(&["cluster", "invite", "--node-id", "gw2", "--to", &recipient, "-o", bundle.to_str().unwrap()], None);
+    assert!(!again.status.success() && text(&again).contains("gw2 is a member already"), "{}", text(&again));
+    assert!(!bundle.exists());
 
     // Each member in turn, made the active one, has its OpenBao killed with SIGKILL: tokens flow
     // again on the others without anyone doing anything, the killed member comes back (its
@@ -257,12 +272,14 @@ fn three_gateways_form_one_store_that_survives_the_loss_of_any_member() {
     assert_eq!(gateways[1].secret(&token), last);
     wait_three_voters(&gateways.iter().collect::<Vec<_>>());
 
-    // Replacing a gateway: gateway 3 is gone for good; gateway 1 removes it (raft and its login),
-    // a new board is invited (by gateway 2) and joins; three healthy voters again.
+    // Replacing a gateway: gateway 3 leaves while it is the active member (it steps down first and
+    // waits for another leader), and is then gone for good; a new board is invited (by gateway 2)
+    // and joins; three healthy voters again.
+    make_active(&gateways, 2, &setup);
+    let left = ok(&gateways[2].command(&["cluster", "leave"], None));
+    assert!(left.contains("gw3 left the cluster"), "{left}");
     runs[2].stop(Signal::SIGKILL, Duration::from_secs(10));
     gateways[2].kill_openbao();
-    let left = ok(&gateways[0].command(&["cluster", "leave", "--node", "gw3"], None));
-    assert!(left.contains("gw3 left the cluster"), "{left}");
     let status = cluster_status(&gateways[0]).unwrap();
     let members: Vec<&str> =
         status["servers"].as_array().unwrap().iter().map(|s| s["node_id"].as_str().unwrap()).collect();
@@ -276,6 +293,7 @@ fn three_gateways_form_one_store_that_survives_the_loss_of_any_member() {
     assert_eq!(replacement.secret(&token), last);
     gateways.push(replacement);
     wait_three_voters(&[&gateways[0], &gateways[1], &gateways[3]]);
+    assert_one_seal_key_under_each_kek(&[(&gateways[0], 0), (&gateways[1], 1), (&gateways[2], 2), (&gateways[3], 3)]);
     for run in &mut runs {
         run.stop(Signal::SIGTERM, Duration::from_secs(30));
     }
@@ -300,9 +318,18 @@ fn a_join_killed_at_any_step_completes_when_run_again() {
     assert!(!rekey.status.success() && text(&rekey).contains("cluster member"), "{}", text(&rekey));
     let mut joiner = gateway(1, vec![first.address()]);
     let signer = node_show(&first)["signing_key"].as_str().unwrap().to_string();
+    // Started before it joined, a gateway configured to join refuses to make a store of its own.
+    let mut early = joiner.spawn();
+    let exited = early.exited_within(Duration::from_secs(60)).expect("run refuses at once");
+    assert!(!exited.success() && joiner.log().contains("has not joined one"), "{}", joiner.log());
+    assert!(!storage::has_data(&joiner.data_dir().join("raft")).unwrap(), "no store was made");
+    assert!(!storage::pending_marker(&joiner.device.keystore_dir()).exists());
+    // A restore onto a member would make a second store: refused before anything is read.
+    let restore = first.command(&["restore", "--identity", "/nonexistent", "/nonexistent", "--from", &signer], None);
+    assert!(!restore.status.success() && text(&restore).contains("cluster member"), "{}", text(&restore));
     // Killed at each step of `cluster join`, each time run again (with a new bundle) from what the
     // kill left.
-    for point in ["join-after-membership", "join-after-marker", "join-after-keys"] {
+    for &point in &JOIN_POINTS[..3] {
         let bundle = invite(&first, &joiner, "gw2", dir.path());
         let out = joiner.command(&["cluster", "join", bundle.to_str().unwrap(), "--from", &signer], Some(point));
         assert_eq!(out.status.code(), None, "{point}: killed, {}", text(&out));
@@ -318,7 +345,19 @@ fn a_join_killed_at_any_step_completes_when_run_again() {
     assert_eq!(joiner.secret(&token), "after a killed join");
     let status = cluster_status(&first).unwrap();
     assert_eq!(status["servers"].as_array().unwrap().len(), 2, "{status}");
+    // Its storage lost, the member does not rejoin by itself with an empty log (a committed write
+    // could be lost); removed from the cluster and invited again, it joins anew.
     second.stop(Signal::SIGTERM, Duration::from_secs(30));
+    fs::remove_dir_all(joiner.data_dir().join("raft")).unwrap();
+    let mut lost = joiner.spawn();
+    let exited = lost.exited_within(Duration::from_secs(60)).expect("run refuses at once");
+    assert!(!exited.success() && joiner.log().contains("cluster leave --node gw2"), "{}", joiner.log());
+    ok(&first.command(&["cluster", "leave", "--node", "gw2"], None));
+    ok(&invite_and_join(&first, &joiner, "gw2", dir.path()));
+    let mut third = joiner.start();
+    let token = joiner.token_until_ok(Duration::from_secs(30));
+    assert_eq!(joiner.secret(&token), "after a killed join");
+    third.stop(Signal::SIGTERM, Duration::from_secs(30));
     run.stop(Signal::SIGTERM, Duration::from_secs(30));
 }
 
@@ -362,6 +401,26 @@ fn a_join_bundle_for_another_gateway_tampered_unsigned_or_from_an_unknown_member
         .collect();
     armored = armored.replacen(&body_line, &flipped, 1);
     fs::write(&tampered, armored).unwrap();
+    // A signed bundle whose payload was changed (here: another node id), re-encrypted to the joiner.
+    let forged = dir.path().join("forged.join");
+    let joiner_keys = edgeseal_bundle::NodeKeys::from_item(
+        KeystoreDir::new(joiner.device.keystore_dir())
+            .open_with_ikm(&Ikm::new(hex::decode(IKM[1]).unwrap()))
+            .unwrap()
+            .0
+            .item(secretstore_setup::identity::ITEM_NODE_KEYS)
+            .unwrap()
+            .expose(),
+    )
+    .unwrap();
+    let plaintext =
+        edgeseal_bundle::envelope::decrypt(&fs::read(&good).unwrap(), &joiner_keys.identities(), "joiner").unwrap();
+    let mut envelope: Value = serde_json::from_slice(&plaintext).unwrap();
+    envelope["payload"]["expires"] = serde_json::json!(envelope["payload"]["expires"].as_u64().unwrap() + 3600);
+    let reencrypted =
+        edgeseal_bundle::envelope::encrypt(&serde_json::to_vec(&envelope).unwrap(), &[joiner_keys.recipient()])
+            .unwrap();
+    fs::write(&forged, reencrypted).unwrap();
     let unsigned = dir.path().join("unsigned.join");
     let age = Command::new("age")
         .args(["-r", &recipient, "-a", "-o"])
@@ -375,7 +434,8 @@ fn a_join_bundle_for_another_gateway_tampered_unsigned_or_from_an_unknown_member
         })
         .unwrap();
     assert!(age.success());
-    let cases: [(&str, &Path, &str, &str); 5] = [
+    let cases: [(&str, &Path, &str, &str); 6] = [
+        ("signed, then changed", &forged, &signer, "signature does not verify"),
         ("for another gateway", &for_other, &signer, "not encrypted to"),
         ("tampered", &tampered, &signer, "refused"),
         ("unsigned", &unsigned, &signer, "not signed"),

@@ -50,6 +50,12 @@ fn default_node_id() -> String {
 }
 
 impl ClusterConfig {
+    /// Whether this gateway joins a cluster rather than creating one: it names members to join, or
+    /// a node id other than the first member's.
+    pub fn joins(&self) -> bool {
+        !self.join.is_empty() || self.node_id != DEFAULT_NODE_ID
+    }
+
     /// The rules beyond the types.
     pub fn validate(&self) -> Result<(), String> {
         if !valid_node_id(&self.node_id) {

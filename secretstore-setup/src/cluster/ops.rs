@@ -134,6 +134,12 @@ pub async fn invite(
             ));
         }
         let health = client.health().await.doing(|| "reading the cluster id".into())?;
+        let servers = client.raft_configuration(&token).await.doing(|| "reading the raft members".into())?;
+        if servers.iter().any(|s| s.node_id == node_id) {
+            return Err(ClusterError::Refused(format!(
+                "{node_id} is a member already: its login would be replaced. To replace that gateway, remove it first (`security-bootstrap cluster leave --node {node_id}`), or give the new one another id"
+            )));
+        }
         let (node, _) = identity::ensure(&setup.keystore_dir(), &kek)?;
         let login = IdentityPem::generate_named(&format!("edgeseal member {node_id}"))
             .map_err(|e| SetupError::Config(format!("making the new member's client certificate: {e}")))?;
@@ -197,8 +203,10 @@ pub struct Joined {
 /// `cluster join`: opens a join bundle with this gateway's node key, trusting only `trust`'s
 /// senders, and stores what it carries — the membership, `join-pending`, then the seal key, the
 /// recovery key and the member's login, re-encrypted under this gateway's KEK. The next boot joins.
-/// Nothing is written when any check fails; a crash in between leaves `join-pending`, and running
-/// the command again completes it.
+/// Nothing is written when any check fails. Killed at any step, the boot refuses what it finds with
+/// a message, and running the command again (the same bundle, until it expires) completes it.
+/// A member removed from the cluster (`cluster leave --node`) whose storage is gone may join again
+/// with a new bundle: its old keys are replaced.
 pub async fn join(setup: &Setup, bundle: &[u8], trust: &Trust) -> Result<Joined, ClusterError> {
     let cluster = config(setup)?;
     let supervise = setup
@@ -232,13 +240,15 @@ pub async fn join(setup: &Setup, bundle: &[u8], trust: &Trust) -> Result<Joined,
     let marker = join_pending_marker(store.dir());
     let keystore = store.open(&kek)?;
     let raft = supervise.data_dir.join("raft");
-    let has_store = SealMaterial::from_keystore(&keystore).map_err(|e| SetupError::Config(e.to_string()))?.is_some()
-        || keystore.has_shares()
-        || storage::has_data(&raft).map_err(|source| SetupError::Io {
-            doing: "inspecting",
-            path: raft.clone(),
-            source,
-        })?;
+    let material = SealMaterial::from_keystore(&keystore).map_err(|e| SetupError::Config(e.to_string()))?.is_some();
+    let storage = storage::has_data(&raft).map_err(|source| SetupError::Io {
+        doing: "inspecting",
+        path: raft.clone(),
+        source,
+    })?;
+    let member = Membership::path(store.dir()).exists();
+    // A member whose storage was lost joins again with a new bundle; a store of its own never.
+    let has_store = (material && !member) || keystore.has_shares() || storage;
     if has_store && !marker.exists() {
         return Err(ClusterError::Refused(format!(
             "this gateway has a store already (keystore {} or {}): a gateway with a store of its own cannot join a cluster. Back it up and move it away first",
@@ -261,6 +271,8 @@ pub async fn join(setup: &Setup, bundle: &[u8], trust: &Trust) -> Result<Joined,
     let note = b"edgeseal stored a join bundle; the next boot joins the cluster\n";
     durable_file::write(&marker, note, &durable_file::Options::private()).map_err(written)?;
     crash::point("join-after-marker");
+    // An interrupted creation of a store of its own (it holds nothing) is no longer to be finished.
+    crate::seal::boot::remove_durably(&storage::pending_marker(store.dir()))?;
     let material = SealMaterial { current: invite.seal_key, next: None, identity: invite.identity };
     let recovery = invite.recovery_key;
     store.update(&kek, |k| {
@@ -280,32 +292,50 @@ pub async fn join(setup: &Setup, bundle: &[u8], trust: &Trust) -> Result<Joined,
     })
 }
 
+/// Waits until a member other than this one is active (after a step-down).
+async fn another_leader(client: &Client, patience: Duration) -> Result<(), ClusterError> {
+    let started = std::time::Instant::now();
+    loop {
+        match client.leader().await {
+            Ok(leader) if !leader.is_self && !leader.leader_address.is_empty() => return Ok(()),
+            _ if started.elapsed() >= patience => {
+                return Err(ClusterError::Refused(format!(
+                    "no other member became active within {}: is the cluster healthy (`cluster status`)? Nothing was removed",
+                    humantime::format_duration(patience)
+                )))
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
 /// `cluster leave`: removes member `node_id` (this one when `None`) from the raft configuration,
-/// through this member, and deletes its login. When this member is the one leaving and it is the
-/// active one, it steps down first. Returns the node id removed.
+/// through this member, and deletes its login (only the login, for an id that is not a member: an
+/// invite never used). When this member is the one leaving and it is the active one, it steps down
+/// first and waits for another member to be active. Returns the node id removed.
 pub async fn leave(setup: &Setup, node_id: Option<&str>) -> Result<String, ClusterError> {
     let cluster = config(setup)?;
     let node_id = node_id.unwrap_or(&cluster.node_id).to_string();
     let (client, token, _, _) = member_login(setup).await?;
     let done = async {
         let servers = client.raft_configuration(&token).await.doing(|| "reading the raft members".into())?;
-        if !servers.iter().any(|s| s.node_id == node_id) {
-            return Err(ClusterError::Refused(format!(
-                "{node_id} is not a member (members: {})",
-                servers.iter().map(|s| s.node_id.as_str()).collect::<Vec<_>>().join(", ")
-            )));
+        if servers.iter().any(|s| s.node_id == node_id) {
+            if node_id == cluster.node_id && client.leader().await.is_ok_and(|l| l.is_self) {
+                client.step_down(&token).await.doing(|| "stepping down before leaving".into())?;
+                another_leader(&client, setup.store.wait_timeout).await?;
+            }
+            client.remove_raft_peer(&token, &node_id).await.doing(|| format!("removing {node_id} from the cluster"))?;
+        } else {
+            // Not a member (an invite never used, or removed already): only its login goes.
+            tracing::info!(node_id, "not a raft member; deleting its login only");
         }
-        if node_id == cluster.node_id && client.leader().await.is_ok_and(|l| l.is_self) {
-            client.step_down(&token).await.doing(|| "stepping down before leaving".into())?;
-        }
-        client.remove_raft_peer(&token, &node_id).await.doing(|| format!("removing {node_id} from the cluster"))?;
         if node_id != super::DEFAULT_NODE_ID {
             client
                 .delete_cert_entry(&token, CERT_MOUNT, &login_name(&node_id))
                 .await
                 .doing(|| format!("deleting the login of {node_id}"))?;
         }
-        Ok(())
+        Ok::<(), ClusterError>(())
     }
     .await;
     // Leaving itself, this member's token may be gone with it: a failed revoke is only logged.

@@ -89,6 +89,7 @@ pub async fn open(setup: &Setup, server: ServerConfig) -> Result<Opened, SetupEr
         storage: storage::has_data(&server.data_dir).map_err(io("inspecting", &server.data_dir))?,
         joining: join_marker.exists(),
         member: membership.is_some(),
+        joiner: setup.store.cluster.as_ref().is_some_and(crate::cluster::ClusterConfig::joins),
     };
     let plan = storage::plan(seen).map_err(|refusal| refused(setup, &server, &store, refusal))?;
     let material = match (plan, material) {
@@ -110,7 +111,15 @@ pub async fn open(setup: &Setup, server: ServerConfig) -> Result<Opened, SetupEr
     };
     let creating = matches!(plan, Plan::NewMaterial | Plan::Create);
     let joining = plan == Plan::Join;
-    let member = cluster_member(setup, &supervise, membership.as_ref())?;
+    // The member that creates a cluster's store has nothing to join (its `initialize` block and a
+    // `retry_join` would race: openbao/openbao#3652).
+    let member = cluster_member(setup, &supervise, membership.as_ref())?.map(|member| {
+        if creating {
+            ClusterMember { retry_join: Vec::new(), ..member }
+        } else {
+            member
+        }
+    });
     let clustered = member.is_some();
     let login_name = membership.as_ref().map_or_else(|| CERT_NAME.to_string(), Membership::login_name);
 
@@ -474,8 +483,19 @@ fn refused(setup: &Setup, server: &ServerConfig, store: &KeystoreDir, refusal: R
             "a `cluster join` was interrupted before it stored the cluster's keys ({} exists); run `security-bootstrap cluster join` again with the same bundle",
             join_pending_marker(store.dir()).display()
         )),
+        Refusal::MemberStorageLost => SetupError::Config(format!(
+            "this gateway is a cluster member ({}) but its OpenBao storage {} is empty: rejoining with an empty log could lose writes the cluster committed. On a live member run `security-bootstrap cluster leave --node {}`, then `cluster invite` this gateway again and `cluster join` the new bundle here",
+            Membership::path(store.dir()).display(),
+            storage.display(),
+            setup.store.cluster.as_ref().map_or(crate::cluster::DEFAULT_NODE_ID, |c| c.node_id.as_str())
+        )),
+        Refusal::NotJoined => SetupError::Config(format!(
+            "secret_store.cluster says this gateway joins a cluster (node_id {}, join {:?}), but it has not joined one: it will not create a store of its own. Run `security-bootstrap cluster join BUNDLE --from KEY --config …` with a bundle from a member (`cluster invite`) first",
+            setup.store.cluster.as_ref().map_or("", |c| c.node_id.as_str()),
+            setup.store.cluster.as_ref().map(|c| c.join.clone()).unwrap_or_default()
+        )),
         Refusal::MemberWithoutKey => SetupError::Config(format!(
-            "keystore {} joined a cluster ({} exists) but holds no seal key; edgeseal will not create a new store beside the cluster. Join again with a new bundle (`security-bootstrap cluster invite` on a member), or remove {} if this gateway is to stand alone",
+            "keystore {} joined a cluster ({} exists) but holds no seal key (a `cluster join` was interrupted?); edgeseal will not create a new store beside the cluster. Run `security-bootstrap cluster join` again (the same bundle works until it expires), or remove {} if this gateway is to stand alone",
             keystore.display(),
             Membership::path(store.dir()).display(),
             Membership::path(store.dir()).display()
@@ -536,7 +556,7 @@ async fn joined(client: &Client, membership: &Membership, marker: &std::path::Pa
     Ok(())
 }
 
-pub(super) fn remove_durably(path: &std::path::Path) -> Result<(), SetupError> {
+pub(crate) fn remove_durably(path: &std::path::Path) -> Result<(), SetupError> {
     match std::fs::remove_file(path) {
         Ok(()) => crate::setup::init::sync_parent(path),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -53,6 +53,18 @@ pub struct Restored {
     pub resumed: bool,
 }
 
+/// A restore makes this member's OpenBao the only voter of the restored store: on a cluster member
+/// it would leave two active stores (this one, and the other members'). Refused.
+pub fn refuse_cluster_member(setup: &Setup) -> Result<(), SetupError> {
+    let joined = crate::cluster::Membership::path(setup.keystore_dir().dir()).exists();
+    if setup.store.cluster.is_some() || joined {
+        return Err(SetupError::Config(
+            "this gateway is a cluster member (secret_store.cluster): a restore would make its OpenBao a store of its own beside the cluster's; nothing was changed. Restore onto a gateway that stands alone (no secret_store.cluster, no cluster.json beside its keystore), then grow the cluster from it (`cluster invite`)".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Restores `backup` into the supervised OpenBao of `setup` (described by `server`, as `run` starts
 /// it). Refuses a device that already holds a store unless `force`.
 pub async fn restore(
@@ -69,6 +81,7 @@ pub async fn restore(
             ))
         }
     };
+    refuse_cluster_member(setup)?;
     if !backup.items.contains_key(ITEM_SEAL_KEY) {
         return Err(SetupError::Config(
             "this backup is of a Shamir-sealed store (it holds unseal shares, no seal key): edgeseal restores static-sealed backups only. Move the store to the static seal first (`security-bootstrap migrate-seal` on the device), or restore it by hand: `bao operator raft snapshot restore -force` with the snapshot in the backup, then unseal with the backup's shares".into(),

@@ -97,6 +97,9 @@ pub struct Seen {
     pub joining: bool,
     /// `cluster.json` exists: the keystore belongs to a cluster it joined.
     pub member: bool,
+    /// `secret_store.cluster` says this gateway joins a cluster (it lists `join` addresses, or a node
+    /// id other than the first member's): it must never create a store of its own.
+    pub joiner: bool,
 }
 
 /// What the boot does.
@@ -130,6 +133,11 @@ pub enum Refusal {
     JoinIncomplete,
     /// The keystore joined a cluster but holds no seal key: creating a store would split the cluster.
     MemberWithoutKey,
+    /// A member's storage is gone: rejoining as a voter with an empty log could lose committed
+    /// writes, so it is removed from the cluster first (`cluster leave --node`) and joins anew.
+    MemberStorageLost,
+    /// The configuration says this gateway joins a cluster, but it has not joined one yet.
+    NotJoined,
 }
 
 /// The decision, as a pure function of what was seen (table-tested).
@@ -137,11 +145,14 @@ pub fn plan(seen: Seen) -> Result<Plan, Refusal> {
     match seen {
         Seen { migrating: true, .. } => Err(Refusal::MigrationPending),
         Seen { restoring: true, .. } => Err(Refusal::RestorePending),
-        Seen { joining: true, material: true, .. } => Ok(Plan::Join),
+        // Clusters first: a joined keystore never creates a store, whatever else lies around.
+        Seen { joining: true, member: true, material: true, .. } => Ok(Plan::Join),
         Seen { joining: true, .. } => Err(Refusal::JoinIncomplete),
-        // A member never creates a store; with its storage lost it joins again.
-        Seen { member: true, material: true, storage: false, .. } => Ok(Plan::Join),
         Seen { member: true, material: false, .. } => Err(Refusal::MemberWithoutKey),
+        Seen { member: true, storage: false, .. } => Err(Refusal::MemberStorageLost),
+        Seen { member: true, .. } => Ok(Plan::Open),
+        Seen { joiner: true, material: true, storage: true, pending: false, .. } => Ok(Plan::Open),
+        Seen { joiner: true, .. } => Err(Refusal::NotJoined),
         Seen { material: true, pending: true, .. } => Ok(Plan::Create),
         Seen { material: true, storage: true, .. } => Ok(Plan::Open),
         Seen { material: true, .. } => Err(Refusal::StorageMissing),
@@ -189,6 +200,7 @@ mod tests {
                 restoring: false,
                 joining: false,
                 member: false,
+                joiner: false,
             };
             assert_eq!(plan(seen), want, "{seen:?}");
             assert_eq!(plan(Seen { migrating: true, ..seen }), Err(MigrationPending), "{seen:?}");
@@ -197,33 +209,59 @@ mod tests {
     }
 
     #[test]
-    fn a_cluster_member_joins_on_empty_storage_and_never_creates_a_store() {
+    fn a_cluster_member_joins_once_and_never_creates_a_store_whatever_else_lies_around() {
         use Plan::*;
         use Refusal::*;
-        // (material, joining, member, storage) -> plan
+        // (material, joining, member, storage) -> plan, for a member or a gateway configured to join
         let cases = [
             ((true, true, true, false), Ok(Join)),
             ((true, true, true, true), Ok(Join)),
             ((false, true, true, false), Err(JoinIncomplete)),
             ((false, true, false, true), Err(JoinIncomplete)),
+            ((true, true, false, false), Err(JoinIncomplete)),
             ((true, false, true, true), Ok(Open)),
-            ((true, false, true, false), Ok(Join)),
+            ((true, false, true, false), Err(MemberStorageLost)),
             ((false, false, true, false), Err(MemberWithoutKey)),
             ((false, false, true, true), Err(MemberWithoutKey)),
         ];
         for ((material, joining, member, storage), want) in cases {
-            let seen = Seen {
-                material,
-                shares: false,
-                pending: false,
-                storage,
-                migrating: false,
-                restoring: false,
-                joining,
-                member,
-            };
-            assert_eq!(plan(seen), want, "{seen:?}");
-            assert_eq!(plan(Seen { restoring: true, ..seen }), Err(RestorePending), "{seen:?}");
+            // Neither a stale `store-pending`, nor shares, nor the config changes a member's plan.
+            for (pending, shares, joiner) in [(false, false, false), (true, false, true), (true, true, false)] {
+                let seen = Seen {
+                    material,
+                    shares,
+                    pending,
+                    storage,
+                    migrating: false,
+                    restoring: false,
+                    joining,
+                    member,
+                    joiner,
+                };
+                assert_eq!(plan(seen), want, "{seen:?}");
+                assert_eq!(plan(Seen { restoring: true, ..seen }), Err(RestorePending), "{seen:?}");
+            }
+        }
+        // A gateway configured to join that has not: it opens a store it has (it was a member and
+        // its membership file was lost: nothing is made or wiped), and refuses anything else.
+        for material in [false, true] {
+            for storage in [false, true] {
+                for pending in [false, true] {
+                    let seen = Seen {
+                        material,
+                        shares: false,
+                        pending,
+                        storage,
+                        migrating: false,
+                        restoring: false,
+                        joining: false,
+                        member: false,
+                        joiner: true,
+                    };
+                    let want = if material && storage && !pending { Ok(Open) } else { Err(NotJoined) };
+                    assert_eq!(plan(seen), want, "{seen:?}");
+                }
+            }
         }
     }
 

@@ -234,6 +234,11 @@ async fn converge_services(
         }
         crash::point("mid-services");
     }
+    // A cluster's members share one store: a member whose `services:` lags behind another's must
+    // not delete what that one added. Removing a service from a cluster is `cluster`-wide by hand.
+    if setup.store.cluster.is_some() {
+        return Ok(());
+    }
     for role in client.list_token_roles(token).await.doing(|| "listing token roles".into())? {
         if role.starts_with(SERVICE_PREFIX) && !wanted.contains(&role) {
             client.delete_token_role(token, &role).await.doing(|| format!("deleting token role {role}"))?;

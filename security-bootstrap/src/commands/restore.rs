@@ -12,6 +12,8 @@ use crate::UsageError;
 
 /// Runs the command.
 pub fn run(args: &RestoreArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    // A cluster member is refused before anything is read or asked for.
+    secretstore_setup::seal::restore::refuse_cluster_member(&super::setup::from_config(&args.config)?)?;
     let senders = args
         .from
         .iter()
