@@ -144,7 +144,8 @@ pub async fn handle(state: &AdminState, admin: Admin, request: Request<Incoming>
                 _ => super::transfer::backup(state, admin, &bytes).await,
             };
         }
-        (_, "/v1/export" | "/v1/import" | "/v1/backup") => {
+        (&Method::POST, "/v1/fleet/sync") => return super::fleet::sync(state, admin).await,
+        (_, "/v1/export" | "/v1/import" | "/v1/backup" | "/v1/fleet/sync") => {
             return error(StatusCode::METHOD_NOT_ALLOWED, "only POST is allowed here")
         }
         _ => {}
