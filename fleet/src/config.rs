@@ -138,7 +138,8 @@ mod tests {
     fn each_rule_names_its_key() {
         let org = crate::OrgKey::generate().unwrap().public().to_string();
         assert_eq!(config(&org).validate(), Ok(()));
-        let cases: [(fn(&mut FleetConfig), &str); 6] = [
+        type Break = fn(&mut FleetConfig);
+        let cases: [(Break, &str); 6] = [
             (|c| c.address = "http://10.0.0.1:8200".into(), "fleet.address"),
             (|c| c.ca_cert = "ca.pem".into(), "fleet.ca_cert"),
             (|c| c.org_public_key = "age1xyz".into(), "fleet.org_public_key"),

@@ -33,7 +33,7 @@ use serde_json::Value;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 /// The crash point `run` reaches after the first local write of a sync.
-const MID_INSTALL: &str = "fleet-mid-install";
+const MID_INSTALL: &str = secretstore_setup::crash::FLEET_POINTS[0];
 
 /// Initializes and unseals a fresh OpenBao: its client, root token and unseal share.
 async fn init_central(bao: &OpenBao) -> (Client, Token, Vec<u8>) {

@@ -17,7 +17,7 @@ use super::device::KeystoreDevice;
 
 /// The crash point reached after the first item of a sync is written to the local store, before
 /// what is installed is persisted (feature `crash-points`).
-pub const CRASH_MID_INSTALL: &str = "fleet-mid-install";
+pub const CRASH_MID_INSTALL: &str = secretstore_setup::crash::FLEET_POINTS[0];
 /// Per-request timeout towards the central store.
 const CENTRAL_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -392,9 +392,9 @@ fn a_fleet_section_is_checked_when_the_file_loads_and_names_its_key() {
     let interval = Config::parse(&section("  sync_interval: 30s\n")).unwrap();
     assert_eq!(interval.fleet.unwrap().sync_interval, std::time::Duration::from_secs(30));
     // (text, line, the error mentions)
-    let wrong_key = format!(
-        "kdf: {{}}\nfleet:\n  address: https://10.0.0.1:8200\n  ca_cert: /ca.pem\n  org_public_key: age1nope\n"
-    );
+    let wrong_key =
+        "kdf: {}\nfleet:\n  address: https://10.0.0.1:8200\n  ca_cert: /ca.pem\n  org_public_key: age1nope\n"
+            .to_string();
     let cases = [
         (section("  interval: 5m\n"), 6, "unknown field `interval`".to_string()),
         (section("  sync_interval: 10ms\n"), 6, "fleet.sync_interval".to_string()),
