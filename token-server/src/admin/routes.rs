@@ -13,6 +13,7 @@
 //! | `GET /metrics`, `GET /v1/status` | see [`super::observe`] |
 //! | `GET /v1/node`, `POST /v1/export`, `/v1/import`, `/v1/backup` | see [`super::transfer`] |
 //! | `GET /v1/cluster` | see [`super::cluster`] |
+//! | `POST /v1/fleet/sync` | see [`super::fleet`] |
 
 use base64::Engine as _;
 use bytes::Bytes;
