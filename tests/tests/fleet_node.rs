@@ -7,7 +7,7 @@
 //!   past removes it at the next sync; `--not-before` in the future installs it only after then; a
 //!   service not configured on the node is skipped and reported;
 //! - node 1 restarted with the central store down serves from its cache; the central store back,
-//!   it syncs again;
+//!   it syncs again; a node with a short `sync_interval` gets a new secret without `fleet sync`;
 //! - a record tampered in the central store is refused and reported in `status`, the installed
 //!   value unchanged;
 //! - `run` killed between the two local writes of a sync: the next boot converges, with no new
@@ -170,7 +170,7 @@ fn fleet_nodes_sync_inside_run() {
 
     // Two devices whose edgeseal.yaml names the fleet; their boot-time sync fails (not enrolled yet)
     // and the boot goes on.
-    let fleet = FleetConfig {
+    let mut fleet = FleetConfig {
         address: bao.address(),
         ca_cert: bao.ca().to_path_buf(),
         org_public_key: org_pub,
@@ -180,7 +180,7 @@ fn fleet_nodes_sync_inside_run() {
     };
     let (mut b1, mut b2) = (Boot::new(), Boot::new());
     b1.set_fleet(Some(fleet.clone()));
-    b2.set_fleet(Some(fleet));
+    b2.set_fleet(Some(fleet.clone()));
     let mut run1 = b1.start();
     let mut run2 = b2.start();
     let (n1, file1) = node_show(&b1, dir.path());
@@ -279,6 +279,16 @@ fn fleet_nodes_sync_inside_run() {
     rt.block_on(wait_active(&client, &root, &bao));
     let report = synced(&b1);
     assert_eq!(report["offline"], false);
+
+    // Node 2 with a short sync_interval: a new secret arrives without `fleet sync`.
+    run2.stop(Signal::SIGTERM, Duration::from_secs(30));
+    fleet.sync_interval = Duration::from_secs(1);
+    b2.set_fleet(Some(fleet));
+    let mut run2 = b2.start();
+    set(&bao, "demo/periodic", &["--node", &n2], &[], "fleet-periodic");
+    values.push("fleet-periodic".to_string());
+    let arrived = poll_until(Duration::from_secs(60), || value(&b2, "periodic"));
+    assert_eq!(arrived.as_deref(), Some("fleet-periodic"), "synced by the interval:\n{}", b2.log());
 
     // A record tampered in the central store: refused, reported, the installed value unchanged.
     let path = format!("nodes/{n1}/secrets/demo/motd");
