@@ -56,7 +56,8 @@ impl LocalStore {
 pub enum SyncResult {
     /// Fetched, verified and applied; nothing refused.
     Ok,
-    /// Fetched and applied; some records were refused (their installed values are unchanged).
+    /// Fetched and applied; some records were refused (their installed values are unchanged), or
+    /// some items could not be written locally.
     Refused,
     /// The central store was not reachable (or refused the login): applied from the cache.
     Offline,
@@ -117,7 +118,8 @@ pub struct Report {
     pub waiting: BTreeMap<String, i64>,
     /// Installed and unchanged.
     pub unchanged: usize,
-    /// Records refused (what is installed for them stays as it was).
+    /// Records refused (what is installed for them stays as it was), and items the local store
+    /// could not take (retried at the next sync).
     pub refused: Vec<Problem>,
     /// Records for services not configured on this node (not installed).
     pub skipped: Vec<String>,
@@ -262,57 +264,7 @@ impl Node {
         let (deliveries, skipped): (Vec<_>, Vec<_>) =
             std::mem::take(&mut plan.install).into_iter().partition(|d| local.services.contains(&d.secret.service));
         let skipped: Vec<String> = skipped.iter().map(|d| d.secret.to_string()).collect();
-        let mut changes = Vec::new();
-        let mut failed_writes = Vec::new();
-        for delivery in deliveries {
-            let previous = installed.versions.get(&delivery.secret).copied();
-            match install(local, &delivery.secret, delivery.version, delivery.value.expose(), plan.generation).await {
-                Ok(local_version) => {
-                    let action = if previous.is_some() { "update" } else { "install" };
-                    tracing::info!(target: "edgeseal::audit", event = "fleet", action, service = %delivery.secret.service,
-                        name = %delivery.secret.name, version = delivery.version, local_version);
-                    changes.push(Change {
-                        secret: delivery.secret.to_string(),
-                        version: delivery.version,
-                        local_version: Some(local_version),
-                        action: action.into(),
-                    });
-                    if changes.len() == 1 {
-                        after_first();
-                    }
-                    plan.install.push(delivery);
-                }
-                Err(e) => failed_writes.push(Problem { secret: delivery.secret.to_string(), reason: e }),
-            }
-        }
-        let mut removed = Vec::new();
-        for (secret, reason) in std::mem::take(&mut plan.remove) {
-            if !local.services.contains(&secret.service) {
-                removed.push((secret, reason));
-                continue;
-            }
-            match local.client.kv_destroy_all(&local.token, &local.mount, &local.path(&secret)).await {
-                Ok(()) => {
-                    let action = match reason {
-                        RemoveReason::Expired(_) => "expired",
-                        RemoveReason::Withdrawn => "withdrawn",
-                    };
-                    tracing::info!(target: "edgeseal::audit", event = "fleet", action, service = %secret.service, name = %secret.name);
-                    changes.push(Change {
-                        secret: secret.to_string(),
-                        version: installed.versions.get(&secret).copied().unwrap_or_default(),
-                        local_version: None,
-                        action: action.into(),
-                    });
-                    removed.push((secret, reason));
-                }
-                Err(e) => failed_writes.push(Problem {
-                    secret: secret.to_string(),
-                    reason: format!("removing it from the local store: {e}"),
-                }),
-            }
-        }
-        plan.remove = removed;
+        let (changes, failed_writes) = apply(local, &mut plan, deliveries, &installed, after_first).await;
         plan.record(&mut installed);
         if let Err(e) = save_installed(&self.dir, &installed) {
             error = Some(e);
@@ -362,6 +314,68 @@ impl Node {
             }
         }
     }
+}
+
+/// Writes each delivery to the local store and removes what the plan removes, leaving in `plan`
+/// only what was done (so that [`crate::node::Plan::record`] records exactly that); the changes,
+/// and the items that could not be written or removed (retried at the next sync).
+async fn apply(
+    local: &LocalStore,
+    plan: &mut crate::node::Plan,
+    deliveries: Vec<crate::node::Delivery>,
+    installed: &Installed,
+    after_first: Hook<'_>,
+) -> (Vec<Change>, Vec<Problem>) {
+    let mut changes = Vec::new();
+    let mut failed_writes = Vec::new();
+    for delivery in deliveries {
+        let previous = installed.versions.get(&delivery.secret).copied();
+        match install(local, &delivery.secret, delivery.version, delivery.value.expose(), plan.generation).await {
+            Ok(local_version) => {
+                let action = if previous.is_some() { "update" } else { "install" };
+                tracing::info!(target: "edgeseal::audit", event = "fleet", action, service = %delivery.secret.service,
+                    name = %delivery.secret.name, version = delivery.version, local_version);
+                changes.push(Change {
+                    secret: delivery.secret.to_string(),
+                    version: delivery.version,
+                    local_version: Some(local_version),
+                    action: action.into(),
+                });
+                if changes.len() == 1 {
+                    after_first();
+                }
+                plan.install.push(delivery);
+            }
+            Err(e) => failed_writes.push(Problem { secret: delivery.secret.to_string(), reason: e }),
+        }
+    }
+    let mut removed = Vec::new();
+    for (secret, reason) in std::mem::take(&mut plan.remove) {
+        if !local.services.contains(&secret.service) {
+            removed.push((secret, reason));
+            continue;
+        }
+        match local.client.kv_destroy_all(&local.token, &local.mount, &local.path(&secret)).await {
+            Ok(()) => {
+                let action = match reason {
+                    RemoveReason::Expired(_) => "expired",
+                    RemoveReason::Withdrawn => "withdrawn",
+                };
+                tracing::info!(target: "edgeseal::audit", event = "fleet", action, service = %secret.service, name = %secret.name);
+                changes.push(Change {
+                    secret: secret.to_string(),
+                    version: installed.versions.get(&secret).copied().unwrap_or_default(),
+                    local_version: None,
+                    action: action.into(),
+                });
+                removed.push((secret, reason));
+            }
+            Err(e) => failed_writes
+                .push(Problem { secret: secret.to_string(), reason: format!("removing it from the local store: {e}") }),
+        }
+    }
+    plan.remove = removed;
+    (changes, failed_writes)
 }
 
 /// Writes one delivered value as a new local version (one KV write, whatever its number of keys),
