@@ -13,15 +13,19 @@
 //! - [`admin`]: the admin operations against the central store (`security-bootstrap fleet …`).
 //! - [`node`]: the node's side: fetch, verify, decrypt, decide what to install or remove; its status.
 //! - [`cache`]: the fetched ciphertext records on disk, for a boot without the network.
+//! - [`config`]: the node's `fleet:` section of edgeseal.yaml.
+//! - [`sync`]: one sync of a node against its local store (what `run` does at boot and every interval).
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod cache;
+pub mod config;
 pub mod layout;
 pub mod node;
 pub mod org;
 pub mod record;
+pub mod sync;
 
 pub use layout::{Layout, SecretRef};
 pub use org::{FleetKey, OrgKey};

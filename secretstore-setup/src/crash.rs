@@ -68,6 +68,10 @@ pub const STATIC_FIRST_BOOT_ONLY: &[&str] =
 /// its values were written to the store, before the file is rewritten without them.
 pub const SEED_POINTS: &[&str] = &["before-seed-scrub"];
 
+/// The points of a fleet sync inside `run` (`security-bootstrap` `commands::fleet_node`): after the
+/// first secret of a sync is written to the local store, before what is installed is persisted.
+pub const FLEET_POINTS: &[&str] = &["fleet-mid-install"];
+
 /// The points of `keystore rewrap` ([`crate::rewrap`]), in order: once the old KEK opened the
 /// keystore, once the new KEK is derived (nothing written yet), once the new file is in place.
 pub const REWRAP_POINTS: &[&str] = &["rewrap-after-old-kek", "rewrap-after-new-kek", "rewrap-after-write"];

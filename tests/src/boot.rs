@@ -45,6 +45,7 @@ pub struct Boot {
     openbao_audit_log: Option<PathBuf>,
     demo_executable: Option<PathBuf>,
     cluster: Option<secretstore_setup::cluster::ClusterConfig>,
+    fleet: Option<edgeseal_fleet::config::FleetConfig>,
     runs: usize,
 }
 
@@ -71,6 +72,7 @@ impl Boot {
             openbao_audit_log: None,
             demo_executable: None,
             cluster: None,
+            fleet: None,
             runs: 0,
         }
     }
@@ -137,6 +139,11 @@ impl Boot {
     /// Makes this device a member of a raft cluster (`secret_store.cluster`).
     pub fn set_cluster(&mut self, cluster: Option<secretstore_setup::cluster::ClusterConfig>) {
         self.cluster = cluster;
+    }
+
+    /// The `fleet:` section (a node of a fleet), or none.
+    pub fn set_fleet(&mut self, fleet: Option<edgeseal_fleet::config::FleetConfig>) {
+        self.fleet = fleet;
     }
 
     /// This device's OpenBao API address.
@@ -286,6 +293,7 @@ impl Boot {
         }
         config.audit.openbao_log.clone_from(&self.openbao_audit_log);
         config.secret_store.cluster.clone_from(&self.cluster);
+        config.fleet.clone_from(&self.fleet);
         if let Some(kdf) = &self.kdf {
             config.kdf = kdf.clone();
         }

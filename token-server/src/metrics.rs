@@ -152,6 +152,11 @@ struct CertLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SecretLabels {
     service: String,
     name: String,
@@ -172,6 +177,8 @@ pub struct Telemetry {
     cert_expiry: Family<CertLabels, Gauge>,
     secret_version: Family<SecretLabels, Gauge>,
     batch_expiry: Family<ServiceLabels, Gauge>,
+    fleet_syncs: Family<ResultLabels, Counter>,
+    fleet_last_success: Gauge,
 }
 
 impl Default for Telemetry {
@@ -243,6 +250,19 @@ impl Telemetry {
             Unit::Seconds,
             batch_expiry.clone(),
         );
+        let fleet_syncs = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "edgeseal_fleet_syncs",
+            "Fleet syncs of this node, by result (ok, refused, offline, failed)",
+            fleet_syncs.clone(),
+        );
+        let fleet_last_success = Gauge::default();
+        registry.register_with_unit(
+            "edgeseal_fleet_last_success_timestamp",
+            "When this node last synced with the central store without a failure (Unix time; 0: never)",
+            Unit::Seconds,
+            fleet_last_success.clone(),
+        );
         Self {
             registry,
             issued,
@@ -256,6 +276,17 @@ impl Telemetry {
             cert_expiry,
             secret_version,
             batch_expiry,
+            fleet_syncs,
+            fleet_last_success,
+        }
+    }
+
+    /// One fleet sync ended with `result` at `time` (Unix time); `ok` and `refused` count as
+    /// reaching the central store.
+    pub fn fleet_synced(&self, result: &'static str, time: i64) {
+        self.fleet_syncs.get_or_create(&ResultLabels { result: result.into() }).inc();
+        if matches!(result, "ok" | "refused") {
+            self.fleet_last_success.set(time);
         }
     }
 

@@ -35,7 +35,8 @@ Examples:
   printf %s \"$PASSWORD\" | security-bootstrap fleet secret set db/password --all --org-key ~/fleet/org.key
   security-bootstrap fleet status
   security-bootstrap fleet revoke node-…
-  security-bootstrap fleet org-key rotate --org-key ~/fleet/org.key";
+  security-bootstrap fleet org-key rotate --org-key ~/fleet/org.key
+  security-bootstrap fleet sync                             # on the device: sync now";
 
 /// `fleet` arguments: the central store, then what to do.
 #[derive(Debug, Args)]
@@ -107,6 +108,18 @@ pub enum FleetCommand {
     Revoke {
         /// The node id.
         node: String,
+    },
+    /// On a device: run one sync of this node now, through the admin socket of `run` (which also
+    /// syncs at boot and every fleet.sync_interval). Prints what changed, never a value. Exit 0
+    /// synced, 1 failed or a record was refused, 69 the central store is unreachable (the cache was
+    /// used) or no admin socket, 77 not an admin.
+    Sync {
+        /// The admin socket.
+        #[arg(long = "admin-socket", value_name = "PATH", default_value = token_server::admin::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// The report as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -198,13 +211,17 @@ pub fn run(args: &FleetArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     }
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
+    if let FleetCommand::Sync { socket, json } = &args.command {
+        let report = runtime.block_on(super::secrets::call(socket, hyper::Method::POST, "/v1/fleet/sync", None))?;
+        return print_sync(&report, *json, out);
+    }
     let central = central(&args.central)?;
     runtime.block_on(dispatch(&central, &args.command, out)).map_err(classify)
 }
 
 async fn dispatch(central: &Central, command: &FleetCommand, out: &mut dyn Write) -> anyhow::Result<()> {
     match command {
-        FleetCommand::OrgKey(OrgKeyCommand::Show { .. }) => Ok(()),
+        FleetCommand::OrgKey(OrgKeyCommand::Show { .. }) | FleetCommand::Sync { .. } => Ok(()),
         FleetCommand::OrgKey(OrgKeyCommand::New { output }) => {
             let org = admin::org_key_new(central, output).await?;
             writeln!(out, "{}", org.public())?;
@@ -267,6 +284,57 @@ async fn dispatch(central: &Central, command: &FleetCommand, out: &mut dyn Write
             admin::revoke(central, node).await?;
             writeln!(out, "{node} revoked: run `security-bootstrap fleet org-key rotate` so that the K it may have kept decrypts nothing new")?;
             Ok(())
+        }
+    }
+}
+
+/// Prints a sync's report (names and versions only) and maps its result to the exit code.
+fn print_sync(report: &serde_json::Value, json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    let result = report["result"].as_str().unwrap_or("failed");
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(report)?)?;
+    } else {
+        let offline = if report["offline"].as_bool() == Some(true) { " (from the cache)" } else { "" };
+        writeln!(out, "fleet sync: {result}{offline}, org key generation {}", report["generation"])?;
+        for change in report["changes"].as_array().into_iter().flatten() {
+            let local = change["local_version"].as_u64().map(|v| format!(", local version {v}")).unwrap_or_default();
+            writeln!(
+                out,
+                "  {} {}: fleet version {}{local}",
+                change["action"].as_str().unwrap_or_default(),
+                change["secret"].as_str().unwrap_or_default(),
+                change["version"]
+            )?;
+        }
+        for (secret, at) in report["waiting"].as_object().into_iter().flatten() {
+            writeln!(out, "  waiting {secret}: not before {}", at.as_i64().map(format_time).unwrap_or_default())?;
+        }
+        for refused in report["refused"].as_array().into_iter().flatten() {
+            writeln!(
+                out,
+                "  refused {}: {}",
+                refused["secret"].as_str().unwrap_or_default(),
+                refused["reason"].as_str().unwrap_or_default()
+            )?;
+        }
+        for skipped in report["skipped"].as_array().into_iter().flatten() {
+            writeln!(out, "  skipped {}: service not configured on this device", skipped.as_str().unwrap_or_default())?;
+        }
+        writeln!(out, "  {} unchanged", report["unchanged"])?;
+    }
+    let error = report["error"].as_str().unwrap_or_default();
+    match result {
+        "ok" => Ok(()),
+        "offline" => {
+            Err(TokenFailure { message: format!("fleet sync used the cache: {error}"), code: EXIT_UNAVAILABLE }.into())
+        }
+        "refused" => Err(TokenFailure {
+            message: "fleet sync refused records (see above)".into(),
+            code: crate::cli::EXIT_FAILURE,
+        }
+        .into()),
+        _ => {
+            Err(TokenFailure { message: format!("fleet sync failed: {error}"), code: crate::cli::EXIT_FAILURE }.into())
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod bundles;
 pub mod cluster;
 pub mod device;
 pub mod fleet;
+pub mod fleet_node;
 pub mod gate;
 pub mod import_edgex;
 pub mod inspect;

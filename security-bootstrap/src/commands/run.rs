@@ -230,6 +230,10 @@ async fn serve<F: std::future::Future<Output = ()> + Send + 'static>(
     let admin =
         token_server::serve_admin(config, setup, admin, audit_log, telemetry, || stopped(stop_rx.clone())).await?;
     let server = tokio::spawn(server.run(listener, stopped(stop_rx.clone())));
+    // After the token server is up; a failed sync is reported, never a reason to stop.
+    if let Some(fleet) = &config.fleet {
+        tokio::spawn(super::fleet_node::sync_loop(admin.state(), fleet.sync_interval, stopped(stop_rx.clone())));
+    }
     if let Some(path) = ready_file {
         std::fs::write(path, format!("{}\n", std::process::id()))
             .with_context(|| format!("writing ready file {}", path.display()))?;

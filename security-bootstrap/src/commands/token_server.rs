@@ -55,6 +55,17 @@ fn admin_server(
         .iter()
         .map(|(name, entry)| (name.0.clone(), ServiceSecrets { generated: entry.secrets.clone() }))
         .collect();
+    let device = super::device::KeystoreDevice {
+        kdf: config.kdf.clone(),
+        store: secretstore_setup::KeystoreDir::new(&config.keystore.dir),
+        config: serde_json::to_vec(config).unwrap_or_default(),
+    };
+    let fleet: Option<Arc<dyn token_server::admin::fleet::Fleet>> = match &config.fleet {
+        Some(fleet) => {
+            Some(Arc::new(super::fleet_node::NodeFleet::new(fleet.clone(), device.clone(), &config.keystore.dir)?))
+        }
+        None => None,
+    };
     Ok(AdminServer::new(AdminState {
         config: config.admin.clone(),
         client,
@@ -64,11 +75,8 @@ fn admin_server(
         services,
         audit_log: Some(audit_log),
         openbao_audit_log: config.openbao_audit_log(),
-        device: Some(Arc::new(super::device::KeystoreDevice {
-            kdf: config.kdf.clone(),
-            store: secretstore_setup::KeystoreDir::new(&config.keystore.dir),
-            config: serde_json::to_vec(config).unwrap_or_default(),
-        })),
+        device: Some(Arc::new(device)),
+        fleet,
         observed: Observed {
             telemetry,
             selectors: config.services.iter().map(|(name, entry)| (name.0.clone(), entry.selectors.clone())).collect(),
@@ -125,11 +133,17 @@ pub async fn revoke_quietly(setup: &Setup, credential: &Token) {
 /// The admin socket and `metrics.listen`, being served.
 #[derive(Debug)]
 pub struct AdminServing {
+    state: Arc<AdminState>,
     admin: tokio::task::JoinHandle<std::io::Result<()>>,
     metrics: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 impl AdminServing {
+    /// The admin server's shared state (the fleet sync runs with it).
+    pub fn state(&self) -> Arc<AdminState> {
+        self.state.clone()
+    }
+
     /// Waits until both have stopped (after the shutdown they were given).
     pub async fn finished(self) {
         if let Ok(Err(e)) = self.admin.await {
@@ -184,7 +198,7 @@ where
         },
         None => None,
     };
-    Ok(AdminServing { admin: tokio::spawn(admin.run(admin_listener, stopped())), metrics })
+    Ok(AdminServing { state: admin.state(), admin: tokio::spawn(admin.run(admin_listener, stopped())), metrics })
 }
 
 /// The token-issuing token from the keystore (opened with the KDF plug-in's IKM).

@@ -70,6 +70,9 @@ pub struct Config {
     /// `metrics:` — an optional loopback listener for Prometheus (off by default).
     #[serde(default, skip_serializing_if = "is_default")]
     pub metrics: token_server::metrics::MetricsConfig,
+    /// `fleet:` — this node's fleet (SPEC §14): the central store it syncs with; off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<edgeseal_fleet::config::FleetConfig>,
 }
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {
@@ -216,6 +219,9 @@ pub enum Problem {
     /// A `metrics:` rule.
     #[error("metrics: {0}")]
     Metrics(String),
+    /// A `fleet:` rule.
+    #[error(transparent)]
+    Fleet(edgeseal_fleet::config::FleetConfigError),
 }
 
 impl Problem {
@@ -231,6 +237,7 @@ impl Problem {
             Problem::Admin(_) => Some("admin".into()),
             Problem::Audit(_) => Some("audit".into()),
             Problem::Metrics(_) => Some("metrics.listen".into()),
+            Problem::Fleet(e) => Some(e.key()),
         }
     }
 }
@@ -410,6 +417,9 @@ impl Config {
             )));
         }
         self.metrics.validate().map_err(Problem::Metrics)?;
+        if let Some(fleet) = &self.fleet {
+            fleet.validate().map_err(Problem::Fleet)?;
+        }
         for (name, entry) in &self.services {
             entry
                 .token

@@ -375,3 +375,38 @@ fn metrics_are_off_by_default_and_a_remote_address_must_be_allowed() {
     assert_eq!(loopback.metrics.listen, Some("127.0.0.1:9464".parse().unwrap()));
     assert!(Config::parse("metrics: { listen: 10.0.0.5:9464, allow_remote: true }\n").is_ok());
 }
+
+#[test]
+fn a_fleet_section_is_checked_when_the_file_loads_and_names_its_key() {
+    let org = edgeseal_fleet::OrgKey::generate().unwrap().public().to_string();
+    let section = |extra: &str| {
+        format!(
+            "kdf: {{}}\nfleet:\n  address: https://10.0.0.1:8200\n  ca_cert: /etc/edgeseal/fleet-ca.pem\n  org_public_key: {org}\n{extra}"
+        )
+    };
+    assert_eq!(Config::parse("kdf: {}\n").unwrap().fleet, None);
+    let config = Config::parse(&section("")).unwrap();
+    let fleet = config.fleet.unwrap();
+    assert_eq!(fleet.sync_interval, std::time::Duration::from_secs(300));
+    assert_eq!((fleet.mount.as_str(), fleet.cert_mount.as_str()), ("fleet", "fleet-cert"));
+    let interval = Config::parse(&section("  sync_interval: 30s\n")).unwrap();
+    assert_eq!(interval.fleet.unwrap().sync_interval, std::time::Duration::from_secs(30));
+    // (text, line, the error mentions)
+    let wrong_key =
+        "kdf: {}\nfleet:\n  address: https://10.0.0.1:8200\n  ca_cert: /ca.pem\n  org_public_key: age1nope\n"
+            .to_string();
+    let cases = [
+        (section("  interval: 5m\n"), 6, "unknown field `interval`".to_string()),
+        (section("  sync_interval: 10ms\n"), 6, "fleet.sync_interval".to_string()),
+        (section("  mount: a/b\n"), 6, "fleet.mount".to_string()),
+        (section("").replace("https://10.0.0.1:8200", "http://x"), 3, "fleet.address".to_string()),
+        (section("").replace("/etc/edgeseal/fleet-ca.pem", "ca.pem"), 4, "fleet.ca_cert".to_string()),
+        (wrong_key, 5, "fleet.org_public_key".to_string()),
+        ("kdf: {}\nfleet:\n  address: https://10.0.0.1:8200\n".to_string(), 2, "missing field `ca_cert`".to_string()),
+    ];
+    for (text, line, says) in cases {
+        let e = parse_err(&text);
+        assert_eq!(e.location.line, line, "{text}: {e}");
+        assert!(e.to_string().contains(&says), "{text}: {e}");
+    }
+}

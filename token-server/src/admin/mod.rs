@@ -14,11 +14,12 @@
 //! [`routes`] holds the HTTP API and its (pure, table-tested) input rules; [`audit`] joins edgeseal's
 //! audit log with OpenBao's for `security-bootstrap audit`; [`observe`] the metrics and status reports;
 //! [`transfer`] the node identity, secrets bundles and backups (with the keystore through [`device`]);
-//! [`cluster`] the raft cluster this member belongs to.
+//! [`cluster`] the raft cluster this member belongs to; [`fleet`] the node's fleet sync.
 
 pub mod audit;
 pub mod cluster;
 pub mod device;
+pub mod fleet;
 pub mod observe;
 pub mod routes;
 pub mod transfer;
@@ -105,6 +106,8 @@ pub struct AdminState {
     pub observed: observe::Observed,
     /// The keystore, for the node identity, bundles and backups ([`transfer`]).
     pub device: Option<transfer::DeviceHandle>,
+    /// The node's fleet (`fleet:` in edgeseal.yaml), when configured.
+    pub fleet: Option<Arc<dyn fleet::Fleet>>,
 }
 
 /// How often the admin credential (period 24 h) is renewed.

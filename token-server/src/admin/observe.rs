@@ -300,7 +300,7 @@ pub async fn status(state: &AdminState) -> Value {
     json!({
         "store": store,
         "cluster": cluster,
-        "fleet": "not configured",
+        "fleet": super::fleet::status(state),
         "certificates": certificates,
         "services": services,
         "tokens_denied_unmatched": telemetry.denied_count(""),

@@ -13,6 +13,7 @@
 //! | `GET /metrics`, `GET /v1/status` | see [`super::observe`] |
 //! | `GET /v1/node`, `POST /v1/export`, `/v1/import`, `/v1/backup` | see [`super::transfer`] |
 //! | `GET /v1/cluster` | see [`super::cluster`] |
+//! | `POST /v1/fleet/sync` | see [`super::fleet`] |
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -144,7 +145,8 @@ pub async fn handle(state: &AdminState, admin: Admin, request: Request<Incoming>
                 _ => super::transfer::backup(state, admin, &bytes).await,
             };
         }
-        (_, "/v1/export" | "/v1/import" | "/v1/backup") => {
+        (&Method::POST, "/v1/fleet/sync") => return super::fleet::sync(state, admin).await,
+        (_, "/v1/export" | "/v1/import" | "/v1/backup" | "/v1/fleet/sync") => {
             return error(StatusCode::METHOD_NOT_ALLOWED, "only POST is allowed here")
         }
         _ => {}
