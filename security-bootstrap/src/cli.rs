@@ -602,6 +602,7 @@ impl Command {
             | Self::Audit(_)
             | Self::Backup(_)
             | Self::Cluster(ClusterCommand::Status(_)) => true,
+            Self::Fleet(args) => matches!(args.command, crate::commands::fleet::FleetCommand::Sync { .. }),
             Self::Node(NodeCommand::Show(args)) => args.config.is_none(),
             _ => false,
         }
@@ -887,7 +888,7 @@ mod socket_client_tests {
     #[test]
     fn only_socket_clients_stay_dumpable() {
         // (arguments, a socket client)
-        let cases: [(&[&str], bool); 12] = [
+        let cases: [(&[&str], bool); 13] = [
             (&["token"], true),
             (&["health"], true),
             (&["secrets", "list"], true),
@@ -896,6 +897,7 @@ mod socket_client_tests {
             (&["backup", "--to", "age1x", "-o", "/b"], true),
             (&["node", "show"], true),
             (&["cluster", "status"], true),
+            (&["fleet", "sync"], true),
             (&["node", "show", "--config", "/c"], false),
             (&["cluster", "join", "/f", "--from", "k", "--config", "/c"], false),
             (&["cluster", "invite", "--node-id", "gw2", "--to", "age1x", "-o", "/b", "--config", "/c"], false),

@@ -256,11 +256,13 @@ impl Client {
         self.kv_set_custom_metadata(token, mount, path, &custom).await
     }
 
-    /// `LIST <mount>/metadata/<path>/`: the names below a folder (folders end with `/`).
+    /// `LIST <mount>/metadata/<path>/`: the names below a folder (folders end with `/`). Like a read,
+    /// it waits out a mount that is still upgrading (after a restart).
     pub async fn kv_list(&self, token: &Token, mount: &str, path: &str) -> Result<Vec<String>, Error> {
         let api = format!("{mount}/metadata/{}/?list=true", path.trim_end_matches('/'));
-        let keys: Option<crate::api::Data<crate::api::Keys>> =
-            self.call_opt(Method::GET, &api, Some(token), None::<&()>, Retry::Idempotent).await?;
+        let keys: Option<crate::api::Data<crate::api::Keys>> = self
+            .through_upgrade(|| self.call_opt(Method::GET, &api, Some(token), None::<&()>, Retry::Idempotent))
+            .await?;
         Ok(keys.map(|k| k.data.keys).unwrap_or_default())
     }
 
