@@ -30,10 +30,11 @@ use edgeseal_fleet::admin::{self, Central};
 use edgeseal_fleet::node::{plan, Installed, Session};
 use edgeseal_fleet::{record, Layout, SecretRef, SecretValue};
 use edgeseal_tests::bench::{bao_version, cpus, env_count, loadavg, Figure};
+use edgeseal_tests::central::init_central;
 use edgeseal_tests::openbao::{bao_binary, OpenBao};
 use edgeseal_tests::pki::TestPki;
-use edgeseal_tests::{poll_until_async, regular_files_below};
-use openbao_client::{Client, Pin, Token};
+use edgeseal_tests::regular_files_below;
+use openbao_client::{Client, Pin};
 use secretstore_setup::identity::NodeIdentity;
 use serde_json::{json, Map, Value};
 use tokio::sync::Mutex;
@@ -139,16 +140,6 @@ fn bytes_below(dir: &Path) -> u64 {
         .sum()
 }
 
-async fn root_token(bao: &OpenBao) -> (Client, Token) {
-    let client = Client::new(&bao.address(), bao.ca(), &bao.pin(), TIMEOUT).unwrap();
-    let init = client.init(1, 1).await.unwrap();
-    client.unseal(init.shares[0].expose()).await.unwrap();
-    let token = init.root_token;
-    let ready = poll_until_async(Duration::from_secs(60), || async { client.mounts(&token).await.ok() }).await;
-    assert!(ready.is_some(), "the central OpenBao did not become active:\n{}", bao.server_log());
-    (client, token)
-}
-
 fn rate(n: usize, took: Duration) -> f64 {
     n as f64 / took.as_secs_f64()
 }
@@ -162,7 +153,7 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let pki = TestPki::new();
     let bao = Arc::new(OpenBao::start(&pki));
-    let (client, root) = rt.block_on(root_token(&bao));
+    let (client, root, _) = rt.block_on(init_central(&bao));
     let central = Arc::new(Central { client: client.clone(), token: root.clone(), layout: Layout::default() });
     let dir = tempfile::tempdir().unwrap();
     let org = Arc::new(rt.block_on(admin::org_key_new(&central, &dir.path().join("org.key"))).unwrap());

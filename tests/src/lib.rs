@@ -11,6 +11,7 @@
 //! - [`docker`]: a Docker daemon (the system one, or a private `dockerd`), offline images, containers.
 //! - [`impostor`]: an HTTPS server posing as OpenBao with another leaf, recording what it receives.
 //! - [`openbao`]: a real OpenBao (raft, TLS, file audit) on a free loopback port.
+//! - [`central`]: a fleet's central OpenBao (initialized, its root token) and the `fleet` admin CLI.
 //! - [`pki`]: a device PKI for the OpenBao listener.
 //! - [`poll`]: waiting for a condition ([`wait_until`], [`poll_until`]) instead of sleeping.
 //! - [`ports`]: free loopback ports.
@@ -24,6 +25,7 @@
 
 pub mod bench;
 pub mod boot;
+pub mod central;
 pub mod compose;
 pub mod device;
 pub mod docker;

@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -25,9 +25,9 @@ use edgeseal_fleet::admin::{self, secrets::Window, Central, Targets};
 use edgeseal_fleet::node::{plan, Fetched, Installed, Plan, RemoveReason, Session, SyncError};
 use edgeseal_fleet::record::{self, Expect, SecretMeta, VerifyError};
 use edgeseal_fleet::{Layout, OrgKey, SecretRef, SecretValue};
+use edgeseal_tests::central::{fleet_cli, init_central};
 use edgeseal_tests::openbao::OpenBao;
 use edgeseal_tests::pki::TestPki;
-use edgeseal_tests::{output_with_stdin, poll_until_async, workspace_binary};
 use openbao_client::{Client, Pin, Token};
 use secretstore_setup::identity::NodeIdentity;
 use serde_json::{Map, Value};
@@ -94,30 +94,6 @@ impl Node {
     }
 }
 
-/// Initializes and unseals a fresh OpenBao; returns its root token once it is active.
-async fn root_token(bao: &OpenBao) -> (Client, Token) {
-    let client = Client::new(&bao.address(), bao.ca(), &bao.pin(), TIMEOUT).unwrap();
-    let init = client.init(1, 1).await.unwrap();
-    client.unseal(init.shares[0].expose()).await.unwrap();
-    let token = init.root_token;
-    let ready = poll_until_async(Duration::from_secs(60), || async { client.mounts(&token).await.ok() }).await;
-    assert!(ready.is_some(), "the central OpenBao did not become active:\n{}", bao.server_log());
-    (client, token)
-}
-
-fn fleet_cli(bao: &OpenBao, token: &Token, args: &[&str], stdin: &[u8]) -> Output {
-    let mut command = Command::new(workspace_binary("security-bootstrap"));
-    command
-        .arg("fleet")
-        .args(args)
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("BAO_ADDR", bao.address())
-        .env("BAO_CACERT", bao.ca())
-        .env("BAO_TOKEN", token.expose());
-    output_with_stdin(&mut command, stdin)
-}
-
 fn ok(output: Output, what: &str) -> String {
     let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "{what}: {:?}\nstdout: {stdout}\nstderr: {stderr}", output.status);
@@ -163,7 +139,10 @@ fn fleet_end_to_end() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let pki = TestPki::new();
     let bao = OpenBao::start(&pki);
-    let (client, root) = rt.block_on(root_token(&bao));
+    let (client, root) = rt.block_on(async {
+        let (c, t, _) = init_central(&bao).await;
+        (c, t)
+    });
     let central = Central { client, token: root.clone(), layout: Layout::default() };
     let dir = tempfile::tempdir().unwrap();
     let org_file = dir.path().join("org.key");
@@ -453,7 +432,10 @@ fn an_interrupted_rotation_converges_and_the_cache_serves_offline() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let pki = TestPki::new();
     let mut bao = OpenBao::start(&pki);
-    let (client, root) = rt.block_on(root_token(&bao));
+    let (client, root) = rt.block_on(async {
+        let (c, t, _) = init_central(&bao).await;
+        (c, t)
+    });
     let central = Central { client, token: root.clone(), layout: Layout::default() };
     let dir = tempfile::tempdir().unwrap();
     let org_file = dir.path().join("org.key");

@@ -24,45 +24,15 @@ use base64::Engine as _;
 use edgeseal_fleet::config::FleetConfig;
 use edgeseal_fleet::OrgKey;
 use edgeseal_tests::boot::Boot;
+use edgeseal_tests::central::{fleet_cli, init_central, wait_active};
 use edgeseal_tests::openbao::OpenBao;
 use edgeseal_tests::pki::TestPki;
-use edgeseal_tests::{output_with_stdin, poll_until, poll_until_async, regular_files_below, workspace_binary};
+use edgeseal_tests::{poll_until, regular_files_below};
 use nix::sys::signal::Signal;
-use openbao_client::{Client, Token};
 use serde_json::Value;
 
-const TIMEOUT: Duration = Duration::from_secs(30);
 /// The crash point `run` reaches after the first local write of a sync.
 const MID_INSTALL: &str = secretstore_setup::crash::FLEET_POINTS[0];
-
-/// Initializes and unseals a fresh OpenBao: its client, root token and unseal share.
-async fn init_central(bao: &OpenBao) -> (Client, Token, Vec<u8>) {
-    let client = Client::new(&bao.address(), bao.ca(), &bao.pin(), TIMEOUT).unwrap();
-    let init = client.init(1, 1).await.unwrap();
-    let share = init.shares[0].expose().to_vec();
-    client.unseal(&share).await.unwrap();
-    let token = init.root_token;
-    wait_active(&client, &token, bao).await;
-    (client, token, share)
-}
-
-async fn wait_active(client: &Client, token: &Token, bao: &OpenBao) {
-    let ready = poll_until_async(Duration::from_secs(60), || async { client.mounts(token).await.ok() }).await;
-    assert!(ready.is_some(), "the central OpenBao did not become active:\n{}", bao.server_log());
-}
-
-fn fleet_cli(bao: &OpenBao, token: &Token, args: &[&str], stdin: &[u8]) -> Output {
-    let mut command = Command::new(workspace_binary("security-bootstrap"));
-    command
-        .arg("fleet")
-        .args(args)
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("BAO_ADDR", bao.address())
-        .env("BAO_CACERT", bao.ca())
-        .env("BAO_TOKEN", token.expose());
-    output_with_stdin(&mut command, stdin)
-}
 
 fn text(out: &Output) -> String {
     format!(
