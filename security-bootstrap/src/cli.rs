@@ -888,7 +888,7 @@ mod socket_client_tests {
     #[test]
     fn only_socket_clients_stay_dumpable() {
         // (arguments, a socket client)
-        let cases: [(&[&str], bool); 13] = [
+        let cases: [(&[&str], bool); 14] = [
             (&["token"], true),
             (&["health"], true),
             (&["secrets", "list"], true),
@@ -898,6 +898,7 @@ mod socket_client_tests {
             (&["node", "show"], true),
             (&["cluster", "status"], true),
             (&["fleet", "sync"], true),
+            (&["fleet", "sync", "--config", "/c"], true),
             (&["node", "show", "--config", "/c"], false),
             (&["cluster", "join", "/f", "--from", "k", "--config", "/c"], false),
             (&["cluster", "invite", "--node-id", "gw2", "--to", "age1x", "-o", "/b", "--config", "/c"], false),

@@ -179,7 +179,10 @@ fn fleet_nodes_sync_inside_run() {
     assert_eq!(read(&b2, "motd"), None, "node 2 has nothing");
     let (_, source) = listed(&b1, "motd").unwrap();
     assert!(source.starts_with("fleet"), "source: {source}");
-    assert!(!String::from_utf8_lossy(&b1.admin_command_as(None, "fleet", &["sync"], b"").stdout).contains("fleet-motd"));
+    // The human report (`--config`: the device's admin socket from its edgeseal.yaml) names, never values.
+    let human = b1.command(&["fleet", "sync"], None);
+    assert!(human.status.success(), "fleet sync --config: {}", text(&human));
+    assert!(!String::from_utf8_lossy(&human.stdout).contains("fleet-motd"));
 
     // --all reaches both; an update is version 2 on both.
     set(&bao, "demo/shared", &["--all"], &[], "fleet-shared-one");

@@ -117,6 +117,9 @@ pub enum FleetCommand {
         /// The admin socket.
         #[arg(long = "admin-socket", value_name = "PATH", default_value = token_server::admin::DEFAULT_SOCKET)]
         socket: PathBuf,
+        /// The device's edgeseal.yaml: its `admin.socket` is used (instead of --admin-socket).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
         /// The report as JSON.
         #[arg(long)]
         json: bool,
@@ -211,8 +214,12 @@ pub fn run(args: &FleetArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     }
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
-    if let FleetCommand::Sync { socket, json } = &args.command {
-        let report = runtime.block_on(super::secrets::call(socket, hyper::Method::POST, "/v1/fleet/sync", None))?;
+    if let FleetCommand::Sync { socket, json, config } = &args.command {
+        let socket = match config {
+            Some(path) => crate::config::Config::load(path)?.admin.socket,
+            None => socket.clone(),
+        };
+        let report = runtime.block_on(super::secrets::call(&socket, hyper::Method::POST, "/v1/fleet/sync", None))?;
         return print_sync(&report, *json, out);
     }
     let central = central(&args.central)?;
