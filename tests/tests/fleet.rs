@@ -139,10 +139,7 @@ fn fleet_end_to_end() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let pki = TestPki::new();
     let bao = OpenBao::start(&pki);
-    let (client, root) = rt.block_on(async {
-        let (c, t, _) = init_central(&bao).await;
-        (c, t)
-    });
+    let (client, root, _) = rt.block_on(init_central(&bao));
     let central = Central { client, token: root.clone(), layout: Layout::default() };
     let dir = tempfile::tempdir().unwrap();
     let org_file = dir.path().join("org.key");
@@ -432,10 +429,7 @@ fn an_interrupted_rotation_converges_and_the_cache_serves_offline() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let pki = TestPki::new();
     let mut bao = OpenBao::start(&pki);
-    let (client, root) = rt.block_on(async {
-        let (c, t, _) = init_central(&bao).await;
-        (c, t)
-    });
+    let (client, root, _) = rt.block_on(init_central(&bao));
     let central = Central { client, token: root.clone(), layout: Layout::default() };
     let dir = tempfile::tempdir().unwrap();
     let org_file = dir.path().join("org.key");

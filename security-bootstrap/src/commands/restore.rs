@@ -13,7 +13,8 @@ use crate::UsageError;
 /// Runs the command.
 pub fn run(args: &RestoreArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     // A cluster member is refused before anything is read or asked for.
-    secretstore_setup::seal::restore::refuse_cluster_member(&super::setup::from_config(&args.config)?)?;
+    let setup = super::setup::from_config(&args.config)?;
+    secretstore_setup::seal::restore::refuse_cluster_member(&setup)?;
     let senders = args
         .from
         .iter()
@@ -42,7 +43,6 @@ pub fn run(args: &RestoreArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let Some(supervise) = config.secret_store.supervise.clone() else {
         return Err(UsageError("restore needs a supervised OpenBao (secret_store.supervise)".into()).into());
     };
-    let setup = super::setup::from_config(&args.config)?;
     let server = super::run::supervised_openbao(&config, &supervise, false)?;
     let report = super::pki::converge(&config.pki, &config.kdf, &config.keystore.dir)?;
     tracing::info!(changed = report.changed(), "pki-init done");
