@@ -292,15 +292,61 @@ pub async fn join(setup: &Setup, bundle: &[u8], trust: &Trust) -> Result<Joined,
     })
 }
 
-/// Waits until a member other than this one is active (after a step-down).
-async fn another_leader(client: &Client, patience: Duration) -> Result<(), ClusterError> {
+/// Waits until the raft leader is a member other than `node_id`, through `client` (after a
+/// step-down, while an election runs: its errors and a missing leader only mean "not yet").
+async fn leader_other_than(
+    client: &Client,
+    token: &Token,
+    node_id: &str,
+    patience: Duration,
+) -> Result<(), ClusterError> {
+    let started = std::time::Instant::now();
+    loop {
+        if let Ok(servers) = client.raft_configuration(token).await {
+            if servers.iter().any(|s| s.leader && s.node_id != node_id) {
+                return Ok(());
+            }
+        }
+        if started.elapsed() >= patience {
+            return Err(ClusterError::Refused(format!(
+                "{node_id} stepped down, but no other member became active within {}: is the cluster healthy (`cluster status`)? Nothing was removed",
+                humantime::format_duration(patience)
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A request for the active member, sent through this one, until it got there: a standby answers
+/// 307 while it cannot forward yet (just after a join or an election) and 500 while it knows no
+/// active member, and in both cases nothing was done, so asking again is safe. Any other answer,
+/// or the last one once `patience` has passed, is returned.
+async fn forwarded<F, Fut>(patience: Duration, mut request: F) -> Result<(), openbao_client::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), openbao_client::Error>>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        match request().await {
+            Err(e) if matches!(e.status(), Some(307 | 500)) && started.elapsed() < patience => {
+                tracing::debug!(error = %e, "not forwarded to the active member yet; asking again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            done => return done,
+        }
+    }
+}
+
+/// Waits until `client`'s member knows an active member again (after a removal).
+async fn active_member(client: &Client, node_id: &str, patience: Duration) -> Result<(), ClusterError> {
     let started = std::time::Instant::now();
     loop {
         match client.leader().await {
-            Ok(leader) if !leader.is_self && !leader.leader_address.is_empty() => return Ok(()),
+            Ok(leader) if !leader.leader_address.is_empty() => return Ok(()),
             _ if started.elapsed() >= patience => {
                 return Err(ClusterError::Refused(format!(
-                    "no other member became active within {}: is the cluster healthy (`cluster status`)? Nothing was removed",
+                    "{node_id} was removed, but no member is active after {}: the others may lack a quorum (`cluster status`)",
                     humantime::format_duration(patience)
                 )))
             }
@@ -311,8 +357,11 @@ async fn another_leader(client: &Client, patience: Duration) -> Result<(), Clust
 
 /// `cluster leave`: removes member `node_id` (this one when `None`) from the raft configuration,
 /// through this member, and deletes its login (only the login, for an id that is not a member: an
-/// invite never used). When this member is the one leaving and it is the active one, it steps down
-/// first and waits for another member to be active. Returns the node id removed.
+/// invite never used). The active member is never removed as such: it steps down first (asked
+/// through this member, which forwards), and a leader that stays commits its removal — a leader
+/// that removes itself leaves the others to an election without it, which a cluster of two was
+/// seen not to finish. A removal of another member returns once an active member is known again.
+/// Returns the node id removed.
 pub async fn leave(setup: &Setup, node_id: Option<&str>) -> Result<String, ClusterError> {
     let cluster = config(setup)?;
     let node_id = node_id.unwrap_or(&cluster.node_id).to_string();
@@ -320,11 +369,19 @@ pub async fn leave(setup: &Setup, node_id: Option<&str>) -> Result<String, Clust
     let done = async {
         let servers = client.raft_configuration(&token).await.doing(|| "reading the raft members".into())?;
         if servers.iter().any(|s| s.node_id == node_id) {
-            if node_id == cluster.node_id && client.leader().await.is_ok_and(|l| l.is_self) {
-                client.step_down(&token).await.doing(|| "stepping down before leaving".into())?;
-                another_leader(&client, setup.store.wait_timeout).await?;
+            let patience = setup.store.wait_timeout;
+            if servers.iter().any(|s| s.node_id == node_id && s.leader) {
+                forwarded(patience, || client.step_down(&token))
+                    .await
+                    .doing(|| format!("asking {node_id} to step down before it leaves"))?;
+                leader_other_than(&client, &token, &node_id, patience).await?;
             }
-            client.remove_raft_peer(&token, &node_id).await.doing(|| format!("removing {node_id} from the cluster"))?;
+            forwarded(patience, || client.remove_raft_peer(&token, &node_id))
+                .await
+                .doing(|| format!("removing {node_id} from the cluster"))?;
+            if node_id != cluster.node_id {
+                active_member(&client, &node_id, patience).await?;
+            }
         } else {
             // Not a member (an invite never used, or removed already): only its login goes.
             tracing::info!(node_id, "not a raft member; deleting its login only");
