@@ -37,7 +37,7 @@ pub(super) const HELD_PATIENCE: Duration = Duration::from_secs(10);
 /// Converge attempts when OpenBao goes away in the middle (it is restarted by the supervisor).
 const CONVERGE_TRIES: u32 = 5;
 /// Pause between two looks at a starting OpenBao.
-const POLL: Duration = Duration::from_millis(50);
+const POLL: Duration = Duration::from_millis(10);
 
 /// A supervised OpenBao that is open and configured.
 #[derive(Debug)]
@@ -182,6 +182,8 @@ pub async fn open(setup: &Setup, server: ServerConfig) -> Result<Opened, SetupEr
             remove_durably(&marker)?;
             crash::point("after-first-login");
             tracing::info!(address = %setup.store.address, "OpenBao initialized itself; edgeseal logged in with its client certificate");
+        } else {
+            tracing::info!(address = %setup.store.address, "OpenBao opened itself; edgeseal logged in with its client certificate");
         }
         if let (true, Some(membership)) = (joining, &membership) {
             crash::point("join-before-check");

@@ -68,18 +68,41 @@ pub async fn converge(
             crash::point("after-kv-mount");
         }
     }
-    converge_services(setup, client, token, report).await?;
-    crash::point("after-services");
-    super::seed_files::import(setup, client, token, kek, report).await?;
-    ensure_secrets(setup, client, token, report).await?;
-    crash::point("after-secrets");
-    let issuer = ensure_issuer(client, token, store, kek, report).await?;
-    crash::point("after-issuer");
+    // From here four parts depend on nothing but the mount: the services' policies and roles; the
+    // seed files and generated secrets; the issuing token; the admin credential's policy and role.
+    // They run concurrently — a converged store is mostly their reads — each in its own order of
+    // reads and writes, each with its own report (merged in this order). Only the issuing token
+    // writes the keystore. The file tokens need the services' roles and the issuing token.
+    let (mut services, mut secrets, mut issuing, mut admin) =
+        (Report::default(), Report::default(), Report::default(), Report::default());
+    let ((), (), issuer, ()) = tokio::try_join!(
+        async {
+            converge_services(setup, client, token, &mut services).await?;
+            crash::point("after-services");
+            Ok::<_, SetupError>(())
+        },
+        async {
+            super::seed_files::import(setup, client, token, kek, &mut secrets).await?;
+            ensure_secrets(setup, client, token, &mut secrets).await?;
+            crash::point("after-secrets");
+            Ok(())
+        },
+        async {
+            let issuer = ensure_issuer(client, token, store, kek, &mut issuing).await?;
+            crash::point("after-issuer");
+            Ok(issuer)
+        },
+        async {
+            let text = policy::admin_policy(&setup.store.kv_mount, &setup.store.service_prefix);
+            ensure_policy(client, token, ADMIN_POLICY, &text, &mut admin).await?;
+            ensure_token_role(client, token, ADMIN_ROLE, &policy::admin_role(), &mut admin).await
+        },
+    )?;
+    for part in [services, secrets, issuing, admin] {
+        report.merge(part);
+    }
     file_tokens::refresh(setup, client, &issuer, report).await?;
     crash::point("after-file-tokens");
-    let admin = policy::admin_policy(&setup.store.kv_mount, &setup.store.service_prefix);
-    ensure_policy(client, token, ADMIN_POLICY, &admin, report).await?;
-    ensure_token_role(client, token, ADMIN_ROLE, &policy::admin_role(), report).await?;
     Ok(())
 }
 

@@ -189,8 +189,9 @@ pub enum SetupError {
 }
 
 /// Requests to OpenBao in flight at once during a run: enough to overlap round trips and let raft
-/// batch writes, few enough to reuse a handful of TLS connections instead of opening one per request.
-const CONCURRENCY: usize = 4;
+/// batch writes (a device's file tokens are made and revoked in one round each), few enough to reuse
+/// a handful of TLS connections instead of opening one per request.
+const CONCURRENCY: usize = 8;
 
 /// Runs `futures` with at most [`CONCURRENCY`] in flight, keeping their order; the first error wins.
 pub(crate) async fn concurrently<T, F>(futures: impl IntoIterator<Item = F>) -> Result<Vec<T>, SetupError>
@@ -259,6 +260,17 @@ pub struct Report {
     /// Problems confined to one service that did not stop the run (e.g. its token file could not be
     /// written), each naming the service and what to do.
     pub problems: Vec<String>,
+}
+
+impl Report {
+    /// Adds what `other` (a part of the same run) did and found.
+    pub fn merge(&mut self, other: Report) {
+        self.initialized |= other.initialized;
+        self.unsealed |= other.unsealed;
+        self.changes.extend(other.changes);
+        self.refreshed.extend(other.refreshed);
+        self.problems.extend(other.problems);
+    }
 }
 
 impl Setup {

@@ -257,9 +257,10 @@ pub async fn attempt_interleaved(
     Ok(Outcome::Disturbed { seen: format!("still sealed after {threshold} shares") })
 }
 
-/// Waits until OpenBao is unsealed and active (raft leadership established).
+/// Waits until OpenBao is unsealed and active (raft leadership established), looking every 10 ms:
+/// a boot waits on this, and a growing pause would see the store open up to that pause late.
 pub async fn wait_active(client: &Client, timeout: Duration) -> Result<(), SetupError> {
-    let backoff = Backoff::within(timeout, Duration::from_millis(10), Duration::from_millis(100));
+    let backoff = Backoff::within(timeout, Duration::from_millis(10), Duration::from_millis(10));
     retry(backoff, || async {
         match client.health().await {
             Ok(h) if h.initialized && !h.sealed && !h.standby => Attempt::Done(()),
