@@ -30,9 +30,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
 
+use std::fs;
 use std::net::TcpStream;
+use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use edgeseal_tests::bench::{bao_version, cpus, env_count, loadavg, ms, percentile, time_until, Figure};
 use edgeseal_tests::openbao::bao_binary;
@@ -79,6 +81,32 @@ fn samples_line(what: &str, s: &Samples) {
     println!("- {what}, in run order (ms): static [{}], shamir [{}]", list(&s.static_seal), list(&s.shamir));
 }
 
+/// Lines of `run`'s log that mark a boot's milestones (their message starts so), and what they mean.
+const MILESTONES: [(&str, &str); 5] = [
+    ("pki-init done", "pki-init done (KDF plug-in, keystore, PKI scan)"),
+    ("OpenBao started", "OpenBao spawned"),
+    ("OpenBao opened itself", "store open, edgeseal logged in (static seal)"),
+    ("setup done", "store converged (policies, roles, secrets, file tokens, admin credential)"),
+    ("edgeseal is ready", "token server listening, ready file written"),
+];
+
+/// When each milestone of the boot logged to `log` from byte `from` on was reached, from `spawned`.
+fn milestones(log: &Path, from: u64, spawned: SystemTime) -> Vec<(&'static str, Duration)> {
+    let text = fs::read(log).unwrap();
+    let text = String::from_utf8_lossy(text.get(from as usize..).unwrap_or_default());
+    let mut seen = Vec::new();
+    for line in text.lines() {
+        let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let message = entry["fields"]["message"].as_str().unwrap_or_default();
+        let Some((marker, _)) = MILESTONES.iter().find(|(marker, _)| message.starts_with(marker)) else { continue };
+        let Some(at) = entry["timestamp"].as_str().and_then(|t| humantime::parse_rfc3339(t).ok()) else { continue };
+        if !seen.iter().any(|(m, _)| m == marker) {
+            seen.push((*marker, at.duration_since(spawned).unwrap_or_default()));
+        }
+    }
+    seen
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -111,12 +139,15 @@ fn main() {
         })
         .collect();
     let (mut warm, mut crash) = (Samples::default(), Samples::default());
+    let mut phases: Vec<(Seal, Vec<(&str, Duration)>)> = Vec::new();
     for round in 0..warm_runs {
         // The kill's instant within the watchdog's period, spread evenly over the rounds.
         let after_ready = watchdog.mul_f64((round as f64 + 0.5) / warm_runs as f64);
         for (seal, node) in &nodes {
+            let (log_from, spawned) = (fs::metadata(node.log()).map_or(0, |m| m.len()), SystemTime::now());
             let (mut run, took) = node.boot();
             warm.push(*seal, took);
+            phases.push((*seal, milestones(&node.log(), log_from, spawned)));
             std::thread::sleep(after_ready);
             let recovered = node.crash_to_token(&mut run);
             crash.push(*seal, recovered);
@@ -183,6 +214,25 @@ fn main() {
         watchdog.mul_f64(0.5 / warm_runs as f64).as_secs_f64(),
         watchdog.mul_f64((warm_runs as f64 - 0.5) / warm_runs as f64).as_secs_f64()
     );
+    println!("where a warm boot's time goes: medians from spawn to each line of `run`'s log (JSON timestamps)");
+    println!("| milestone | static | shamir |");
+    println!("|---|---|---|");
+    for (marker, what) in MILESTONES {
+        let median = |want: Seal| {
+            let mut at: Vec<Duration> = phases
+                .iter()
+                .filter(|(seal, _)| *seal == want)
+                .filter_map(|(_, seen)| seen.iter().find(|(m, _)| *m == marker).map(|(_, at)| *at))
+                .collect();
+            at.sort();
+            if at.is_empty() {
+                "-".to_string()
+            } else {
+                ms(percentile(&at, 0.5))
+            }
+        };
+        println!("| {what} | {} | {} |", median(Seal::Static), median(Seal::Shamir));
+    }
     samples_line("first boot", &first);
     samples_line("warm boot", &warm);
     samples_line("kill → token", &crash);
