@@ -402,3 +402,57 @@ pub async fn leave(setup: &Setup, node_id: Option<&str>) -> Result<String, Clust
     done?;
     Ok(node_id)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    fn answer(status: u16) -> Result<(), openbao_client::Error> {
+        Err(openbao_client::Error::Api {
+            method: "PUT".into(),
+            path: "sys/step-down".into(),
+            status,
+            message: String::new(),
+        })
+    }
+
+    /// `forwarded` over a scripted sequence of answers: what it returned and how many were asked.
+    fn forwarded_over(answers: &[u16], patience: Duration) -> (Result<(), openbao_client::Error>, usize) {
+        let asked = Cell::new(0);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let done = runtime.block_on(forwarded(patience, || {
+            let n = asked.get();
+            asked.set(n + 1);
+            async move {
+                match answers.get(n) {
+                    Some(&200) | None => Ok(()),
+                    Some(&status) => answer(status),
+                }
+            }
+        }));
+        (done, asked.get())
+    }
+
+    #[test]
+    fn a_request_a_standby_could_not_forward_is_asked_again_and_any_other_answer_is_returned() {
+        let minute = Duration::from_secs(60);
+        // (answers in order, asked, final status: None for success)
+        let cases: [(&[u16], usize, Option<u16>); 5] = [
+            (&[200], 1, None),
+            (&[307, 500, 307, 200], 4, None),
+            (&[403], 1, Some(403)),
+            (&[307, 400], 2, Some(400)),
+            (&[503], 1, Some(503)),
+        ];
+        for (answers, asked, status) in cases {
+            let (done, n) = forwarded_over(answers, minute);
+            assert_eq!((n, done.err().and_then(|e| e.status())), (asked, status), "{answers:?}");
+        }
+        // Never forwarded: the last answer once patience has passed.
+        let (done, n) = forwarded_over(&[307; 100], Duration::from_secs(1));
+        assert_eq!(done.err().and_then(|e| e.status()), Some(307));
+        assert!(n < 100, "asked {n} times within 1 s");
+    }
+}
