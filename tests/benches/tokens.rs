@@ -45,7 +45,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use edgeseal_tests::bench::{self, bao_version, cpus, loadavg, verdict, Figure};
+use edgeseal_tests::bench::{self, bao_version, cpu_ticks, cpus, loadavg, stat_ticks, verdict, Figure};
 use edgeseal_tests::device::{service, Device};
 use edgeseal_tests::docker::{Docker, RunSpec};
 use edgeseal_tests::openbao::{bao_binary, OpenBao};
@@ -830,23 +830,9 @@ fn proc_status(pid: u32) -> ProcStatus {
     }
 }
 
-/// utime + stime of a process (all its threads), in clock ticks (100 per second on Linux/x86_64).
-fn cpu_ticks(pid: u32) -> u64 {
-    stat_ticks(&format!("/proc/{pid}/stat"))
-}
-
 /// utime + stime of a process's main thread alone.
 fn main_thread_ticks(pid: u32) -> u64 {
     stat_ticks(&format!("/proc/{pid}/task/{pid}/stat"))
-}
-
-fn stat_ticks(path: &str) -> u64 {
-    let stat = fs::read_to_string(path).unwrap_or_default();
-    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else { return 0 };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // After ")": field 3 is index 0, so utime (14) is 11 and stime (15) is 12.
-    fields.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
 }
 
 /// Peak RSS and CPU time used across load runs.

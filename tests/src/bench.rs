@@ -230,3 +230,19 @@ pub fn time_until(mut command: Command, ready: impl Fn() -> bool) -> Duration {
     guard.stop(nix::sys::signal::Signal::SIGTERM, limit);
     took
 }
+
+/// utime + stime of a process (all its threads, exited ones included), in clock ticks (100 per
+/// second on Linux/x86_64); 0 if it is gone.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    stat_ticks(&format!("/proc/{pid}/stat"))
+}
+
+/// utime + stime from a `/proc/…/stat` file, in clock ticks.
+pub fn stat_ticks(path: &str) -> u64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else { return 0 };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After ")": field 3 is index 0, so utime (14) is 11 and stime (15) is 12.
+    fields.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
