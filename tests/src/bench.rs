@@ -246,3 +246,12 @@ pub fn stat_ticks(path: &str) -> u64 {
     fields.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
         + fields.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
 }
+
+/// utime + stime of this process's children that have been waited for (and of their waited-for
+/// children), microsecond resolution.
+pub fn children_cpu() -> Duration {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let Ok(usage) = getrusage(UsageWho::RUSAGE_CHILDREN) else { return Duration::ZERO };
+    let time = |t: nix::sys::time::TimeVal| Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000);
+    time(usage.user_time()) + time(usage.system_time())
+}

@@ -254,12 +254,14 @@ pub fn run(config_path: &std::path::Path) -> anyhow::Result<()> {
             }
         })
         .await?;
-        let served = server
-            .run(listener, async move {
-                signals().await;
-                let _ = stop_tx.send(true);
-            })
-            .await;
+        // On a worker thread, as in `run`: each accepted connection's task then starts on the
+        // accepting worker (no cross-thread wake-up per connection).
+        let served = tokio::spawn(server.run(listener, async move {
+            signals().await;
+            let _ = stop_tx.send(true);
+        }))
+        .await
+        .context("the token server's task failed")?;
         admin.finished().await;
         served.context("serving the token socket")
     })
