@@ -194,6 +194,40 @@ fn a_caller_that_exits_during_attestation_gets_no_token() {
 }
 
 #[test]
+fn a_caller_that_changes_its_uid_during_attestation_gets_no_token() {
+    let w = world();
+    let mut rule = w.rule("hostsvc", 0);
+    rule.selectors.unix.as_mut().unwrap().path = None;
+    let server = TestServer::start(&w.setup, w.config(), vec![rule], None, |a| {
+        a.race_delay = Some(Duration::from_millis(800));
+    });
+    // Root when it connects (the rule's uid), nobody by the time the server checks again.
+    let script = r#"
+import os, socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(b"POST /v1/token HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+time.sleep(0.2)
+os.setresuid(65534, 65534, 65534)
+data = b""
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+sys.stdout.write(data.decode(errors="replace"))
+"#;
+    let out = Command::new("python3").arg("-c").arg(script).arg(server.socket()).output().unwrap();
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        answer.contains("403") && answer.contains("changed its uid"),
+        "{answer} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(server.state.metrics.issued.load(Ordering::Relaxed), 0, "no token was created");
+}
+
+#[test]
 fn bad_requests_get_their_4xx_and_json_errors() {
     let w = world();
     let server = TestServer::start(&w.setup, w.config(), vec![w.rule("hostsvc", 0)], None, |_| {});

@@ -5,7 +5,8 @@
 //! usual case), "still the same process" is one `poll` of it: a process whose pidfd is not readable has
 //! not exited, so its pid was never reused and everything read through `/proc/<pid>` described it.
 //! Without one, the start time (field 22 of `stat`) is read at pin time and compared again after every
-//! other lookup. The effective uid is compared again in both cases.
+//! other lookup. The effective uid is compared again in both cases: with a pidfd, from
+//! `PIDFD_GET_INFO` (Linux ≥ 6.13; one ioctl), otherwise from `/proc/<pid>/status`.
 
 use std::io::{self, Read};
 use std::os::fd::OwnedFd;
@@ -123,7 +124,14 @@ impl Pinned {
         let vanished = |what: &str| Vanished { pid: self.pid, what: what.to_string() };
         match &self.pidfd {
             Some(pidfd) if pidfd_exited(pidfd) => return Err(vanished("exited during attestation")),
-            Some(_) => {}
+            // Alive (the poll), the same process (a pidfd is never reused): only the uid is left to
+            // check, and the kernel tells it without a `/proc` file to render.
+            Some(pidfd) => match super::pidfd::effective_uid(pidfd) {
+                Ok(Some(uid)) if uid == self.uid => return Ok(()),
+                Ok(Some(_)) => return Err(vanished("changed its uid during attestation")),
+                Ok(None) => {}
+                Err(_) => return Err(vanished("exited during attestation")),
+            },
             None => match self.read_start_time() {
                 Ok(start) if start == self.start_time => {}
                 Ok(_) => return Err(vanished("was replaced by another process with the same pid")),
@@ -131,8 +139,10 @@ impl Pinned {
             },
         }
         let status = self.read("status").map_err(|_| vanished("exited during attestation"))?;
-        // A pidfd turns readable only once every thread has exited: a main thread that exited while
-        // others run shows as a zombie here, and counts as exited, as it does without a pidfd.
+        // Without a pidfd (or before Linux 6.13): a main thread that exited while others run shows as
+        // a zombie here, and counts as exited. (With PIDFD_GET_INFO such a process is alive, which it
+        // is; its executable link is gone with its memory map, so the executable check that precedes
+        // this one refuses it when it was readable at connect.)
         if matches!(parse_status_state(&status), Some('Z' | 'X' | 'x')) {
             return Err(vanished("exited during attestation"));
         }
@@ -314,6 +324,13 @@ mod tests {
         assert!(pinned.exe_sha256(1).is_none(), "above the limit: not hashed");
         pinned.verify().unwrap();
         assert!(Pinned::pin(me, uid + 1, None).unwrap().verify().is_err(), "a uid that does not match is refused");
+        // With a pidfd (the uid then comes from PIDFD_GET_INFO where the kernel has it).
+        let pidfd = || {
+            let raw = rustix::process::Pid::from_raw(me).unwrap();
+            Some(rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty()).unwrap())
+        };
+        Pinned::pin(me, uid, pidfd()).unwrap().verify().unwrap();
+        assert!(Pinned::pin(me, uid + 1, pidfd()).unwrap().verify().is_err(), "with a pidfd too");
     }
 
     #[test]

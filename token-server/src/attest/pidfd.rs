@@ -76,6 +76,61 @@ pub fn pidfd_exited(pidfd: &OwnedFd) -> bool {
     }
 }
 
+/// `struct pidfd_info` of `<linux/pidfd.h>` as of Linux 6.13 (`PIDFD_INFO_SIZE_VER0`, 64 bytes);
+/// later kernels append fields and accept this size.
+#[repr(C)]
+#[derive(Debug, Default)]
+struct PidfdInfo {
+    mask: u64,
+    cgroupid: u64,
+    pid: u32,
+    tgid: u32,
+    ppid: u32,
+    ruid: u32,
+    rgid: u32,
+    euid: u32,
+    egid: u32,
+    suid: u32,
+    sgid: u32,
+    fsuid: u32,
+    fsgid: u32,
+    exit_code: i32,
+}
+
+const _: () = assert!(std::mem::size_of::<PidfdInfo>() == 64);
+/// `PIDFD_INFO_CREDS`: ask for (and, in the answer's mask, got) the credentials.
+const PIDFD_INFO_CREDS: u64 = 1 << 1;
+/// `PIDFD_GET_INFO` = `_IOWR(PIDFS_IOCTL_MAGIC (0xFF), 11, struct pidfd_info)`: direction
+/// read|write (3) in bits 30-31, the size in bits 16-29, the magic in bits 8-15, the number below.
+const PIDFD_GET_INFO: u64 = (3 << 30) | ((std::mem::size_of::<PidfdInfo>() as u64) << 16) | (0xFF << 8) | 11;
+
+/// The effective uid of a pidfd's process, from `PIDFD_GET_INFO` (Linux ≥ 6.13): one ioctl, no
+/// `/proc/<pid>/status` to render and parse. `Ok(None)` when the kernel does not know the ioctl
+/// (ENOTTY, EINVAL) or did not fill the credentials: read `/proc` instead. `Err` otherwise (ESRCH
+/// once the process has been reaped). The credentials are those of the thread-group leader, as
+/// `/proc/<pid>/status` shows them.
+pub fn effective_uid(pidfd: &OwnedFd) -> io::Result<Option<u32>> {
+    let mut info = PidfdInfo { mask: PIDFD_INFO_CREDS, ..PidfdInfo::default() };
+    // SAFETY: PIDFD_GET_INFO encodes the size of `info`, a repr(C) struct laid out as the kernel's
+    // version-0 `struct pidfd_info` (size asserted above); the kernel writes at most that many bytes
+    // into it. The pidfd is borrowed and stays open for the whole call.
+    let rc = unsafe {
+        libc::ioctl(
+            pidfd.as_raw_fd(),
+            PIDFD_GET_INFO as libc::Ioctl,
+            (&mut info as *mut PidfdInfo).cast::<libc::c_void>(),
+        )
+    };
+    if rc != 0 {
+        let error = io::Error::last_os_error();
+        return match error.raw_os_error() {
+            Some(libc::ENOTTY | libc::EINVAL) => Ok(None),
+            _ => Err(error),
+        };
+    }
+    Ok((info.mask & PIDFD_INFO_CREDS != 0).then_some(info.euid))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,6 +168,10 @@ mod tests {
         if let Some(fd) = peer_pidfd(&a).unwrap() {
             assert_eq!(pidfd_pid(&fd), i32::try_from(std::process::id()).ok());
             assert!(!pidfd_exited(&fd), "we are alive");
+            // None: a kernel before 6.13.
+            if let Some(euid) = effective_uid(&fd).unwrap() {
+                assert_eq!(euid, nix::unistd::geteuid().as_raw());
+            }
         }
         let not_a_socket = std::fs::File::open("/proc/self/stat").unwrap();
         assert!(peer_pidfd(&not_a_socket).is_err(), "ENOTSOCK is an error, not 'unsupported'");
