@@ -24,6 +24,24 @@ pub struct TestServer {
     done: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
+/// Python (stdlib) for test callers of the token socket: `ask(s)` sends a token request on the
+/// connected socket `s` and prints the whole answer; `ask(s, then)` runs `then()` between sending
+/// and reading (to exit, exec or change credentials while the server attests the caller).
+/// Scripts are `[PY_ASK_TOKEN, rest].concat()`.
+pub const PY_ASK_TOKEN: &str = r#"
+import socket, sys
+def ask(s, then=lambda: None):
+    s.sendall(b"POST /v1/token HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    then()
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    sys.stdout.write(data.decode(errors="replace"))
+"#;
+
 /// The issuing token `setup` stored in the device's keystore.
 pub fn issuer_token(keystore_dir: &Path) -> Token {
     let store = KeystoreDir::new(keystore_dir);

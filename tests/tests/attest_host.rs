@@ -20,7 +20,7 @@ use std::time::Duration;
 use edgeseal_tests::device::{service, Device};
 use edgeseal_tests::openbao::OpenBao;
 use edgeseal_tests::pki::TestPki;
-use edgeseal_tests::token_server::TestServer;
+use edgeseal_tests::token_server::{TestServer, PY_ASK_TOKEN};
 use secretstore_setup::setup::Setup;
 use token_server::config::{Selectors, ServerConfig, ServiceRule, UnixSelector};
 
@@ -150,18 +150,7 @@ assert head.startswith(b"HTTP/1.1 200"), head
 os.set_inheritable(s.fileno(), True)
 os.execv(sys.argv[2], [sys.argv[2], "-c", sys.argv[3], str(s.fileno())])
 "#;
-    let second = r#"
-import socket, sys
-s = socket.socket(fileno=int(sys.argv[1]))
-s.sendall(b"POST /v1/token HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-data = b""
-while True:
-    chunk = s.recv(65536)
-    if not chunk:
-        break
-    data += chunk
-sys.stdout.write(data.decode(errors="replace"))
-"#;
+    let second = [PY_ASK_TOKEN, "s = socket.socket(fileno=int(sys.argv[1]))\nask(s)\n"].concat();
     let out = Command::new(python).arg("-c").arg(first).arg(socket).arg(target).arg(second).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     String::from_utf8_lossy(&out.stdout).into_owned()

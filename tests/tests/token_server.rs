@@ -15,7 +15,7 @@ use std::time::Duration;
 use edgeseal_tests::device::{service, Device};
 use edgeseal_tests::openbao::OpenBao;
 use edgeseal_tests::pki::TestPki;
-use edgeseal_tests::token_server::{raw_request, TestServer};
+use edgeseal_tests::token_server::{raw_request, TestServer, PY_ASK_TOKEN};
 use openbao_client::Token;
 use secretstore_setup::setup::Setup;
 use token_server::config::{Selectors, ServerConfig, ServiceRule, UnixSelector};
@@ -139,21 +139,13 @@ fn two_services_matching_the_same_caller_is_ambiguous_and_gets_no_token() {
 /// after the child has sent the request.
 fn borrowed_socket_request(socket: &Path, parent_lingers: Duration) -> String {
     let script = r#"
-import os, socket, sys, time
+import os, time
 s = socket.socket(socket.AF_UNIX)
 s.connect(sys.argv[1])
 r, w = os.pipe()
 if os.fork() == 0:
     os.close(r)
-    s.sendall(b"POST /v1/token HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-    os.write(w, b"sent")
-    data = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    sys.stdout.write(data.decode(errors="replace"))
+    ask(s, lambda: os.write(w, b"sent"))
     sys.exit(0)
 os.close(w)
 os.read(r, 4)
@@ -164,7 +156,7 @@ os._exit(0)
 "#;
     let out = Command::new("python3")
         .arg("-c")
-        .arg(script)
+        .arg([PY_ASK_TOKEN, script].concat())
         .arg(socket)
         .arg(parent_lingers.as_secs_f64().to_string())
         .output()
@@ -203,21 +195,13 @@ fn a_caller_that_changes_its_uid_during_attestation_gets_no_token() {
     });
     // Root when it connects (the rule's uid), nobody by the time the server checks again.
     let script = r#"
-import os, socket, sys, time
+import os, time
 s = socket.socket(socket.AF_UNIX)
 s.connect(sys.argv[1])
-s.sendall(b"POST /v1/token HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-time.sleep(0.2)
-os.setresuid(65534, 65534, 65534)
-data = b""
-while True:
-    chunk = s.recv(65536)
-    if not chunk:
-        break
-    data += chunk
-sys.stdout.write(data.decode(errors="replace"))
+ask(s, lambda: (time.sleep(0.2), os.setresuid(65534, 65534, 65534)))
 "#;
-    let out = Command::new("python3").arg("-c").arg(script).arg(server.socket()).output().unwrap();
+    let out =
+        Command::new("python3").arg("-c").arg([PY_ASK_TOKEN, script].concat()).arg(server.socket()).output().unwrap();
     let answer = String::from_utf8_lossy(&out.stdout);
     assert!(
         answer.contains("403") && answer.contains("changed its uid"),
@@ -405,20 +389,17 @@ fn a_caller_whose_executable_never_opens_does_not_hold_up_anyone() {
         })));
     });
     let script = r#"
-import socket, sys
 s = socket.socket(socket.AF_UNIX)
 s.connect(sys.argv[1])
-s.sendall(b"POST /v1/token HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-data = b""
-while True:
-    chunk = s.recv(65536)
-    if not chunk:
-        break
-    data += chunk
-sys.stdout.write(data.decode(errors="replace"))
+ask(s)
 "#;
-    let mut stalled_caller =
-        Command::new("python3").arg("-c").arg(script).arg(server.socket()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut stalled_caller = Command::new("python3")
+        .arg("-c")
+        .arg([PY_ASK_TOKEN, script].concat())
+        .arg(server.socket())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     // A generous bound against a hang, not a timing assertion.
     entered.recv_timeout(Duration::from_secs(120)).expect("the server never tried to open the python executable");
 

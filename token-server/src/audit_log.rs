@@ -24,7 +24,7 @@ use durable_file::log::LogFile;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -170,7 +170,7 @@ const BATCH_BYTES: usize = 64 * 1024;
 /// How long the writer lets records gather after a write. A record waits at most this long beyond
 /// its write (so a crash can lose that much more of the log); [`QUEUED`] records fit in it at up to
 /// 2 million records per second.
-const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
+const LINGER: Duration = Duration::from_millis(2);
 
 #[derive(Debug)]
 enum Message {
@@ -216,6 +216,27 @@ impl AuditLog {
         if self.send(Message::Flush(done)).is_ok() {
             let _ = wait.recv();
         }
+    }
+
+    /// As [`AuditLog::flush`], for a graceful stop: gives up after `limit` (a disk that stalls must
+    /// not hold the process). Whether everything queued was written.
+    pub fn flush_within(&self, limit: Duration) -> bool {
+        let Some(sender) = self.queue.get() else { return true };
+        let deadline = Instant::now() + limit;
+        let (done, wait) = sync_channel(1);
+        let mut message = Message::Flush(done);
+        loop {
+            match sender.try_send(message) {
+                Ok(()) => break,
+                Err(TrySendError::Disconnected(_)) => return false,
+                Err(TrySendError::Full(again)) if Instant::now() < deadline => {
+                    message = again;
+                    std::thread::sleep(LINGER);
+                }
+                Err(TrySendError::Full(_)) => return false,
+            }
+        }
+        wait.recv_timeout(deadline.saturating_duration_since(Instant::now())).is_ok()
     }
 
     fn send(&self, message: Message) -> io::Result<()> {
@@ -372,6 +393,30 @@ mod tests {
         assert!(!text.contains("token"), "{text}");
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(log.path()).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_graceful_stop_writes_what_is_queued_and_does_not_wait_for_a_stalled_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::new(dir.path().join("audit.log"), DEFAULT_MAX_SIZE, DEFAULT_KEEP);
+        assert!(log.flush_within(Duration::from_secs(1)), "nothing recorded: nothing to wait for");
+        for n in 0..100 {
+            log.record(issued(n));
+        }
+        assert!(log.flush_within(Duration::from_secs(10)));
+        assert_eq!(std::fs::read_to_string(log.path()).unwrap().lines().count(), 100);
+        // A log whose writes stop returning (a FIFO nobody reads, filled past its 64 KiB buffer,
+        // stands in for a disk that stalls).
+        let fifo = dir.path().join("stalled.log");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let stalled = AuditLog::new(fifo.clone(), DEFAULT_MAX_SIZE, DEFAULT_KEEP);
+        for n in 0..2000 {
+            stalled.record(issued(n));
+        }
+        assert!(!stalled.flush_within(Duration::from_millis(200)), "gave up, reported as not written");
+        // Let the writer thread go (a reader opens the FIFO and drains it).
+        let mut reader = std::fs::File::open(&fifo).unwrap();
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
     }
 
     #[test]

@@ -228,7 +228,8 @@ async fn serve<F: std::future::Future<Output = ()> + Send + 'static>(
             .await;
     });
     let admin =
-        token_server::serve_admin(config, setup, admin, audit_log, telemetry, || stopped(stop_rx.clone())).await?;
+        token_server::serve_admin(config, setup, admin, audit_log.clone(), telemetry, || stopped(stop_rx.clone()))
+            .await?;
     let server = tokio::spawn(server.run(listener, stopped(stop_rx.clone())));
     // After the token server is up; a failed sync is reported, never a reason to stop.
     if let Some(fleet) = &config.fleet {
@@ -242,6 +243,7 @@ async fn serve<F: std::future::Future<Output = ()> + Send + 'static>(
     let served = server.await.context("token server task")?;
     admin.finished().await;
     let _ = watchdog.await;
+    token_server::flush_audit_log(audit_log).await;
     served.context("serving the token socket")
 }
 

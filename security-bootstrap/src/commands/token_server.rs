@@ -21,6 +21,16 @@ pub fn audit_log(config: &Config) -> Arc<AuditLog> {
     Arc::new(AuditLog::new(config.audit_file(), config.audit.max_size, config.audit.keep))
 }
 
+/// Waits (at most 5 s) until every record queued so far is in the audit log: the last thing a
+/// graceful stop does.
+pub async fn flush_audit_log(audit_log: Arc<AuditLog>) {
+    let path = audit_log.path().to_path_buf();
+    let flushed = tokio::task::spawn_blocking(move || audit_log.flush_within(std::time::Duration::from_secs(5))).await;
+    if !flushed.unwrap_or(false) {
+        tracing::warn!(file = %path.display(), "edgeseal's audit log: records still queued at exit were not written");
+    }
+}
+
 /// The token server for `config`, issuing with the token `setup` stored in the keystore, recording
 /// the tokens it issues in `audit_log`.
 pub async fn server(config: &Config, setup: &Setup, audit_log: Option<Arc<AuditLog>>) -> anyhow::Result<Server> {
@@ -247,7 +257,7 @@ pub fn run(config_path: &std::path::Path) -> anyhow::Result<()> {
         let listener = server.bind()?;
         let admin = setup.admin_credential().await.context("making the admin socket's credential")?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let admin = serve_admin(&config, &setup, admin, audit_log, server.state().telemetry.clone(), || {
+        let admin = serve_admin(&config, &setup, admin, audit_log.clone(), server.state().telemetry.clone(), || {
             let mut rx = stop_rx.clone();
             async move {
                 let _ = rx.wait_for(|stop| *stop).await;
@@ -263,6 +273,7 @@ pub fn run(config_path: &std::path::Path) -> anyhow::Result<()> {
         .await
         .context("the token server's task failed")?;
         admin.finished().await;
+        flush_audit_log(audit_log).await;
         served.context("serving the token socket")
     })
 }
