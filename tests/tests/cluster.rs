@@ -83,18 +83,19 @@ fn cluster_status(boot: &Boot) -> Option<Value> {
     out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
 }
 
-/// Waits until some member reports three healthy voters.
-fn wait_three_voters(members: &[&Boot]) {
+/// Waits until some member reports `voters` healthy voters (a member that joined votes once
+/// autopilot has promoted it).
+fn wait_voters(members: &[&Boot], voters: usize) {
     let healthy = poll_until(JOIN_PATIENCE, || {
         members.iter().find_map(|boot| {
             let status = cluster_status(boot)?;
             let autopilot = &status["autopilot"];
-            (autopilot["healthy"] == true && autopilot["voters"].as_array().map_or(0, Vec::len) == 3).then_some(())
+            (autopilot["healthy"] == true && autopilot["voters"].as_array().map_or(0, Vec::len) == voters).then_some(())
         })
     });
     assert!(
         healthy.is_some(),
-        "no three healthy voters within {JOIN_PATIENCE:?}: {:?}\n{}",
+        "no {voters} healthy voters within {JOIN_PATIENCE:?}: {:?}\n{}",
         members.iter().map(|b| cluster_status(b)).collect::<Vec<_>>(),
         members.iter().map(|b| b.openbao_log()).collect::<Vec<_>>().join("\n----\n")
     );
@@ -135,7 +136,7 @@ fn form() -> Cluster {
         assert!(!joiner.device.keystore_dir().join("join-pending").exists(), "the join completed");
         gateways.push(joiner);
     }
-    wait_three_voters(&gateways.iter().collect::<Vec<_>>());
+    wait_voters(&gateways.iter().collect::<Vec<_>>(), 3);
     Cluster { gateways, runs, _bundles: bundles }
 }
 
@@ -202,6 +203,9 @@ fn setup_token(first: &Boot, dir: &Path) -> String {
 /// transfers leadership, to the follower it prefers), and when that picks another, a SIGKILL of the
 /// active member's OpenBao (an election among the others, randomized; the killed one comes back).
 fn make_active(gateways: &[&Boot], target: usize, token: &str) {
+    // Only a voter can be elected: a member that just joined votes once autopilot has promoted it,
+    // and killing the active member meanwhile (below) would keep autopilot from ever doing so.
+    wait_voters(gateways, gateways.len());
     let mut tries = 0;
     let became = poll_until(Duration::from_secs(300), || {
         let active = gateways.iter().position(|boot| is_active(boot))?;
@@ -281,7 +285,7 @@ fn three_gateways_form_one_store_that_survives_the_loss_of_any_member() {
         );
         let token = gateways[active].token_until_ok(Duration::from_secs(30));
         assert_eq!(gateways[active].secret(&token), value);
-        wait_three_voters(&gateways.iter().collect::<Vec<_>>());
+        wait_voters(&gateways.iter().collect::<Vec<_>>(), 3);
     }
 
     // Kill -9 a whole gateway (edgeseal and its OpenBao) and bring it back: it opens by itself and
@@ -294,7 +298,7 @@ fn three_gateways_form_one_store_that_survives_the_loss_of_any_member() {
     runs[1] = gateways[1].start();
     let token = gateways[1].token_until_ok(Duration::from_secs(30));
     assert_eq!(gateways[1].secret(&token), last);
-    wait_three_voters(&gateways.iter().collect::<Vec<_>>());
+    wait_voters(&gateways.iter().collect::<Vec<_>>(), 3);
 
     // Replacing a gateway: gateway 3 leaves while it is the active member (it steps down first and
     // waits for another leader), and is then gone for good; a new board is invited (by gateway 2)
@@ -316,7 +320,7 @@ fn three_gateways_form_one_store_that_survives_the_loss_of_any_member() {
     let token = replacement.token_until_ok(Duration::from_secs(30));
     assert_eq!(replacement.secret(&token), last);
     gateways.push(replacement);
-    wait_three_voters(&[&gateways[0], &gateways[1], &gateways[3]]);
+    wait_voters(&[&gateways[0], &gateways[1], &gateways[3]], 3);
     assert_one_seal_key_under_each_kek(&[(&gateways[0], 0), (&gateways[1], 1), (&gateways[2], 2), (&gateways[3], 3)]);
     for run in &mut runs {
         run.stop(Signal::SIGTERM, Duration::from_secs(30));

@@ -317,6 +317,19 @@ async fn leader_other_than(
     }
 }
 
+/// The active member `node_id` may step down to leave only if another member votes: only a voter
+/// can be elected, and a member that just joined votes once autopilot has promoted it (seconds
+/// after it joined, once it is healthy).
+fn another_voter(servers: &[openbao_client::api::raft::RaftServer], node_id: &str) -> Result<(), String> {
+    if servers.iter().any(|s| s.voter && s.node_id != node_id) {
+        return Ok(());
+    }
+    Err(format!(
+        "{node_id} is the active member and no other member votes yet, so none could take over: nothing was removed. \
+         A member that just joined votes once autopilot has promoted it; try again when `cluster status` shows it as a voter"
+    ))
+}
+
 /// A request for the active member, sent through this one, until it got there: a standby answers
 /// 307 while it cannot forward yet (just after a join or an election) and 500 while it knows no
 /// active member, and in both cases nothing was done, so asking again is safe. Any other answer,
@@ -371,6 +384,7 @@ pub async fn leave(setup: &Setup, node_id: Option<&str>) -> Result<String, Clust
         if servers.iter().any(|s| s.node_id == node_id) {
             let patience = setup.store.wait_timeout;
             if servers.iter().any(|s| s.node_id == node_id && s.leader) {
+                another_voter(&servers, &node_id).map_err(ClusterError::Refused)?;
                 forwarded(patience, || client.step_down(&token))
                     .await
                     .doing(|| format!("asking {node_id} to step down before it leaves"))?;
@@ -416,6 +430,30 @@ mod tests {
             status,
             message: String::new(),
         })
+    }
+
+    #[test]
+    fn the_active_member_leaves_only_when_another_member_votes() {
+        let server = |node_id: &str, leader: bool, voter: bool| openbao_client::api::raft::RaftServer {
+            node_id: node_id.into(),
+            address: format!("{node_id}:8201"),
+            leader,
+            voter,
+        };
+        // (members, may gw1 step down?)
+        let cases = [
+            (vec![server("gw1", true, true), server("gw2", false, true)], true),
+            (vec![server("gw1", true, true), server("gw2", false, false)], false),
+            (vec![server("gw1", true, true)], false),
+            (vec![server("gw1", true, true), server("gw2", false, false), server("gw3", false, true)], true),
+        ];
+        for (servers, may) in cases {
+            let answer = another_voter(&servers, "gw1");
+            assert_eq!(answer.is_ok(), may, "{servers:?}");
+            if let Err(message) = answer {
+                assert!(message.contains("nothing was removed") && message.contains("cluster status"), "{message}");
+            }
+        }
     }
 
     /// `forwarded` over a scripted sequence of answers: what it returned and how many were asked.
