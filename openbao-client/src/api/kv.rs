@@ -109,22 +109,34 @@ pub fn provenance_key(version: u64) -> String {
 /// How long a KV call waits out a mount's upgrade.
 const UPGRADE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// Runs `call` again while the mount is upgrading (see [`is_upgrading`]), for up to `patience`.
+/// Safe for every KV call, writes included: a mount that answers it is upgrading did nothing.
+async fn through_upgrade<T, F, Fut>(patience: std::time::Duration, mut call: F) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        match call().await {
+            Err(e) if is_upgrading(&e) && started.elapsed() < patience => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
 impl Client {
-    /// Runs `call` again while the mount is upgrading (see [`is_upgrading`]), for up to 30 s.
-    async fn through_upgrade<T, F, Fut>(&self, mut call: F) -> Result<T, Error>
+    /// [`through_upgrade`] with [`UPGRADE_PATIENCE`]. Every KV call goes through it: a mount answers
+    /// that it is upgrading for a moment after it is mounted (setup's first writes and reads run
+    /// right then, concurrently) and after a restart that interrupted the upgrade.
+    async fn through_upgrade<T, F, Fut>(&self, call: F) -> Result<T, Error>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, Error>>,
     {
-        let started = std::time::Instant::now();
-        loop {
-            match call().await {
-                Err(e) if is_upgrading(&e) && started.elapsed() < UPGRADE_PATIENCE => {
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
-                outcome => return outcome,
-            }
-        }
+        through_upgrade(UPGRADE_PATIENCE, call).await
     }
 
     /// `GET <mount>/data/<path>`: the latest version's data, or `None`.
@@ -182,7 +194,8 @@ impl Client {
 
     /// `POST <mount>/data/<path>`: a new version; with `cas`, only if the current version is that
     /// number (0: only if the secret was never written). Not retried: a lost answer could hide a
-    /// written version, and a blind retry would write another.
+    /// written version, and a blind retry would write another. (A mount that answers it is still
+    /// upgrading wrote nothing: that answer is asked again, see [`is_upgrading`].)
     pub async fn kv_write(
         &self,
         token: &Token,
@@ -200,7 +213,9 @@ impl Client {
             Some(cas) => json!({"data": data, "options": {"cas": cas}}),
             None => json!({"data": data}),
         };
-        match self.call::<Answer>(Method::POST, &api, Some(token), Some(&body), Retry::Once).await {
+        let answer =
+            self.through_upgrade(|| self.call::<Answer>(Method::POST, &api, Some(token), Some(&body), Retry::Once));
+        match answer.await {
             Ok(answer) => Ok(Written::Version(answer.data.version)),
             Err(Error::Api { status: 400, ref message, .. }) if message.contains("check-and-set") => {
                 Ok(Written::CasMismatch)
@@ -212,8 +227,9 @@ impl Client {
     /// `GET <mount>/metadata/<path>`, or `None` when the secret does not exist.
     pub async fn kv_metadata(&self, token: &Token, mount: &str, path: &str) -> Result<Option<Metadata>, Error> {
         let api = format!("{mount}/metadata/{path}");
-        let envelope: Option<crate::api::Data<Metadata>> =
-            self.call_opt(Method::GET, &api, Some(token), None::<&()>, Retry::Idempotent).await?;
+        let envelope: Option<crate::api::Data<Metadata>> = self
+            .through_upgrade(|| self.call_opt(Method::GET, &api, Some(token), None::<&()>, Retry::Idempotent))
+            .await?;
         Ok(envelope.map(|e| e.data))
     }
 
@@ -227,7 +243,7 @@ impl Client {
     ) -> Result<(), Error> {
         let api = format!("{mount}/metadata/{path}");
         let body = json!({"custom_metadata": custom});
-        self.call_empty(Method::POST, &api, Some(token), Some(&body), Retry::Idempotent).await
+        self.through_upgrade(|| self.call_empty(Method::POST, &api, Some(token), Some(&body), Retry::Idempotent)).await
     }
 
     /// Records who wrote `version` (e.g. "set by uid 0", "seeded from /etc/x.json") in the secret's
@@ -270,12 +286,66 @@ impl Client {
     /// through undelete; reads get 404).
     pub async fn kv_delete_latest(&self, token: &Token, mount: &str, path: &str) -> Result<(), Error> {
         let api = format!("{mount}/data/{path}");
-        self.call_empty(Method::DELETE, &api, Some(token), None::<&()>, Retry::Idempotent).await
+        self.through_upgrade(|| self.call_empty(Method::DELETE, &api, Some(token), None::<&()>, Retry::Idempotent))
+            .await
     }
 
     /// `DELETE <mount>/metadata/<path>`: destroys every version and the metadata.
     pub async fn kv_destroy_all(&self, token: &Token, mount: &str, path: &str) -> Result<(), Error> {
         let api = format!("{mount}/metadata/{path}");
-        self.call_empty(Method::DELETE, &api, Some(token), None::<&()>, Retry::Idempotent).await
+        self.through_upgrade(|| self.call_empty(Method::DELETE, &api, Some(token), None::<&()>, Retry::Idempotent))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn api_error(status: u16, message: &str) -> Error {
+        Error::Api { method: "GET".into(), path: "secret/metadata/x".into(), status, message: message.into() }
+    }
+
+    const UPGRADING: &str =
+        "Upgrading from non-versioned to versioned data. This backend will be unavailable for a brief period and will resume service shortly.";
+
+    /// One scripted answer: `None` for success, else an API error's status and message.
+    type Answer = Option<(u16, &'static str)>;
+
+    /// `through_upgrade` over scripted answers: what it returned and how many were asked.
+    fn over(answers: &[Answer], patience: Duration) -> (Result<(), Error>, usize) {
+        let asked = Cell::new(0);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let done = runtime.block_on(through_upgrade(patience, || {
+            let n = asked.get();
+            asked.set(n + 1);
+            let answer = answers.get(n).copied().flatten();
+            async move { answer.map_or(Ok(()), |(status, message)| Err(api_error(status, message))) }
+        }));
+        (done, asked.get())
+    }
+
+    #[test]
+    fn a_mount_that_is_upgrading_is_asked_again_and_every_other_answer_is_returned() {
+        let minute = Duration::from_secs(60);
+        // (answers in order, asked, final status: None for success)
+        let cases: [(&[Answer], usize, Option<u16>); 5] = [
+            (&[None], 1, None),
+            (&[Some((400, UPGRADING)), Some((400, UPGRADING)), None], 3, None),
+            (&[Some((400, "check-and-set parameter did not match"))], 1, Some(400)),
+            (&[Some((400, UPGRADING)), Some((403, "permission denied"))], 2, Some(403)),
+            (&[Some((500, UPGRADING))], 1, Some(500)),
+        ];
+        for (answers, asked, status) in cases {
+            let (done, n) = over(answers, minute);
+            assert_eq!((n, done.err().and_then(|e| e.status())), (asked, status), "{answers:?}");
+        }
+        // Still upgrading once patience has passed: that answer is returned.
+        let (done, n) = over(&[Some((400, UPGRADING)); 1000], Duration::from_millis(300));
+        assert!(done.as_ref().is_err_and(is_upgrading), "{done:?}");
+        assert!(n < 1000, "asked {n} times within 300 ms");
     }
 }
