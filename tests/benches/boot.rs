@@ -36,7 +36,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use edgeseal_tests::bench::{bao_version, cpu_ticks, cpus, env_count, loadavg, ms, percentile, time_until, Figure};
+use edgeseal_tests::bench::{bao_version, cpu_time, cpus, env_count, loadavg, ms, percentile, time_until, Figure};
 use edgeseal_tests::openbao::bao_binary;
 
 /// Warm `run` → ready at most this many times OpenBao's own spawn → listening (issue 16).
@@ -140,8 +140,8 @@ fn main() {
         .collect();
     let (mut warm, mut crash) = (Samples::default(), Samples::default());
     let mut phases: Vec<(Seal, Vec<(&str, Duration)>)> = Vec::new();
-    // CPU time (clock ticks) of `run` and of its OpenBao from spawn to ready, per warm boot.
-    let mut cpu: Vec<(Seal, u64, u64)> = Vec::new();
+    // CPU time of `run` and of its OpenBao from spawn to ready, per warm boot.
+    let mut cpu: Vec<(Seal, Duration, Duration)> = Vec::new();
     for round in 0..warm_runs {
         // The kill's instant within the watchdog's period, spread evenly over the rounds.
         let after_ready = watchdog.mul_f64((round as f64 + 0.5) / warm_runs as f64);
@@ -150,8 +150,8 @@ fn main() {
             let (mut run, took) = node.boot();
             warm.push(*seal, took);
             phases.push((*seal, milestones(&node.log(), log_from, spawned)));
-            let bao = node.openbao_pid().map_or(0, |pid| cpu_ticks(pid.unsigned_abs()));
-            cpu.push((*seal, cpu_ticks(run.pid()), bao));
+            let bao = node.openbao_pid().map_or(Duration::ZERO, |pid| cpu_time(pid.unsigned_abs()));
+            cpu.push((*seal, cpu_time(run.pid()), bao));
             std::thread::sleep(after_ready);
             let recovered = node.crash_to_token(&mut run);
             crash.push(*seal, recovered);
@@ -238,13 +238,16 @@ fn main() {
         println!("| {what} | {} | {} |", median(Seal::Static), median(Seal::Shamir));
     }
     for want in SEALS {
-        let median = |pick: fn(&(Seal, u64, u64)) -> u64| {
-            let mut ticks: Vec<u64> = cpu.iter().filter(|c| c.0 == want).map(pick).collect();
-            ticks.sort_unstable();
-            ticks.get(ticks.len() / 2).copied().unwrap_or(0) * 10
+        let median = |pick: fn(&(Seal, Duration, Duration)) -> Duration| {
+            let times: Vec<Duration> = cpu.iter().filter(|c| c.0 == want).map(pick).collect();
+            if times.is_empty() {
+                "-".to_string()
+            } else {
+                ms(percentile(&times, 0.5))
+            }
         };
         println!(
-            "CPU from spawn to ready ({want:?}, medians, 10 ms ticks, on {} CPUs): run {} ms, its OpenBao {} ms",
+            "CPU from spawn to ready ({want:?}, medians, 10 ms ticks, on {} CPUs): run {}, its OpenBao {}",
             cpus(),
             median(|c| c.1),
             median(|c| c.2)

@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant, SystemTime};
 
-use edgeseal_tests::bench::{bao_version, children_cpu, cpu_ticks, cpus, loadavg, verdict, Figure};
+use edgeseal_tests::bench::{bao_version, children_cpu, cpu_time, cpus, loadavg, percentile, verdict, Figure};
 use edgeseal_tests::device::{service, Device};
 use edgeseal_tests::openbao::{bao_binary, OpenBao};
 use edgeseal_tests::pki::TestPki;
@@ -96,17 +96,18 @@ fn main() {
     eprintln!();
     let (mut edge, mut side) = (edge.expect("BENCH_COLD >= 1"), side.expect("BENCH_SCRIPT_COLD >= 1"));
     let (mut warm_e, mut warm_s, mut windows) = (Vec::new(), Vec::new(), Vec::new());
-    // CPU of each timed warm `setup` (with its plug-in) and of OpenBao meanwhile (clock ticks).
-    let mut cpu: Vec<(Duration, u64)> = Vec::new();
+    // CPU of each timed warm `setup` (with its plug-in) and of OpenBao meanwhile.
+    let (mut setup_cpu, mut bao_cpu) = (Vec::new(), Vec::new());
     for i in 0..n_warm.max(n_script_warm) {
         if i < n_warm {
             edge.bao.restart();
-            let (bao_before, setup_before) = (edge.bao.pid().map_or(0, cpu_ticks), children_cpu());
+            let bao_time = || edge.bao.pid().map_or(Duration::ZERO, cpu_time);
+            let (bao_before, setup_before) = (bao_time(), children_cpu());
             let started = SystemTime::now();
             let (took, out) = edge.run(&bootstrap);
             windows.push((started, SystemTime::now()));
-            let bao_ticks = edge.bao.pid().map_or(0, cpu_ticks).saturating_sub(bao_before);
-            cpu.push((children_cpu().saturating_sub(setup_before), bao_ticks));
+            setup_cpu.push(children_cpu().saturating_sub(setup_before));
+            bao_cpu.push(bao_time().saturating_sub(bao_before));
             let report = text(&out);
             assert!(report.contains("(unsealed)"), "warm edgeseal run: {report}");
             assert!(report.contains("config       unchanged"), "warm edgeseal run must be converged: {report}");
@@ -134,16 +135,14 @@ fn main() {
     warm.print("warm  edgeseal              ", "warm  bao CLI script        ", warm_e.len(), warm_s.len());
     println!();
     println!("ratio script/edgeseal (medians): cold {:.1}x, warm {:.1}x", cold.ratio(), warm.ratio());
-    let mut setup_cpu: Vec<Duration> = cpu.iter().map(|c| c.0).collect();
-    let mut bao_cpu: Vec<u64> = cpu.iter().map(|c| c.1).collect();
-    setup_cpu.sort_unstable();
-    bao_cpu.sort_unstable();
-    println!(
-        "CPU per warm boot (medians, {} CPUs): edgeseal setup {} (with its KDF plug-in), OpenBao {} ms (10 ms ticks)",
-        cpus(),
-        ms(setup_cpu.get(setup_cpu.len() / 2).copied().unwrap_or_default()),
-        bao_cpu.get(bao_cpu.len() / 2).copied().unwrap_or(0) * 10
-    );
+    if !setup_cpu.is_empty() {
+        println!(
+            "CPU per warm boot (medians, {} CPUs): edgeseal setup {} (with its KDF plug-in), OpenBao {} (10 ms ticks)",
+            cpus(),
+            ms(percentile(&setup_cpu, 0.5)),
+            ms(percentile(&bao_cpu, 0.5))
+        );
+    }
     let warm_ok = warm.edge.median < TARGET_WARM;
     let ratio_ok = warm.ratio() >= TARGET_RATIO;
     println!(

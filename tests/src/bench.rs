@@ -237,6 +237,11 @@ pub fn cpu_ticks(pid: u32) -> u64 {
     stat_ticks(&format!("/proc/{pid}/stat"))
 }
 
+/// [`cpu_ticks`] as a duration (10 ms a tick).
+pub fn cpu_time(pid: u32) -> Duration {
+    Duration::from_millis(cpu_ticks(pid) * 10)
+}
+
 /// utime + stime from a `/proc/…/stat` file, in clock ticks.
 pub fn stat_ticks(path: &str) -> u64 {
     let stat = std::fs::read_to_string(path).unwrap_or_default();

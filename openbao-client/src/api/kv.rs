@@ -9,6 +9,7 @@ use hyper::Method;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use crate::retry::{retry, Attempt, Backoff};
 use crate::{Client, Error, Retry, Token};
 
 #[derive(Deserialize)]
@@ -116,15 +117,18 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, Error>>,
 {
-    let started = std::time::Instant::now();
-    loop {
-        match call().await {
-            Err(e) if is_upgrading(&e) && started.elapsed() < patience => {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let every = std::time::Duration::from_millis(50);
+    retry(Backoff::within(patience, every, every), || {
+        let answer = call();
+        async move {
+            match answer.await {
+                Ok(value) => Attempt::Done(value),
+                Err(e) if is_upgrading(&e) => Attempt::Retry(e),
+                Err(e) => Attempt::Fail(e),
             }
-            outcome => return outcome,
         }
-    }
+    })
+    .await
 }
 
 impl Client {

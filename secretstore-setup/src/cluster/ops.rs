@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use edgeseal_bundle::{BundleError, Recipient, Trust};
 use openbao_client::api::raft::AutopilotConfig;
+use openbao_client::retry::{retry, Attempt, Backoff};
 use openbao_client::{Client, Token};
 
 use super::invite::{Invite, InviteError};
@@ -300,21 +301,20 @@ async fn leader_other_than(
     node_id: &str,
     patience: Duration,
 ) -> Result<(), ClusterError> {
-    let started = std::time::Instant::now();
-    loop {
-        if let Ok(servers) = client.raft_configuration(token).await {
-            if servers.iter().any(|s| s.leader && s.node_id != node_id) {
-                return Ok(());
-            }
+    let every = Duration::from_millis(100);
+    retry(Backoff::within(patience, every, every), || async {
+        match client.raft_configuration(token).await {
+            Ok(servers) if servers.iter().any(|s| s.leader && s.node_id != node_id) => Attempt::Done(()),
+            _ => Attempt::Retry(()),
         }
-        if started.elapsed() >= patience {
-            return Err(ClusterError::Refused(format!(
-                "{node_id} stepped down, but no other member became active within {}: is the cluster healthy (`cluster status`)? Nothing was removed",
-                humantime::format_duration(patience)
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
+    .map_err(|()| {
+        ClusterError::Refused(format!(
+            "{node_id} stepped down, but no other member became active within {}: is the cluster healthy (`cluster status`)? Nothing was removed",
+            humantime::format_duration(patience)
+        ))
+    })
 }
 
 /// The active member `node_id` may step down to leave only if another member votes: only a voter
@@ -339,33 +339,39 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), openbao_client::Error>>,
 {
-    let started = std::time::Instant::now();
-    loop {
-        match request().await {
-            Err(e) if matches!(e.status(), Some(307 | 500)) && started.elapsed() < patience => {
-                tracing::debug!(error = %e, "not forwarded to the active member yet; asking again");
-                tokio::time::sleep(Duration::from_millis(200)).await;
+    let every = Duration::from_millis(200);
+    retry(Backoff::within(patience, every, every), || {
+        let answer = request();
+        async move {
+            match answer.await {
+                Ok(()) => Attempt::Done(()),
+                Err(e) if matches!(e.status(), Some(307 | 500)) => {
+                    tracing::debug!(error = %e, "not forwarded to the active member yet; asking again");
+                    Attempt::Retry(e)
+                }
+                Err(e) => Attempt::Fail(e),
             }
-            done => return done,
         }
-    }
+    })
+    .await
 }
 
 /// Waits until `client`'s member knows an active member again (after a removal).
 async fn active_member(client: &Client, node_id: &str, patience: Duration) -> Result<(), ClusterError> {
-    let started = std::time::Instant::now();
-    loop {
+    let every = Duration::from_millis(100);
+    retry(Backoff::within(patience, every, every), || async {
         match client.leader().await {
-            Ok(leader) if !leader.leader_address.is_empty() => return Ok(()),
-            _ if started.elapsed() >= patience => {
-                return Err(ClusterError::Refused(format!(
-                    "{node_id} was removed, but no member is active after {}: the others may lack a quorum (`cluster status`)",
-                    humantime::format_duration(patience)
-                )))
-            }
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            Ok(leader) if !leader.leader_address.is_empty() => Attempt::Done(()),
+            _ => Attempt::Retry(()),
         }
-    }
+    })
+    .await
+    .map_err(|()| {
+        ClusterError::Refused(format!(
+            "{node_id} was removed, but no member is active after {}: the others may lack a quorum (`cluster status`)",
+            humantime::format_duration(patience)
+        ))
+    })
 }
 
 /// `cluster leave`: removes member `node_id` (this one when `None`) from the raft configuration,
